@@ -1,0 +1,101 @@
+"""The CRM interface: the handful of operations the steps need, in the project's own types.
+
+The one implementation for now is ``connector.crm.dataverse.DataverseCrmClient``
+(Dynamics 365 / Dataverse Web API). Every method raises only errors from
+``connector.errors``; reads are generators so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime
+from typing import Iterable, Iterator, Mapping, Sequence
+
+from connector.models import (
+    BounceUpdate,
+    CampaignResponse,
+    CrmTable,
+    Recipient,
+    RecordRef,
+    SendRequest,
+    SendRequestUpdate,
+    SendTarget,
+    WriteResult,
+)
+
+
+class CrmClient(abc.ABC):
+    """Role interface for the CRM (system of record)."""
+
+    @abc.abstractmethod
+    def pending_send_requests(self, limit: int = 50) -> list[SendRequest]:
+        """Send requests in status Pending, oldest first, at most ``limit``."""
+
+    @abc.abstractmethod
+    def claim_send_request(self, request: SendRequest) -> SendRequest | None:
+        """Move a Pending request to Processing, guarded by its etag (If-Match).
+
+        Returns the claimed request, or None when another worker or instance took it first.
+        """
+
+    @abc.abstractmethod
+    def get_send_request(self, request_id: str) -> SendRequest | None:
+        """The send request by id, or None if it was deleted from CRM."""
+
+    @abc.abstractmethod
+    def update_send_request(self, request_id: str, update: SendRequestUpdate) -> None:
+        """Write status, counts, job id and reason back to the send request."""
+
+    @abc.abstractmethod
+    def user_role_names(self, user_id: str) -> set[str]:
+        """Names of the security roles the CRM user holds (directly or through teams)."""
+
+    @abc.abstractmethod
+    def iter_recipients(
+        self, target: SendTarget, attributes: Mapping[CrmTable, Sequence[str]]
+    ) -> Iterator[Recipient]:
+        """Stream every recipient of one target, page by page (5,000 a page at most).
+
+        ``attributes`` names the CRM columns to read per table (from the mapping sections).
+        Lists (static and dynamic), a campaign's lists, single contacts, leads, accounts.
+        """
+
+    @abc.abstractmethod
+    def create_campaign_responses(self, responses: Sequence[CampaignResponse]) -> list[WriteResult]:
+        """Create campaign responses in bulk; idempotent on ``tracking_key`` (alternate key).
+
+        A response whose tracking key already exists counts as ok. One result per input,
+        keyed by tracking key.
+        """
+
+    @abc.abstractmethod
+    def set_bounces(self, updates: Sequence[BounceUpdate]) -> list[WriteResult]:
+        """Write last bounce date, type and job on contacts/leads. Never opts them out."""
+
+    @abc.abstractmethod
+    def set_opt_outs(self, refs: Sequence[RecordRef]) -> list[WriteResult]:
+        """Set do-not-bulk-email on the records."""
+
+    @abc.abstractmethod
+    def iter_changes(
+        self, table: CrmTable, columns: Sequence[str], delta_link: str | None
+    ) -> Iterator[tuple[list[dict], list[str], str | None]]:
+        """Change tracking: yields (changed rows, deleted ids, next delta link or None) per page.
+
+        The last page carries the new delta link; an expired link raises PermanentPeerError
+        with code ``delta_expired`` so the caller does a full resync.
+        """
+
+    def close(self) -> None:  # pragma: no cover - default no-op
+        """Release sessions and pools."""
+
+
+def records_by_ref(refs: Iterable[RecordRef]) -> dict[CrmTable, list[str]]:
+    """Group record ids by table, preserving order."""
+    grouped: dict[CrmTable, list[str]] = {}
+    for ref in refs:
+        grouped.setdefault(ref.table, []).append(ref.id)
+    return grouped
+
+
+__all__ = ["CrmClient", "records_by_ref", "datetime"]

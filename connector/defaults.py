@@ -1,0 +1,76 @@
+"""Named defaults, each with the reason for its value (the original product's where it had one)."""
+
+from __future__ import annotations
+
+SEND_POLL_MINUTES = 5.0
+"""Pending send requests are polled every 5 minutes, as in the original product."""
+
+TRACKING_POLL_MINUTES = 60.0
+"""Tracking is pulled hourly: Marketing Cloud's own guidance for API tracking reads."""
+
+IMPORT_POLL_SECONDS = 30.0
+"""How often a running ESP import is asked for its status."""
+
+IMPORT_TIMEOUT_MINUTES = 240.0
+"""An import still not finished after this long fails its send with a reason."""
+
+SEND_WORKERS = 2
+IMPORT_WORKERS = 2
+TRACKING_WORKERS = 2
+"""Worker threads per step; each step has its own pool so one never blocks another."""
+
+BATCH_THRESHOLD = 25_000
+"""Sends above this many recipients go as files over SFTP; up to it, by SOAP."""
+
+BATCH_SIZE = 5_000
+"""Rows per batch file."""
+
+SOAP_CHUNK_SIZE = 50
+"""Subscribers per SOAP Create/Update call: Marketing Cloud's soft limit for synchronous calls."""
+
+CRM_PAGE_SIZE = 5_000
+"""Dataverse's default and maximum page size."""
+
+CRM_BATCH_SIZE = 500
+"""Requests per Dataverse $batch (the service caps it at 1,000)."""
+
+CRM_PREFIX = "cesp"
+"""Publisher prefix of the connector's CRM customizations."""
+
+MAX_RETRIES = 5
+"""Attempts per safe-to-repeat call before the error goes to the caller."""
+
+CRM_TIMEOUT = 120.0
+"""Dataverse cancels a request after 2 minutes; waiting longer gains nothing."""
+
+ESP_TIMEOUT = 120.0
+SQL_TIMEOUT = 30.0
+SFTP_TIMEOUT = 60.0
+
+LEASE_SECONDS = 300
+"""A claimed item is someone's for 5 minutes unless its holder extends the lease."""
+
+DRAIN_SECONDS = 60
+"""After the first SIGTERM, in-flight work has this long to finish or checkpoint."""
+
+LOG_FOLDER = "var/log"
+LOG_KEEP_DAYS = 14
+DATA_DIR = "var"
+
+STAGING_TABLE = "connector_tracking_events"
+
+TRACKING_MODE = "responders"
+TRACKING_OVERLAP_MINUTES = 120.0
+"""Events arrive late at the ESP; each pull re-reads this much before the watermark."""
+
+TRACKING_LOOKBACK_DAYS = 30.0
+"""The first pull for an event type goes this far back."""
+
+EVENT_TYPES = ("sent", "open", "click", "bounce", "unsub", "notsent")
+
+ALLOWED_ROLES = ("System Administrator", "Marketing Manager")
+"""CRM security roles whose holders may release sends."""
+
+MAX_REQUESTS_PER_POLL = 20
+
+SEND_CLASSIFICATION_KEY = "Default Commercial"

@@ -1,0 +1,22 @@
+"""The staging-table interface: one row per tracking event, exactly once."""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+from connector.models import TrackingEvent
+
+
+class StagingStore(abc.ABC):
+    """Role interface for the tracking staging table (often in the CRM's SQL Server)."""
+
+    @abc.abstractmethod
+    def write_events(self, events: Sequence[TrackingEvent], crm_records: dict[str, str] | None = None) -> int:
+        """Bulk-insert events; rows whose natural key exists already are ignored.
+
+        ``crm_records`` maps subscriber key -> CRM record id where known. Returns rows inserted.
+        """
+
+    def close(self) -> None:  # pragma: no cover - default no-op
+        """Dispose of the engine."""
