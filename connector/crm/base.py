@@ -61,6 +61,13 @@ class CrmClient(abc.ABC):
         """
 
     @abc.abstractmethod
+    def find_records(self, ids: Sequence[str]) -> dict[str, RecordRef]:
+        """Which table each id belongs to (contact, lead, account); unknown ids are absent.
+
+        Used by tracking to turn a subscriber key (the CRM record id) into a record.
+        """
+
+    @abc.abstractmethod
     def create_campaign_responses(self, responses: Sequence[CampaignResponse]) -> list[WriteResult]:
         """Create campaign responses in bulk; idempotent on ``tracking_key`` (alternate key).
 
