@@ -12,12 +12,23 @@ The defaults are the original product's, kept as named constants in
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
+import typing
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from connector import defaults as d
+from connector import secrets as _secrets
+from connector.errors import ConfigError
+from connector.models import CrmTable
 
 
 class Section(BaseModel):
@@ -170,3 +181,524 @@ class Config(Section):
 
     def staging_url(self) -> str:
         return self.staging.url or f"sqlite:///{self.service.data_dir / 'staging.db'}"
+
+    def secret_values(self) -> set[str]:
+        """Every secret this configuration holds (for log redaction); never log the result."""
+        found: set[str] = set()
+        for name in _section_names():
+            section = getattr(self, name)
+            for key in type(section).model_fields:
+                value = getattr(section, key)
+                if isinstance(value, SecretStr) and value.get_secret_value():
+                    found.add(value.get_secret_value())
+        for url in (self.state.url, self.staging.url):
+            password = _url_password(url)
+            if password:
+                found.add(password)
+        return found
+
+
+# --------------------------------------------------------------------------- loading
+
+VALUE_TRANSFORMS = ("strip", "lower", "upper", "title")
+"""Transforms a mapping line may name, applied in the order written (``connector.mapping``)."""
+
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TRANSFORM_NAME = re.compile(r"^[a-z0-9_-]+$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in the configuration, located by file, line, section and key."""
+
+    section: str
+    key: str
+    line: int
+    message: str
+    hint: str = ""
+    file: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.key}" if self.key else ""
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"{where} [{self.section}]{key}: {self.message}{hint}"
+
+
+def format_problems(problems: list[ConfigProblem]) -> str:
+    """One line per problem, in file and line order."""
+    return "\n".join(str(p) for p in problems)
+
+
+def _section_names() -> list[str]:
+    """Names of the plain sections (``[service]`` ... ``[sftp]``), from the ``Config`` model."""
+    names = []
+    for name, info in Config.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Section):
+            names.append(name)
+    return names
+
+
+def section_models() -> dict[str, type[Section]]:
+    """``{"service": ServiceSettings, ...}`` for every plain section."""
+    return {name: Config.model_fields[name].annotation for name in _section_names()}  # type: ignore[misc]
+
+
+def secret_keys() -> set[tuple[str, str]]:
+    """(section, key) of every option that may come from the environment or the secrets file."""
+    keys = set(_secrets.URL_SECRET_KEYS)
+    for name, model in section_models().items():
+        for key, info in model.model_fields.items():
+            if _is_secret(info):
+                keys.add((name, key))
+    return keys
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    return SecretStr in (info.annotation, *typing.get_args(info.annotation))
+
+
+def _is_optional(info: FieldInfo) -> bool:
+    return type(None) in typing.get_args(info.annotation)
+
+
+def _is_tuple(info: FieldInfo) -> bool:
+    return typing.get_origin(info.annotation) is tuple
+
+
+def _is_path(info: FieldInfo) -> bool:
+    return Path in (info.annotation, *typing.get_args(info.annotation))
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).password if "://" in url else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Item:
+    key: str  # as written (case kept)
+    value: str
+    line: int
+
+
+@dataclass
+class _RawSection:
+    name: str
+    line: int
+    items: dict[str, _Item] = field(default_factory=dict)  # lower-cased key -> item
+
+
+class _Loader:
+    """Turns one ini file (+ environment + secrets file) into a ``Config`` or a list of problems."""
+
+    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.file = str(path)
+        self.base = path.resolve().parent
+        self.env = env
+        self.problems: list[ConfigProblem] = []
+        self.raw: dict[str, _RawSection] = {}
+        self.secrets_file: _secrets.SecretsFile | None = None
+
+    # -- helpers
+    def problem(self, section: str, key: str, line: int, message: str, hint: str = "", file: str = "") -> None:
+        self.problems.append(ConfigProblem(section, key, line, message, hint, file or self.file))
+
+    def line_of(self, section: str, key: str = "") -> int:
+        raw = self.raw.get(section)
+        if raw is None:
+            return 0
+        item = raw.items.get(key.lower()) if key else None
+        return item.line if item else raw.line
+
+    def resolve(self, value: Path) -> Path:
+        value = value.expanduser()
+        return value if value.is_absolute() else self.base / value
+
+    # -- parsing
+    def parse(self, text: str) -> None:
+        current: _RawSection | None = None
+        for number, raw_line in enumerate(text.splitlines(), start=1):
+            line = raw_line.strip()
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("["):
+                current = self._start_section(line, number)
+                continue
+            key, sep, value = line.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                self.problem(current.name if current else "", key, number, "not a 'key = value' line",
+                             "one option per line, written key = value; comments start with # or ;")
+                continue
+            if current is None:
+                self.problem("", key, number, "option outside any section", "put it under its [section] header")
+                continue
+            if current.name.startswith("mapping.") or current.name.startswith("transform."):
+                name = key
+            else:
+                name = key.lower()
+            first = current.items.get(name.lower())
+            if first is not None:
+                self.problem(current.name, key, number, f"given twice (first at line {first.line})",
+                             "keep one of them; keys are compared ignoring case")
+                continue
+            current.items[name.lower()] = _Item(name, value.strip(), number)
+
+    def _start_section(self, line: str, number: int) -> _RawSection | None:
+        if not line.endswith("]"):
+            self.problem("", "", number, f"malformed section header {line!r}", "write it as [section]")
+            return None
+        name = line[1:-1].strip().lower()
+        name = re.sub(r"\s*\.\s*", ".", name)
+        if name in self.raw:
+            self.problem(name, "", number, f"section given twice (first at line {self.raw[name].line})",
+                         "merge the two sections into one")
+            return self.raw[name]
+        self.raw[name] = _RawSection(name, number)
+        return self.raw[name]
+
+    # -- secrets
+    def load_secrets_file(self) -> None:
+        item = self.raw.get("service", _RawSection("service", 0)).items.get("secrets_file")
+        if item is None or not item.value:
+            return
+        path = self.resolve(Path(item.value))
+        try:
+            self.secrets_file = _secrets.read_secrets_file(path)
+            bad = _secrets.permission_problem(path)
+        except OSError as exc:
+            self.problem("service", "secrets_file", item.line, f"cannot read {path}: {exc.strerror or exc}",
+                         "create it, or remove the option and give secrets as CONNECTOR_<SECTION>_<KEY> "
+                         "environment variables")
+            return
+        if bad:
+            self.problem("service", "secrets_file", item.line, bad, f"run: chmod 600 {path}")
+            self.secrets_file = None
+            return
+        allowed = secret_keys()
+        known = {(s, k) for s, m in section_models().items() for k in m.model_fields}
+        for line, key, message, hint in self.secrets_file.problems:
+            self.problem("service", key, line, message, hint, file=str(path))
+        for (section, key), (_, line) in list(self.secrets_file.values.items()):
+            if (section, key) in allowed:
+                continue
+            del self.secrets_file.values[(section, key)]
+            if (section, key) in known:
+                self.problem(section, key, line, "not a secret; the secrets file holds secrets only",
+                             "set it in service.ini", file=str(path))
+            else:
+                names = sorted(f"{s}.{k}" for s, k in allowed)
+                self.problem(section, key, line, f"unknown secret {section}.{key}",
+                             _did_you_mean(f"{section}.{key}", names, "secrets are " + ", ".join(names)),
+                             file=str(path))
+
+    def secret_for(self, section: str, key: str) -> str | None:
+        value = _secrets.from_environment(section, key, self.env)
+        if value is None and self.secrets_file is not None:
+            found = self.secrets_file.values.get((section, key))
+            value = found[0] if found and found[0] else None
+        return value
+
+    def check_secret_in_ini(self, section: str, item: _Item, is_url: bool) -> None:
+        if not item.value or (is_url and not _url_password(item.value)):
+            return
+        if _secrets.is_owner_only(self.path):
+            return
+        what = "a password in this URL" if is_url else "a secret"
+        env = _secrets.env_var_name(section, item.key)
+        self.problem(section, item.key, item.line, f"{what} in a file others can read",
+                     f"move it to the environment variable {env} or to the [service] secrets_file, "
+                     f"or make the file readable by its owner only (chmod 600 {self.file})")
+
+    # -- sections
+    def build_section(self, name: str, model: type[Section]) -> Section | None:
+        raw = self.raw.get(name, _RawSection(name, 0))
+        fields = model.model_fields
+        values: dict[str, object] = {}
+        for key, item in raw.items.items():
+            info = fields.get(key)
+            if info is None:
+                self.problem(name, item.key, item.line, "unknown option",
+                             _did_you_mean(key, list(fields), f"options of [{name}]: {', '.join(fields)}"))
+                continue
+            if (name, key) in secret_keys():
+                self.check_secret_in_ini(name, item, is_url=not _is_secret(info))
+            values[key] = _coerce(info, item.value)
+        for section, key in secret_keys():
+            if section == name:
+                value = self.secret_for(section, key)
+                if value is not None:
+                    values[key] = value
+        try:
+            return model.model_validate(values)
+        except ValidationError as exc:
+            bad = set()
+            for err in exc.errors():
+                key = str(err["loc"][0]) if err["loc"] else ""
+                bad.add(key)
+                item = raw.items.get(key)
+                message, hint = _describe(err, item, fields.get(key), secret=(name, key) in secret_keys())
+                self.problem(name, key, item.line if item else raw.line, message, hint)
+            try:
+                return model.model_validate({k: v for k, v in values.items() if k not in bad})
+            except ValidationError:
+                return None
+
+    def build_mappings(self, transforms: Mapping[str, object]) -> dict[str, tuple[FieldMapping, ...]]:
+        mappings: dict[str, tuple[FieldMapping, ...]] = {}
+        for name, raw in self.raw.items():
+            if not name.startswith("mapping."):
+                continue
+            table = name.partition(".")[2]
+            if table not in _MAPPING_TABLES:
+                self.problem(name, "", raw.line, f"no CRM table {table!r} to map",
+                             _did_you_mean(table, list(_MAPPING_TABLES),
+                                           "mapping sections are " + ", ".join(f"[mapping.{t}]" for t in _MAPPING_TABLES)))
+                continue
+            parsed = (self.parse_mapping_line(name, item, transforms) for item in raw.items.values())
+            mappings[table] = tuple(m for m in parsed if m is not None)
+        return mappings
+
+    def parse_mapping_line(self, section: str, item: _Item, transforms: Mapping[str, object]) -> FieldMapping | None:
+        parts = [p.strip() for p in item.value.split("|")]
+        column, options = parts[0], parts[1:]
+        lookup = default = None
+        steps: list[str] = []
+        ok = True
+        for option in options:
+            kind, colon, arg = option.partition(":")
+            kind = kind.strip().lower()
+            if colon and kind == "lookup":
+                lookup, ok = (arg.strip(), ok) if lookup is None else (lookup, self._twice(section, item, "lookup"))
+                if lookup and lookup.lower() not in transforms:
+                    self.problem(section, item.key, item.line, f"lookup {lookup!r} has no [transform.{lookup}] section",
+                                 _did_you_mean(lookup.lower(), list(transforms), "add the section, or fix the name"))
+                    ok = False
+            elif colon and kind == "default":
+                default, ok = (arg.strip(), ok) if default is None else (default, self._twice(section, item, "default"))
+            elif not colon and kind in VALUE_TRANSFORMS:
+                steps.append(kind)
+            else:
+                self.problem(section, item.key, item.line, f"unknown mapping step {option!r}",
+                             _did_you_mean(kind, [*VALUE_TRANSFORMS, "lookup:", "default:"],
+                                           "steps are lookup:NAME, default:TEXT, " + ", ".join(VALUE_TRANSFORMS)))
+                ok = False
+        if not column and default is None:
+            self.problem(section, item.key, item.line, "no CRM column",
+                         "write ESP attribute = crm_column [| step ...]; a constant needs | default:TEXT")
+            ok = False
+        elif column and not _COLUMN.match(column):
+            self.problem(section, item.key, item.line, f"{column!r} is not a CRM column name",
+                         "use the column's logical name, e.g. address1_country; "
+                         "the steps after it are separated by |")
+            ok = False
+        if not ok:
+            return None
+        return FieldMapping(esp_attribute=item.key, crm_column=column, lookup=(lookup or "").lower(),
+                            default=default or "", transforms=tuple(steps))
+
+    def _twice(self, section: str, item: _Item, what: str) -> bool:
+        self.problem(section, item.key, item.line, f"{what} given twice", f"keep one {what}: step")
+        return False
+
+    def build_transforms(self) -> dict[str, dict[str, str]]:
+        transforms: dict[str, dict[str, str]] = {}
+        for name, raw in self.raw.items():
+            if not name.startswith("transform."):
+                continue
+            table = name.partition(".")[2]
+            if not _TRANSFORM_NAME.match(table):
+                self.problem(name, "", raw.line, f"bad transform name {table!r}",
+                             "use letters, digits, - and _ only, e.g. [transform.countries]")
+                continue
+            transforms[table] = {item.key: item.value for item in raw.items.values()}
+        return transforms
+
+    def check_unknown_sections(self) -> None:
+        known = _section_names()
+        for name, raw in self.raw.items():
+            if name in known or name.startswith(("mapping.", "transform.")):
+                continue
+            choices = [f"[{c}]" for c in (*known, *(f"mapping.{t}" for t in _MAPPING_TABLES), "transform.NAME")]
+            self.problem(name, "", raw.line, "unknown section",
+                         _did_you_mean(f"[{name}]", choices, "sections are " + ", ".join(choices)))
+
+    # -- after building
+    def resolve_paths(self, section: Section) -> Section:
+        update: dict[str, object] = {}
+        for key, info in type(section).model_fields.items():
+            value = getattr(section, key)
+            if isinstance(value, Path) and _is_path(info):
+                update[key] = self.resolve(value)
+            elif key == "url" and isinstance(value, str) and value.startswith("sqlite:///"):
+                update[key] = self.resolve_sqlite(value)
+            elif key == "wsdl" and isinstance(value, str) and value and "://" not in value:
+                update[key] = str(self.resolve(Path(value)))
+        return section.model_copy(update=update) if update else section
+
+    def resolve_sqlite(self, url: str) -> str:
+        rest = url[len("sqlite:///"):]
+        path, sep, query = rest.partition("?")
+        if not path or path == ":memory:" or path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+            return url
+        return f"sqlite:///{self.resolve(Path(path))}{sep}{query}"
+
+
+_MAPPING_TABLES = tuple(t.value for t in CrmTable)
+
+
+def _coerce(info: FieldInfo, value: str) -> object:
+    """Raw ini text -> what pydantic validates: comma lists for tuples, blank optional = None."""
+    if _is_tuple(info):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if not value and _is_optional(info):
+        return None
+    return value
+
+
+def _did_you_mean(word: str, choices: list[str], otherwise: str) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else otherwise
+
+
+def _describe(err: dict, item: _Item | None, info: FieldInfo | None, *, secret: bool) -> tuple[str, str]:
+    """A pydantic error as (message, hint) a person can act on."""
+    message = err["msg"].replace("Input should be", "should be", 1)
+    if len(err["loc"]) > 1 and isinstance(err["loc"][1], int):
+        message = f"item {err['loc'][1] + 1} ({err['input']!r}) {message}"
+    elif item is not None and not secret:
+        message = f"{message}, got {item.value!r}"
+    elif item is None:
+        message = "required" if err["type"] == "missing" else message
+    kind = err["type"]
+    value = item.value if item else ""
+    if kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+        return message, _did_you_mean(str(err["input"]), expected, "one of " + ", ".join(expected))
+    if ("#" in value or ";" in value) and kind.endswith(("parsing", "type")):
+        return message, "comments must be on their own line, not after a value"
+    if kind == "bool_parsing":
+        return message, "write true or false"
+    if kind in ("int_parsing", "float_parsing", "int_from_float"):
+        return message, "write a plain number" + (f"; the default is {info.default}" if info else "")
+    if kind == "too_short" and info is not None and _is_tuple(info):
+        return "needs at least one value", "separate values with commas"
+    if info is not None and info.default not in (None, PydanticUndefined):
+        default = ", ".join(info.default) if isinstance(info.default, tuple) else info.default
+        return message, f"the default is {default}; delete the line to use it"
+    return message, ""
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``service.ini`` (+ environment and secrets file) into a ``Config``.
+
+    Raises ``ConfigError`` listing every problem (``.problems``), each with its file,
+    line, section, key, message and hint; ``str(error)`` is the full report.
+    """
+    path = Path(path)
+    loader = _Loader(path, os.environ if env is None else env)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = ConfigProblem("", "", 0, f"cannot read the configuration: {exc}",
+                                "check the path given with -c", str(path))
+        raise ConfigError(str(problem), problems=[problem]) from exc
+    loader.parse(text)
+    loader.load_secrets_file()
+    loader.check_unknown_sections()
+    sections = {name: loader.build_section(name, model) for name, model in section_models().items()}
+    transforms = loader.build_transforms()
+    mappings = loader.build_mappings(transforms)
+    config = None
+    if all(s is not None for s in sections.values()):
+        resolved = {name: loader.resolve_paths(s) for name, s in sections.items()}  # type: ignore[arg-type]
+        config = Config(**resolved, mappings=mappings, transforms=transforms, source_path=path.resolve())
+        _check_rules(config, loader)
+    if loader.problems:
+        problems = sorted(loader.problems, key=lambda p: (p.file != loader.file, p.file, p.line))
+        raise ConfigError(format_problems(problems), problems=problems)
+    assert config is not None
+    return config
+
+
+# --------------------------------------------------------------------------- rules across options
+
+
+def _check_rules(config: Config, loader: _Loader) -> None:
+    """Rules between options, checked only for the parts in use (no [crm] url = no CRM checks)."""
+    _check_crm(config.crm, loader)
+    _check_esp(config.esp, loader)
+    _check_sftp(config.sftp, loader)
+    for section, key in (("crm", "ca_bundle"), ("esp", "ca_bundle"), ("sends", "suppression_file"),
+                         ("sftp", "private_key_file"), ("sftp", "known_hosts")):
+        value = getattr(getattr(config, section), key)
+        if value is not None and not Path(value).is_file():
+            loader.problem(section, key, loader.line_of(section, key), f"file not found: {value}",
+                           "relative paths are read from the folder of service.ini")
+    campaign = config.tracking.default_campaign
+    if campaign and not _GUID.match(campaign):
+        loader.problem("tracking", "default_campaign", loader.line_of("tracking", "default_campaign"),
+                       f"not a CRM record id: {campaign!r}",
+                       "give the campaign's GUID, e.g. 2f1c6a3e-0b6d-4a8e-9d6e-1c2b3a4d5e6f")
+
+
+def _require(loader: _Loader, section: str, keys: list[str], values: object, why: str) -> None:
+    for key in keys:
+        value = getattr(values, key)
+        if value is None or value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            secret = (section, key) in secret_keys()
+            hint = (f"set the environment variable {_secrets.env_var_name(section, key)} "
+                    f"or {section}.{key} in the [service] secrets_file") if secret else f"set {key} in [{section}]"
+            loader.problem(section, key, loader.line_of(section), f"required {why}", hint)
+
+
+def _check_url(loader: _Loader, section: str, key: str, url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme == "https" or (parts.scheme == "http" and loopback):
+        if parts.hostname:
+            return
+    hint = "use https://; plain http is accepted for 127.0.0.1/localhost only"
+    loader.problem(section, key, loader.line_of(section, key), f"not an https URL: {url!r}", hint)
+
+
+def _check_crm(crm: CrmSettings, loader: _Loader) -> None:
+    if not crm.url:
+        return
+    _check_url(loader, "crm", "url", crm.url)
+    if crm.auth == "oauth":
+        _require(loader, "crm", ["authority", "client_id", "client_secret"], crm, "when [crm] auth = oauth")
+        if crm.authority:
+            _check_url(loader, "crm", "authority", crm.authority)
+    else:
+        _require(loader, "crm", ["username", "password"], crm, "when [crm] auth = ntlm")
+
+
+def _check_esp(esp: EspSettings, loader: _Loader) -> None:
+    if not (esp.wsdl or esp.endpoint or esp.auth_url or esp.client_id or esp.username):
+        return
+    if esp.auth == "oauth":
+        _require(loader, "esp", ["auth_url", "client_id", "client_secret"], esp, "when [esp] auth = oauth")
+        if esp.auth_url:
+            _check_url(loader, "esp", "auth_url", esp.auth_url)
+    else:
+        _require(loader, "esp", ["username", "password"], esp, "when [esp] auth = wsse")
+        if not (esp.endpoint or esp.wsdl):
+            loader.problem("esp", "endpoint", loader.line_of("esp"), "required when [esp] auth = wsse",
+                           "set endpoint to the SOAP URL, e.g. https://<subdomain>.soap.marketingcloudapis.com/Service.asmx")
+    if esp.endpoint:
+        _check_url(loader, "esp", "endpoint", esp.endpoint)
+
+
+def _check_sftp(sftp: SftpSettings, loader: _Loader) -> None:
+    if not sftp.host:
+        return
+    _require(loader, "sftp", ["username"], sftp, "when [sftp] host is set")
+    if sftp.password is None and sftp.private_key_file is None:
+        loader.problem("sftp", "password", loader.line_of("sftp"), "a password or a private_key_file is required",
+                       f"set private_key_file, or the environment variable {_secrets.env_var_name('sftp', 'password')}")

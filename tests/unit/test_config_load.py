@@ -1,0 +1,130 @@
+"""load_config: defaults, secrets from env and file, paths, mappings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from connector import defaults as d
+from connector.config import Config, FieldMapping, load_config
+from connector.errors import ConfigError
+
+CRM = """
+[crm]
+url = https://contoso.crm.dynamics.com
+authority = https://login.microsoftonline.com/tenant
+client_id = app
+"""
+
+
+def test_empty_file_gives_the_defaults(write_ini) -> None:
+    config = load_config(write_ini(""), env={})
+    assert config.sends.poll_minutes == d.SEND_POLL_MINUTES == 5
+    assert config.tracking.poll_minutes == 60
+    assert config.batching.threshold == 25_000 and config.batching.batch_size == 5_000
+    assert config.crm.url == ""
+
+
+def test_relative_paths_resolve_against_the_ini_folder(write_ini, tmp_path: Path) -> None:
+    path = write_ini("[service]\ndata_dir = data\n[logging]\nfolder = logs\n[state]\nurl = sqlite:///db/state.db\n")
+    config = load_config(path, env={})
+    assert config.service.data_dir == tmp_path / "data"
+    assert config.logging.folder == tmp_path / "logs"
+    assert config.state.url == f"sqlite:///{tmp_path / 'db/state.db'}"
+    assert config.state_url() == config.state.url
+    defaults = load_config(write_ini("", name="other.ini"), env={})
+    assert defaults.service.data_dir == tmp_path / "var"
+    assert defaults.logging.folder == tmp_path / "var" / "log"
+
+
+def test_absolute_and_memory_sqlite_urls_are_kept(write_ini) -> None:
+    path = write_ini("[state]\nurl = sqlite:////abs/state.db\n[staging]\nurl = sqlite:///:memory:\n")
+    config = load_config(path, env={})
+    assert config.state.url == "sqlite:////abs/state.db"
+    assert config.staging.url == "sqlite:///:memory:"
+
+
+def test_secret_from_environment(write_ini) -> None:
+    config = load_config(write_ini(CRM), env={"CONNECTOR_CRM_CLIENT_SECRET": "s3cret-env"})
+    assert config.crm.client_secret == SecretStr("s3cret-env")
+    assert "s3cret-env" in config.secret_values()
+
+
+def test_secret_from_owner_only_secrets_file(write_ini, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.ini"
+    secrets.write_text("# secrets\ncrm.client_secret = from-file\nesp.password = pw-file\n")
+    os.chmod(secrets, 0o600)
+    config = load_config(write_ini("[service]\nsecrets_file = secrets.ini\n" + CRM), env={})
+    assert config.crm.client_secret.get_secret_value() == "from-file"
+    assert config.esp.password.get_secret_value() == "pw-file"
+    # the environment wins over the file
+    config = load_config(write_ini("[service]\nsecrets_file = secrets.ini\n" + CRM),
+                         env={"CONNECTOR_CRM_CLIENT_SECRET": "env-wins"})
+    assert config.crm.client_secret.get_secret_value() == "env-wins"
+
+
+def test_world_readable_secrets_file_is_refused(write_ini, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.ini"
+    secrets.write_text("crm.client_secret = x\n")
+    os.chmod(secrets, 0o644)
+    with pytest.raises(ConfigError) as info:
+        load_config(write_ini("[service]\nsecrets_file = secrets.ini\n" + CRM), env={})
+    messages = [str(p) for p in info.value.problems]
+    assert any("readable by others" in m and f"chmod 600 {secrets}" in m for m in messages), messages
+
+
+def test_secret_in_owner_only_ini_is_accepted(write_ini) -> None:
+    config = load_config(write_ini(CRM + "client_secret = in-ini\n", mode=0o600), env={})
+    assert config.crm.client_secret.get_secret_value() == "in-ini"
+
+
+def test_database_url_with_password_counts_as_secret(write_ini) -> None:
+    config = load_config(write_ini("[state]\nurl = postgresql+psycopg://u:pg-pass@db/x\n"), env={})
+    assert "pg-pass" in config.secret_values()
+    config = load_config(write_ini(""), env={"CONNECTOR_STATE_URL": "postgresql://u:p2@db/x"})
+    assert config.state.url == "postgresql://u:p2@db/x"
+
+
+def test_mapping_and_transform_sections(write_ini) -> None:
+    path = write_ini(
+        """
+        [mapping.contact]
+        Country = address1_country | lookup:countries | default:Unknown
+        First Name = firstname | strip | title
+        Source = | default:CRM
+        [mapping.lead]
+        EmailAddress = emailaddress1 | lower
+        [transform.countries]
+        Austria = Österreich
+        Germany = Deutschland
+        """
+    )
+    config = load_config(path, env={})
+    assert config.mappings["contact"] == (
+        FieldMapping(esp_attribute="Country", crm_column="address1_country", lookup="countries", default="Unknown"),
+        FieldMapping(esp_attribute="First Name", crm_column="firstname", transforms=("strip", "title")),
+        FieldMapping(esp_attribute="Source", crm_column="", default="CRM"),
+    )
+    assert config.mappings["lead"][0].transforms == ("lower",)
+    assert config.transforms == {"countries": {"Austria": "Österreich", "Germany": "Deutschland"}}
+
+
+def test_comma_lists_and_booleans(write_ini) -> None:
+    path = write_ini("[sends]\nallowed_roles = System Administrator, Marketing Pro\n"
+                     "[tracking]\nevent_types = open,click\nresponses_closed = yes\n")
+    config = load_config(path, env={})
+    assert config.sends.allowed_roles == ("System Administrator", "Marketing Pro")
+    assert config.tracking.event_types == ("open", "click")
+    assert config.tracking.responses_closed is True
+
+
+def test_keys_are_case_insensitive_and_comments_ignored(write_ini) -> None:
+    config = load_config(write_ini("; comment\n[Sends]\n# another\nPoll_Minutes = 2.5\n"), env={})
+    assert config.sends.poll_minutes == 2.5
+
+
+def test_config_is_a_config(write_ini) -> None:
+    assert isinstance(load_config(str(write_ini("")), env={}), Config)
