@@ -1,0 +1,198 @@
+"""OData rows <-> the project's types: send requests, recipients, column names.
+
+The send-request columns come from docs/contracts.md with the publisher prefix of
+``[crm] prefix`` (``cesp`` by default).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
+
+import structlog
+
+from connector.models import (
+    CrmTable,
+    Recipient,
+    RecordRef,
+    SendRequest,
+    SendRequestUpdate,
+    SendStatus,
+    SendTarget,
+    TargetKind,
+)
+
+log = structlog.get_logger(__name__)
+
+ENTITY_SETS = {CrmTable.CONTACT: "contacts", CrmTable.LEAD: "leads", CrmTable.ACCOUNT: "accounts"}
+LIST_MEMBER_NAV = {
+    CrmTable.CONTACT: "listcontact_association",
+    CrmTable.LEAD: "listlead_association",
+    CrmTable.ACCOUNT: "listaccount_association",
+}
+MEMBER_TABLE_BY_CODE = {1: CrmTable.ACCOUNT, 2: CrmTable.CONTACT, 4: CrmTable.LEAD}
+"""``list.createdfromcode``: the member type of a marketing list."""
+
+RECIPIENT_COLUMNS = {
+    table: ("emailaddress1", "donotbulkemail", "donotemail", "statecode") for table in CrmTable
+}
+
+STATUS_CODES = {
+    SendStatus.PENDING: 100000000,
+    SendStatus.PROCESSING: 100000001,
+    SendStatus.SENT: 100000002,
+    SendStatus.FAILED: 100000003,
+    SendStatus.CANCELLED: 100000004,
+}
+STATUS_BY_CODE = {v: k for k, v in STATUS_CODES.items()}
+
+COUNT_COLUMNS = {
+    "sent": "sentcount", "delivered": "deliveredcount",
+    "open": "opencount", "opens": "opencount",
+    "unique_open": "uniqueopencount", "unique_opens": "uniqueopencount",
+    "click": "clickcount", "clicks": "clickcount",
+    "unique_click": "uniqueclickcount", "unique_clicks": "uniqueclickcount",
+    "hard_bounce": "hardbouncecount", "hard_bounces": "hardbouncecount", "bounce_hard": "hardbouncecount",
+    "soft_bounce": "softbouncecount", "soft_bounces": "softbouncecount", "bounce_soft": "softbouncecount",
+    "block_bounce": "blockbouncecount", "block_bounces": "blockbouncecount", "bounce_block": "blockbouncecount",
+    "technical_bounce": "technicalbouncecount", "technical_bounces": "technicalbouncecount",
+    "bounce_technical": "technicalbouncecount",
+    "unknown_bounce": "unknownbouncecount", "unknown_bounces": "unknownbouncecount",
+    "bounce_unknown": "unknownbouncecount",
+    "unsub": "unsubscribecount", "unsubs": "unsubscribecount", "unsubscribe": "unsubscribecount",
+    "unsubscribes": "unsubscribecount",
+    "notsent": "notsentcount", "not_sent": "notsentcount",
+}
+"""Tracking aggregate names (as the tracking step counts them) -> send-request column suffix."""
+
+
+def primary_id(table: CrmTable | str) -> str:
+    return f"{CrmTable(table).value}id"
+
+
+def parse_datetime(value: object) -> datetime | None:
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def truthy(value: object) -> bool:
+    return value in (True, 1, "1", "true", "True")
+
+
+def recipient_from_row(table: CrmTable, row: Mapping[str, object], wanted: Sequence[str],
+                       source: SendTarget | None) -> Recipient:
+    """A Recipient from a contact/lead/account row (OData or FetchXML shape)."""
+    record_id = str(row.get(primary_id(table)) or "")
+    email = row.get("emailaddress1")
+    attributes = {name: row.get(name) for name in wanted if name}
+    state = row.get("statecode")
+    return Recipient(
+        ref=RecordRef(table, record_id),
+        email=str(email) if email is not None else None,
+        attributes=attributes,
+        do_not_bulk_email=truthy(row.get("donotbulkemail")),
+        do_not_email=truthy(row.get("donotemail")),
+        active=state in (None, 0, "0"),
+        source=source,
+    )
+
+
+class SendRequestColumns:
+    """Names of the send-request table and its columns for one publisher prefix."""
+
+    def __init__(self, prefix: str = "cesp") -> None:
+        p = prefix
+        self.prefix = p
+        self.table = f"{p}_sendrequest"
+        self.entity_set = f"{p}_sendrequests"
+        self.id = f"{p}_sendrequestid"
+        self.status = f"{p}_status"
+        self.select = (
+            self.id, f"{p}_name", self.status, f"{p}_targets", f"_{p}_campaignid_value", f"{p}_emailkey",
+            f"{p}_sendclassificationkey", f"{p}_forcebatching", f"{p}_espjobid", "_ownerid_value", "createdon",
+        )
+
+    def code(self, status: SendStatus) -> int:
+        return STATUS_CODES[status]
+
+    def from_row(self, row: Mapping[str, object]) -> SendRequest:
+        p = self.prefix
+        request_id = str(row.get(self.id) or "")
+        try:
+            status = STATUS_BY_CODE[int(row.get(self.status) or 0)]
+        except (KeyError, TypeError, ValueError):
+            status = SendStatus.FAILED
+            log.warning("send_request_status_unknown", send_id=request_id, value=row.get(self.status))
+        return SendRequest(
+            id=request_id,
+            name=str(row.get(f"{p}_name") or ""),
+            status=status,
+            owner_id=str(row.get("_ownerid_value") or ""),
+            targets=parse_targets(request_id, row.get(f"{p}_targets")),
+            email_key=str(row.get(f"{p}_emailkey") or ""),
+            send_classification_key=str(row.get(f"{p}_sendclassificationkey") or ""),
+            campaign_id=(str(row[f"_{p}_campaignid_value"]) if row.get(f"_{p}_campaignid_value") else None),
+            force_batching=truthy(row.get(f"{p}_forcebatching")),
+            esp_job_id=(str(row[f"{p}_espjobid"]) if row.get(f"{p}_espjobid") else None),
+            etag=(str(row["@odata.etag"]) if row.get("@odata.etag") else None),
+            created_on=parse_datetime(row.get("createdon")),
+        )
+
+    def update_body(self, update: SendRequestUpdate) -> dict[str, object]:
+        p = self.prefix
+        body: dict[str, object] = {}
+        if update.status is not None:
+            body[self.status] = STATUS_CODES[SendStatus(update.status)]
+        if update.reason is not None:
+            body[f"{p}_reason"] = update.reason[:100_000]
+        if update.esp_job_id is not None:
+            body[f"{p}_espjobid"] = str(update.esp_job_id)[:100]
+        for name, column in (("resolved", "resolved"), ("handed_over", "handedover"), ("skipped", "skipped")):
+            value = getattr(update, name)
+            if value is not None:
+                body[f"{p}_{column}"] = int(value)
+        if update.skipped_by_reason is not None:
+            body[f"{p}_skippedbyreason"] = json.dumps(dict(update.skipped_by_reason), sort_keys=True)
+        if update.released_on is not None:
+            body[f"{p}_releasedon"] = _iso(update.released_on)
+        if update.counts:
+            for name, value in update.counts.items():
+                column = COUNT_COLUMNS.get(str(name).lower())
+                if column is None:
+                    log.warning("send_count_unknown", count_name=name)
+                    continue
+                body[f"{p}_{column}"] = int(value)
+            body[f"{p}_trackingupdatedon"] = _iso(datetime.now(timezone.utc))
+        return body
+
+
+def _iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_targets(request_id: str, raw: object) -> tuple[SendTarget, ...]:
+    """``[{"kind": "list", "id": "<guid>"}, ...]``; bad entries are logged and left out."""
+    if not raw:
+        return ()
+    try:
+        items = json.loads(str(raw))
+    except ValueError:
+        log.warning("send_request_targets_invalid", send_id=request_id, reason="not JSON")
+        return ()
+    if isinstance(items, dict):
+        items = [items]
+    targets: list[SendTarget] = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            targets.append(SendTarget(TargetKind(str(item["kind"]).lower()), str(item["id"])))
+        except (KeyError, TypeError, ValueError):
+            log.warning("send_request_target_invalid", send_id=request_id, target=str(item)[:200])
+    return tuple(targets)
