@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from connector.models import TrackingEvent
+from connector.models import RecordRef, TrackingEvent
 
 
 class StagingStore(abc.ABC):
     """Role interface for the tracking staging table (often in the CRM's SQL Server)."""
 
     @abc.abstractmethod
-    def write_events(self, events: Sequence[TrackingEvent], crm_records: dict[str, str] | None = None) -> int:
+    def write_events(
+        self, events: Sequence[TrackingEvent], crm_records: Mapping[str, str | RecordRef] | None = None
+    ) -> int:
         """Bulk-insert events; rows whose natural key exists already are ignored.
 
-        ``crm_records`` maps subscriber key -> CRM record id where known. Returns rows inserted.
+        ``crm_records`` maps subscriber key -> CRM record (a RecordRef, or just its id) where known. Returns rows inserted.
         """
 
     def close(self) -> None:  # pragma: no cover - default no-op
