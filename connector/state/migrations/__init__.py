@@ -1,0 +1,61 @@
+"""Alembic migrations of the state database, applied programmatically.
+
+``upgrade(engine)`` runs at every start (``StateStore.migrate()``) and from
+``connector migrate``. On PostgreSQL a transaction-scoped advisory lock makes
+two instances starting at once take turns; DDL is transactional there and on
+SQLite, so a failed upgrade leaves the previous schema intact.
+
+Developers: ``alembic -c connector/state/alembic.ini revision -m "..."`` writes a
+new file in ``versions/`` (set ``sqlalchemy.url`` or ``CONNECTOR_STATE_URL``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from connector.errors import StateError
+
+HERE = Path(__file__).resolve().parent
+ADVISORY_LOCK_ID = 0x63657370  # "cesp"
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            rev = MigrationContext.configure(conn).get_current_revision()
+            conn.rollback()
+            return rev
+    except SQLAlchemyError as exc:
+        raise StateError(f"state database {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    cfg = alembic_config()
+    safe = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("select pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except SQLAlchemyError as exc:
+        raise StateError(f"migrating the state database {safe} failed: {exc}") from exc
+    return current_revision(engine)

@@ -1,0 +1,151 @@
+"""The state store: the connector's own durable state in one SQL database.
+
+SQLite (WAL) by default, PostgreSQL through the same code (SQLAlchemy 2 Core).
+Schema changes go through Alembic (``migrate()``, also ``connector migrate``).
+Every method that writes takes ``conn=`` so a caller can group several writes in
+one transaction::
+
+    with store.transaction() as conn:
+        store.set_watermark(account, "open", newest, conn=conn)
+        store.add_send_counts(job_id, {"open": 12}, conn=conn)
+
+The parts live in mixins: ``leases``, ``jobs`` (send jobs, batches),
+``tracking`` (watermarks, tracked sends, counters, seen events), ``audit``
+(quarantine, change log, step runs).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from connector.errors import StateError
+from connector.state.audit import AuditMixin
+from connector.state.base import Clock, _short, utcnow
+from connector.state.engine import create_state_engine, normalize_url, upsert
+from connector.state.jobs import JobMixin
+from connector.state.leases import LeaseMixin
+from connector.state.records import (
+    BATCH_STATUSES,
+    FINAL_SEND_STATUSES,
+    SEND_JOB_STATUSES,
+    Batch,
+    ChangeRow,
+    QuarantineRow,
+    SendJob,
+    StepRun,
+    TrackedSend,
+    Watermark,
+)
+from connector.state.schema import meta
+from connector.state.tracking import TrackingMixin
+
+__all__ = [
+    "BATCH_STATUSES",
+    "FINAL_SEND_STATUSES",
+    "SEND_JOB_STATUSES",
+    "Batch",
+    "ChangeRow",
+    "QuarantineRow",
+    "SendJob",
+    "StateStore",
+    "StepRun",
+    "TrackedSend",
+    "Watermark",
+    "default_holder",
+]
+
+
+def default_holder() -> str:
+    """``host:pid:random`` — unique per process, readable in ``connector status``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin):
+    """Durable state of one connector instance (or several sharing one database)."""
+
+    def __init__(
+        self, url: str, *, holder: str = "", clock: Clock | None = None, timeout_seconds: float = 30.0
+    ) -> None:
+        self.url = normalize_url(url)
+        self.holder = holder or default_holder()
+        self.clock = clock or utcnow
+        try:
+            self.engine = create_state_engine(self.url, timeout_seconds=timeout_seconds)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StateError(f"state database URL {url!r} is not usable: {exc}; check [state] url") from exc
+
+    @classmethod
+    def from_config(cls, config: Any, *, holder: str = "", clock: Clock | None = None) -> "StateStore":
+        return cls(
+            config.state_url(),
+            holder=holder or config.service.instance_id,
+            clock=clock,
+            timeout_seconds=config.timeouts.sql_seconds,
+        )
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "StateStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema -------------------------------------------------------------
+    def migrate(self, revision: str = "head") -> str | None:
+        """Bring the schema to ``revision`` (Alembic); returns the revision now applied."""
+        from connector.state import migrations
+
+        return migrations.upgrade(self.engine, revision)
+
+    def schema_revision(self) -> str | None:
+        from connector.state import migrations
+
+        return migrations.current_revision(self.engine)
+
+    def health(self) -> dict[str, Any]:
+        """Reachable? Which backend and schema revision? Never raises."""
+        from connector.state import migrations
+
+        info: dict[str, Any] = {
+            "reachable": False,
+            "backend": self.backend,
+            "url": self.safe_url,
+            "revision": None,
+            "head": migrations.head_revision(),
+            "up_to_date": False,
+            "error": "",
+        }
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("select 1"))
+                info["reachable"] = True
+                conn.rollback()
+            info["revision"] = self.schema_revision()
+        except (SQLAlchemyError, OSError) as exc:
+            info["error"] = _short(exc)
+            return info
+        info["up_to_date"] = info["revision"] == info["head"]
+        if not info["up_to_date"]:
+            info["error"] = "schema is not at the latest revision; run `connector migrate -c FILE`"
+        return info
+
+    # -- meta ---------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._read() as c:
+            return c.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str, conn: Any = None) -> None:
+        with self._write(conn) as c:
+            upsert(c, meta, {"key": key, "value": value}, ["key"])
