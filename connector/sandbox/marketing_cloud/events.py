@@ -1,0 +1,306 @@
+"""Tracking events of the Marketing Cloud sandbox, stored compactly and served fast.
+
+A started send becomes one ``EventBlock`` per event object type: parallel arrays of
+epoch seconds (sorted) and indexes into the send's recipient keys, plus one small
+code per row for clicks (which link) and bounces (which category). A million-recipient
+send therefore costs a few arrays, not millions of objects. A Retrieve bisects each
+block on the EventDate range of its filter and the simulated clock ("now"), and
+renders rows straight to XML text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+import time
+import uuid
+from array import array
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterator, Sequence
+from xml.sax.saxutils import escape
+
+from connector.sandbox.marketing_cloud.filters import Bounds, date_bounds
+from connector.sandbox.marketing_cloud.wsdl import fields_of
+
+EVENT_OBJECTS = ("SentEvent", "OpenEvent", "ClickEvent", "BounceEvent", "UnsubEvent", "NotSentEvent")
+EVENT_TYPE_OF = {
+    "SentEvent": "Sent", "OpenEvent": "Open", "ClickEvent": "Click", "UnsubEvent": "Unsubscribe",
+    "NotSentEvent": "NotSent",
+}
+# BounceCategory, EventType, BounceType, SMTPCode, SMTPReason
+BOUNCES = (
+    ("Hard bounce", "HardBounce", "immediate", "550", "550 5.1.1 Recipient address rejected: User unknown"),
+    ("Soft bounce", "SoftBounce", "delayed", "452", "452 4.2.2 Mailbox full"),
+    ("Block bounce", "OtherBounce", "immediate", "554", "554 5.7.1 Message rejected as spam by content filter"),
+    ("Technical/Other bounce", "OtherBounce", "delayed", "421", "421 4.4.2 Connection timed out"),
+    ("Unknown bounce", "OtherBounce", "immediate", "500", "500 Unknown delivery failure"),
+)
+LINKS = (
+    (101, "https://www.example.com/offer"),
+    (102, "https://www.example.com/news?utm_source=email&utm_medium=cesp"),
+    (103, "https://www.example.com/events/annual-conference"),
+    (104, "https://www.example.com/unsubscribe-preferences"),
+)
+
+
+@dataclass(frozen=True)
+class EventRates:
+    """How recipients of a simulated send behave (shares between 0 and 1)."""
+
+    hard_bounce: float = 0.01
+    soft_bounce: float = 0.01
+    block_bounce: float = 0.005
+    technical_bounce: float = 0.003
+    unknown_bounce: float = 0.002
+    open: float = 0.30  # of delivered recipients
+    click: float = 0.30  # of openers
+    unsubscribe: float = 0.03  # of openers
+    send_per_second: int = 2000  # how fast SentEvents are stamped
+    open_within_hours: float = 48.0  # opens spread over this window after the send
+
+    def bounce_thresholds(self) -> list[float]:
+        total, out = 0.0, []
+        for share in (self.hard_bounce, self.soft_bounce, self.block_bounce, self.technical_bounce,
+                      self.unknown_bounce):
+            total += share
+            out.append(total)
+        return out
+
+
+class EventBlock:
+    """The events of one object type for one send, sorted by time."""
+
+    __slots__ = ("obj_type", "send_id", "list_id", "keys", "ts", "idx", "code")
+
+    def __init__(self, obj_type: str, send_id: int, list_id: int, keys: Sequence[str],
+                 rows: list[tuple[int, int, int]]) -> None:
+        rows.sort()
+        self.obj_type = obj_type
+        self.send_id = send_id
+        self.list_id = list_id
+        self.keys = keys
+        self.ts = array("q", (r[0] for r in rows))
+        self.idx = array("q", (r[1] for r in rows))
+        self.code = array("b", (r[2] for r in rows))
+
+    @classmethod
+    def from_arrays(cls, obj_type: str, send_id: int, list_id: int, keys: Sequence[str],
+                    ts: array, idx: array, code: array) -> "EventBlock":
+        block = cls.__new__(cls)
+        block.obj_type, block.send_id, block.list_id, block.keys = obj_type, send_id, list_id, keys
+        block.ts, block.idx, block.code = ts, idx, code
+        return block
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def visible(self, now_ts: float) -> int:
+        return bisect.bisect_right(self.ts, now_ts)
+
+    def span(self, bounds: Bounds, now_ts: float) -> tuple[int, int]:
+        """Index range of rows inside the bounds and not later than ``now_ts``."""
+        lo = 0
+        if bounds.lo is not None:
+            if bounds.lo_incl:
+                lo = bisect.bisect_left(self.ts, math.ceil(bounds.lo))
+            else:
+                lo = bisect.bisect_right(self.ts, math.floor(bounds.lo))
+        hi = self.visible(now_ts)
+        if bounds.hi is not None:
+            if bounds.hi_incl:
+                hi = min(hi, bisect.bisect_right(self.ts, math.floor(bounds.hi)))
+            else:
+                hi = min(hi, bisect.bisect_left(self.ts, math.ceil(bounds.hi)))
+        return lo, max(lo, hi)
+
+    def row(self, i: int) -> dict:
+        """The row as filterable values (used only for filters beyond the date range)."""
+        ts = self.ts[i]
+        row = {
+            "SendID": self.send_id, "SubscriberKey": self.keys[self.idx[i]], "BatchID": 0,
+            "EventDate": datetime.fromtimestamp(ts, timezone.utc), "CreatedDate": datetime.fromtimestamp(ts, timezone.utc),
+            "EventType": event_type_of(self.obj_type, self.code[i]), "TriggeredSendDefinitionObjectID": None,
+        }
+        if self.obj_type == "ClickEvent":
+            row["URLID"], row["URL"] = LINKS[self.code[i]]
+            row["URLIDLong"] = row["URLID"]
+        elif self.obj_type == "BounceEvent":
+            cat, _et, btype, code, reason = BOUNCES[self.code[i]]
+            row.update(BounceCategory=cat, BounceType=btype, SMTPCode=code, SMTPReason=reason)
+        elif self.obj_type == "UnsubEvent":
+            row["IsMasterUnsubscribed"] = False
+        return row
+
+
+def event_type_of(obj_type: str, code: int) -> str:
+    if obj_type == "BounceEvent":
+        return BOUNCES[code][1]
+    return EVENT_TYPE_OF[obj_type]
+
+
+# ------------------------------------------------------------------ rendering
+
+_date_cache: dict[int, str] = {}
+
+
+def _date(ts: int) -> str:
+    text = _date_cache.get(ts)
+    if text is None:
+        if len(_date_cache) > 200_000:
+            _date_cache.clear()
+        tm = time.gmtime(ts - 21600)
+        text = _date_cache[ts] = "%04d-%02d-%02dT%02d:%02d:%02d" % tm[:6]
+    return text
+
+
+Getter = Callable[[EventBlock, int], "str | None"]
+
+_GETTERS: dict[str, Getter] = {
+    "SendID": lambda b, i: str(b.send_id),
+    "SubscriberKey": lambda b, i: escape(b.keys[b.idx[i]]),
+    "EventDate": lambda b, i: _date(b.ts[i]),
+    "CreatedDate": lambda b, i: _date(b.ts[i]),
+    "EventType": lambda b, i: event_type_of(b.obj_type, b.code[i]),
+    "BatchID": lambda b, i: "0",
+    "URLID": lambda b, i: str(LINKS[b.code[i]][0]),
+    "URLIDLong": lambda b, i: str(LINKS[b.code[i]][0]),
+    "URL": lambda b, i: escape(LINKS[b.code[i]][1]),
+    "BounceCategory": lambda b, i: escape(BOUNCES[b.code[i]][0]),
+    "BounceType": lambda b, i: BOUNCES[b.code[i]][2],
+    "SMTPCode": lambda b, i: BOUNCES[b.code[i]][3],
+    "SMTPReason": lambda b, i: escape(BOUNCES[b.code[i]][4]),
+    "IsMasterUnsubscribed": lambda b, i: "false",
+}
+
+
+def row_renderer(obj_type: str, properties: Sequence[str]) -> Callable[[EventBlock, int], str]:
+    """A function rendering one event row as a <Results> element with the requested properties."""
+    wanted = set(properties)
+    steps: list[tuple[str, object]] = []
+    for f in fields_of(obj_type):
+        name = f[0]
+        if name in ("PartnerKey", "ObjectID"):
+            steps.append((f'<{name} xsi:nil="true" />', None))
+        elif name in wanted and name == "List":
+            steps.append(("List", None))
+        elif name in wanted and name in _GETTERS:
+            steps.append((name, _GETTERS[name]))
+    head = f'<Results xsi:type="{obj_type}">'
+
+    def render(block: EventBlock, i: int) -> str:
+        out = [head]
+        for name, getter in steps:
+            if getter is None:
+                if name == "List":
+                    out.append(f'<List><PartnerKey xsi:nil="true" /><ID>{block.list_id}</ID>'
+                               '<ObjectID xsi:nil="true" /></List>')
+                else:
+                    out.append(name)
+                continue
+            value = getter(block, i)  # type: ignore[operator]
+            if value is not None:
+                out.append(f"<{name}>{value}</{name}>")
+        out.append("</Results>")
+        return "".join(out)
+
+    return render
+
+
+def iter_event_rows(blocks: Sequence[EventBlock], obj_type: str, filter_part: object, predicate: Callable[[dict], bool],
+                    properties: Sequence[str], now_ts: float) -> Iterator[str]:
+    """Rendered rows of every visible event of ``obj_type`` matching the filter."""
+    bounds = date_bounds(filter_part)
+    render = row_renderer(obj_type, properties)
+    for block in blocks:
+        if block.obj_type != obj_type:
+            continue
+        lo, hi = block.span(bounds, now_ts)
+        if bounds.exact:
+            for i in range(lo, hi):
+                yield render(block, i)
+        else:
+            for i in range(lo, hi):
+                if predicate(block.row(i)):
+                    yield render(block, i)
+
+
+# ------------------------------------------------------------------ simulation
+
+@dataclass
+class SimulatedSend:
+    blocks: list[EventBlock]
+    status_changes: list[tuple[int, str, str]]  # (epoch, subscriber key, new status)
+    counts: dict[str, int]
+
+
+def simulate_send(send_id: int, list_id: int, recipients: Sequence[str], excluded: Sequence[str],
+                  start_ts: int, rates: EventRates, seed: int) -> SimulatedSend:
+    """Events for one send: a SentEvent per recipient, then bounces, opens, clicks, unsubscribes."""
+    rng = random.Random(seed * 1_000_003 + send_id)
+    thresholds = rates.bounce_thresholds()
+    per_second = max(1, rates.send_per_second)
+    window = max(60, int(rates.open_within_hours * 3600))
+    sent: list[tuple[int, int, int]] = []
+    opens: list[tuple[int, int, int]] = []
+    clicks: list[tuple[int, int, int]] = []
+    bounces: list[tuple[int, int, int]] = []
+    unsubs: list[tuple[int, int, int]] = []
+    changes: list[tuple[int, str, str]] = []
+    rnd = rng.random
+    for i in range(len(recipients)):
+        ts = start_ts + i // per_second
+        sent.append((ts, i, 0))
+        r = rnd()
+        if r < thresholds[-1]:
+            category = next(c for c, limit in enumerate(thresholds) if r < limit)
+            bounces.append((ts + 1 + int(rnd() * 600), i, category))
+            if category == 0:
+                changes.append((ts + 1, recipients[i], "Bounced"))
+            continue
+        if rnd() >= rates.open:
+            continue
+        opened = ts + 30 + int(rnd() * rnd() * window)
+        opens.append((opened, i, 0))
+        if rnd() < rates.click:
+            clicks.append((opened + 5 + int(rnd() * 900), i, int(rnd() * len(LINKS))))
+        if rnd() < rates.unsubscribe:
+            when = opened + 10 + int(rnd() * 600)
+            unsubs.append((when, i, 0))
+            changes.append((when, recipients[i], "Unsubscribed"))
+    keys = list(recipients)
+    blocks = [
+        EventBlock("SentEvent", send_id, list_id, keys, sent),
+        EventBlock("BounceEvent", send_id, list_id, keys, bounces),
+        EventBlock("OpenEvent", send_id, list_id, keys, opens),
+        EventBlock("ClickEvent", send_id, list_id, keys, clicks),
+        EventBlock("UnsubEvent", send_id, list_id, keys, unsubs),
+    ]
+    if excluded:
+        blocks.append(EventBlock("NotSentEvent", send_id, list_id, list(excluded),
+                                 [(start_ts, i, 0) for i in range(len(excluded))]))
+    return SimulatedSend(blocks, changes, {"NumberTargeted": len(recipients) + len(excluded)})
+
+
+def synthetic_keys(n: int, seed: int) -> list[str]:
+    """``n`` deterministic GUID-shaped subscriber keys (CRM record ids look like these)."""
+    rng = random.Random(seed)
+    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
+
+
+def synthetic_blocks(send_id: int, list_id: int, n: int, event_objects: Sequence[str], start_ts: int,
+                     seconds: int, seed: int) -> list[EventBlock]:
+    """``n`` events of each object type spread evenly over ``seconds`` from ``start_ts`` (benchmarks)."""
+    keys = synthetic_keys(n, seed)
+    span = max(1, seconds)
+    blocks = []
+    for obj_type in event_objects:
+        if obj_type not in EVENT_OBJECTS:
+            raise ValueError(f"unknown event object type {obj_type!r}; use one of {', '.join(EVENT_OBJECTS)}")
+        ts = array("q", (start_ts + (i * span) // n for i in range(n)))
+        idx = array("q", range(n))
+        modulo = len(LINKS) if obj_type == "ClickEvent" else len(BOUNCES) if obj_type == "BounceEvent" else 1
+        code = array("b", (i % modulo for i in range(n)))
+        blocks.append(EventBlock.from_arrays(obj_type, send_id, list_id, keys, ts, idx, code))
+    return blocks
