@@ -1,0 +1,260 @@
+"""The SOAP call layer under the Marketing Cloud adapter.
+
+zeep builds every request from the PartnerAPI WSDL (types, element order,
+``xsi:type`` of polymorphic objects); this module posts it through our own
+``requests`` session (CA bundle, timeouts), reads the reply with lxml, turns
+HTTP errors and SOAP faults into ``connector.errors`` and retries the calls that
+are safe to repeat.
+
+Marketing Cloud throttles with HTTP 500 (a plain page, not a SOAP fault); a real
+fault also comes with HTTP 500 but has a ``soap:Fault`` body, which is how the two
+are told apart.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+import structlog
+import zeep
+from lxml import etree
+from zeep.cache import SqliteCache
+from zeep.transports import Transport
+
+from connector.errors import AuthError, PeerError, PermanentPeerError, ThrottledError, TransientPeerError
+from connector.esp.soap_auth import SoapAuth
+
+log = structlog.get_logger(__name__)
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+FAULT_NS = "urn:fault.partner.exacttarget.com"
+FAULT_XSD_URL = "https://webservice.exacttarget.com/ETFrameworkFault.xsd"
+WSDL_CACHE_SECONDS = 24 * 3600
+
+# The PartnerAPI WSDL imports this schema from the internet although nothing in the WSDL
+# uses it. It is answered locally, so the WSDL loads offline. Written from the published
+# shape of the apifault element (Code, Message, LogID, Params).
+_FAULT_XSD = b"""<?xml version="1.0" encoding="utf-8"?>
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:f="urn:fault.partner.exacttarget.com"
+    targetNamespace="urn:fault.partner.exacttarget.com" elementFormDefault="qualified">
+  <xs:element name="apifault" type="f:APIFault"/>
+  <xs:complexType name="APIFault">
+    <xs:sequence>
+      <xs:element name="Code" type="xs:int"/>
+      <xs:element name="Message" type="xs:string"/>
+      <xs:element name="LogID" type="xs:long" minOccurs="0"/>
+      <xs:element name="Params" minOccurs="0">
+        <xs:complexType><xs:sequence>
+          <xs:element name="Param" type="xs:string" minOccurs="0" maxOccurs="unbounded"/>
+        </xs:sequence></xs:complexType>
+      </xs:element>
+    </xs:sequence>
+  </xs:complexType>
+</xs:schema>
+"""
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_blank_text=True)
+
+
+class _PartnerTransport(Transport):
+    """zeep transport that answers the fault-schema import locally."""
+
+    def load(self, url: str) -> bytes:
+        if url.endswith("/ETFrameworkFault.xsd"):
+            return _FAULT_XSD
+        return super().load(url)
+
+
+_clients: dict[str, zeep.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def load_client(wsdl: str, *, verify: str | bool, cache_dir: Path | None, timeout: float) -> zeep.Client:
+    """A zeep client for the WSDL (URL or file), parsed once per process and shared.
+
+    Only request building is used from it (thread-safe); every call goes through the
+    caller's own session. WSDLs fetched by URL are cached in ``cache_dir`` for a day.
+    """
+    key = f"{wsdl}|{verify}"
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None:
+            return client
+        session = requests.Session()
+        session.verify = verify
+        try:
+            cache = None
+            if cache_dir is not None:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                cache = SqliteCache(path=str(cache_dir / "esp-wsdl-cache.sqlite"), timeout=WSDL_CACHE_SECONDS)
+            transport = _PartnerTransport(session=session, cache=cache, timeout=timeout, operation_timeout=timeout)
+            settings = zeep.Settings(strict=False, xml_huge_tree=True)
+            client = zeep.Client(wsdl, transport=transport, settings=settings)
+        except (requests.RequestException, OSError) as exc:
+            raise TransientPeerError(
+                f"could not load the Marketing Cloud WSDL from {wsdl} ([esp] wsdl): {exc}", peer="esp", operation="wsdl"
+            ) from exc
+        except Exception as exc:  # zeep raises many kinds on a broken document
+            raise PermanentPeerError(
+                f"the Marketing Cloud WSDL at {wsdl} ([esp] wsdl) could not be parsed: {exc}", peer="esp", operation="wsdl"
+            ) from exc
+        finally:
+            session.close()
+        _clients[key] = client
+        return client
+
+
+def wsdl_address(client: zeep.Client) -> str:
+    """The endpoint written in the WSDL (the deprecated global one in the real WSDL)."""
+    return str(client.service._binding_options.get("address", ""))  # noqa: SLF001 - no public accessor
+
+
+def _fault_parts(fault: etree._Element) -> tuple[str, str, str, str]:
+    code = (fault.findtext("faultcode") or "").strip()
+    message = (fault.findtext("faultstring") or "").strip()
+    api_code = (fault.findtext(f".//{{{FAULT_NS}}}Code") or "").strip()
+    api_message = (fault.findtext(f".//{{{FAULT_NS}}}Message") or "").strip()
+    return code, message, api_code, api_message
+
+
+def fault_error(fault: etree._Element, operation: str, what: str) -> PeerError:
+    """A SOAP fault as a connector error whose message names the object and the ESP's words."""
+    code, message, api_code, api_message = _fault_parts(fault)
+    local_code = code.rsplit(":", 1)[-1]
+    detail = f"{message}" + (f" (apifault {api_code}: {api_message})" if api_code or api_message else "")
+    text = f"Marketing Cloud {operation} of {what} failed: {local_code} fault: {detail}"
+    if local_code == "Security" or api_code == "11" or "login failed" in message.lower():
+        return AuthError(
+            text + " - check [esp] username / client_id and the password or client secret",
+            peer="esp",
+            operation=operation,
+        )
+    if local_code == "Client":
+        return PermanentPeerError(text, peer="esp", operation=operation)
+    if api_code in ("8",):
+        return PermanentPeerError(text, peer="esp", operation=operation)
+    # Server faults: unplanned outage (2), maintenance (9), "resubmit" (1) ... come and go
+    return TransientPeerError(text, peer="esp", operation=operation)
+
+
+def http_error(status: int, operation: str, what: str) -> PeerError:
+    text = f"Marketing Cloud {operation} of {what} answered HTTP {status}"
+    if status == 500:
+        return ThrottledError(text + " (how Marketing Cloud throttles)", peer="esp", operation=operation)
+    if status == 429:
+        return ThrottledError(text, peer="esp", operation=operation)
+    if status >= 500:
+        return TransientPeerError(text, peer="esp", operation=operation)
+    if status in (401, 403):
+        return AuthError(text + " - check the [esp] credentials", peer="esp", operation=operation)
+    return PermanentPeerError(text, peer="esp", operation=operation)
+
+
+class SoapCaller:
+    """Posts zeep-built envelopes, maps failures, retries safe calls with backoff."""
+
+    def __init__(
+        self,
+        client: zeep.Client,
+        session: requests.Session,
+        auth: SoapAuth,
+        endpoint: Callable[[], str],
+        *,
+        timeout: float,
+        max_retries: int,
+        backoff_seconds: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self._session = session
+        self._auth = auth
+        self._endpoint = endpoint
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._backoff = backoff_seconds
+        self._sleep = sleep
+
+    def call(self, operation: str, *, safe: bool, what: str, **kwargs: Any) -> etree._Element:
+        """The first child of the reply's soap:Body. ``safe`` = may be repeated."""
+        attempt = 0
+        renewed = False
+        while True:
+            attempt += 1
+            try:
+                return self._call_once(operation, what, kwargs)
+            except _TokenExpired as exc:
+                self._auth.token_expired()
+                if renewed or not safe:
+                    raise TransientPeerError(
+                        f"Marketing Cloud {operation} of {what}: the access token expired; "
+                        + ("a renewed token was refused too" if renewed else "not repeated (the call is not safe to repeat)"),
+                        peer="esp",
+                        operation=operation,
+                    ) from exc
+                renewed = True
+                log.info("esp_token_renewed", peer="esp", operation=operation)
+                attempt -= 1
+            except TransientPeerError as exc:
+                if not safe or attempt > self._max_retries:
+                    raise
+                delay = exc.retry_after if exc.retry_after is not None else self._delay(attempt)
+                log.warning("esp_call_retried", peer="esp", operation=operation, attempt=attempt, reason=str(exc), delay=round(delay, 2))
+                self._sleep(delay)
+
+    def _delay(self, attempt: int) -> float:
+        return min(60.0, self._backoff * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
+
+    def _call_once(self, operation: str, what: str, kwargs: dict[str, Any]) -> etree._Element:
+        envelope = self.client.create_message(
+            self.client.service, operation, _soapheaders=self._auth.soap_headers(), **kwargs
+        )
+        envelope = self._auth.apply(envelope)
+        body = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{operation}"'}
+        started = time.monotonic()
+        try:
+            reply = self._session.post(self._endpoint(), data=body, headers=headers, timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise TransientPeerError(
+                f"Marketing Cloud {operation} of {what}: {type(exc).__name__} (connection dropped or timed out)",
+                peer="esp",
+                operation=operation,
+            ) from exc
+        log.debug("esp_call_done", peer="esp", operation=operation, status=reply.status_code,
+                  duration_ms=int((time.monotonic() - started) * 1000), bytes=len(reply.content))
+        return self._read(reply, operation, what)
+
+    def _read(self, reply: requests.Response, operation: str, what: str) -> etree._Element:
+        try:
+            doc = etree.fromstring(reply.content, parser=_PARSER)
+        except etree.XMLSyntaxError as exc:
+            if reply.status_code != 200:
+                raise http_error(reply.status_code, operation, what) from exc
+            raise TransientPeerError(
+                f"Marketing Cloud {operation} of {what}: the reply is not XML ({exc})", peer="esp", operation=operation
+            ) from exc
+        body = doc.find(f"{{{SOAP_ENV}}}Body")
+        if body is None or len(body) == 0:
+            if reply.status_code != 200:
+                raise http_error(reply.status_code, operation, what)
+            raise TransientPeerError(
+                f"Marketing Cloud {operation} of {what}: the reply has no SOAP body", peer="esp", operation=operation
+            )
+        first = body[0]
+        if first.tag == f"{{{SOAP_ENV}}}Fault":
+            _code, message, _api, _apimsg = _fault_parts(first)
+            if message.strip().lower() == "token expired":
+                raise _TokenExpired(message, peer="esp", operation=operation)
+            raise fault_error(first, operation, what)
+        if reply.status_code != 200:
+            raise http_error(reply.status_code, operation, what)
+        return first
+
+
+class _TokenExpired(TransientPeerError):
+    """Internal: the "Token Expired" fault."""
