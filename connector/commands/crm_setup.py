@@ -1,0 +1,70 @@
+"""``connector crm-setup -c FILE [--dry-run]``: create the CRM customizations the connector needs.
+
+Reads the organization's table definitions first and creates only what is missing
+(docs/crm.md), so it can be run again at any time; ``--dry-run`` only reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from connector.errors import ConfigError, ConnectorError
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "crm-setup", help="create the connector's tables, columns and keys in CRM (idempotent)",
+        description="Create the connector's CRM customizations through the Dataverse metadata API. "
+                    "Reads what exists first and creates only what is missing.")
+    parser.add_argument("-c", "--config", required=True, help="path of service.ini")
+    parser.add_argument("--dry-run", action="store_true", help="only report what would be created")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from connector.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging(config)
+    from connector.crm.dataverse import DataverseCrmClient
+    from connector.crm.setup import CrmSetup
+
+    try:
+        client = DataverseCrmClient.from_config(config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = CrmSetup(client.http, config.crm.prefix).run(
+            dry_run=args.dry_run, progress=lambda item: print(f"created  {item}", flush=True))
+    except ConnectorError as exc:
+        print(f"crm-setup failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        client.close()
+    for item in report.present:
+        print(f"present  {item}")
+    for item in report.planned:
+        print(f"missing  {item} (dry run: not created)")
+    done = "would create" if args.dry_run else "created"
+    count = len(report.planned) if args.dry_run else len(report.created)
+    print(f"crm-setup: {done} {count}, already present {len(report.present)}")
+    return EXIT_OK
+
+
+def _setup_logging(config: object) -> None:
+    try:
+        from connector.logs import setup_logging
+    except ImportError:  # pragma: no cover - logs module always ships
+        return
+    try:
+        setup_logging(config)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - logging trouble must not stop an admin command
+        pass

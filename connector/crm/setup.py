@@ -1,0 +1,303 @@
+"""The CRM customizations the connector needs, applied through the Dataverse metadata API.
+
+``plan()`` reads ``EntityDefinitions`` (tables, their ``Attributes`` and ``Keys``) and
+lists what is missing; ``apply()`` creates exactly that, with the calls a real
+organization accepts:
+
+- table: ``POST EntityDefinitions`` (EntityMetadata with its primary name column)
+- column: ``POST EntityDefinitions(LogicalName='t')/Attributes``
+- lookup column: ``POST RelationshipDefinitions`` (OneToManyRelationshipMetadata with
+  its Lookup), the documented way to create a lookup
+- alternate key: ``POST EntityDefinitions(LogicalName='t')/Keys``
+
+Running it again finds everything present and does nothing. Names: docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import structlog
+
+from connector.crm.odata import Call, ODataHttp
+from connector.errors import NotFoundError, PermanentPeerError
+
+log = structlog.get_logger(__name__)
+
+LANGUAGE = 1033
+COUNT_COLUMNS = (
+    ("resolved", "Recipients resolved"), ("handedover", "Recipients handed over"), ("skipped", "Recipients skipped"),
+    ("sentcount", "Sent"), ("deliveredcount", "Delivered"), ("opencount", "Opens"),
+    ("uniqueopencount", "Unique opens"), ("clickcount", "Clicks"), ("uniqueclickcount", "Unique clicks"),
+    ("hardbouncecount", "Hard bounces"), ("softbouncecount", "Soft bounces"), ("blockbouncecount", "Block bounces"),
+    ("technicalbouncecount", "Technical bounces"), ("unknownbouncecount", "Unknown bounces"),
+    ("unsubscribecount", "Unsubscribes"), ("notsentcount", "Not sent"),
+)
+STATUS_OPTIONS = ((100000000, "Pending"), (100000001, "Processing"), (100000002, "Sent"),
+                  (100000003, "Failed"), (100000004, "Cancelled"))
+
+
+def label(text: str) -> dict:
+    localized = {"@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel", "Label": text, "LanguageCode": LANGUAGE}
+    return {"@odata.type": "Microsoft.Dynamics.CRM.Label", "LocalizedLabels": [localized],
+            "UserLocalizedLabel": localized}
+
+
+def _required(level: str = "None") -> dict:
+    return {"Value": level, "CanBeChanged": True, "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column to create, as attribute metadata."""
+
+    table: str
+    schema_name: str  # e.g. cesp_LastBounceOn; the logical name is its lower case
+    kind: str  # String, Memo, Integer, Boolean, DateTime, Picklist, Lookup
+    display: str
+    max_length: int = 0
+    options: tuple[tuple[int, str], ...] = ()
+    target: str = ""  # Lookup: the referenced table
+    primary_name: bool = False
+
+    @property
+    def logical_name(self) -> str:
+        return self.schema_name.lower()
+
+    def metadata(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "@odata.type": f"Microsoft.Dynamics.CRM.{self.kind}AttributeMetadata",
+            "AttributeType": self.kind,
+            "AttributeTypeName": {"Value": f"{self.kind}Type"},
+            "SchemaName": self.schema_name,
+            "DisplayName": label(self.display),
+            "Description": label(f"{self.display} (email connector)"),
+            "RequiredLevel": _required("ApplicationRequired" if self.primary_name else "None"),
+        }
+        if self.kind == "String":
+            body.update({"MaxLength": self.max_length or 100, "FormatName": {"Value": "Text"}})
+            if self.primary_name:
+                body["IsPrimaryName"] = True
+        elif self.kind == "Memo":
+            body.update({"MaxLength": self.max_length or 1048576, "Format": "TextArea"})
+        elif self.kind == "Integer":
+            body.update({"MinValue": 0, "MaxValue": 2147483647, "Format": "None"})
+        elif self.kind == "DateTime":
+            body.update({"Format": "DateAndTime", "DateTimeBehavior": {"Value": "UserLocal"}})
+        elif self.kind == "Boolean":
+            body.update({"DefaultValue": False, "OptionSet": {
+                "TrueOption": {"Value": 1, "Label": label("Yes")},
+                "FalseOption": {"Value": 0, "Label": label("No")},
+                "OptionSetType": "Boolean"}})
+        elif self.kind == "Picklist":
+            body["OptionSet"] = {
+                "@odata.type": "Microsoft.Dynamics.CRM.OptionSetMetadata", "IsGlobal": False,
+                "OptionSetType": "Picklist",
+                "Options": [{"Value": value, "Label": label(text)} for value, text in self.options]}
+        elif self.kind == "Lookup":
+            body["Targets"] = [self.target]
+        return body
+
+    def relationship(self) -> dict[str, Any]:
+        """OneToManyRelationshipMetadata creating this lookup column (real service's way)."""
+        lookup = self.metadata()
+        lookup.pop("Targets", None)
+        return {
+            "@odata.type": "Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
+            "SchemaName": f"{self.logical_name.split('_')[0]}_{self.target}_{self.table}",
+            "ReferencedEntity": self.target,
+            "ReferencedAttribute": f"{self.target}id",
+            "ReferencingEntity": self.table,
+            "ReferencingEntityNavigationPropertyName": self.logical_name,
+            "CascadeConfiguration": {"Assign": "NoCascade", "Delete": "RemoveLink", "Merge": "NoCascade",
+                                     "Reparent": "NoCascade", "Share": "NoCascade", "Unshare": "NoCascade"},
+            "Lookup": lookup,
+        }
+
+
+@dataclass(frozen=True)
+class Table:
+    schema_name: str
+    display: str
+    display_plural: str
+    primary_name: Column
+
+    @property
+    def logical_name(self) -> str:
+        return self.schema_name.lower()
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "@odata.type": "Microsoft.Dynamics.CRM.EntityMetadata",
+            "SchemaName": self.schema_name,
+            "DisplayName": label(self.display),
+            "DisplayCollectionName": label(self.display_plural),
+            "Description": label("A request to send an email through the email connector"),
+            "OwnershipType": "UserOwned",
+            "IsActivity": False,
+            "HasActivities": False,
+            "HasNotes": False,
+            "ChangeTrackingEnabled": True,
+            "Attributes": [self.primary_name.metadata()],
+        }
+
+
+@dataclass(frozen=True)
+class AltKey:
+    table: str
+    schema_name: str
+    columns: tuple[str, ...]
+    display: str
+
+    @property
+    def logical_name(self) -> str:
+        return self.schema_name.lower()
+
+    def metadata(self) -> dict[str, Any]:
+        return {"SchemaName": self.schema_name, "DisplayName": label(self.display), "KeyAttributes": list(self.columns)}
+
+
+@dataclass
+class Customizations:
+    tables: list[Table] = field(default_factory=list)
+    columns: list[Column] = field(default_factory=list)
+    keys: list[AltKey] = field(default_factory=list)
+
+
+def customizations(prefix: str = "cesp") -> Customizations:
+    """Everything docs/contracts.md lists, for publisher prefix ``prefix``."""
+    p = prefix
+    t = f"{p}_sendrequest"
+    name = Column(t, f"{p}_Name", "String", "Name", 200, primary_name=True)
+    cols = [
+        Column(t, f"{p}_Status", "Picklist", "Send status", options=STATUS_OPTIONS),
+        Column(t, f"{p}_Targets", "Memo", "Targets (JSON)"),
+        Column(t, f"{p}_CampaignId", "Lookup", "Campaign", target="campaign"),
+        Column(t, f"{p}_EmailKey", "String", "Email key", 100),
+        Column(t, f"{p}_SendClassificationKey", "String", "Send classification key", 100),
+        Column(t, f"{p}_ForceBatching", "Boolean", "Force file batching"),
+        Column(t, f"{p}_EspJobId", "String", "ESP job id", 100),
+        Column(t, f"{p}_Reason", "Memo", "Reason"),
+        Column(t, f"{p}_SkippedByReason", "Memo", "Skipped by reason (JSON)"),
+        Column(t, f"{p}_ReleasedOn", "DateTime", "Released on"),
+        Column(t, f"{p}_TrackingUpdatedOn", "DateTime", "Tracking updated on"),
+        *[Column(t, f"{p}_{c}", "Integer", text) for c, text in COUNT_COLUMNS],
+    ]
+    for table in ("contact", "lead"):
+        cols += [Column(table, f"{p}_LastBounceOn", "DateTime", "Last bounce on"),
+                 Column(table, f"{p}_LastBounceType", "String", "Last bounce type", 20),
+                 Column(table, f"{p}_LastBounceJob", "String", "Last bounce job", 100)]
+    cols.append(Column("campaignresponse", f"{p}_TrackingKey", "String", "Tracking key", 100))
+    keys = [AltKey("campaignresponse", f"{p}_trackingkey_key", (f"{p}_trackingkey",), "Tracking key")]
+    return Customizations([Table(f"{p}_SendRequest", "Email send request", "Email send requests", name)],
+                          cols, keys)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # table | column | key
+    table: str
+    name: str
+    method: str
+    path: str
+    body: dict
+    fallback_path: str = ""
+    fallback_body: dict | None = None
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.table}.{self.name}" if self.kind != "table" else f"table {self.name}"
+
+
+@dataclass
+class SetupReport:
+    present: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)
+
+
+class CrmSetup:
+    """Reads what exists and creates what is missing."""
+
+    def __init__(self, http: ODataHttp, prefix: str = "cesp") -> None:
+        self.http = http
+        self.spec = customizations(prefix)
+
+    def _table_exists(self, logical: str) -> bool:
+        page = self.http.get_json("EntityDefinitions", Call("read table definitions", logical, idempotent=True),
+                                  params={"$select": "LogicalName,EntitySetName",
+                                          "$filter": f"LogicalName eq '{logical}'"})
+        return bool((page or {}).get("value"))
+
+    def _names(self, table: str, nav: str, call: str) -> set[str]:
+        try:
+            page = self.http.get_json(f"EntityDefinitions(LogicalName='{table}')/{nav}",
+                                      Call(call, table, idempotent=True), params={"$select": "LogicalName"})
+        except NotFoundError:
+            return set()
+        return {str(row.get("LogicalName", "")).lower() for row in (page or {}).get("value", [])}
+
+    def plan(self) -> tuple[list[Action], list[str]]:
+        """(actions to take, names already present)."""
+        actions: list[Action] = []
+        present: list[str] = []
+        tables_missing: set[str] = set()
+        for table in self.spec.tables:
+            if self._table_exists(table.logical_name):
+                present.append(f"table {table.logical_name}")
+            else:
+                tables_missing.add(table.logical_name)
+                actions.append(Action("table", table.logical_name, table.logical_name, "POST",
+                                      "EntityDefinitions", table.metadata()))
+        existing: dict[str, set[str]] = {}
+        for col in self.spec.columns:
+            if col.table not in existing:
+                existing[col.table] = (set() if col.table in tables_missing
+                                       else self._names(col.table, "Attributes", "read column definitions"))
+            names = existing[col.table]
+            if col.logical_name in names:
+                present.append(f"column {col.table}.{col.logical_name}")
+                continue
+            attrs_path = f"EntityDefinitions(LogicalName='{col.table}')/Attributes"
+            if col.kind == "Lookup":
+                actions.append(Action("column", col.table, col.logical_name, "POST", "RelationshipDefinitions",
+                                      col.relationship(), attrs_path, col.metadata()))
+            else:
+                actions.append(Action("column", col.table, col.logical_name, "POST", attrs_path, col.metadata()))
+        for key in self.spec.keys:
+            names = self._names(key.table, "Keys", "read alternate keys")
+            if key.logical_name in names:
+                present.append(f"key {key.table}.{key.logical_name}")
+            else:
+                actions.append(Action("key", key.table, key.logical_name, "POST",
+                                      f"EntityDefinitions(LogicalName='{key.table}')/Keys", key.metadata()))
+        return actions, present
+
+    def run(self, *, dry_run: bool = False, progress: Callable[[str], None] | None = None) -> SetupReport:
+        actions, present = self.plan()
+        report = SetupReport(present=present)
+        for action in actions:
+            if dry_run:
+                report.planned.append(action.describe())
+                continue
+            self._apply(action)
+            report.created.append(action.describe())
+            log.info("crm_customization_created", item=action.describe())
+            if progress:
+                progress(action.describe())
+        return report
+
+    def _apply(self, action: Action) -> None:
+        call = Call(f"create {action.kind}", action.table, action.name)
+        resp = self.http.request(action.method, action.path, call, json_body=action.body,
+                                 accept=(404, 405, 501) if action.fallback_path else ())
+        status = resp.status_code
+        resp.close()
+        if status < 300:
+            return
+        # An organization (or sandbox) without RelationshipDefinitions: create the lookup as a column.
+        log.info("crm_lookup_via_attributes", table=action.table, column=action.name, status=status)
+        self.http.request("POST", action.fallback_path, call, json_body=action.fallback_body).close()
+
+
+__all__ = ["CrmSetup", "SetupReport", "customizations", "PermanentPeerError"]

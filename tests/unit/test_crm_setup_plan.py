@@ -1,0 +1,88 @@
+"""Unit tests of crm-setup planning, FetchXML rewriting and send-request rows (no sockets)."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import quote
+
+import responses
+
+from connector.crm import fetchxml
+from connector.crm.odata import ODataHttp
+from connector.crm.records import SendRequestColumns
+from connector.crm.setup import CrmSetup, customizations
+from connector.models import SendRequestUpdate, SendStatus, TargetKind
+
+API = "https://org.example.test/api/data/v9.2/"
+
+
+def _http() -> ODataHttp:
+    return ODataHttp("https://org.example.test", sleep=lambda s: None)
+
+
+@responses.activate
+def test_plan_creates_everything_on_an_empty_org() -> None:
+    responses.add(responses.GET, API + "EntityDefinitions", json={"value": []})
+    responses.add(responses.GET, re.compile(re.escape(API) + r"EntityDefinitions\(.*\)/(Attributes|Keys).*"),
+                  json={"value": [{"LogicalName": "emailaddress1"}]})
+    responses.add(responses.POST, re.compile(re.escape(API) + ".*"), status=204)
+    http = _http()
+    report = CrmSetup(http).run()
+    http.close()
+    spec = customizations()
+    assert len(report.created) == 1 + len(spec.columns) + len(spec.keys)
+    posts = [c.request for c in responses.calls if c.request.method == "POST"]
+    first = json.loads(posts[0].body)
+    assert posts[0].url.endswith("/EntityDefinitions")
+    assert first["SchemaName"] == "cesp_SendRequest" and first["Attributes"][0]["IsPrimaryName"] is True
+    lookup = [p for p in posts if p.url.endswith("RelationshipDefinitions")]
+    assert len(lookup) == 1
+    assert json.loads(lookup[0].body)["Lookup"]["SchemaName"] == "cesp_CampaignId"
+    assert posts[-1].url.endswith("EntityDefinitions(LogicalName='campaignresponse')/Keys")
+    assert json.loads(posts[-1].body)["KeyAttributes"] == ["cesp_trackingkey"]
+
+
+@responses.activate
+def test_plan_is_idempotent_when_all_present() -> None:
+    spec = customizations()
+    responses.add(responses.GET, API + "EntityDefinitions", json={"value": [{"LogicalName": "cesp_sendrequest"}]})
+    for table in {c.table for c in spec.columns}:
+        names = [{"LogicalName": c.logical_name} for c in spec.columns if c.table == table]
+        responses.add(responses.GET, API + f"EntityDefinitions(LogicalName='{table}')/Attributes",
+                      json={"value": names})
+    responses.add(responses.GET, API + "EntityDefinitions(LogicalName='campaignresponse')/Keys",
+                  json={"value": [{"LogicalName": "cesp_trackingkey_key"}]})
+    http = _http()
+    report = CrmSetup(http).run(dry_run=True)
+    http.close()
+    assert report.planned == [] and report.created == []
+    assert "key campaignresponse.cesp_trackingkey_key" in report.present
+
+
+def test_fetchxml_columns_replaced_and_cookie_decoded() -> None:
+    query = ("<fetch version='1.0' top='10'><entity name='contact'><all-attributes/>"
+             "<filter><condition attribute='address1_city' operator='eq' value='Oslo'/></filter>"
+             "</entity></fetch>")
+    root = fetchxml.prepare(query, "contactid", ["emailaddress1", "_parentcustomerid_value"])
+    text = fetchxml.page_query(root, 2, 50, "<cookie page=\"1\"><contactid last=\"{X}\"/></cookie>")
+    assert "all-attributes" not in text and "top=" not in text
+    assert '<attribute name="contactid" />' in text and '<attribute name="parentcustomerid" />' in text
+    assert 'page="2"' in text and 'count="50"' in text and "address1_city" in text
+    inner = '<cookie page="1"><contactid last="{X}" /></cookie>'
+    annotation = f'<cookie pagenumber="2" pagingcookie="{quote(quote(inner))}" istracking="False" />'
+    assert fetchxml.next_cookie(annotation) == inner
+
+
+def test_send_request_row_and_update_body() -> None:
+    cols = SendRequestColumns("cesp")
+    row = {"cesp_sendrequestid": "r1", "cesp_name": "Nov", "cesp_status": 100000000, "@odata.etag": 'W/"5"',
+           "cesp_targets": json.dumps([{"kind": "list", "id": "l1"}, {"kind": "bogus", "id": "x"}]),
+           "_ownerid_value": "u1", "_cesp_campaignid_value": None, "createdon": "2026-11-01T10:00:00Z"}
+    req = cols.from_row(row)
+    assert req.status is SendStatus.PENDING and req.etag == 'W/"5"' and req.campaign_id is None
+    assert [(t.kind, t.id) for t in req.targets] == [(TargetKind.LIST, "l1")]
+    body = cols.update_body(SendRequestUpdate(status=SendStatus.SENT, handed_over=3,
+                                              skipped_by_reason={"no_email": 1}, counts={"opens": 2}))
+    assert body["cesp_status"] == 100000002 and body["cesp_handedover"] == 3
+    assert body["cesp_opencount"] == 2 and "cesp_trackingupdatedon" in body
