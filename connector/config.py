@@ -175,6 +175,8 @@ class Config(Section):
     # [transform.NAME]: CRM value -> ESP value lookup tables
     transforms: dict[str, dict[str, str]] = Field(default_factory=dict)
     source_path: Path | None = None
+    # where each secret given came from: {"crm.client_secret": "environment CONNECTOR_CRM_CLIENT_SECRET"}
+    secret_sources: dict[str, str] = Field(default_factory=dict)
 
     def state_url(self) -> str:
         return self.state.url or f"sqlite:///{self.service.data_dir / 'state.db'}"
@@ -221,9 +223,10 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
+        section = f" [{self.section}]" if self.section else ""
         key = f" {self.key}" if self.key else ""
         hint = f" (hint: {self.hint})" if self.hint else ""
-        return f"{where} [{self.section}]{key}: {self.message}{hint}"
+        return f"{where}{section}{key}: {self.message}{hint}"
 
 
 def format_problems(problems: list[ConfigProblem]) -> str:
@@ -303,6 +306,7 @@ class _Loader:
         self.problems: list[ConfigProblem] = []
         self.raw: dict[str, _RawSection] = {}
         self.secrets_file: _secrets.SecretsFile | None = None
+        self.secret_sources: dict[str, str] = {}
 
     # -- helpers
     def problem(self, section: str, key: str, line: int, message: str, hint: str = "", file: str = "") -> None:
@@ -332,7 +336,7 @@ class _Loader:
             key, sep, value = line.partition("=")
             key = key.strip()
             if not sep or not key:
-                self.problem(current.name if current else "", key, number, "not a 'key = value' line",
+                self.problem(current.name if current else "", "", number, f"{line!r} is not a 'key = value' line",
                              "one option per line, written key = value; comments start with # or ;")
                 continue
             if current is None:
@@ -399,9 +403,13 @@ class _Loader:
 
     def secret_for(self, section: str, key: str) -> str | None:
         value = _secrets.from_environment(section, key, self.env)
-        if value is None and self.secrets_file is not None:
+        if value is not None:
+            self.secret_sources[f"{section}.{key}"] = f"environment {_secrets.env_var_name(section, key)}"
+        elif self.secrets_file is not None:
             found = self.secrets_file.values.get((section, key))
             value = found[0] if found and found[0] else None
+            if value is not None:
+                self.secret_sources[f"{section}.{key}"] = f"secrets file {self.secrets_file.path}"
         return value
 
     def check_secret_in_ini(self, section: str, item: _Item, is_url: bool) -> None:
@@ -428,6 +436,8 @@ class _Loader:
                 continue
             if (name, key) in secret_keys():
                 self.check_secret_in_ini(name, item, is_url=not _is_secret(info))
+                if item.value and _is_secret(info):
+                    self.secret_sources[f"{name}.{key}"] = f"{self.file} line {item.line}"
             values[key] = _coerce(info, item.value)
         for section, key in secret_keys():
             if section == name:
@@ -617,7 +627,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     config = None
     if all(s is not None for s in sections.values()):
         resolved = {name: loader.resolve_paths(s) for name, s in sections.items()}  # type: ignore[arg-type]
-        config = Config(**resolved, mappings=mappings, transforms=transforms, source_path=path.resolve())
+        config = Config(**resolved, mappings=mappings, transforms=transforms, source_path=path.resolve(),
+                        secret_sources=loader.secret_sources)
         _check_rules(config, loader)
     if loader.problems:
         problems = sorted(loader.problems, key=lambda p: (p.file != loader.file, p.file, p.line))
