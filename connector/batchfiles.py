@@ -84,6 +84,9 @@ class BatchWriter:
 
     def _reopen(self, resume: OpenBatch) -> None:
         part = self._part()
+        final = self.path(self.seq)
+        if not part.exists() and final.exists():
+            os.replace(final, part)  # completed after the checkpoint, then the process died
         handle = open(part, "r+b" if part.exists() else "w+b")
         handle.truncate(resume.size)
         handle.seek(resume.size)

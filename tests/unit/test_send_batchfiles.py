@@ -55,3 +55,17 @@ def test_empty_close_leaves_no_file(tmp_path: Path) -> None:
     writer.write(sub(2))
     assert writer.close() is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cesp_s1_5.csv"]
+
+
+def test_resume_after_rollover_past_the_checkpoint(tmp_path: Path) -> None:
+    writer = BatchWriter(tmp_path, "s1", [], batch_size=2)
+    writer.write(sub(1))
+    point = writer.checkpoint()
+    assert writer.write(sub(2)) is not None  # file 1 completed and renamed after the checkpoint
+    writer.write(sub(3))
+    writer.abandon()
+    again = BatchWriter(tmp_path, "s1", [], batch_size=2, resume=point)
+    done = again.write(sub(4))
+    assert done is not None and done.seq == 1
+    assert [s.subscriber_key for s in read_batch(done.path)] == ["k1", "k4"]
+    assert again.close() is None

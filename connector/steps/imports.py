@@ -1,0 +1,129 @@
+"""The imports step: poll the ESP file imports of sends that go by files, then release them.
+
+For every send job in ``importing``: ask the ESP for the status of each batch's
+import; a completed import adds its good rows to the handed-over count and its
+rejected rows to the skipped count (reason ``import_row_error``, details to the
+quarantine table), in one state transaction per batch. When the last batch is in,
+the send is released exactly as the send step would (find by key, start once).
+An import that errors or hangs past ``[imports] timeout_minutes`` fails the send
+with a reason naming the file.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+
+from connector.errors import PeerError
+from connector.models import ImportStatus, SkipReason
+from connector.state.store import Batch, QuarantineRow, SendJob
+from connector.steps import StepContext, StepOutcome
+from connector.steps.send_handover import add_skips, fail
+from connector.steps.sends import SUPERSEDED, guarded, release_checked, send_lease
+
+log = structlog.get_logger(__name__)
+
+
+def run_imports(ctx: StepContext) -> StepOutcome:
+    outcome = StepOutcome()
+    for job in ctx.state.send_jobs(["importing"]):
+        if ctx.stopping.is_set():
+            break
+        done = poll_send(ctx, job.request_id)
+        if done is not None:
+            outcome.processed += 1
+            outcome.details[done.status] = outcome.details.get(done.status, 0) + 1
+    outcome.message = f"{outcome.processed} importing send(s) polled"
+    return outcome
+
+
+def poll_send(ctx: StepContext, request_id: str) -> SendJob | None:
+    """Poll the imports of one send; release it when all are in. None if someone else holds it."""
+    with send_lease(ctx, request_id) as keep_alive:
+        if keep_alive is None:
+            return None
+        job = ctx.state.get_send_job(request_id)
+        if job is None or job.status != "importing":
+            return job
+        return guarded(ctx, job, lambda: _poll(ctx, job))
+
+
+def _poll(ctx: StepContext, job: SendJob) -> None:
+    esp = ctx.esp()
+    current = [b for b in ctx.state.batches(job.request_id) if b.error != SUPERSEDED]
+    waiting = 0
+    for batch in current:
+        if batch.status != "importing":
+            continue
+        status = esp.import_status(batch.import_key)
+        if not status.finished:
+            if _timed_out(ctx, batch):
+                _fail_batch(ctx, job, batch, f"the ESP import {batch.import_key} of batch file {batch.file_name} "
+                            f"has not finished after {ctx.config.imports.timeout_minutes:g} minutes (state "
+                            f"{status.state!r}); check it in Marketing Cloud's import activity.")
+                return
+            waiting += 1
+            continue
+        if status.state == "error":
+            _fail_batch(ctx, job, batch, f"the ESP could not import batch file {batch.file_name} (import "
+                        f"{batch.import_key}): {status.message or 'no message'}. Fix the cause at the ESP.")
+            return
+        _record(ctx, job, batch, status)
+    if waiting:
+        job.phase_detail = f"{waiting} of {len(current)} batch imports still running at the ESP"
+        ctx.state.save_send_job(job)
+        return
+    if all(b.status == "imported" for b in current):
+        job.status = "starting"
+        ctx.state.save_send_job(job)
+        request = ctx.crm().get_send_request(job.request_id)
+        if request is None:
+            job.status, job.error = "failed", "the send request was deleted in CRM before its release"
+            ctx.state.save_send_job(job)
+            return
+        release_checked(ctx, job, request)
+
+
+def _timed_out(ctx: StepContext, batch: Batch) -> bool:
+    if batch.updated_at is None:
+        return False
+    return ctx.state.now() - batch.updated_at > timedelta(minutes=ctx.config.imports.timeout_minutes)
+
+
+def _record(ctx: StepContext, job: SendJob, batch: Batch, status: ImportStatus) -> None:
+    rows_ok = min(status.rows_ok, batch.rows)
+    errors = batch.rows - rows_ok
+    batch.rows_ok, batch.rows_error, batch.status = rows_ok, errors, "imported"
+    job.handed_over += rows_ok
+    add_skips(job, SkipReason.IMPORT_ROW_ERROR, errors)
+    with ctx.state.transaction() as conn:
+        ctx.state.quarantine(_error_rows(job, batch, status, errors), conn=conn)
+        ctx.state.save_batch(batch, conn=conn)
+        ctx.state.save_send_job(job, conn=conn)
+    log.info("import_completed", send=job.request_id, batch=batch.seq, rows=batch.rows, rows_ok=rows_ok,
+             rows_error=errors, handed_over=job.handed_over)
+    try:
+        ctx.file_drop().remove(batch.file_name)
+    except PeerError as exc:  # the file is in; a left-over copy only costs space
+        log.warning("batch_file_not_removed", send=job.request_id, batch=batch.seq, error=str(exc))
+
+
+def _error_rows(job: SendJob, batch: Batch, status: ImportStatus, errors: int):
+    reason = SkipReason.IMPORT_ROW_ERROR.value
+    listed = 0
+    for err in status.errors[:errors]:
+        listed += 1
+        record = err.subscriber_key if "@" not in err.subscriber_key else ""
+        yield QuarantineRow(job.request_id, "", record, "", reason,
+                            f"batch file {batch.file_name} row {err.row}: {err.message}")
+    if errors > listed:
+        yield QuarantineRow(job.request_id, "", "", "", reason,
+                            f"{errors - listed} more row(s) of batch file {batch.file_name} were not imported; "
+                            f"see the results of import {batch.import_key} at the ESP")
+
+
+def _fail_batch(ctx: StepContext, job: SendJob, batch: Batch, reason: str) -> None:
+    batch.status, batch.error = "failed", reason
+    ctx.state.save_batch(batch)
+    fail(ctx, job, reason)

@@ -1,0 +1,194 @@
+"""Hand-over and release phases of a send.
+
+* SOAP path: upsert the spooled subscribers in chunks onto the send's List,
+  checkpointing the batch's progress, the counts and the rejected rows in one
+  state transaction per chunk (a re-done chunk is a harmless re-upsert).
+* File path: upload each batch file, start its ImportDefinition (idempotent on the
+  key), and leave the polling to the imports step.
+* Release: look the send up by its key first, start it only when absent, record the
+  job id (and tracking) in state, then write Sent, the job id and counts to CRM.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import structlog
+
+from connector.batchfiles import import_key, read_batch
+from connector.crashpoints import crashpoint
+from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
+from connector.state.store import QuarantineRow
+from connector.steps.send_resolve import Interrupted, batches_folder, chunked
+
+log = structlog.get_logger(__name__)
+
+
+def list_key(request_id: str) -> str:
+    return f"cesp-list-{request_id}"
+
+
+def send_key(request_id: str) -> str:
+    return f"cesp-send-{request_id}"
+
+
+def work_folder(config, request_id: str) -> Path:
+    return Path(config.service.data_dir) / "sends" / request_id
+
+
+def add_skips(job, reason: SkipReason, count: int) -> None:
+    if count:
+        job.skipped += count
+        job.skipped_by_reason[reason.value] = job.skipped_by_reason.get(reason.value, 0) + count
+
+
+def ensure_list(ctx, job) -> str:
+    if not job.esp_list_id:
+        job.esp_list_id = ctx.esp().ensure_list(list_key(job.request_id), job.name or job.request_id)
+        ctx.state.save_send_job(job)
+    return job.esp_list_id
+
+
+def hand_over_soap(ctx, job, work: Path, keep_alive: Callable[[], None], progress=None) -> None:
+    esp = ctx.esp()
+    list_id = ensure_list(ctx, job)
+    size = ctx.config.sends.soap_chunk_size
+    for batch in ctx.state.batches(job.request_id):
+        if batch.status == "imported":
+            continue
+        path = batches_folder(work) / batch.file_name
+        done = batch.rows_ok + batch.rows_error
+        for chunk in chunked(read_batch(path, skip_rows=done), size):
+            results = esp.upsert_subscribers(chunk, list_id)
+            by_key = {r.key: r for r in results}
+            rejected = [s for s in chunk if not by_key.get(s.subscriber_key) or not by_key[s.subscriber_key].ok]
+            batch.rows_ok += len(chunk) - len(rejected)
+            batch.rows_error += len(rejected)
+            batch.status = "imported" if batch.rows_ok + batch.rows_error >= batch.rows else "importing"
+            job.handed_over += len(chunk) - len(rejected)
+            add_skips(job, SkipReason.ESP_REJECTED, len(rejected))
+            job.phase_detail = f"upserting: {job.handed_over} of {job.resolved - _pre_skipped(job)} handed over"
+            with ctx.state.transaction() as conn:
+                ctx.state.quarantine(
+                    (_rejected_row(job, s, by_key.get(s.subscriber_key)) for s in rejected), conn=conn
+                )
+                ctx.state.save_batch(batch, conn=conn)
+                ctx.state.save_send_job(job, conn=conn)
+            crashpoint("after_soap_chunk")
+            keep_alive()
+            if progress is not None:
+                progress("handing_over")
+            if ctx.stopping.is_set():
+                raise Interrupted()
+        log.info("batch_upserted", send=job.request_id, batch=batch.seq, rows=batch.rows,
+                 rows_ok=batch.rows_ok, rows_error=batch.rows_error, handed_over=job.handed_over)
+        if batch.status != "imported":  # an empty remainder: the file was fully done before
+            batch.status = "imported"
+            ctx.state.save_batch(batch)
+
+
+def _pre_skipped(job) -> int:
+    return job.skipped - job.skipped_by_reason.get(SkipReason.ESP_REJECTED.value, 0)
+
+
+def _rejected_row(job, sub, result) -> QuarantineRow:
+    message = result.message if result is not None else "no result from the ESP for this subscriber"
+    table = sub.ref.table.value if sub.ref else ""
+    record_id = sub.ref.id if sub.ref else (sub.subscriber_key if "@" not in sub.subscriber_key else "")
+    return QuarantineRow(job.request_id, table, record_id, sub.email, SkipReason.ESP_REJECTED.value,
+                         f"the ESP refused subscriber {sub.subscriber_key}: {message}")
+
+
+def hand_over_files(ctx, job, work: Path, keep_alive: Callable[[], None], progress=None) -> None:
+    esp, drop = ctx.esp(), ctx.file_drop()
+    list_id = ensure_list(ctx, job)
+    for batch in ctx.state.batches(job.request_id):
+        if batch.status == "written":
+            size = drop.upload(batches_folder(work) / batch.file_name, batch.file_name)
+            batch.status = "uploaded"
+            ctx.state.save_batch(batch)
+            log.info("batch_uploaded", send=job.request_id, batch=batch.seq, rows=batch.rows, bytes=size)
+            crashpoint("after_batch_uploaded")
+        if batch.status == "uploaded":
+            batch.import_key = import_key(job.request_id, batch.seq)
+            esp.start_import(batch.import_key, batch.file_name, list_id)
+            crashpoint("after_import_started")
+            batch.status = "importing"
+            ctx.state.save_batch(batch)
+            log.info("import_started", send=job.request_id, batch=batch.seq, import_key=batch.import_key)
+        keep_alive()
+        if progress is not None:
+            progress("handing_over")
+        if ctx.stopping.is_set():
+            raise Interrupted()
+
+
+def release(ctx, job, request: SendRequest) -> None:
+    """Start the send once (looked up by key first), record it, and report Sent to CRM."""
+    config = ctx.config
+    if not job.esp_job_id:
+        key = send_key(job.request_id)
+        esp = ctx.esp()
+        found = esp.find_send(key)
+        if found is None:
+            email_key = request.email_key or config.sends.default_email_key
+            classification = request.send_classification_key or config.sends.default_send_classification_key
+            crashpoint("before_send_started")
+            found = esp.start_send(key, job.esp_list_id, email_key, classification, job.name or request.name)
+            crashpoint("after_send_started")
+            log.info("send_started", send=job.request_id, job_id=found.job_id, key=key)
+        else:
+            log.info("send_found", send=job.request_id, job_id=found.job_id, key=key)
+        job.esp_job_id, job.esp_send_key = str(found.job_id), key
+        job.phase_detail = f"released as ESP job {found.job_id}"
+        with ctx.state.transaction() as conn:
+            ctx.state.save_send_job(job, conn=conn)
+            ctx.state.add_tracked_send(config.esp.name, job.esp_job_id, job.request_id,
+                                       job.campaign_id or (request.campaign_id or ""), job.name, conn=conn)
+        crashpoint("after_send_recorded")
+    ctx.crm().update_send_request(
+        job.request_id,
+        SendRequestUpdate(
+            status=SendStatus.SENT, esp_job_id=job.esp_job_id, resolved=job.resolved, handed_over=job.handed_over,
+            skipped=job.skipped, skipped_by_reason=dict(job.skipped_by_reason),
+            released_on=job.updated_at or datetime.now(timezone.utc), reason=summary(job),
+        ),
+    )
+    crashpoint("after_crm_updated")
+    job.status = "sent"
+    ctx.state.save_send_job(job)
+    log.info("send_released", send=job.request_id, job_id=job.esp_job_id, resolved=job.resolved,
+             handed_over=job.handed_over, skipped=job.skipped)
+    shutil.rmtree(work_folder(config, job.request_id), ignore_errors=True)
+
+
+def summary(job) -> str:
+    text = f"{job.handed_over} of {job.resolved} recipients handed over"
+    if job.skipped:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(job.skipped_by_reason.items()))
+        text += f"; {job.skipped} skipped ({reasons}); details in the connector's quarantine table"
+    return text
+
+
+def fail(ctx, job, reason: str, *, crm_status: bool = True) -> None:
+    """Tell CRM the send failed (with a reason a person can act on), then mark the job failed.
+
+    CRM first: if that write fails transiently, the job stays in flight and the next run
+    reaches the same decision and tries the write again.
+    """
+    if crm_status:
+        ctx.crm().update_send_request(
+            job.request_id,
+            SendRequestUpdate(
+                status=SendStatus.FAILED,
+                reason=reason + " To retry, set the request's status back to Pending.",
+                resolved=job.resolved, handed_over=job.handed_over, skipped=job.skipped,
+                skipped_by_reason=dict(job.skipped_by_reason),
+            ),
+        )
+    job.status, job.error = "failed", reason
+    ctx.state.save_send_job(job)
+    log.error("send_failed", send=job.request_id, reason=reason)

@@ -1,0 +1,188 @@
+"""Resolve phase of a send: stream recipients, map, screen, spool into batch files.
+
+Recipients come from CRM one page at a time and are handled in chunks. For each
+chunk: map (``connector.mapping``), drop duplicates across targets (on-disk set),
+addresses on the suppression list and subscribers held / bounced / unsubscribed at
+the ESP, and append the rest to the batch files. The chunk's de-duplication keys,
+its skips, the batch file length and the position in the target stream are
+committed together in the send's work database, so a restart resumes at the last
+chunk without counting or handing anyone twice.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import structlog
+
+from connector.batchfiles import BatchWriter, FinishedBatch, OpenBatch, batch_file_name
+from connector.crashpoints import crashpoint
+from connector.mapping import Mapper, columns_to_read, esp_attribute_names, normalize_email
+from connector.models import SendRequest, Skip, SkipReason, Subscriber, SubscriberStatus
+from connector.state.store import Batch
+from connector.suppression import ResolveCheckpoint, SendWorkspace, read_suppression_file
+
+log = structlog.get_logger(__name__)
+
+RESOLVE_CHUNK = 2_500
+"""Recipients screened and committed together: one ESP status lookup, one work-DB commit."""
+
+ESP_SKIPS = {
+    SubscriberStatus.HELD: (SkipReason.ESP_HELD, "held at the ESP after repeated bounces"),
+    SubscriberStatus.BOUNCED: (SkipReason.ESP_BOUNCED, "bounced at the ESP"),
+    SubscriberStatus.UNSUBSCRIBED: (SkipReason.ESP_UNSUBSCRIBED, "unsubscribed at the ESP"),
+}
+
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """The service is stopping; the checkpoint is committed and the send resumes next run."""
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def batches_folder(work: Path) -> Path:
+    return work / "batches"
+
+
+class Resolver:
+    """Runs (or resumes) the resolve phase of one send job."""
+
+    def __init__(self, ctx, job, request: SendRequest, work: Path, first_seq: int, keep_alive: Callable[[], None],
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.ctx, self.job, self.request = ctx, job, request
+        self.config = ctx.config
+        self.mapper = Mapper(self.config)
+        self.columns = columns_to_read(self.config)
+        self.attributes = esp_attribute_names(self.config)
+        self.work = work
+        self.first_seq = first_seq
+        self.keep_alive = keep_alive
+        self.progress = progress
+        self.key_by_email = self.mapper.key_by_email
+
+    def run(self, workspace: SendWorkspace) -> ResolveCheckpoint:
+        point = workspace.checkpoint()
+        if point is None:
+            point = ResolveCheckpoint(open_seq=self.first_seq)
+            if self.config.sends.suppression_file:
+                loaded = workspace.load_suppression(read_suppression_file(self.config.sends.suppression_file))
+                log.info("suppression_list_loaded", send=self.request.id, count=loaded)
+            workspace.commit(point)
+        else:
+            self._save_finished(workspace)  # batches finished before a crash, maybe not yet in state
+        if point.done:
+            return point
+        writer = BatchWriter(
+            batches_folder(self.work), self.request.id, self.attributes, self.config.batching.batch_size,
+            resume=OpenBatch(point.open_seq, point.open_rows, point.open_size),
+        )
+        try:
+            self._stream(workspace, writer, point)
+            last = writer.close()
+        except BaseException:
+            writer.abandon()
+            raise
+        if last is not None:
+            workspace.add_finished(last.seq, last.rows, last.size)
+            self._log_batch(last, point)
+        point.open_seq, point.open_rows, point.open_size, point.done = writer.seq, 0, 0, True
+        workspace.commit(point)
+        self._save_finished(workspace)
+        return point
+
+    def _stream(self, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint) -> None:
+        crm = self.ctx.crm()
+        esp = self.ctx.esp()
+        targets = self.request.targets
+        while point.target_index < len(targets):
+            target = targets[point.target_index]
+            stream = islice(crm.iter_recipients(target, self.columns), point.target_offset, None)
+            for chunk in chunked(stream, RESOLVE_CHUNK):
+                finished = self._screen(chunk, workspace, writer, point, esp)
+                point.target_offset += len(chunk)
+                point.resolved += len(chunk)
+                open_batch = writer.checkpoint()
+                point.open_seq, point.open_rows, point.open_size = open_batch.seq, open_batch.rows, open_batch.size
+                workspace.commit(point)
+                crashpoint("after_chunk_committed")
+                for batch in finished:
+                    self._log_batch(batch, point)
+                self._save_progress(workspace, point, bool(finished))
+                if self.ctx.stopping.is_set():
+                    raise Interrupted()
+            point.target_index += 1
+            point.target_offset = 0
+            workspace.commit(point)
+
+    def _screen(self, chunk, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint, esp) -> list[FinishedBatch]:
+        candidates: list[Subscriber] = []
+        skips: list[Skip] = []
+        for recipient in chunk:
+            outcome = self.mapper.map(recipient)
+            if isinstance(outcome, Skip):
+                skips.append(outcome)
+                continue
+            email_key = "e:" + normalize_email(outcome.email)
+            first_key = self.key_by_email or workspace.first_time("k:" + outcome.subscriber_key)
+            if not first_key or not workspace.first_time(email_key):
+                skips.append(Skip(outcome.ref, outcome.email, SkipReason.DUPLICATE,
+                                  "the same record or email address is already in this send"))
+                continue
+            candidates.append(outcome)
+        suppressed = workspace.suppressed([normalize_email(s.email) for s in candidates]) if candidates else set()
+        statuses = esp.subscriber_statuses([s.subscriber_key for s in candidates]) if candidates else {}
+        finished: list[FinishedBatch] = []
+        for sub in candidates:
+            if normalize_email(sub.email) in suppressed:
+                skips.append(Skip(sub.ref, sub.email, SkipReason.SUPPRESSION_LIST, "the address is on the suppression list"))
+                continue
+            esp_skip = ESP_SKIPS.get(statuses.get(sub.subscriber_key))  # type: ignore[arg-type]
+            if esp_skip is not None:
+                skips.append(Skip(sub.ref, sub.email, esp_skip[0], esp_skip[1]))
+                continue
+            done = writer.write(sub)
+            point.written += 1
+            if done is not None:
+                workspace.add_finished(done.seq, done.rows, done.size)
+                finished.append(done)
+        workspace.add_skips(skips)
+        for skip in skips:
+            point.skipped_by_reason[skip.reason.value] = point.skipped_by_reason.get(skip.reason.value, 0) + 1
+        return finished
+
+    def _log_batch(self, batch: FinishedBatch, point: ResolveCheckpoint) -> None:
+        log.info("batch_written", send=self.request.id, batch=batch.seq, rows=batch.rows,
+                 resolved=point.resolved, written=point.written, skipped=point.skipped)
+
+    def _save_finished(self, workspace: SendWorkspace) -> None:
+        known = {b.seq for b in self.ctx.state.batches(self.request.id)}
+        for seq, rows, _size in workspace.finished():
+            if seq not in known:
+                self.ctx.state.save_batch(
+                    Batch(request_id=self.request.id, seq=seq, file_name=batch_file_name(self.request.id, seq), rows=rows)
+                )
+
+    def _save_progress(self, workspace: SendWorkspace, point: ResolveCheckpoint, new_batches: bool) -> None:
+        if new_batches:
+            self._save_finished(workspace)
+        job = self.job
+        job.resolved, job.skipped = point.resolved, point.skipped
+        job.skipped_by_reason = dict(point.skipped_by_reason)
+        job.phase_detail = f"resolving: {point.resolved} recipients, {point.written} to hand over"
+        self.ctx.state.save_send_job(job)
+        self.keep_alive()
+        if self.progress is not None:
+            self.progress("resolving")
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,273 @@
+"""The send step: claim pending CRM send requests and carry each one to an ESP send.
+
+A send job moves through ``claimed -> resolving -> handing_over -> (importing) ->
+starting -> sent`` (or ``failed``), recorded in the state database after every
+chunk or batch, so the step resumes a job wherever a crash, a restart or a peer
+outage left it. Two claims guard each request: the state lease ``send:<id>`` (pools
+and instances sharing one state database) and the etag-guarded Pending ->
+Processing change in CRM. The ESP objects carry keys derived from the request id
+and are looked up before anything is created, so one request releases at most one
+ESP send. The imports step (``connector.steps.imports``) polls file imports and
+releases the send when the last file is in.
+"""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import structlog
+
+from connector.crashpoints import crashpoint
+from connector.errors import ConfigError, PermanentPeerError, RecordError, StateError, TransientPeerError
+from connector.models import SendRequest, SendRequestUpdate, SendStatus
+from connector.state.store import Batch, QuarantineRow, SendJob
+from connector.steps import StepContext, StepOutcome
+from connector.steps.send_handover import (
+    fail,
+    hand_over_files,
+    hand_over_soap,
+    release,
+    send_key,
+    summary,
+    work_folder,
+)
+from connector.steps.send_resolve import Interrupted, Resolver
+from connector.suppression import SendWorkspace
+
+log = structlog.get_logger(__name__)
+
+RESUMABLE = ("claimed", "resolving", "handing_over", "starting")
+"""Job statuses the send step carries on with; ``importing`` belongs to the imports step."""
+
+SUPERSEDED = "superseded by a retry of the request"
+
+Progress = Callable[[SendJob, str], None]
+
+
+def run_sends(ctx: StepContext) -> StepOutcome:
+    """One poll: resume the jobs in flight, then claim and process new pending requests."""
+    outcome = StepOutcome()
+    for job in ctx.state.send_jobs(RESUMABLE):
+        if ctx.stopping.is_set():
+            break
+        _tally(outcome, process_request(ctx, job.request_id))
+    if not ctx.stopping.is_set():
+        limit = ctx.config.sends.max_requests_per_poll
+        for request in ctx.crm().pending_send_requests(limit=limit):
+            if ctx.stopping.is_set():
+                break
+            _tally(outcome, process_request(ctx, request.id, pending=request))
+    outcome.message = f"{outcome.processed} send request(s) worked on"
+    outcome.ok = not outcome.details.get("failed")
+    return outcome
+
+
+def _tally(outcome: StepOutcome, job: SendJob | None) -> None:
+    if job is None:
+        return
+    outcome.processed += 1
+    outcome.details[job.status] = outcome.details.get(job.status, 0) + 1
+
+
+@contextmanager
+def send_lease(ctx: StepContext, request_id: str) -> Iterator[Callable[[], None] | None]:
+    """Hold ``send:<id>``; yields a keep-alive that extends it (None when someone else holds it)."""
+    resource, seconds = f"send:{request_id}", ctx.config.state.lease_seconds
+    if not ctx.state.acquire_lease(resource, seconds):
+        log.info("send_busy", send=request_id, holder=ctx.state.lease_holder(resource))
+        yield None
+        return
+
+    def keep_alive() -> None:
+        if not ctx.state.extend_lease(resource, seconds):
+            raise StateError(f"lost the lease on {resource}; another instance took send request {request_id}")
+
+    try:
+        with structlog.contextvars.bound_contextvars(send=request_id):
+            yield keep_alive
+    finally:
+        ctx.state.release_lease(resource)
+
+
+def process_request(
+    ctx: StepContext, request_id: str, *, pending: SendRequest | None = None, progress: Progress | None = None
+) -> SendJob | None:
+    """Claim (when ``pending``) or resume one request and carry it as far as it goes now."""
+    with send_lease(ctx, request_id) as keep_alive:
+        if keep_alive is None:
+            return None
+        job = ctx.state.get_send_job(request_id)
+        request = pending
+        if pending is not None:
+            if job is not None and job.status == "importing":
+                return job
+            claimed = _claim(ctx, pending, job)
+            if claimed is None:
+                return ctx.state.get_send_job(request_id)
+            job, request = claimed
+        elif job is None or not job.in_flight:
+            return job
+        return guarded(ctx, job, lambda: _advance(ctx, job, request, keep_alive, progress))
+
+
+def guarded(ctx: StepContext, job: SendJob, work: Callable[[], None]) -> SendJob:
+    """Run a phase; transient trouble leaves the job for the next run, permanent trouble fails it."""
+    try:
+        work()
+    except Interrupted:
+        log.info("send_paused", send=job.request_id, status=job.status, detail=job.phase_detail)
+    except TransientPeerError as exc:
+        log.warning("send_delayed", send=job.request_id, status=job.status, peer=exc.peer, error=str(exc))
+        job.phase_detail = f"waiting to retry after: {exc}"
+        ctx.state.save_send_job(job)
+    except (PermanentPeerError, RecordError, ConfigError) as exc:
+        try:
+            fail(ctx, job, f"{exc}")
+        except TransientPeerError as again:
+            log.warning("send_failure_not_reported", send=job.request_id, error=str(again))
+    return job
+
+
+def _claim(ctx: StepContext, request: SendRequest, job: SendJob | None) -> tuple[SendJob, SendRequest] | None:
+    """Record the claim in state, then take the request in CRM (etag-guarded)."""
+    if job is None or not job.in_flight:
+        job = _new_attempt(ctx, request, job)
+    ctx.state.save_send_job(job)
+    claimed = ctx.crm().claim_send_request(request)
+    if claimed is None:
+        job.status, job.error = "failed", "another connector instance claimed the request first"
+        ctx.state.save_send_job(job)
+        log.warning("send_claimed_elsewhere", send=request.id)
+        return None
+    crashpoint("after_claim")
+    log.info("send_claimed", send=request.id, name=request.name, targets=len(request.targets))
+    return job, claimed
+
+
+def _new_attempt(ctx: StepContext, request: SendRequest, old: SendJob | None) -> SendJob:
+    if old is not None:  # an admin set a sent or failed request back to Pending: a retry
+        for batch in ctx.state.batches(request.id):
+            if batch.status not in ("imported", "failed"):
+                batch.status, batch.error = "failed", SUPERSEDED
+                ctx.state.save_batch(batch)
+        shutil.rmtree(work_folder(ctx.config, request.id), ignore_errors=True)
+        log.info("send_retried", send=request.id, previous_status=old.status, previous_error=old.error)
+    return SendJob(request_id=request.id, status="claimed", name=request.name, campaign_id=request.campaign_id or "")
+
+
+def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_alive, progress) -> None:
+    crm = ctx.crm()
+    if request is None:
+        request = crm.get_send_request(job.request_id)
+        if request is None:
+            job.status, job.error = "failed", "the send request was deleted in CRM"
+            ctx.state.save_send_job(job)
+            return
+    if request.status is SendStatus.CANCELLED and not job.esp_job_id:
+        job.status, job.error = "failed", "cancelled in CRM before it was released"
+        ctx.state.save_send_job(job)
+        log.info("send_cancelled", send=job.request_id)
+        return
+    report = (lambda phase: progress(job, phase)) if progress else None
+    if job.status == "claimed":
+        if not _precheck(ctx, job, request):
+            return
+        _existing = ctx.esp().find_send(send_key(job.request_id))
+        if _existing is not None:  # released before (state lost, or a request reset after Sent)
+            job.status, job.esp_job_id, job.esp_send_key = "starting", str(_existing.job_id), send_key(job.request_id)
+            job.phase_detail = f"already released at the ESP as job {_existing.job_id}; not sent again"
+            ctx.state.save_send_job(job)
+        else:
+            job.status = "resolving"
+            ctx.state.save_send_job(job)
+    if job.status == "resolving":
+        _resolve(ctx, job, request, keep_alive, report)
+        crashpoint("after_resolved")
+        if job.status == "failed":
+            return
+    if job.status == "handing_over":
+        work = work_folder(ctx.config, job.request_id)
+        if job.path == "soap":
+            hand_over_soap(ctx, job, work, keep_alive, report)
+            job.status = "starting"
+            ctx.state.save_send_job(job)
+        else:
+            hand_over_files(ctx, job, work, keep_alive, report)
+            job.status, job.phase_detail = "importing", "waiting for the ESP to import the batch files"
+            ctx.state.save_send_job(job)
+            return
+    if job.status == "starting":
+        release_checked(ctx, job, request)
+        if report:
+            report(job.status)
+
+
+def release_checked(ctx: StepContext, job: SendJob, request: SendRequest) -> None:
+    if not job.esp_job_id and job.handed_over == 0:
+        fail(ctx, job, f"nobody was handed over to the ESP, so no send was started: {summary(job)}.")
+        return
+    release(ctx, job, request)
+
+
+def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
+    """Role, email and targets: refuse early with a reason a person can act on."""
+    allowed = {r.casefold() for r in ctx.config.sends.allowed_roles}
+    roles = ctx.crm().user_role_names(request.owner_id)
+    if not allowed & {r.casefold() for r in roles}:
+        fail(ctx, job, f"the request's owner ({request.owner_id}) holds none of the CRM security roles allowed "
+                       f"to release sends ({', '.join(ctx.config.sends.allowed_roles)}). Give the owner one of "
+                       f"them or change [sends] allowed_roles.")
+        return False
+    if not (request.email_key or ctx.config.sends.default_email_key):
+        fail(ctx, job, "no ESP email is named: fill the request's email key or set [sends] default_email_key.")
+        return False
+    if not request.targets:
+        fail(ctx, job, "the request has no targets: add a marketing list, campaign, contact, lead or account.")
+        return False
+    return True
+
+
+def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, report) -> None:
+    work = work_folder(ctx.config, job.request_id)
+    first_seq = max((b.seq for b in ctx.state.batches(job.request_id)), default=0) + 1
+    with SendWorkspace(work / "work.db") as workspace:
+        point = Resolver(ctx, job, request, work, first_seq, keep_alive, report).run(workspace)
+        job.resolved, job.handed_over = point.resolved, 0
+        job.skipped, job.skipped_by_reason = point.skipped, dict(point.skipped_by_reason)
+        job.path = _choose_path(ctx, request, point.written)
+        job.status = "handing_over"
+        job.phase_detail = f"{point.written} recipients to hand over by {job.path}"
+        rows = (QuarantineRow(job.request_id, *row) for row in workspace.iter_skips())
+        with ctx.state.transaction() as conn:
+            ctx.state.quarantine(rows, conn=conn)
+            ctx.state.save_send_job(job, conn=conn)
+    log.info("send_resolved", send=job.request_id, resolved=job.resolved, skipped=job.skipped,
+             to_hand_over=point.written, path=job.path, skipped_by_reason=job.skipped_by_reason)
+    _report_progress(ctx, job)
+    if point.written == 0:
+        fail(ctx, job, f"nobody is left to send to after skipping: {summary(job)}.")
+
+
+def _choose_path(ctx: StepContext, request: SendRequest, count: int) -> str:
+    batching = ctx.config.batching
+    if not batching.enabled:
+        return "soap"
+    if request.force_batching or batching.threshold == 0 or count > batching.threshold:
+        return "files"
+    return "soap"
+
+
+def _report_progress(ctx: StepContext, job: SendJob) -> None:
+    """Counts so far on the CRM request (still Processing); best effort."""
+    try:
+        ctx.crm().update_send_request(
+            job.request_id,
+            SendRequestUpdate(resolved=job.resolved, skipped=job.skipped, skipped_by_reason=dict(job.skipped_by_reason)),
+        )
+    except TransientPeerError as exc:
+        log.warning("send_progress_not_reported", send=job.request_id, error=str(exc))
+
+
+__all__ = ["run_sends", "process_request", "Batch"]

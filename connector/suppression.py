@@ -1,0 +1,168 @@
+"""The suppression list file, and the per-send work database that keeps memory flat.
+
+A suppression file holds addresses that must never receive a send: one address a
+line, or a CSV whose header names an ``email``/``emailaddress`` column. Blank
+lines and lines starting with ``#`` are ignored. Addresses compare case-insensitively.
+
+``SendWorkspace`` is a small SQLite file in the send's work folder. It holds the
+keys already seen (de-duplication across targets at ten million recipients without
+a Python set), the suppressed addresses, the skipped recipients and the resolve
+checkpoint. Everything for one chunk of recipients is committed in one SQLite
+transaction, so after a crash the send resumes exactly at the last chunk.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from connector.errors import ConfigError
+from connector.mapping import normalize_email
+from connector.models import Skip
+
+EMAIL_HEADERS = ("email", "emailaddress", "email address", "emailaddress1", "e-mail")
+
+
+def read_suppression_file(path: Path) -> Iterator[str]:
+    """Normalized addresses of a suppression file, streamed."""
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the suppression list {path}: {exc.strerror}; fix [sends] suppression_file",
+            section="sends",
+            key="suppression_file",
+        ) from exc
+    with handle:
+        first = handle.readline()
+        if "," in first or ";" in first:
+            delimiter = ";" if first.count(";") > first.count(",") else ","
+            names = [n.strip().lower() for n in next(csv.reader([first], delimiter=delimiter))]
+            column = next((names.index(h) for h in EMAIL_HEADERS if h in names), None)
+            if column is None:
+                raise ConfigError(
+                    f"the suppression list {path} has no email column (one of {', '.join(EMAIL_HEADERS)})",
+                    section="sends",
+                    key="suppression_file",
+                )
+            for row in csv.reader(handle, delimiter=delimiter):
+                if len(row) > column and row[column].strip():
+                    yield normalize_email(row[column])
+            return
+        for line in [first, *handle]:
+            line = line.strip()
+            if line and not line.startswith("#") and line.lower() not in EMAIL_HEADERS:
+                yield normalize_email(line)
+
+
+@dataclass
+class ResolveCheckpoint:
+    """How far resolving got: everything before this point is written or skipped, and committed."""
+
+    target_index: int = 0
+    target_offset: int = 0
+    open_seq: int = 1
+    open_rows: int = 0
+    open_size: int = 0
+    resolved: int = 0
+    written: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    done: bool = False
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_by_reason.values())
+
+
+class SendWorkspace:
+    """The per-send SQLite work file (``work.db``)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("pragma journal_mode=wal")
+        self.db.execute("pragma synchronous=normal")
+        self.db.executescript(
+            """
+            create table if not exists seen (k blob primary key) without rowid;
+            create table if not exists suppressed (e text primary key) without rowid;
+            create table if not exists skips (
+                id integer primary key, tbl text, record_id text, email text, reason text, detail text);
+            create table if not exists finished (seq integer primary key, rows integer, size integer);
+            create table if not exists meta (k text primary key, v text);
+            """
+        )
+        self.db.execute("begin")
+
+    def close(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("rollback")
+        self.db.close()
+
+    def __enter__(self) -> "SendWorkspace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- checkpoint ------------------------------------------------------------------
+    def checkpoint(self) -> ResolveCheckpoint | None:
+        row = self.db.execute("select v from meta where k = 'checkpoint'").fetchone()
+        return ResolveCheckpoint(**json.loads(row[0])) if row else None
+
+    def commit(self, checkpoint: ResolveCheckpoint) -> None:
+        """Make every change since the last commit durable, together with the checkpoint."""
+        self.db.execute(
+            "insert or replace into meta (k, v) values ('checkpoint', ?)", (json.dumps(asdict(checkpoint)),)
+        )
+        self.db.execute("commit")
+        self.db.execute("begin")
+
+    # -- suppression -----------------------------------------------------------------
+    def load_suppression(self, addresses: Iterable[str]) -> int:
+        before = self.db.execute("select count(*) from suppressed").fetchone()[0]
+        self.db.executemany("insert or ignore into suppressed (e) values (?)", ((a,) for a in addresses))
+        return self.db.execute("select count(*) from suppressed").fetchone()[0] - before
+
+    def suppressed(self, emails: list[str]) -> set[str]:
+        """Which of these normalized addresses are on the suppression list."""
+        found: set[str] = set()
+        for start in range(0, len(emails), 500):
+            part = emails[start : start + 500]
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in self.db.execute(f"select e from suppressed where e in ({marks})", part))
+        return found
+
+    # -- de-duplication --------------------------------------------------------------
+    def first_time(self, key: str) -> bool:
+        """Record the key; True if it had not been seen before in this send."""
+        digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+        return self.db.execute("insert or ignore into seen (k) values (?)", (digest,)).rowcount == 1
+
+    # -- skips and finished batches --------------------------------------------------
+    def add_skips(self, skips: Iterable[Skip]) -> None:
+        self.db.executemany(
+            "insert into skips (tbl, record_id, email, reason, detail) values (?, ?, ?, ?, ?)",
+            (
+                (s.ref.table.value if s.ref else "", s.ref.id if s.ref else "", s.email or "", s.reason.value, s.detail)
+                for s in skips
+            ),
+        )
+
+    def iter_skips(self) -> Iterator[tuple[str, str, str, str, str]]:
+        """(table, record id, email, reason, detail) of every skipped recipient, in order."""
+        cursor = self.db.execute("select tbl, record_id, email, reason, detail from skips order by id")
+        while rows := cursor.fetchmany(1000):
+            yield from rows
+
+    def add_finished(self, seq: int, rows: int, size: int) -> None:
+        self.db.execute("insert or replace into finished (seq, rows, size) values (?, ?, ?)", (seq, rows, size))
+
+    def finished(self) -> list[tuple[int, int, int]]:
+        return list(self.db.execute("select seq, rows, size from finished order by seq"))
