@@ -202,8 +202,9 @@ class Config(Section):
 
 # --------------------------------------------------------------------------- loading
 
-VALUE_TRANSFORMS = ("strip", "lower", "upper", "title")
-"""Transforms a mapping line may name, applied in the order written (``connector.mapping``)."""
+VALUE_TRANSFORMS = ("strip", "lower", "upper", "title", "capitalize")
+"""Transforms a mapping line may name, applied in the order written (``connector.mapping``), then
+the lookup, then the default when the value is blank."""
 
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRANSFORM_NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -498,11 +499,11 @@ class _Loader:
                              _did_you_mean(kind, [*VALUE_TRANSFORMS, "lookup:", "default:"],
                                            "steps are lookup:NAME, default:TEXT, " + ", ".join(VALUE_TRANSFORMS)))
                 ok = False
-        if not column and default is None:
+        if not column:
             self.problem(section, item.key, item.line, "no CRM column",
-                         "write ESP attribute = crm_column [| step ...]; a constant needs | default:TEXT")
+                         "write ESP attribute = crm_column [| step ...]")
             ok = False
-        elif column and not _COLUMN.match(column):
+        elif not _COLUMN.match(column):
             self.problem(section, item.key, item.line, f"{column!r} is not a CRM column name",
                          "use the column's logical name, e.g. address1_country; "
                          "the steps after it are separated by |")

@@ -94,7 +94,6 @@ def test_mapping_and_transform_sections(write_ini) -> None:
         [mapping.contact]
         Country = address1_country | lookup:countries | default:Unknown
         First Name = firstname | strip | title
-        Source = | default:CRM
         [mapping.lead]
         EmailAddress = emailaddress1 | lower
         [transform.countries]
@@ -106,7 +105,6 @@ def test_mapping_and_transform_sections(write_ini) -> None:
     assert config.mappings["contact"] == (
         FieldMapping(esp_attribute="Country", crm_column="address1_country", lookup="countries", default="Unknown"),
         FieldMapping(esp_attribute="First Name", crm_column="firstname", transforms=("strip", "title")),
-        FieldMapping(esp_attribute="Source", crm_column="", default="CRM"),
     )
     assert config.mappings["lead"][0].transforms == ("lower",)
     assert config.transforms == {"countries": {"Austria": "Österreich", "Germany": "Deutschland"}}
