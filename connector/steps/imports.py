@@ -19,8 +19,8 @@ from connector.errors import PeerError
 from connector.models import ImportStatus, SkipReason
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
-from connector.steps.send_handover import add_skips, fail
-from connector.steps.sends import SUPERSEDED, guarded, release_checked, send_lease
+from connector.steps.send_handover import add_skips, current_batches, fail
+from connector.steps.sends import guarded, release_checked, send_lease
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ def poll_send(ctx: StepContext, request_id: str) -> SendJob | None:
 
 def _poll(ctx: StepContext, job: SendJob) -> None:
     esp = ctx.esp()
-    current = [b for b in ctx.state.batches(job.request_id) if b.error != SUPERSEDED]
+    current = current_batches(ctx.state, job.request_id)
     waiting = 0
     for batch in current:
         if batch.status != "importing":

@@ -39,6 +39,14 @@ def work_folder(config, request_id: str) -> Path:
     return Path(config.service.data_dir) / "sends" / request_id
 
 
+SUPERSEDED = "superseded by a retry of the request"
+
+
+def current_batches(state, request_id: str) -> list:
+    """The batches of this attempt (a retried request keeps its earlier batches, marked superseded)."""
+    return [b for b in state.batches(request_id) if b.error != SUPERSEDED]
+
+
 def add_skips(job, reason: SkipReason, count: int) -> None:
     if count:
         job.skipped += count
@@ -56,7 +64,7 @@ def hand_over_soap(ctx, job, work: Path, keep_alive: Callable[[], None], progres
     esp = ctx.esp()
     list_id = ensure_list(ctx, job)
     size = ctx.config.sends.soap_chunk_size
-    for batch in ctx.state.batches(job.request_id):
+    for batch in current_batches(ctx.state, job.request_id):
         if batch.status == "imported":
             continue
         path = batches_folder(work) / batch.file_name
@@ -105,7 +113,7 @@ def _rejected_row(job, sub, result) -> QuarantineRow:
 def hand_over_files(ctx, job, work: Path, keep_alive: Callable[[], None], progress=None) -> None:
     esp, drop = ctx.esp(), ctx.file_drop()
     list_id = ensure_list(ctx, job)
-    for batch in ctx.state.batches(job.request_id):
+    for batch in current_batches(ctx.state, job.request_id):
         if batch.status == "written":
             size = drop.upload(batches_folder(work) / batch.file_name, batch.file_name)
             batch.status = "uploaded"

@@ -25,6 +25,7 @@ from connector.models import SendRequest, SendRequestUpdate, SendStatus
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
 from connector.steps.send_handover import (
+    SUPERSEDED,
     fail,
     hand_over_files,
     hand_over_soap,
@@ -40,8 +41,6 @@ log = structlog.get_logger(__name__)
 
 RESUMABLE = ("claimed", "resolving", "handing_over", "starting")
 """Job statuses the send step carries on with; ``importing`` belongs to the imports step."""
-
-SUPERSEDED = "superseded by a retry of the request"
 
 Progress = Callable[[SendJob, str], None]
 
@@ -149,8 +148,9 @@ def _claim(ctx: StepContext, request: SendRequest, job: SendJob | None) -> tuple
 def _new_attempt(ctx: StepContext, request: SendRequest, old: SendJob | None) -> SendJob:
     if old is not None:  # an admin set a sent or failed request back to Pending: a retry
         for batch in ctx.state.batches(request.id):
-            if batch.status not in ("imported", "failed"):
-                batch.status, batch.error = "failed", SUPERSEDED
+            if batch.error != SUPERSEDED:
+                batch.status = "imported" if batch.status == "imported" else "failed"
+                batch.error = SUPERSEDED
                 ctx.state.save_batch(batch)
         shutil.rmtree(work_folder(ctx.config, request.id), ignore_errors=True)
         log.info("send_retried", send=request.id, previous_status=old.status, previous_error=old.error)

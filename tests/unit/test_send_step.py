@@ -1,0 +1,199 @@
+"""The send and imports steps against stand-in peers and a real (SQLite) state store."""
+
+from __future__ import annotations
+
+from connector.models import SendStatus, SubscriberStatus
+from connector.state.store import StateStore
+from connector.steps.imports import run_imports
+from connector.steps.sends import run_sends
+from tests.fixtures.sends import SendWorld, contact
+
+
+def crm_final(world: SendWorld, request_id: str):
+    return [u for rid, u in world.crm.updates if rid == request_id and u.status is not None][-1]
+
+
+def seed_mixed(world: SendWorld) -> None:
+    world.crm.members["L1"] = [contact(i) for i in range(1, 11)] + [
+        contact(11, email=""),
+        contact(12, email="broken@"),
+        contact(13, do_not_bulk_email=True),
+        contact(14, active=False),
+    ]
+    world.crm.members["L2"] = [contact(3), contact(15, email="PERSON4@example.com"), contact(16)]
+    world.esp.statuses["00000000-0000-0000-0000-000000000005"] = SubscriberStatus.UNSUBSCRIBED
+    world.esp.reject.add("person16@example.com")
+
+
+def assert_counts_add_up(job) -> None:
+    assert job.handed_over + job.skipped == job.resolved
+    assert sum(job.skipped_by_reason.values()) == job.skipped
+
+
+def test_small_send_goes_by_soap_and_counts_add_up(send_world: SendWorld) -> None:
+    seed_mixed(send_world)
+    send_world.crm.add_request("R1", ["L1", "L2"])
+    run_sends(send_world.ctx())
+    job = send_world.state.get_send_job("R1")
+    assert job.status == "sent", job.error
+    assert job.path == "soap"
+    assert job.resolved == 17
+    assert job.skipped_by_reason == {
+        "no_email": 1, "malformed_email": 1, "do_not_bulk_email": 1, "inactive": 1,
+        "duplicate": 2, "esp_unsubscribed": 1, "esp_rejected": 1,
+    }
+    assert job.handed_over == 9
+    assert_counts_add_up(job)
+    assert send_world.esp.start_calls == 1
+    members = send_world.esp.members[job.esp_list_id]
+    assert len(members) == 9
+    assert next(iter(members.values())).attributes["Country"] == "Österreich"
+    final = crm_final(send_world, "R1")
+    assert final.status is SendStatus.SENT and final.esp_job_id == job.esp_job_id
+    assert final.handed_over == 9 and final.skipped == 8
+    reasons = send_world.state.quarantine_counts("R1")
+    assert sum(reasons.values()) == 8 and reasons["esp_rejected"] == 1
+    assert [t.job_id for t in send_world.state.tracked_sends()] == [job.esp_job_id]
+    assert not (send_world.config.service.data_dir / "sends" / "R1").exists()
+
+
+def test_large_send_goes_by_files_and_imports(send_world: SendWorld) -> None:
+    send_world.configure(threshold=5, batch_size=3)
+    seed_mixed(send_world)
+    send_world.crm.add_request("R2", ["L1", "L2"])
+    run_sends(send_world.ctx())
+    job = send_world.state.get_send_job("R2")
+    assert job.status == "importing" and job.path == "files"
+    batches = send_world.state.batches("R2")
+    assert [b.rows for b in batches] == [3, 3, 3, 1]
+    assert {b.status for b in batches} == {"importing"}
+    assert send_world.esp.start_calls == 0
+    run_imports(send_world.ctx())
+    job = send_world.state.get_send_job("R2")
+    assert job.status == "sent", job.error
+    assert job.handed_over == 9 and job.skipped_by_reason["import_row_error"] == 1
+    assert_counts_add_up(job)
+    assert send_world.esp.start_calls == 1
+    assert crm_final(send_world, "R2").status is SendStatus.SENT
+
+
+def test_pending_import_waits(send_world: SendWorld) -> None:
+    send_world.configure(threshold=0)
+    send_world.crm.members["L1"] = [contact(i) for i in range(4)]
+    send_world.crm.add_request("R3", ["L1"])
+    send_world.esp.import_state = "processing"
+    run_sends(send_world.ctx())
+    run_imports(send_world.ctx())
+    assert send_world.state.get_send_job("R3").status == "importing"
+    send_world.esp.import_state = "completed"
+    run_imports(send_world.ctx())
+    assert send_world.state.get_send_job("R3").status == "sent"
+
+
+def test_failed_import_fails_the_send_with_the_file_name(send_world: SendWorld) -> None:
+    send_world.configure(threshold=0)
+    send_world.crm.members["L1"] = [contact(i) for i in range(4)]
+    send_world.crm.add_request("R4", ["L1"])
+    run_sends(send_world.ctx())
+    send_world.esp.import_state = "error"
+    run_imports(send_world.ctx())
+    job = send_world.state.get_send_job("R4")
+    assert job.status == "failed" and "cesp_R4_1.csv" in job.error
+    final = crm_final(send_world, "R4")
+    assert final.status is SendStatus.FAILED and "Pending" in final.reason
+    assert send_world.esp.start_calls == 0
+
+
+def test_owner_without_role_is_refused(send_world: SendWorld) -> None:
+    send_world.crm.members["L1"] = [contact(1)]
+    send_world.crm.add_request("R5", ["L1"], owner="u9")
+    send_world.crm.roles["u9"] = {"Salesperson"}
+    run_sends(send_world.ctx())
+    final = crm_final(send_world, "R5")
+    assert final.status is SendStatus.FAILED and "security roles" in final.reason
+    assert send_world.esp.start_calls == 0 and not send_world.esp.lists
+
+
+def test_transient_crm_errors_resume_without_duplicates(send_world: SendWorld, monkeypatch) -> None:
+    monkeypatch.setattr("connector.steps.send_resolve.RESOLVE_CHUNK", 2)
+    send_world.configure(threshold=0, batch_size=3)
+    send_world.crm.members["L1"] = [contact(i) for i in range(1, 21)]
+    send_world.crm.add_request("R6", ["L1"])
+    send_world.crm.fail_pages = 3
+    for _ in range(5):
+        run_sends(send_world.ctx())
+        run_imports(send_world.ctx())
+    job = send_world.state.get_send_job("R6")
+    assert job.status == "sent", job.error
+    assert job.resolved == 20 and job.handed_over == 20 and job.skipped == 0
+    listed = send_world.esp.members[job.esp_list_id]
+    assert len(listed) == 20
+    rows = sum(b.rows for b in send_world.state.batches("R6"))
+    assert rows == 20
+
+
+def test_request_reset_after_sent_is_not_sent_again(send_world: SendWorld) -> None:
+    send_world.crm.members["L1"] = [contact(1), contact(2)]
+    send_world.crm.add_request("R7", ["L1"])
+    run_sends(send_world.ctx())
+    first = send_world.state.get_send_job("R7").esp_job_id
+    send_world.crm.add_request("R7", ["L1"])  # an admin sets it back to Pending
+    run_sends(send_world.ctx())
+    job = send_world.state.get_send_job("R7")
+    assert job.status == "sent" and job.esp_job_id == first
+    assert send_world.esp.start_calls == 1
+
+
+def test_retry_after_failure_uses_new_batch_numbers(send_world: SendWorld) -> None:
+    send_world.configure(threshold=0)
+    send_world.crm.members["L1"] = [contact(i) for i in range(3)]
+    send_world.crm.add_request("R8", ["L1"])
+    run_sends(send_world.ctx())
+    send_world.esp.import_state = "error"
+    run_imports(send_world.ctx())
+    assert send_world.state.get_send_job("R8").status == "failed"
+    send_world.esp.import_state = "completed"
+    send_world.crm.add_request("R8", ["L1"])
+    run_sends(send_world.ctx())
+    run_imports(send_world.ctx())
+    job = send_world.state.get_send_job("R8")
+    assert job.status == "sent", job.error
+    assert [b.seq for b in send_world.state.batches("R8")] == [1, 2]
+    assert job.handed_over == 3 and send_world.esp.start_calls == 1
+
+
+def test_nobody_left_fails_with_counts(send_world: SendWorld) -> None:
+    send_world.crm.members["L1"] = [contact(1, email=""), contact(2, do_not_email=True)]
+    send_world.crm.add_request("R9", ["L1"])
+    run_sends(send_world.ctx())
+    final = crm_final(send_world, "R9")
+    assert final.status is SendStatus.FAILED and "nobody" in final.reason
+    assert send_world.esp.start_calls == 0
+
+
+def test_suppression_file_skips_addresses(send_world: SendWorld, tmp_path) -> None:
+    suppressed = tmp_path / "suppress.csv"
+    suppressed.write_text("Email,Note\nPERSON2@example.com,asked\n", encoding="utf-8")
+    config = send_world.config.model_copy(
+        update={"sends": send_world.config.sends.model_copy(update={"suppression_file": suppressed})}
+    )
+    send_world.crm.members["L1"] = [contact(1), contact(2)]
+    send_world.crm.add_request("R10", ["L1"])
+    run_sends(send_world.ctx(config))
+    job = send_world.state.get_send_job("R10")
+    assert job.skipped_by_reason == {"suppression_list": 1} and job.handed_over == 1
+
+
+def test_a_held_lease_keeps_others_out(send_world: SendWorld) -> None:
+    send_world.crm.members["L1"] = [contact(1)]
+    send_world.crm.add_request("R11", ["L1"])
+    other = StateStore(send_world.config.state_url(), holder="other")
+    try:
+        assert other.acquire_lease("send:R11", 60)
+        run_sends(send_world.ctx())
+        assert send_world.state.get_send_job("R11") is None
+        other.release_lease("send:R11")
+    finally:
+        other.close()
+    run_sends(send_world.ctx())
+    assert send_world.state.get_send_job("R11").status == "sent"
