@@ -1,0 +1,197 @@
+"""The SOAP call layer: HTTP 500 throttling, faults, token expiry, retries only when safe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+import responses
+
+from connector.errors import AuthError, PermanentPeerError, ThrottledError, TransientPeerError
+from connector.esp.soap import SoapCaller, load_client
+from connector.esp.soap_auth import OAuthAuth, WsseAuth
+
+ENDPOINT = "https://esp.test/Service.asmx"
+AUTH = "https://auth.esp.test"
+NS = "http://exacttarget.com/wsdl/partnerAPI"
+
+
+def _envelope(body: str) -> str:
+    return ('<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+            f"{body}</soap:Body></soap:Envelope>")
+
+
+OK_RETRIEVE = _envelope(f'<RetrieveResponseMsg xmlns="{NS}"><OverallStatus>OK</OverallStatus>'
+                        "<RequestID>r1</RequestID></RetrieveResponseMsg>")
+TOKEN_EXPIRED = _envelope("<soap:Fault><faultcode>soap:Client</faultcode><faultstring>Token Expired</faultstring>"
+                          "<detail/></soap:Fault>")
+
+
+@pytest.fixture(scope="module")
+def wsdl_client(tmp_path_factory: pytest.TempPathFactory):
+    from connector.sandbox.marketing_cloud.wsdl import build_wsdl
+
+    path = tmp_path_factory.mktemp("wsdl") / "partner.wsdl"
+    path.write_text(build_wsdl(ENDPOINT))
+    return load_client(str(path), verify=True, cache_dir=None, timeout=5)
+
+
+@pytest.fixture
+def session():
+    with requests.Session() as s:
+        yield s
+
+
+def _caller(client, session, auth=None, max_retries=3, sleeps=None) -> SoapCaller:  # noqa: ANN001
+    record = sleeps if sleeps is not None else []
+    return SoapCaller(client, session, auth or WsseAuth("api-user", "pa55-w0rd"), lambda: ENDPOINT,
+                      timeout=5, max_retries=max_retries, sleep=record.append)
+
+
+def _retrieve(caller: SoapCaller, safe: bool = True):
+    return caller.call("Retrieve", safe=safe, what="List 'k'", RetrieveRequest={"ObjectType": "List", "Properties": ["ID"]})
+
+
+@responses.activate
+def test_http_500_is_throttling_and_a_safe_call_is_retried(wsdl_client, session) -> None:
+    responses.post(ENDPOINT, body="<html>busy</html>", status=500)
+    responses.post(ENDPOINT, body="", status=503)
+    responses.post(ENDPOINT, body=OK_RETRIEVE, status=200)
+    sleeps: list[float] = []
+    reply = _retrieve(_caller(wsdl_client, session, sleeps=sleeps))
+    assert reply.tag == f"{{{NS}}}RetrieveResponseMsg"
+    assert len(sleeps) == 2
+    sent = responses.calls[0].request
+    assert sent.headers["SOAPAction"] == '"Retrieve"'
+    assert b"PasswordText" in sent.body
+
+
+@responses.activate
+def test_unsafe_call_is_never_repeated(wsdl_client, session) -> None:
+    responses.post(ENDPOINT, body="busy", status=500)
+    with pytest.raises(ThrottledError):
+        _retrieve(_caller(wsdl_client, session), safe=False)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_retries_stop_after_max_retries(wsdl_client, session) -> None:
+    responses.post(ENDPOINT, body=requests.exceptions.ConnectionError("reset"))
+    with pytest.raises(TransientPeerError, match="connection dropped"):
+        _retrieve(_caller(wsdl_client, session, max_retries=2))
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_server_fault_names_the_object_and_the_apifault(wsdl_client, session) -> None:
+    fault = _envelope(
+        "<soap:Fault><faultcode>soap:Server</faultcode><faultstring>Unplanned Outage</faultstring><detail>"
+        '<apifault xmlns="urn:fault.partner.exacttarget.com"><Code>2</Code><Message>System down</Message></apifault>'
+        "</detail></soap:Fault>")
+    responses.post(ENDPOINT, body=fault, status=500)
+    with pytest.raises(TransientPeerError) as caught:
+        _retrieve(_caller(wsdl_client, session, max_retries=0))
+    assert "List 'k'" in str(caught.value) and "apifault 2: System down" in str(caught.value)
+    assert not isinstance(caught.value, ThrottledError)
+
+
+@responses.activate
+def test_security_fault_is_an_auth_error_without_the_password(wsdl_client, session) -> None:
+    fault = _envelope('<soap:Fault><faultcode xmlns:q0="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-'
+                      'wssecurity-secext-1.0.xsd">q0:Security</faultcode><faultstring>Login failed</faultstring>'
+                      "</soap:Fault>")
+    responses.post(ENDPOINT, body=fault, status=500)
+    with pytest.raises(AuthError) as caught:
+        _retrieve(_caller(wsdl_client, session))
+    assert "pa55-w0rd" not in str(caught.value)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_client_fault_is_permanent(wsdl_client, session) -> None:
+    fault = _envelope("<soap:Fault><faultcode>soap:Client</faultcode><faultstring>Server did not recognize the value"
+                      " of HTTP Header SOAPAction</faultstring><detail/></soap:Fault>")
+    responses.post(ENDPOINT, body=fault, status=500)
+    with pytest.raises(PermanentPeerError):
+        _retrieve(_caller(wsdl_client, session))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _token_reply(token: str, expires: int = 1079) -> dict:
+    return {"access_token": token, "token_type": "Bearer", "expires_in": expires, "scope": "x",
+            "soap_instance_url": "https://tenant.soap.esp.test/", "rest_instance_url": "https://tenant.rest.esp.test/"}
+
+
+@responses.activate
+def test_oauth_token_is_cached_renewed_before_expiry_and_sent_as_fueloauth(wsdl_client, session) -> None:
+    responses.post(AUTH + "/v2/token", json=_token_reply("tok-1"))
+    responses.post(AUTH + "/v2/token", json=_token_reply("tok-2"))
+    responses.post(ENDPOINT, body=OK_RETRIEVE)
+    clock = _Clock()
+    auth = OAuthAuth(session, AUTH, "cid", "csecret", account_id="123", clock=clock)
+    caller = _caller(wsdl_client, session, auth=auth)
+    _retrieve(caller)
+    _retrieve(caller)
+    clock.now += 1079 - 60  # inside the renewal margin
+    _retrieve(caller)
+    token_calls = [c for c in responses.calls if c.request.url.endswith("/v2/token")]
+    assert len(token_calls) == 2
+    assert json.loads(token_calls[0].request.body) == {
+        "grant_type": "client_credentials", "client_id": "cid", "client_secret": "csecret", "account_id": "123"}
+    soap_bodies = [c.request.body for c in responses.calls if c.request.url == ENDPOINT]
+    assert b"tok-1" in soap_bodies[0] and b"tok-2" in soap_bodies[2]
+    assert b'fueloauth xmlns="http://exacttarget.com"' in soap_bodies[0]
+    assert auth.soap_instance_url == "https://tenant.soap.esp.test/"
+
+
+@responses.activate
+def test_token_expired_fault_refetches_once_and_repeats_a_safe_call(wsdl_client, session) -> None:
+    responses.post(AUTH + "/v2/token", json=_token_reply("tok-1"))
+    responses.post(AUTH + "/v2/token", json=_token_reply("tok-2"))
+    responses.post(ENDPOINT, body=TOKEN_EXPIRED, status=500)
+    responses.post(ENDPOINT, body=OK_RETRIEVE)
+    _retrieve(_caller(wsdl_client, session, auth=OAuthAuth(session, AUTH, "cid", "csecret")))
+    assert [c.request.url.endswith("/v2/token") for c in responses.calls] == [True, False, True, False]
+
+
+@responses.activate
+def test_token_expired_twice_is_not_a_loop(wsdl_client, session) -> None:
+    responses.post(AUTH + "/v2/token", json=_token_reply("tok"))
+    responses.post(ENDPOINT, body=TOKEN_EXPIRED, status=500)
+    with pytest.raises(TransientPeerError, match="refused too"):
+        _retrieve(_caller(wsdl_client, session, auth=OAuthAuth(session, AUTH, "cid", "csecret")))
+    assert len([c for c in responses.calls if c.request.url == ENDPOINT]) == 2
+
+
+@responses.activate
+def test_token_expired_on_an_unsafe_call_is_not_repeated(wsdl_client, session) -> None:
+    responses.post(AUTH + "/v2/token", json=_token_reply("tok"))
+    responses.post(ENDPOINT, body=TOKEN_EXPIRED, status=500)
+    with pytest.raises(TransientPeerError, match="not safe to repeat"):
+        _retrieve(_caller(wsdl_client, session, auth=OAuthAuth(session, AUTH, "cid", "csecret")), safe=False)
+    assert len([c for c in responses.calls if c.request.url == ENDPOINT]) == 1
+
+
+@responses.activate
+def test_refused_client_credentials_name_the_config_keys(session) -> None:
+    responses.post(AUTH + "/v2/token", json={"error": "invalid_client"}, status=401)
+    with pytest.raises(AuthError) as caught:
+        OAuthAuth(session, AUTH, "cid", "s3cr3t-value").token()
+    assert "[esp] client_id" in str(caught.value) and "s3cr3t-value" not in str(caught.value)
+
+
+def test_real_fault_schema_import_is_answered_locally(tmp_path: Path) -> None:
+    wsdl = Path("/work/shared/reference/ExactTargetWSDL.xml")
+    if not wsdl.exists():
+        pytest.skip("reference WSDL not present")
+    client = load_client(str(wsdl), verify=True, cache_dir=tmp_path, timeout=5)
+    assert client.get_type(f"{{{NS}}}Subscriber") is not None
