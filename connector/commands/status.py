@@ -1,0 +1,211 @@
+"""``connector status -c FILE [--json]``: the service at a glance, from the state database.
+
+Shows each step's last and next run and outcome, the last error per step, send
+requests in flight with their progress, tracking watermarks and lag, and the
+state database's health. ``--json`` prints the same as one JSON object for
+monitoring. Exit 0 when the state database is reachable and migrated, 1 when
+not, 3 when the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from connector.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from connector.errors import StateError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("status", help="show steps, sends in flight, watermarks and state DB health")
+    parser.add_argument("-c", "--config", required=True, type=Path, help="path of service.ini")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (for monitoring)")
+    parser.set_defaults(func=status_command)
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from connector.commands.run import load_or_report
+    from connector.state.store import StateStore
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        with StateStore.from_config(config, holder="status") as store:
+            report = collect_status(config, store)
+    except StateError as exc:
+        report = {"state_db": {"reachable": False, "error": str(exc)}}
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, default=_iso))
+    else:
+        print(render_text(report))
+    healthy = report["state_db"].get("reachable") and report["state_db"].get("up_to_date")
+    return EXIT_OK if healthy else EXIT_FAILURE
+
+
+def collect_status(config: Any, store: Any, now: datetime | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (datetimes aware UTC)."""
+    now = now or datetime.now(timezone.utc)
+    report: dict[str, Any] = {"generated_at": now, "state_db": store.health()}
+    if not report["state_db"]["up_to_date"]:
+        return report
+    report["steps"] = _steps(config, store, now)
+    report["sends_in_flight"] = _sends(store, now)
+    report["watermarks"] = [
+        {
+            "account": w.account,
+            "event_type": w.event_type,
+            "watermark": w.value,
+            "lag_seconds": int((now - w.value).total_seconds()),
+            "updated_at": w.updated_at,
+        }
+        for w in store.watermarks()
+    ]
+    report["tracked_sends_active"] = len(store.tracked_sends(active_only=True))
+    report["leases"] = [
+        {"resource": r["resource"], "holder": r["holder"], "expires_at": r["expires_at"], "expired": r["expires_at"] < now}
+        for r in store.leases()
+    ]
+    return report
+
+
+def _steps(config: Any, store: Any, now: datetime) -> dict[str, Any]:
+    from connector.service import STEP_NAMES, next_run, step_intervals
+
+    intervals = step_intervals(config)
+    summary = store.step_runs_summary()
+    steps: dict[str, Any] = {}
+    for name in sorted(set(STEP_NAMES) | set(summary)):
+        info = summary.get(name, {})
+        last, error, ok = info.get("last"), info.get("last_error"), info.get("last_ok")
+        interval = intervals.get(name, 0.0)
+        started = last.started_at if last else None
+        steps[name] = {
+            "interval_seconds": interval,
+            "runs": info.get("runs", 0),
+            "last_run": _run(last),
+            "last_ok_at": ok.finished_at if ok else None,
+            "last_error": {"at": error.finished_at, "message": error.message, "run_id": error.run_id} if error else None,
+            "next_run": next_run(started, interval, now) if started else None,
+            "overdue": bool(started and (now - started).total_seconds() > 2 * interval + 60),
+        }
+    return steps
+
+
+def _run(run: Any) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {
+        "run_id": run.run_id,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "outcome": run.outcome,
+        "processed": run.processed,
+        "message": run.message,
+        "holder": run.holder,
+    }
+
+
+def _sends(store: Any, now: datetime) -> list[dict[str, Any]]:
+    from connector.state.records import FINAL_SEND_STATUSES, SEND_JOB_STATUSES
+
+    jobs = store.send_jobs([s for s in SEND_JOB_STATUSES if s not in FINAL_SEND_STATUSES])
+    progress = store.batch_progress([j.request_id for j in jobs]) if jobs else {}
+    return [
+        {
+            "request_id": j.request_id,
+            "name": j.name,
+            "status": j.status,
+            "phase_detail": j.phase_detail,
+            "path": j.path,
+            "resolved": j.resolved,
+            "handed_over": j.handed_over,
+            "skipped": j.skipped,
+            "batches": progress.get(j.request_id, {"total": 0, "imported": 0, "failed": 0}),
+            "esp_job_id": j.esp_job_id,
+            "updated_at": j.updated_at,
+            "idle_seconds": int((now - j.updated_at).total_seconds()) if j.updated_at else None,
+        }
+        for j in jobs
+    ]
+
+
+# -- text ---------------------------------------------------------------------
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat(timespec="seconds")
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _ago(value: datetime | None, now: datetime) -> str:
+    if value is None:
+        return "never"
+    seconds = int((now - value).total_seconds())
+    future = seconds < 0
+    seconds = abs(seconds)
+    text = _span(seconds)
+    return f"in {text}" if future else f"{text} ago"
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 90:
+        return f"{seconds}s"
+    if seconds < 90 * 60:
+        return f"{seconds // 60}m"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+
+
+def render_text(report: dict[str, Any]) -> str:
+    now = report.get("generated_at") or datetime.now(timezone.utc)
+    db = report["state_db"]
+    lines = [_db_line(db)]
+    if "steps" not in report:
+        return "\n".join(lines)
+    lines += ["", "Steps:", f"  {'step':<9} {'last run':<14} {'outcome':<14} {'processed':>9}  next run"]
+    for name, step in report["steps"].items():
+        last = step["last_run"] or {}
+        next_text = "at start" if step["next_run"] is None else _ago(step["next_run"], now)
+        if step["next_run"] is not None and step["next_run"] <= now:
+            next_text = "due now"
+        lines.append(
+            f"  {name:<9} {_ago(last.get('started_at'), now):<14} {last.get('outcome', '-'):<14} "
+            f"{last.get('processed', 0):>9}  {next_text}{'  (OVERDUE: is the service running?)' if step['overdue'] else ''}"
+        )
+    for name, step in report["steps"].items():
+        if step["last_error"]:
+            err = step["last_error"]
+            lines.append(f"  last error of {name} ({_ago(err['at'], now)}): {err['message']}")
+    sends = report["sends_in_flight"]
+    lines += ["", f"Send requests in flight: {len(sends)}"]
+    for s in sends:
+        batches = s["batches"]
+        files = f", batches imported {batches['imported']}/{batches['total']}" if batches["total"] else ""
+        lines.append(
+            f"  {s['request_id']}  {s['name'][:30]!r}  {s['status']}"
+            f"{' (' + s['phase_detail'] + ')' if s['phase_detail'] else ''}: handed over "
+            f"{s['handed_over']}/{s['resolved']}, skipped {s['skipped']}{files}; updated {_ago(s['updated_at'], now)}"
+        )
+    lines += ["", f"Tracking: {report['tracked_sends_active']} send(s) tracked"]
+    for w in report["watermarks"]:
+        lines.append(
+            f"  {w['account']:<12} {w['event_type']:<8} watermark {_iso(w['watermark'])}  lag {_span(w['lag_seconds'])}"
+        )
+    expired = [lease for lease in report["leases"] if lease["expired"]]
+    lines += ["", f"Leases: {len(report['leases'])} held, {len(expired)} expired (reaped at the next run)"]
+    return "\n".join(lines)
+
+
+def _db_line(db: dict[str, Any]) -> str:
+    if not db.get("reachable"):
+        return f"State database: UNREACHABLE {db.get('url', '')}: {db.get('error', '')}"
+    latest = "latest" if db.get("up_to_date") else f"NOT latest ({db.get('head')}): {db.get('error')}"
+    return f"State database: {db['backend']} {db['url']}: reachable, schema {db.get('revision') or 'empty'} ({latest})"

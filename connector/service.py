@@ -1,0 +1,338 @@
+"""The service loop: one APScheduler executor (thread pool) per step, two-stage shutdown.
+
+::
+
+    BackgroundScheduler
+    ├─ executor "sends"    ThreadPoolExecutor([sends] workers)    every [sends] poll_minutes
+    ├─ executor "imports"  ThreadPoolExecutor([imports] workers)  every [imports] poll_seconds
+    └─ executor "tracking" ThreadPoolExecutor([tracking] workers) every [tracking] poll_minutes
+
+Each job has ``max_instances=1`` (a step never overlaps itself) and
+``coalesce=True`` (missed runs collapse into one), and runs first right at start.
+Every run gets a run id, is recorded in ``step_runs`` (outcome, counts, last
+error) and binds ``step``/``run`` to the log context. Adapters are built per
+worker thread (``connector.runtime.AdapterPool``). A step module or adapter that
+does not exist yet is logged once and recorded as "not available".
+
+Shutdown (``stop()``): set ``stopping`` (steps stop claiming new work), stop
+scheduling, wait up to ``[service] drain_seconds`` for in-flight runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor as FuturesPool
+from concurrent.futures import wait
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from connector.errors import ConnectorError, ShutdownRequested, StateError
+from connector.runtime import AdapterPool, AdapterUnavailable
+from connector.state.audit import OUTCOME_NOT_AVAILABLE
+from connector.state.store import StateStore
+from connector.steps import StepContext, StepOutcome
+
+log = structlog.get_logger(__name__)
+
+StepFunc = Callable[[StepContext], "StepOutcome | None"]
+
+STEP_NAMES = ("sends", "imports", "tracking")
+STEP_FUNCTIONS = {
+    "sends": "connector.steps.sends:run_sends",
+    "imports": "connector.steps.imports:run_imports",
+    "tracking": "connector.steps.tracking:run_tracking",
+}
+
+
+class StepUnavailable(ConnectorError):
+    """The step's module or function is not installed in this build."""
+
+
+def step_intervals(config: Any) -> dict[str, float]:
+    """Seconds between runs of each step, from the config."""
+    return {
+        "sends": config.sends.poll_minutes * 60.0,
+        "imports": float(config.imports.poll_seconds),
+        "tracking": config.tracking.poll_minutes * 60.0,
+    }
+
+
+def step_workers(config: Any) -> dict[str, int]:
+    return {"sends": config.sends.workers, "imports": config.imports.workers, "tracking": config.tracking.workers}
+
+
+def load_step(target: str) -> StepFunc:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise StepUnavailable(f"step module {module_name} is not installed") from exc
+        raise
+    func = getattr(module, attr, None)
+    if func is None:
+        raise StepUnavailable(f"{module_name} has no function {attr}")
+    return func
+
+
+class Service:
+    """The daemon: scheduler, pools, step runs, draining."""
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        store: StateStore | None = None,
+        steps: Mapping[str, StepFunc | str] | None = None,
+        adapters: Mapping[str, Callable[[Any], Any]] | None = None,
+    ) -> None:
+        self.config = config
+        self._own_store = store is None
+        self.store = store or StateStore.from_config(config)
+        self.steps: dict[str, StepFunc | str] = dict(STEP_FUNCTIONS if steps is None else steps)
+        self.adapters = AdapterPool(config, adapters)
+        self.stopping = threading.Event()
+        self.scheduler: BackgroundScheduler | None = None
+        self._inflight = 0
+        self._cond = threading.Condition()
+        self._unavailable: set[str] = set()
+        self._closed = False
+
+    # -- building -------------------------------------------------------------
+    def build_scheduler(self) -> BackgroundScheduler:
+        intervals, workers = step_intervals(self.config), step_workers(self.config)
+        executors = {
+            name: ThreadPoolExecutor(workers.get(name, 1), pool_kwargs={"thread_name_prefix": f"step-{name}"})
+            for name in self.steps
+        }
+        scheduler = BackgroundScheduler(executors=executors, timezone=timezone.utc)
+        now = datetime.now(timezone.utc)
+        for name in self.steps:
+            seconds = intervals.get(name, 60.0)
+            scheduler.add_job(
+                self.run_step,
+                IntervalTrigger(seconds=seconds, timezone=timezone.utc),
+                args=[name],
+                id=name,
+                name=f"step {name}",
+                executor=name,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(30, int(seconds)),
+                next_run_time=now,
+            )
+        return scheduler
+
+    # -- life cycle -------------------------------------------------------------
+    def start(self) -> None:
+        """Start the scheduler; the first run of every step happens at once."""
+        self._recover()
+        self.scheduler = self.build_scheduler()
+        self.scheduler.start()
+        log.info(
+            "service_started",
+            holder=self.store.holder,
+            steps=sorted(self.steps),
+            intervals=step_intervals(self.config),
+            workers=step_workers(self.config),
+        )
+
+    def request_stop(self) -> None:
+        """First signal: no new work; in-flight runs go on and see ``ctx.stopping``."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        log.info("service_stopping", in_flight=self.in_flight)
+
+    def stop(self, drain_seconds: float | None = None) -> bool:
+        """Stop and wait up to ``drain_seconds`` for in-flight runs; True when all finished."""
+        if drain_seconds is None:
+            drain_seconds = float(self.config.service.drain_seconds)
+        self.request_stop()
+        drained = self.wait_idle(drain_seconds)
+        if drained:
+            log.info("service_stopped", drained=True)
+            self.close()
+        else:
+            log.warning(
+                "service_drain_timeout",
+                in_flight=self.in_flight,
+                drain_seconds=drain_seconds,
+                reason="in-flight work is left to the next start; its leases expire",
+            )
+        return drained
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.adapters.close_all()
+        if self._own_store:
+            self.store.close()
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._inflight
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
+    def run_once(self, drain_seconds: float | None = None) -> bool | None:
+        """Each step once, in its own pool, concurrently.
+
+        True when every run succeeded (a step not available in this build does not
+        count as a failure), False when one failed, None when a stop was requested
+        and the runs did not finish within ``drain_seconds`` (threads left running).
+        """
+        if drain_seconds is None:
+            drain_seconds = float(self.config.service.drain_seconds)
+        self._recover()
+        pools = {name: FuturesPool(1, thread_name_prefix=f"step-{name}") for name in self.steps}
+        futures = [pool.submit(self.run_step, name) for name, pool in pools.items()]
+        deadline: float | None = None
+        while wait(futures, timeout=0.2).not_done:
+            if self.stopping.is_set():
+                deadline = deadline or time.monotonic() + drain_seconds
+                if time.monotonic() > deadline:
+                    log.warning("service_drain_timeout", in_flight=self.in_flight, drain_seconds=drain_seconds)
+                    for pool in pools.values():
+                        pool.shutdown(wait=False)
+                    return None
+        for pool in pools.values():
+            pool.shutdown(wait=True)
+        outcomes = [f.result() for f in futures]
+        return all(o.ok or o.message == OUTCOME_NOT_AVAILABLE for o in outcomes)
+
+    def _recover(self) -> None:
+        """Runs left "running" by an earlier life of this holder were interrupted."""
+        try:
+            self.store.interrupt_step_runs()
+        except StateError as exc:
+            log.warning("step_runs_recovery_failed", error=str(exc))
+
+    # -- one run ---------------------------------------------------------------
+    def run_step(self, name: str) -> StepOutcome:
+        """One run of step ``name``: recorded, logged, never raising (but for a hard stop)."""
+        if self.stopping.is_set():
+            return StepOutcome(ok=True, message="not started: the service is stopping")
+        with self._cond:
+            self._inflight += 1
+        try:
+            run_id = uuid.uuid4().hex
+            with structlog.contextvars.bound_contextvars(step=name, run=run_id):
+                return self._run(name, run_id)
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    def _run(self, name: str, run_id: str) -> StepOutcome:
+        try:
+            func = self._step_function(name)
+        except StepUnavailable as exc:
+            return self._not_available(name, run_id, str(exc))
+        try:
+            self.store.start_step_run(name, run_id)
+        except StateError as exc:
+            log.error("step_run_not_recorded", error=str(exc))
+            return StepOutcome(ok=False, message=str(exc))
+        self._reap_leases()
+        ctx = self._context(run_id)
+        started = time.monotonic()
+        log.info("step_started")
+        try:
+            outcome = func(ctx) or StepOutcome()
+        except ShutdownRequested:
+            raise
+        except AdapterUnavailable as exc:
+            self.store.finish_step_run(run_id, False, 0, str(exc), outcome=OUTCOME_NOT_AVAILABLE)
+            self._log_unavailable(name, str(exc))
+            return StepOutcome(ok=False, message=OUTCOME_NOT_AVAILABLE)
+        except ConnectorError as exc:  # an error we raised on purpose: its message says it all
+            log.error("step_failed", error=f"{type(exc).__name__}: {exc}")
+            outcome = StepOutcome(ok=False, message=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a step failure must not stop the service
+            log.exception("step_failed", error=f"{type(exc).__name__}: {exc}")
+            outcome = StepOutcome(ok=False, message=f"{type(exc).__name__}: {exc}")
+        duration_ms = int((time.monotonic() - started) * 1000)
+        self._finish(run_id, outcome)
+        log.info("step_finished", ok=outcome.ok, count=outcome.processed, duration_ms=duration_ms)
+        return outcome
+
+    def _finish(self, run_id: str, outcome: StepOutcome) -> None:
+        try:
+            self.store.finish_step_run(run_id, outcome.ok, outcome.processed, outcome.message, outcome.details)
+        except StateError as exc:
+            log.error("step_run_not_recorded", error=str(exc))
+
+    def _step_function(self, name: str) -> StepFunc:
+        target = self.steps[name]
+        if isinstance(target, str):
+            return load_step(target)
+        return target
+
+    def _context(self, run_id: str) -> StepContext:
+        return StepContext(
+            config=self.config,
+            state=self.store,
+            crm=self.adapters.getter("crm"),
+            esp=self.adapters.getter("esp"),
+            file_drop=self.adapters.getter("file_drop"),
+            staging=self.adapters.getter("staging"),
+            stopping=self.stopping,
+            run_id=run_id,
+            holder=self.store.holder,
+        )
+
+    def _not_available(self, name: str, run_id: str, reason: str) -> StepOutcome:
+        try:
+            self.store.start_step_run(name, run_id)
+            self.store.finish_step_run(run_id, False, 0, reason, outcome=OUTCOME_NOT_AVAILABLE)
+        except StateError as exc:
+            log.error("step_run_not_recorded", error=str(exc))
+        self._log_unavailable(name, reason)
+        return StepOutcome(ok=False, message=OUTCOME_NOT_AVAILABLE)
+
+    def _log_unavailable(self, name: str, reason: str) -> None:
+        if name not in self._unavailable:
+            self._unavailable.add(name)
+            log.warning("step_not_available", reason=reason)
+
+    def _reap_leases(self) -> None:
+        try:
+            reaped = self.store.reap_expired_leases()
+        except StateError as exc:
+            log.warning("lease_reaping_failed", error=str(exc))
+            return
+        if reaped:
+            log.warning("leases_reaped", resources=reaped, count=len(reaped))
+
+    def next_run_times(self) -> dict[str, datetime | None]:
+        if self.scheduler is None:
+            return {}
+        return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
+
+
+def next_run(last_started: datetime | None, interval_seconds: float, now: datetime) -> datetime:
+    """When a step runs next, from its last start (a missed run is due now)."""
+    if last_started is None:
+        return now
+    return max(now, last_started + timedelta(seconds=interval_seconds))
