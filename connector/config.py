@@ -694,6 +694,7 @@ def _check_crm(crm: CrmSettings, loader: _Loader) -> None:
 def _check_esp(esp: EspSettings, loader: _Loader) -> None:
     if not (esp.wsdl or esp.endpoint or esp.auth_url or esp.client_id or esp.username):
         return
+    _require(loader, "esp", ["wsdl"], esp, "once the ESP is configured")
     if esp.auth == "oauth":
         _require(loader, "esp", ["auth_url", "client_id", "client_secret"], esp, "when [esp] auth = oauth")
         if esp.auth_url:
