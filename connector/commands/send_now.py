@@ -1,0 +1,182 @@
+"""``connector send-now REQUEST_ID -c FILE``: run one send request in the foreground.
+
+For an admin who wants to watch a send: claims the request if it is Pending (or
+resumes it if the service had started it), resolves, hands over, waits for the
+file imports and releases the send, with a progress bar on stderr (a
+``\\r``-updated line on a terminal, plain lines otherwise). The state database and
+the leases are the service's, so running this next to the service is safe: only
+one of them works on a request at a time. Ctrl-C checkpoints and stops; the
+service (or another send-now) resumes the request later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+from connector.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from connector.errors import ConnectorError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "send-now",
+        help="run one CRM send request in the foreground, with a progress bar",
+        description="Claim (or resume) one send request and carry it to the ESP send now, "
+        "waiting for file imports. Exit 0 when sent, 1 when it failed or could not be worked on.",
+    )
+    parser.add_argument("request_id", help="id (GUID) of the CRM send request")
+    parser.add_argument("-c", "--config", required=True, type=Path, help="path of service.ini")
+    parser.add_argument("--poll-seconds", type=float, default=None,
+                        help="how often to poll running imports (default: [imports] poll_seconds, at most 5)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also print the log lines on stderr")
+    parser.set_defaults(func=send_now_command)
+
+
+class ProgressBar:
+    """Progress of one send on a stream: a redrawn line on a terminal, else a line per change."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO, tty: bool | None = None) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self._last = ""
+        self._last_at = 0.0
+
+    def __call__(self, job: Any, phase: str) -> None:
+        self.show(self.render(job, phase))
+
+    def render(self, job: Any, phase: str, batches: tuple[int, int] | None = None) -> str:
+        to_hand = max(job.resolved - _skipped_before_handover(job), 0)
+        text = f"{phase:<12} resolved {job.resolved:>9,}  handed over {job.handed_over:>9,}  skipped {job.skipped:>7,}"
+        if batches:
+            text += f"  imports {batches[0]}/{batches[1]}"
+        if phase in ("handing_over", "importing", "starting", "sent") and to_hand:
+            share = min(job.handed_over / to_hand, 1.0)
+            filled = int(share * self.WIDTH)
+            text = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {share:4.0%}  " + text
+        return text
+
+    def show(self, text: str) -> None:
+        now = time.monotonic()
+        if text == self._last:
+            return
+        if self.tty:
+            if now - self._last_at > 0.1 or not self._last:
+                self.stream.write("\r" + text.ljust(len(self._last)))
+                self.stream.flush()
+                self._last, self._last_at = text, now
+            return
+        phase_changed = _phase(text) != _phase(self._last)
+        if phase_changed or now - self._last_at >= 2.0:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self._last, self._last_at = text, now
+
+    def done(self, message: str) -> None:
+        if self.tty and self._last:
+            self.stream.write("\n")
+        self.stream.write(message + "\n")
+        self.stream.flush()
+
+
+def _phase(text: str) -> str:
+    words = text.split("] ", 1)[-1].split()
+    return next((w for w in words if not w.endswith("%")), "")
+
+
+def _skipped_before_handover(job: Any) -> int:
+    late = ("esp_rejected", "import_row_error")
+    return job.skipped - sum(job.skipped_by_reason.get(k, 0) for k in late)
+
+
+def send_now_command(args: argparse.Namespace) -> int:
+    from connector.commands.run import load_or_report
+
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if not args.verbose:
+        config = config.model_copy(update={"logging": config.logging.model_copy(update={"console": "off"})})
+    try:
+        from connector.logs import setup_logging
+
+        setup_logging(config)
+    except ImportError:  # pragma: no cover
+        pass
+    poll = args.poll_seconds if args.poll_seconds is not None else min(config.imports.poll_seconds, 5.0)
+    stopping = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    try:
+        return run_one(config, args.request_id, stopping, ProgressBar(sys.stderr), poll)
+    except ConnectorError as exc:
+        print(f"connector send-now: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_one(config: Any, request_id: str, stopping: threading.Event, bar: ProgressBar, poll: float) -> int:
+    from connector.models import SendStatus
+    from connector.runtime import AdapterPool
+    from connector.state.store import StateStore
+    from connector.steps import StepContext
+    from connector.steps.imports import poll_send
+    from connector.steps.sends import RESUMABLE, process_request
+
+    store = StateStore.from_config(config)
+    adapters = AdapterPool(config)
+    try:
+        store.migrate()
+        ctx = StepContext(
+            config=config, state=store, crm=adapters.getter("crm"), esp=adapters.getter("esp"),
+            file_drop=adapters.getter("file_drop"), staging=adapters.getter("staging"),
+            stopping=stopping, run_id=uuid.uuid4().hex, holder=store.holder,
+        )
+        request = ctx.crm().get_send_request(request_id)
+        if request is None:
+            bar.done(f"send request {request_id} does not exist in CRM")
+            return EXIT_FAILURE
+        job = store.get_send_job(request_id)
+        if request.status is not SendStatus.PENDING and (job is None or not job.in_flight):
+            state = f"; connector: {job.status} {job.esp_job_id or job.error}" if job else ""
+            bar.done(f"send request {request_id} is {request.status.value} in CRM, not Pending{state}")
+            return EXIT_OK if request.status is SendStatus.SENT else EXIT_FAILURE
+        pending = request if request.status is SendStatus.PENDING else None
+        job = process_request(ctx, request_id, pending=pending, progress=bar)
+        while not stopping.is_set():
+            job = store.get_send_job(request_id)
+            if job is None or not job.in_flight:
+                break
+            if job.status == "importing":
+                progress = store.batch_progress([request_id]).get(request_id, {})
+                bar.show(bar.render(job, "importing", (progress.get("imported", 0), progress.get("total", 0))))
+                poll_send(ctx, request_id)
+            elif job.status in RESUMABLE:
+                process_request(ctx, request_id, progress=bar)
+            job = store.get_send_job(request_id)
+            if job is not None and job.in_flight:
+                stopping.wait(poll)
+        if stopping.is_set():
+            bar.done(f"stopped; the send is checkpointed at {job.status if job else 'claim'} and resumes on the next run")
+            return EXIT_INTERRUPTED
+        if job is None:
+            bar.done(f"send request {request_id} is being worked on elsewhere (lease held)")
+            return EXIT_FAILURE
+        bar(job, job.status)
+        if job.status == "sent":
+            bar.done(f"sent: ESP job {job.esp_job_id}; {job.handed_over:,} handed over, {job.skipped:,} skipped "
+                     f"{dict(job.skipped_by_reason) or ''}".rstrip())
+            return EXIT_OK
+        bar.done(f"failed: {job.error}")
+        return EXIT_FAILURE
+    finally:
+        adapters.close_all()
+        store.close()

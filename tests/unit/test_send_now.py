@@ -1,0 +1,33 @@
+"""send-now's progress output: redrawn line on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import io
+
+from connector.commands.send_now import ProgressBar
+from connector.state.store import SendJob
+
+
+def test_terminal_redraws_one_line() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out, tty=True)
+    job = SendJob("R1", status="handing_over", resolved=100, handed_over=50, skipped=0)
+    bar(job, "handing_over")
+    bar.done("sent")
+    text = out.getvalue()
+    assert text.startswith("\r[###############...............]  50%")
+    assert text.endswith("\nsent\n")
+
+
+def test_pipe_gets_a_line_per_phase() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out, tty=False)
+    job = SendJob("R1", resolved=10)
+    bar(job, "resolving")
+    job.resolved = 20
+    bar(job, "resolving")  # same phase within 2 s: not repeated
+    job.status, job.handed_over = "handing_over", 5
+    bar(job, "handing_over")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in out.getvalue()
+    assert lines[0].startswith("resolving") and "25%" in lines[1]
