@@ -428,9 +428,10 @@ def _result(key: str, reply: object, exists_ok: bool) -> WriteResult:
     if status == 412 and exists_ok:
         return WriteResult(key, True, "already exists", "exists")
     code, message = reply.error()  # type: ignore[attr-defined]
+    detail = f"HTTP {status}" + (f" ({code})" if code else "") + (f": {message}" if message else "")
     if status == 404:
-        return WriteResult(key, False, message or "record does not exist", code or "not_found")
-    return WriteResult(key, False, f"HTTP {status}: {message}", code or str(status))
+        return WriteResult(key, False, detail or "record does not exist", "not_found")
+    return WriteResult(key, False, detail, str(status))
 
 
 def _merge_results(results: Iterable[WriteResult], keys: Sequence[str]) -> list[WriteResult]:

@@ -1,0 +1,276 @@
+"""Contract suite of the CRM adapter against the Dataverse sandbox, over HTTPS with verification."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from connector.crm.dataverse import DataverseCrmClient
+from connector.crm.setup import CrmSetup, customizations
+from connector.errors import AuthError, NotFoundError, PermanentPeerError, TransientPeerError
+from connector.models import (
+    BounceType,
+    BounceUpdate,
+    CampaignResponse,
+    CrmTable,
+    RecordRef,
+    SendRequestUpdate,
+    SendStatus,
+    SendTarget,
+    TargetKind,
+)
+from tests.fixtures.crm import crm_config
+
+ATTRS = {CrmTable.CONTACT: ["firstname", "lastname"], CrmTable.LEAD: ["companyname"],
+         CrmTable.ACCOUNT: ["name"]}
+
+
+def _recipients(client, kind, target_id, attrs=ATTRS):
+    return list(client.iter_recipients(SendTarget(kind, target_id), attrs))
+
+
+# -- crm-setup -----------------------------------------------------------------------
+
+
+def test_crm_setup_created_everything_then_nothing(crm_org, crm_client) -> None:
+    spec = customizations()
+    assert len(crm_org.setup_report.created) == 1 + len(spec.columns) + len(spec.keys)
+    again = CrmSetup(crm_client.http).run()
+    assert again.created == []
+    assert len(again.present) == len(crm_org.setup_report.created)
+
+
+# -- send requests -------------------------------------------------------------------
+
+
+def test_send_request_claim_update_and_lost_claim(crm_client, crm_seed) -> None:
+    list_id = crm_seed.static_list("contact", [crm_seed.contact(emailaddress1="a@example.com")])
+    first = crm_seed.send_request([{"kind": "list", "id": list_id}], cesp_name="First")
+    pending = crm_client.pending_send_requests(limit=10)
+    assert [r.id for r in pending] == [first]
+    request = pending[0]
+    assert request.status is SendStatus.PENDING and request.etag
+    assert request.targets == (SendTarget(TargetKind.LIST, list_id),)
+    claimed = crm_client.claim_send_request(request)
+    assert claimed is not None and claimed.status is SendStatus.PROCESSING
+    assert crm_client.claim_send_request(request) is None  # stale etag: someone else has it
+    assert crm_client.pending_send_requests() == []
+    crm_client.update_send_request(first, SendRequestUpdate(
+        status=SendStatus.SENT, esp_job_id="4711", resolved=3, handed_over=2, skipped=1,
+        skipped_by_reason={"no_email": 1}, released_on=datetime(2026, 11, 1, tzinfo=timezone.utc),
+        counts={"sent": 2, "opens": 1, "hard_bounces": 1}))
+    stored = crm_client.get_send_request(first)
+    assert stored.status is SendStatus.SENT and stored.esp_job_id == "4711"
+    row = crm_seed.store.get("cesp_sendrequests", first)
+    assert row["cesp_handedover"] == 2 and row["cesp_opencount"] == 1 and row["cesp_hardbouncecount"] == 1
+    assert crm_client.get_send_request("00000000-0000-0000-0000-000000000001") is None
+
+
+# -- recipients ----------------------------------------------------------------------
+
+
+def test_static_list_pages_over_several_pages(crm_client, crm_seed) -> None:
+    ids = [crm_seed.contact(emailaddress1=f"p{i}@example.com", firstname=f"P{i}") for i in range(11)]
+    list_id = crm_seed.static_list("contact", ids)
+    got = _recipients(crm_client, TargetKind.LIST, list_id)
+    assert sorted(r.ref.id for r in got) == sorted(ids)  # page size 3: four pages
+    assert all(r.ref.table is CrmTable.CONTACT and r.attributes["firstname"].startswith("P") for r in got)
+
+
+def test_lead_and_account_lists_and_single_records(crm_client, crm_seed) -> None:
+    leads = [crm_seed.lead(emailaddress1=f"l{i}@example.com", companyname="Firma") for i in range(4)]
+    accounts = [crm_seed.account(emailaddress1=f"a{i}@example.com") for i in range(2)]
+    assert {r.ref.id for r in _recipients(crm_client, TargetKind.LIST, crm_seed.static_list("lead", leads))} == set(leads)
+    got = _recipients(crm_client, TargetKind.LIST, crm_seed.static_list("account", accounts))
+    assert {r.ref.table for r in got} == {CrmTable.ACCOUNT}
+    single = _recipients(crm_client, TargetKind.LEAD, leads[0])
+    assert single[0].attributes["companyname"] == "Firma" and single[0].email == "l0@example.com"
+    with pytest.raises(NotFoundError, match="contact"):
+        _recipients(crm_client, TargetKind.CONTACT, "00000000-0000-0000-0000-000000000002")
+
+
+def test_dynamic_list_runs_fetchxml_with_paging_cookies(crm_client, crm_seed) -> None:
+    oslo = [crm_seed.contact(emailaddress1=f"o{i}@example.com", address1_city="Oslo") for i in range(7)]
+    for i in range(3):
+        crm_seed.contact(emailaddress1=f"b{i}@example.com", address1_city="Bergen")
+    query = ("<fetch version='1.0' output-format='xml-platform' mapping='logical' distinct='false'>"
+             "<entity name='contact'><attribute name='fullname'/>"
+             "<filter type='and'><condition attribute='address1_city' operator='eq' value='Oslo'/></filter>"
+             "</entity></fetch>")
+    list_id = crm_seed.dynamic_list("contact", query)
+    got = _recipients(crm_client, TargetKind.LIST, list_id)
+    assert sorted(r.ref.id for r in got) == sorted(oslo)
+    assert all(r.email and r.email.startswith("o") for r in got)
+
+
+def test_campaign_resolves_its_lists(crm_client, crm_seed) -> None:
+    c1 = [crm_seed.contact(emailaddress1=f"c{i}@example.com") for i in range(2)]
+    l1 = [crm_seed.lead(emailaddress1="lead@example.com")]
+    campaign = crm_seed.campaign([crm_seed.static_list("contact", c1), crm_seed.static_list("lead", l1)])
+    got = _recipients(crm_client, TargetKind.CAMPAIGN, campaign)
+    assert {(r.ref.table, r.ref.id) for r in got} == {(CrmTable.CONTACT, i) for i in c1} | {(CrmTable.LEAD, l1[0])}
+
+
+def test_bad_data_comes_through_unfiltered(crm_client, crm_seed) -> None:
+    long_name = "Ø" * 50
+    ids = [
+        crm_seed.contact(emailaddress1=None, firstname="NoMail"),
+        crm_seed.contact(emailaddress1="not-an-address", firstname="Bad"),
+        crm_seed.contact(emailaddress1="x" * 90 + "@ex.com", firstname=long_name),
+        crm_seed.contact(emailaddress1="zoë@exämple.com", firstname="Zoë", lastname="Çelik-Ñúñez 山田"),
+        crm_seed.contact(emailaddress1="dnb@example.com", donotbulkemail=True, donotemail=True),
+    ]
+    got = {r.ref.id: r for r in _recipients(crm_client, TargetKind.LIST, crm_seed.static_list("contact", ids))}
+    assert got[ids[0]].email is None
+    assert got[ids[1]].email == "not-an-address"
+    assert got[ids[2]].attributes["firstname"] == long_name
+    assert got[ids[3]].attributes["lastname"] == "Çelik-Ñúñez 山田"
+    assert got[ids[4]].do_not_bulk_email and got[ids[4]].do_not_email
+
+
+# -- lookups and writes ---------------------------------------------------------------
+
+
+def test_find_records_across_tables(crm_client, crm_seed) -> None:
+    contact, lead, account = crm_seed.contact(), crm_seed.lead(lastname="L"), crm_seed.account()
+    missing = "00000000-0000-0000-0000-0000000000ff"
+    found = crm_client.find_records([contact, lead.upper(), account, missing, "someone@example.com"])
+    assert found[contact] == RecordRef(CrmTable.CONTACT, contact)
+    assert found[lead.upper()].table is CrmTable.LEAD
+    assert found[account].table is CrmTable.ACCOUNT
+    assert missing not in found and "someone@example.com" not in found
+
+
+def test_campaign_responses_idempotent_with_partial_failure(crm_client, crm_seed) -> None:
+    campaign = crm_seed.campaign([])
+    people = [crm_seed.contact(emailaddress1=f"r{i}@example.com") for i in range(5)]
+    when = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
+
+    def response(i: int, campaign_id: str = campaign, closed: bool = False) -> CampaignResponse:
+        return CampaignResponse(tracking_key=f"77:{people[i]}:open", campaign_id=campaign_id,
+                                customer=RecordRef(CrmTable.CONTACT, people[i]), subject="Opened: Nov",
+                                received_on=when, email=f"r{i}@example.com", closed=closed)
+
+    bad = response(2, campaign_id="00000000-0000-0000-0000-0000000000aa")
+    results = crm_client.create_campaign_responses([response(0), response(1, closed=True), bad, response(3),
+                                                    response(4)])
+    assert [r.ok for r in results] == [True, True, False, True, True]
+    assert results[2].key == bad.tracking_key and results[2].message
+    again = crm_client.create_campaign_responses([response(0), response(1), response(2)])
+    assert all(r.ok for r in again)
+    keys = [row.get("cesp_trackingkey") for row in crm_seed.store.rows("campaignresponses")]
+    assert sorted(keys) == sorted(response(i).tracking_key for i in range(5))
+
+
+def test_bounces_and_opt_outs(crm_client, crm_seed) -> None:
+    contact, lead, account = crm_seed.contact(), crm_seed.lead(lastname="L"), crm_seed.account()
+    gone = "00000000-0000-0000-0000-0000000000bb"
+    when = datetime(2026, 11, 3, 8, 30, tzinfo=timezone.utc)
+    results = crm_client.set_bounces([
+        BounceUpdate(RecordRef(CrmTable.CONTACT, contact), when, BounceType.HARD, "4711"),
+        BounceUpdate(RecordRef(CrmTable.LEAD, lead), when, BounceType.SOFT, "4711"),
+        BounceUpdate(RecordRef(CrmTable.ACCOUNT, account), when, BounceType.SOFT, "4711"),
+        BounceUpdate(RecordRef(CrmTable.CONTACT, gone), when, BounceType.SOFT, "4711"),
+    ])
+    assert [r.ok for r in results] == [True, True, False, False]
+    assert results[3].code == "not_found"
+    row = crm_seed.store.get("contacts", contact)
+    assert row["cesp_lastbouncetype"] == "hard" and row["cesp_lastbouncejob"] == "4711"
+    assert not row.get("donotbulkemail")
+    assert crm_seed.store.get("contacts", gone) is None  # If-Match: * never creates
+    results = crm_client.set_opt_outs([RecordRef(CrmTable.CONTACT, contact), RecordRef(CrmTable.LEAD, lead)])
+    assert all(r.ok for r in results)
+    assert crm_seed.store.get("leads", lead)["donotbulkemail"] is True
+
+
+# -- change tracking -------------------------------------------------------------------
+
+
+def test_change_tracking_with_deletions(crm_client, crm_seed) -> None:
+    ids = [crm_seed.contact(emailaddress1=f"t{i}@example.com") for i in range(5)]
+    pages = list(crm_client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], None))
+    assert len(pages) >= 2 and pages[-1][2]
+    assert sorted(r["contactid"] for rows, _, _ in pages for r in rows) == sorted(ids)
+    delta = pages[-1][2]
+    crm_seed.store.patch("contacts", ids[0], {"emailaddress1": "changed@example.com"})
+    crm_seed.store.remove("contacts", ids[1])
+    pages = list(crm_client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], delta))
+    changed = [r for rows, _, _ in pages for r in rows]
+    deleted = [d for _, dels, _ in pages for d in dels]
+    assert [r["emailaddress1"] for r in changed] == ["changed@example.com"]
+    assert deleted == [ids[1]]
+    assert pages[-1][2] and pages[-1][2] != delta
+
+
+def test_expired_delta_link_asks_for_full_resync(crm_client, crm_org) -> None:
+    link = crm_client.http.api_url + "contacts?$select=emailaddress1&$deltatoken=1!01/01/2001 00:00:00"
+    with pytest.raises(PermanentPeerError) as info:
+        list(crm_client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], link))
+    assert getattr(info.value, "code") == "delta_expired"
+
+
+# -- faults ----------------------------------------------------------------------------
+
+
+def test_429_storm_waits_as_told_and_finishes(crm_client, crm_seed, crm_org, crm_sleeps) -> None:
+    ids = [crm_seed.contact(emailaddress1=f"s{i}@example.com") for i in range(7)]
+    list_id = crm_seed.static_list("contact", ids)
+    crm_org.faults.set("throttle", next_n=6, seconds=2)
+    got = _recipients(crm_client, TargetKind.LIST, list_id)
+    assert len(got) == 7
+    assert crm_sleeps.count(2.0) == 6
+
+
+def test_dropped_connections_and_503_on_reads_are_retried(crm_client, crm_seed, crm_org) -> None:
+    ids = [crm_seed.contact(emailaddress1=f"d{i}@example.com") for i in range(7)]
+    list_id = crm_seed.static_list("contact", ids)
+    crm_org.faults.set("drop", next_n=2)
+    assert len(_recipients(crm_client, TargetKind.LIST, list_id)) == 7
+    crm_org.faults.set("http503", next_n=2)
+    assert len(_recipients(crm_client, TargetKind.LIST, list_id)) == 7
+
+
+def test_dropped_connection_on_create_is_not_repeated(crm_client, crm_org) -> None:
+    from connector.crm.odata import Call
+
+    before = crm_org.store.count("campaigns")
+    crm_org.faults.set("drop", next_n=1)
+    with pytest.raises(TransientPeerError, match="connection lost"):
+        crm_client.http.request("POST", "campaigns", Call("create", "campaign"), json_body={"name": "once"})
+    assert crm_org.store.count("campaigns") - before <= 1
+
+
+def test_token_expiry_mid_run_is_renewed(crm_client, crm_seed) -> None:
+    ids = [crm_seed.contact(emailaddress1=f"e{i}@example.com") for i in range(7)]
+    list_id = crm_seed.static_list("contact", ids)
+    stream = crm_client.iter_recipients(SendTarget(TargetKind.LIST, list_id), ATTRS)
+    first = [next(stream) for _ in range(3)]
+    app = crm_client.http._tokens._app
+    for entry in list(app.token_cache.search(app.token_cache.CredentialType.ACCESS_TOKEN)):
+        entry["secret"] = "expired-or-revoked-token"  # the server no longer accepts the cached token
+    rest = list(stream)
+    assert len(first) + len(rest) == 7
+
+
+def test_wrong_ca_names_host_and_option(crm_org, tmp_path) -> None:
+    from connector.sandbox.tls import SandboxCA
+
+    other = SandboxCA(tmp_path / "other-ca")
+    client = DataverseCrmClient.from_config(crm_config(crm_org, other.ca_file))
+    try:
+        with pytest.raises(AuthError) as info:
+            client.pending_send_requests()
+    finally:
+        client.close()
+    text = str(info.value)
+    assert "127.0.0.1" in text and "[crm] ca_bundle" in text
+
+
+def test_wrong_client_secret_is_an_auth_error(crm_org, crm_ca) -> None:
+    client = DataverseCrmClient.from_config(crm_config(crm_org, crm_ca.ca_file, client_secret="wrong"))
+    try:
+        with pytest.raises(AuthError, match="client_id|secret"):
+            client.pending_send_requests()
+    finally:
+        client.close()
