@@ -1,0 +1,530 @@
+"""The tracking step: ESP events -> send counts, campaign responses, contact updates, staging.
+
+Per ESP account and event type, under the lease ``tracking:<account>:<type>``:
+
+1. read events with EventDate > watermark - overlap (first run: now - initial lookback),
+   page by page (2,500 events at most in memory, plus one page read ahead);
+2. keep the events of sends this connector released (unless ``only_connector_sends`` is
+   off) and drop the ones already processed (the seen-event keys in the state database);
+3. write their effects at the peers, each idempotent: staging rows (unique natural key),
+   campaign responses (tracking key ``<job>:<subscriber>:<type>``), bounce details and
+   opt-outs (setting a value twice is harmless);
+4. then, in ONE state transaction: the seen keys of the events whose effects all
+   succeeded, the per-send counters they add, and - with the last page - the watermark.
+
+Exactly once: a crash anywhere before step 4 commits leaves the keys unseen, so the
+next run redoes the page (the peers ignore what they already have); after it, the keys
+make the re-read of the overlap a no-op. The watermark is written only after the last
+page, because Marketing Cloud does not promise EventDate order across pages: a
+watermark taken from page 1 could pass over an older event still on page 2.
+
+CRM partial failures: an event whose CRM write failed is not marked seen and not
+counted, and the watermark is held just below the earliest such event, so the next run
+reads it again and retries it. A failure the CRM calls permanent (record deleted, table
+without bounce columns) is not retried: it is logged and recorded in the quarantine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
+
+import structlog
+
+from connector.crashpoints import crashpoint
+from connector.errors import NotFoundError, PeerError, StateError
+from connector.models import (
+    BounceType,
+    BounceUpdate,
+    CampaignResponse,
+    CrmTable,
+    EventType,
+    RecordRef,
+    SendRequestUpdate,
+    TrackingEvent,
+    TrackingMode,
+    WriteResult,
+)
+from connector.steps import StepContext, StepOutcome
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+RESPONSE_CODES = {  # Dataverse campaignresponse.responsecode
+    EventType.OPEN: (1, "Opened"),  # Interested
+    EventType.CLICK: (1, "Clicked"),  # Interested
+    EventType.BOUNCE: (4, "Bounced"),  # Error
+    EventType.UNSUB: (3, "Unsubscribed"),  # Do Not Send Marketing Materials
+    EventType.SENT: (1, "Sent"),
+}
+CHANNEL_EMAIL = 1  # campaignresponse.channeltypecode Email
+RESPONDER_TYPES = frozenset({EventType.OPEN, EventType.CLICK, EventType.BOUNCE, EventType.UNSUB})
+PERMANENT_CODES = frozenset({"not_found", "unsupported_table", "0x80040217", "404", "400", "403"})
+"""WriteResult codes that repeating the write will not fix (record gone, wrong table, refused)."""
+
+COUNTER_OF_TYPE = {
+    EventType.SENT: "sent",
+    EventType.OPEN: "opens",
+    EventType.CLICK: "clicks",
+    EventType.UNSUB: "unsubscribes",
+    EventType.NOT_SENT: "notsent",
+}
+BOUNCE_COUNTERS = {b: f"{b.value}_bounces" for b in BounceType}
+ONE_TICK = timedelta(microseconds=1)
+
+
+# -- pure helpers ------------------------------------------------------------------------
+
+
+def bounce_type(category: str, kind: str = "") -> BounceType:
+    """Normalize Marketing Cloud's BounceCategory / BounceType to the CRM's five types."""
+    text = f"{category} {kind}".lower()
+    for word, result in (
+        ("hard", BounceType.HARD),
+        ("soft", BounceType.SOFT),
+        ("block", BounceType.BLOCK),
+        ("technical", BounceType.TECHNICAL),
+        ("other", BounceType.TECHNICAL),
+    ):
+        if word in text:
+            return result
+    return BounceType.UNKNOWN
+
+
+def seen_key(account: str, event: TrackingEvent) -> str:
+    """The natural key of an event, as marked seen in the state database."""
+    when = event.event_time.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return "\x1f".join(("ev", account, event.job_id, event.subscriber_key, event.event_type.value, when, event.url))
+
+
+def unique_key(account: str, event: TrackingEvent) -> str:
+    """Key of 'this subscriber did this at least once' (unique opens and clicks)."""
+    return "\x1f".join(("uq", account, event.job_id, event.subscriber_key, event.event_type.value))
+
+
+def tracking_key(event: TrackingEvent) -> str:
+    """Campaign-response key: one response per recipient per kind (at most 100 characters)."""
+    key = f"{event.job_id}:{event.subscriber_key}:{event.event_type.value}"
+    if len(key) <= 100:
+        return key
+    digest = hashlib.sha256(event.subscriber_key.encode("utf-8")).hexdigest()[:40]
+    return f"{event.job_id}:{digest}:{event.event_type.value}"[:100]
+
+
+def count_events(events: Iterable[TrackingEvent]) -> dict[str, int]:
+    """Counter deltas for a set of new events (unique counts are added by the caller)."""
+    counts: Counter[str] = Counter()
+    for event in events:
+        if event.event_type is EventType.BOUNCE:
+            counts[BOUNCE_COUNTERS[bounce_type(event.bounce_category, event.bounce_type)]] += 1
+        else:
+            counts[COUNTER_OF_TYPE[event.event_type]] += 1
+    return dict(counts)
+
+
+def crm_counts(totals: dict[str, int]) -> dict[str, int]:
+    """What goes on the CRM send request; delivered = sent - bounces."""
+    out = {name: int(totals.get(name, 0)) for name in _CRM_COUNTERS}
+    bounces = sum(out[name] for name in BOUNCE_COUNTERS.values())
+    out["delivered"] = max(0, out["sent"] - bounces)
+    return out
+
+
+_CRM_COUNTERS = (
+    "sent", "opens", "unique_opens", "clicks", "unique_clicks", "unsubscribes", "notsent",
+    *BOUNCE_COUNTERS.values(),
+)
+
+
+def with_lookahead(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
+    """Yield (item, is_last), reading one item ahead."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for following in it:
+        yield current, False
+        current = following
+    yield current, True
+
+
+class _Probe(Exception):
+    """Rolls back the read-only use of ``mark_events_seen``."""
+
+
+# -- the step ----------------------------------------------------------------------------
+
+
+@dataclass
+class Shared:
+    """What the event types of one run share."""
+
+    touched: dict[str, Any] = field(default_factory=dict)  # job id -> TrackedSend with new counts
+    checked: set[str] = field(default_factory=set)  # jobs whose CRM send request exists
+
+
+@dataclass
+class RunStats:
+    pages: int = 0
+    events: int = 0
+    new: int = 0
+    staged: int = 0
+    responses: int = 0
+    bounces: int = 0
+    opt_outs: int = 0
+    retry_later: int = 0
+    given_up: int = 0
+    unknown_subscribers: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_tracking(ctx: StepContext) -> StepOutcome:
+    """Pull every configured event type once; see the module docstring."""
+    cfg = ctx.config.tracking
+    mode = TrackingMode(cfg.mode)
+    if mode is TrackingMode.NONE:
+        log.info("tracking_skipped", reason="[tracking] mode = none")
+        return StepOutcome(message="tracking mode none: nothing pulled")
+    account = ctx.config.esp.name
+    stats = RunStats()
+    shared = Shared()
+    problems: list[str] = []
+    for name in cfg.event_types:
+        if ctx.stopping.is_set():
+            break
+        etype = EventType(name)
+        try:
+            with structlog.contextvars.bound_contextvars(step="tracking", account=account, event_type=name):
+                _run_type_leased(ctx, account, etype, mode, stats, shared)
+        except (PeerError, StateError) as exc:
+            log.warning("tracking_type_failed", event_type=name, error=str(exc), kind=type(exc).__name__)
+            problems.append(f"{name}: {exc}")
+    _push_counts(ctx, shared.touched, problems)
+    message = f"{stats.new} new events of {stats.events} read"
+    if problems:
+        message += "; " + " | ".join(problems)[:1000]
+    return StepOutcome(ok=not problems, processed=stats.new, message=message, details=stats.as_dict())
+
+
+def _run_type_leased(
+    ctx: StepContext, account: str, etype: EventType, mode: TrackingMode, stats: RunStats, shared: "Shared"
+) -> None:
+    resource = f"tracking:{account}:{etype.value}"
+    seconds = ctx.config.state.lease_seconds
+    if not ctx.state.acquire_lease(resource, seconds):
+        log.info("tracking_lease_busy", resource=resource)
+        return
+    try:
+        EventTypeRun(ctx, account, etype, mode, stats, shared).run()
+    finally:
+        ctx.state.release_lease(resource)
+
+
+class EventTypeRun:
+    """One pass over one event type of one account."""
+
+    def __init__(
+        self, ctx: StepContext, account: str, etype: EventType, mode: TrackingMode, stats: RunStats, shared: "Shared"
+    ) -> None:
+        self.ctx, self.account, self.etype, self.mode = ctx, account, etype, mode
+        self.cfg = ctx.config.tracking
+        self.state = ctx.state
+        self.stats = stats
+        self.touched = shared.touched
+        self.checked = shared.checked
+        self.tracked = {t.job_id: t for t in self.state.tracked_sends(account)}
+        self.previous: datetime | None = None
+        self.max_seen: datetime | None = None
+        self.floor: datetime | None = None  # earliest event left for a retry
+        self._crm = None
+        self._warned_campaign: set[str] = set()
+
+    @property
+    def crm(self) -> Any:
+        if self._crm is None:
+            self._crm = self.ctx.crm()
+        return self._crm
+
+    def since(self) -> datetime:
+        self.previous = self.state.get_watermark(self.account, self.etype.value)
+        if self.previous is not None:
+            return self.previous - timedelta(minutes=self.cfg.overlap_minutes)
+        return _now(self.state) - timedelta(days=self.cfg.initial_lookback_days)
+
+    def run(self) -> None:
+        if self.cfg.only_connector_sends and not self.tracked:
+            log.debug("tracking_nothing_to_track")
+            return
+        since = self.since()
+        log.info("tracking_pull_started", since=since.isoformat(), sends=len(self.tracked))
+        pages = self.ctx.esp().iter_event_pages(self.etype, since)
+        for page, last in with_lookahead(pages):
+            if self.ctx.stopping.is_set():
+                log.info("tracking_stopped_early", reason="shutdown; the watermark stays, the next run resumes")
+                return
+            self.stats.pages += 1
+            self.stats.events += len(page)
+            self._page(page, last)
+            crashpoint("tracking_after_page")
+            self.state.extend_lease(f"tracking:{self.account}:{self.etype.value}", self.ctx.config.state.lease_seconds)
+
+    # -- one page ----------------------------------------------------------------------
+
+    def _page(self, page: Sequence[TrackingEvent], last: bool) -> None:
+        for event in page:
+            if self.max_seen is None or event.event_time > self.max_seen:
+                self.max_seen = event.event_time
+        wanted = {seen_key(self.account, e): e for e in page if self._wanted(e)}
+        fresh_keys = self._unseen(list(wanted))
+        fresh = [e for k, e in wanted.items() if k in fresh_keys]
+        failed: set[str] = set()
+        if fresh:
+            fresh = self._drop_deleted_sends(fresh)
+            failed = self._write_effects(fresh)
+        done = [e for e in fresh if seen_key(self.account, e) not in failed]
+        self._commit(done, last)
+
+    def _wanted(self, event: TrackingEvent) -> bool:
+        if event.job_id in self.tracked:
+            return True
+        return not self.cfg.only_connector_sends
+
+    def _unseen(self, keys: list[str]) -> set[str]:
+        """Keys not yet processed: mark_events_seen in a transaction that is rolled back."""
+        if not keys:
+            return set()
+        result: set[str] = set()
+        try:
+            with self.state.transaction() as conn:
+                result = self.state.mark_events_seen(keys, conn)
+                raise _Probe
+        except _Probe:
+            pass
+        return result
+
+    def _drop_deleted_sends(self, events: list[TrackingEvent]) -> list[TrackingEvent]:
+        jobs = {e.job_id for e in events if e.job_id in self.tracked} - self.checked
+        for job in sorted(jobs):
+            send = self.tracked[job]
+            if not send.request_id or self.crm.get_send_request(send.request_id) is not None:
+                self.checked.add(job)
+                continue
+            reason = f"CRM send request {send.request_id} was deleted; tracking of ESP job {job} stopped"
+            log.warning("tracking_send_deleted", job_id=job, request_id=send.request_id, send=send.name)
+            self.state.stop_tracking(job, reason)
+            del self.tracked[job]
+            self.touched.pop(job, None)
+        return [e for e in events if self._wanted(e)]
+
+    def _write_effects(self, events: list[TrackingEvent]) -> set[str]:
+        """Staging, responses, bounces, opt-outs; returns the seen keys of events to retry."""
+        needs_records = self.mode in (TrackingMode.RESPONDERS, TrackingMode.ALL) or self.etype in (
+            EventType.BOUNCE,
+            EventType.UNSUB,
+        )
+        refs: dict[str, RecordRef] = {}
+        if needs_records:
+            refs = self.crm.find_records(sorted({e.subscriber_key for e in events}))
+            self.stats.unknown_subscribers += len({e.subscriber_key for e in events} - set(refs))
+        if self.mode is TrackingMode.ALL:
+            self.stats.staged += self.ctx.staging().write_events(events, refs)
+            crashpoint("tracking_after_staging")
+        failed: set[str] = set()
+        if self.mode in (TrackingMode.RESPONDERS, TrackingMode.ALL):
+            failed |= self._responses(events, refs)
+        if self.etype is EventType.BOUNCE:
+            failed |= self._bounces(events, refs)
+        if self.etype is EventType.UNSUB:
+            failed |= self._opt_outs(events, refs)
+        return failed
+
+    def _responses(self, events: list[TrackingEvent], refs: dict[str, RecordRef]) -> set[str]:
+        if self.etype not in RESPONDER_TYPES and not (self.etype is EventType.SENT and self.mode is TrackingMode.ALL):
+            return set()
+        by_key: dict[str, list[TrackingEvent]] = defaultdict(list)
+        responses: dict[str, CampaignResponse] = {}
+        for event in sorted(events, key=lambda e: e.event_time):
+            ref = refs.get(event.subscriber_key)
+            campaign = self._campaign(event.job_id)
+            if ref is None or not campaign:
+                continue
+            key = tracking_key(event)
+            by_key[key].append(event)
+            if key not in responses:
+                responses[key] = self._response(event, key, ref, campaign)
+        if not responses:
+            return set()
+        results = self.crm.create_campaign_responses(list(responses.values()))
+        self.stats.responses += sum(1 for r in results if r.ok)
+        return self._failures(results, by_key, "campaign response")
+
+    def _campaign(self, job_id: str) -> str:
+        send = self.tracked.get(job_id)
+        campaign = (send.campaign_id if send else "") or self.cfg.default_campaign
+        if not campaign and job_id not in self._warned_campaign:
+            self._warned_campaign.add(job_id)
+            log.warning(
+                "tracking_no_campaign",
+                job_id=job_id,
+                hint="the send has no campaign and [tracking] default_campaign is blank: no campaign responses",
+            )
+        return campaign
+
+    def _response(self, event: TrackingEvent, key: str, ref: RecordRef, campaign: str) -> CampaignResponse:
+        code, label = RESPONSE_CODES[event.event_type]
+        send = self.tracked.get(event.job_id)
+        name = (send.name if send else "") or f"ESP job {event.job_id}"
+        detail = {
+            EventType.CLICK: event.url,
+            EventType.BOUNCE: " ".join(p for p in (event.bounce_category, event.smtp_code, event.smtp_reason) if p),
+            EventType.UNSUB: event.reason,
+        }.get(event.event_type, "")
+        return CampaignResponse(
+            tracking_key=key,
+            campaign_id=campaign,
+            customer=ref,
+            subject=f"{label}: {name}"[:200],
+            received_on=event.event_time,
+            response_code=code,
+            channel_code=CHANNEL_EMAIL,
+            closed=self.cfg.responses_closed,
+            email=event.email,
+            description=detail[:2000],
+        )
+
+    def _bounces(self, events: list[TrackingEvent], refs: dict[str, RecordRef]) -> set[str]:
+        latest: dict[str, tuple[BounceUpdate, list[TrackingEvent]]] = {}
+        for event in events:
+            ref = refs.get(event.subscriber_key)
+            if ref is None or ref.table not in (CrmTable.CONTACT, CrmTable.LEAD):
+                continue
+            update = BounceUpdate(ref, event.event_time, bounce_type(event.bounce_category, event.bounce_type), event.job_id)
+            held = latest.get(ref.id)
+            group = (held[1] if held else []) + [event]
+            if held is None or update.bounced_on >= held[0].bounced_on:
+                latest[ref.id] = (update, group)
+            else:
+                latest[ref.id] = (held[0], group)
+        if not latest:
+            return set()
+        results = self.crm.set_bounces([u for u, _ in latest.values()])
+        self.stats.bounces += sum(1 for r in results if r.ok)
+        return self._failures(results, {k: g for k, (_, g) in latest.items()}, "bounce details")
+
+    def _opt_outs(self, events: list[TrackingEvent], refs: dict[str, RecordRef]) -> set[str]:
+        groups: dict[str, list[TrackingEvent]] = defaultdict(list)
+        records: dict[str, RecordRef] = {}
+        for event in events:
+            ref = refs.get(event.subscriber_key)
+            if ref is not None:
+                groups[ref.id].append(event)
+                records[ref.id] = ref
+        if not records:
+            return set()
+        results = self.crm.set_opt_outs(list(records.values()))
+        self.stats.opt_outs += sum(1 for r in results if r.ok)
+        return self._failures(results, groups, "opt-out")
+
+    def _failures(self, results: list[WriteResult], groups: dict[str, list[TrackingEvent]], what: str) -> set[str]:
+        """Seen keys of events whose write failed and is worth retrying; permanent ones are parked."""
+        retry: set[str] = set()
+        parked = []
+        for result in results:
+            if result.ok:
+                continue
+            events = groups.get(result.key, [])
+            if result.code in PERMANENT_CODES:
+                parked.append((result, events))
+                continue
+            for event in events:
+                retry.add(seen_key(self.account, event))
+                if self.floor is None or event.event_time < self.floor:
+                    self.floor = event.event_time
+        if retry:
+            self.stats.retry_later += len(retry)
+            log.warning("tracking_crm_write_retry", what=what, events=len(retry), first=str(self.floor))
+        for result, events in parked:
+            self.stats.given_up += len(events)
+            log.warning("tracking_crm_write_failed", what=what, key=result.key, code=result.code, error=result.message)
+        if parked:
+            self._quarantine(parked, what)
+        return retry
+
+    def _quarantine(self, parked: list[tuple[WriteResult, list[TrackingEvent]]], what: str) -> None:
+        from connector.state.records import QuarantineRow
+
+        rows = []
+        for result, events in parked:
+            for event in events[:1]:
+                send = self.tracked.get(event.job_id)
+                rows.append(
+                    QuarantineRow(
+                        request_id=send.request_id if send else f"esp-job:{event.job_id}",
+                        table="",
+                        record_id=event.subscriber_key,
+                        email=event.email,
+                        reason=f"tracking_{event.event_type.value}_{what.replace(' ', '_')}",
+                        detail=f"{result.code}: {result.message}"[:1000],
+                    )
+                )
+        self.state.quarantine(rows)
+
+    # -- the state transaction ---------------------------------------------------------
+
+    def _commit(self, done: list[TrackingEvent], last: bool) -> None:
+        with self.state.transaction() as conn:
+            new_keys = self.state.mark_events_seen([seen_key(self.account, e) for e in done], conn)
+            new = [e for e in done if seen_key(self.account, e) in new_keys]
+            self._add_counts(new, conn)
+            if last and self.max_seen is not None:
+                watermark = self.max_seen if self.previous is None else max(self.previous, self.max_seen)
+                if self.floor is not None:
+                    watermark = min(watermark, self.floor - ONE_TICK)
+                self.state.set_watermark(self.account, self.etype.value, watermark, conn)
+        self.stats.new += len(new)
+        self.stats.by_type[self.etype.value] = self.stats.by_type.get(self.etype.value, 0) + len(new)
+        if last:
+            log.info("tracking_pull_finished", pages=self.stats.pages, retry_later=self.stats.retry_later)
+
+    def _add_counts(self, new: list[TrackingEvent], conn: Any) -> None:
+        by_job: dict[str, list[TrackingEvent]] = defaultdict(list)
+        for event in new:
+            if event.job_id in self.tracked and self.tracked[event.job_id].request_id:
+                by_job[event.job_id].append(event)
+        for job, events in by_job.items():
+            counts = count_events(events)
+            if self.etype in (EventType.OPEN, EventType.CLICK):
+                firsts = self.state.mark_events_seen({unique_key(self.account, e) for e in events}, conn)
+                counts[f"unique_{COUNTER_OF_TYPE[self.etype]}"] = len(firsts)
+            self.state.add_send_counts(job, counts, conn)
+            self.touched[job] = self.tracked[job]
+
+
+def _push_counts(ctx: StepContext, touched: dict, problems: list[str]) -> None:
+    """Write the totals of every send whose counts changed to its CRM send request."""
+    if not touched:
+        return
+    crm = ctx.crm()
+    for job, send in sorted(touched.items()):
+        totals = crm_counts(ctx.state.send_counts(job))
+        try:
+            crm.update_send_request(send.request_id, SendRequestUpdate(counts=totals))
+        except NotFoundError:
+            log.warning("tracking_send_deleted", job_id=job, request_id=send.request_id)
+            ctx.state.stop_tracking(job, f"CRM send request {send.request_id} was deleted")
+        except PeerError as exc:
+            log.warning("tracking_counts_not_written", job_id=job, request_id=send.request_id, error=str(exc))
+            problems.append(f"counts of send {send.request_id}: {exc}")
+
+
+def _now(state: Any) -> datetime:
+    now = getattr(state, "now", None)
+    return now() if callable(now) else datetime.now(timezone.utc)

@@ -1,0 +1,346 @@
+"""The tracking step against in-process ESP/CRM stand-ins, a real state DB and staging table.
+
+Each invariant test names the mechanism it proves; removing the mechanism fails it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from connector.models import BounceType, EventType as E
+from connector.steps.tracking import bounce_type, crm_counts, run_tracking, tracking_key, with_lookahead
+from tests.fixtures.tracking import CAMPAIGN, JOB, REQUEST, T0, contact_id, make_event
+
+
+def track(ctx, job: str = JOB, request: str = REQUEST, campaign: str = CAMPAIGN) -> None:
+    ctx.state.add_tracked_send("default", job, request, campaign, "Spring")
+
+
+def counts(ctx, job: str = JOB) -> dict:
+    return ctx.state.send_counts(job)
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "category,kind,expected",
+    [
+        ("Hard bounce", "immediate", BounceType.HARD),
+        ("Soft bounce", "delayed", BounceType.SOFT),
+        ("Block bounce", "", BounceType.BLOCK),
+        ("Technical/Other bounce", "", BounceType.TECHNICAL),
+        ("", "OtherBounce", BounceType.TECHNICAL),
+        ("Unknown bounce", "", BounceType.UNKNOWN),
+        ("", "", BounceType.UNKNOWN),
+    ],
+)
+def test_bounce_type_mapping(category: str, kind: str, expected: BounceType) -> None:
+    assert bounce_type(category, kind) is expected
+
+
+def test_delivered_is_sent_minus_bounces() -> None:
+    out = crm_counts({"sent": 10, "hard_bounces": 2, "soft_bounces": 1, "opens": 4})
+    assert out["delivered"] == 7 and out["opens"] == 4 and out["unique_clicks"] == 0
+
+
+def test_tracking_key_is_short_enough_for_email_subscriber_keys() -> None:
+    ev = make_event(E.OPEN, 1, T0)
+    assert tracking_key(ev) == f"{JOB}:{contact_id(1)}:open"
+    long = ev.__class__(**{**ev.__dict__, "subscriber_key": "x" * 250 + "@example.test"})
+    assert len(tracking_key(long)) <= 100
+
+
+def test_lookahead_marks_the_last_item() -> None:
+    assert list(with_lookahead([])) == []
+    assert list(with_lookahead([1, 2, 3])) == [(1, False), (2, False), (3, True)]
+
+
+# -- modes ---------------------------------------------------------------------------------
+
+
+def test_mode_none_pulls_nothing(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="none")
+    track(ctx)
+    esp.add(make_event(E.OPEN, 1, T0))
+    assert run_tracking(ctx).ok
+    assert esp.calls == [] and crm.responses == {} and crm.updates == []
+
+
+def test_mode_aggregate_counts_only(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="aggregate", event_types=("sent", "open", "click"))
+    track(ctx)
+    esp.add(*(make_event(E.SENT, i, T0) for i in range(5)))
+    esp.add(make_event(E.OPEN, 1, T0 + timedelta(minutes=1)), make_event(E.OPEN, 1, T0 + timedelta(minutes=2)),
+            make_event(E.OPEN, 2, T0 + timedelta(minutes=3)))
+    esp.add(make_event(E.CLICK, 1, T0 + timedelta(minutes=4), url="https://a.test/"))
+    outcome = run_tracking(ctx)
+    assert outcome.ok and outcome.processed == 9
+    assert counts(ctx) == {"sent": 5, "opens": 3, "unique_opens": 2, "clicks": 1, "unique_clicks": 1}
+    assert crm.responses == {}
+    assert ctx.staging().count() == 0
+    (request_id, update), = crm.updates
+    assert request_id == REQUEST
+    assert update.counts["sent"] == 5 and update.counts["delivered"] == 5 and update.counts["unique_opens"] == 2
+
+
+def test_mode_responders_one_response_per_recipient_and_kind(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="responders", event_types=("sent", "open", "click"), responses_closed=True)
+    track(ctx)
+    esp.add(*(make_event(E.SENT, i, T0) for i in range(3)))
+    esp.add(make_event(E.OPEN, 1, T0 + timedelta(minutes=1)), make_event(E.OPEN, 1, T0 + timedelta(minutes=9)))
+    esp.add(make_event(E.CLICK, 1, T0 + timedelta(minutes=2), url="https://a.test/"))
+    assert run_tracking(ctx).ok
+    assert sorted(crm.responses) == [f"{JOB}:{contact_id(1)}:click", f"{JOB}:{contact_id(1)}:open"]
+    opened = crm.responses[f"{JOB}:{contact_id(1)}:open"]
+    assert opened.campaign_id == CAMPAIGN and opened.closed and opened.channel_code == 1
+    assert opened.received_on == T0 + timedelta(minutes=1)  # the first open
+    assert opened.subject == "Opened: Spring" and opened.customer.id == contact_id(1)
+    assert ctx.staging().count() == 0
+
+
+def test_mode_all_adds_sent_responses_and_staging(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("sent", "open", "notsent"))
+    track(ctx)
+    esp.add(*(make_event(E.SENT, i, T0) for i in range(3)))
+    esp.add(make_event(E.OPEN, 1, T0 + timedelta(minutes=1)))
+    esp.add(make_event(E.NOT_SENT, 9, T0, reason="held"))
+    assert run_tracking(ctx).ok
+    assert len([k for k in crm.responses if k.endswith(":sent")]) == 3
+    assert len(crm.responses) == 4  # no response for not-sent
+    rows = ctx.staging().rows()
+    assert len(rows) == 5
+    assert {r["crm_table"] for r in rows} == {"contact"}
+    assert counts(ctx)["notsent"] == 1
+
+
+def test_default_campaign_when_the_send_has_none(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="responders", event_types=("open",), default_campaign="dddddddd-0000-4000-8000-000000000001")
+    track(ctx, campaign="")
+    esp.add(make_event(E.OPEN, 1, T0))
+    run_tracking(ctx)
+    assert [r.campaign_id for r in crm.responses.values()] == ["dddddddd-0000-4000-8000-000000000001"]
+
+
+def test_bounces_set_details_and_never_opt_out(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="aggregate", event_types=("bounce",))
+    track(ctx)
+    esp.add(make_event(E.BOUNCE, 1, T0, bounce_category="Soft bounce"),
+            make_event(E.BOUNCE, 1, T0 + timedelta(hours=1), bounce_category="Hard bounce", smtp_code="550"),
+            make_event(E.BOUNCE, 2, T0, bounce_category="Block bounce"))
+    assert run_tracking(ctx).ok
+    assert crm.bounces[contact_id(1)].bounce_type is BounceType.HARD  # the latest one
+    assert crm.bounces[contact_id(1)].bounced_on == T0 + timedelta(hours=1)
+    assert crm.bounces[contact_id(2)].bounce_type is BounceType.BLOCK
+    assert crm.opt_outs == set()
+    assert counts(ctx) == {"hard_bounces": 1, "soft_bounces": 1, "block_bounces": 1}
+
+
+def test_unsubscribes_set_opt_out(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="responders", event_types=("unsub",))
+    track(ctx)
+    esp.add(make_event(E.UNSUB, 3, T0, reason="unsubscribed from email"))
+    assert run_tracking(ctx).ok
+    assert crm.opt_outs == {contact_id(3)}
+    assert crm.responses[f"{JOB}:{contact_id(3)}:unsub"].response_code == 3
+    assert counts(ctx) == {"unsubscribes": 1}
+
+
+def test_only_connector_sends(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("open",))
+    track(ctx)
+    esp.add(make_event(E.OPEN, 1, T0), make_event(E.OPEN, 2, T0, job="9999"))
+    run_tracking(ctx)
+    assert ctx.staging().count() == 1
+
+
+def test_all_sends_when_configured(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("open",), only_connector_sends=False, default_campaign=CAMPAIGN)
+    esp.add(make_event(E.OPEN, 1, T0), make_event(E.OPEN, 2, T0, job="9999"))
+    run_tracking(ctx)
+    assert ctx.staging().count() == 2 and len(crm.responses) == 2
+    assert counts(ctx, "9999") == {}  # no send request to count on
+
+
+def test_deleted_send_request_stops_tracking_with_one_warning(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("sent", "open"))
+    track(ctx, request="deadbeef-0000-4000-8000-000000000000")
+    esp.add(make_event(E.SENT, 1, T0), make_event(E.OPEN, 1, T0 + timedelta(minutes=1)))
+    outcome = run_tracking(ctx)
+    assert outcome.ok
+    assert ctx.state.tracked_sends("default") == []
+    stopped = ctx.state.tracked_sends("default", active_only=False)[0]
+    assert "deleted" in stopped.stopped_reason
+    assert crm.responses == {} and crm.updates == []
+    esp.calls.clear()
+    run_tracking(ctx)
+    assert esp.calls == []  # nothing left to track: no more calls, no error storm
+
+
+# -- invariants ----------------------------------------------------------------------------
+
+
+def test_events_delivered_twice_land_once(tracking_env) -> None:
+    """Mechanism: seen-event keys in the state DB (+ staging's unique key)."""
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("open",))
+    track(ctx)
+    ev = make_event(E.OPEN, 1, T0)
+    esp.add(ev, ev)  # the ESP repeats an event within one read
+    run_tracking(ctx)
+    esp.add(ev)  # ... and again in the overlap of the next read
+    run_tracking(ctx)
+    assert counts(ctx) == {"opens": 1, "unique_opens": 1}
+    assert ctx.staging().count() == 1
+    assert crm.response_attempts[f"{JOB}:{contact_id(1)}:open"] == 1  # re-reads do not even re-send
+
+
+def test_event_at_the_exact_window_edge(tracking_env) -> None:
+    """Mechanism: since = watermark - overlap; an event AT the watermark is re-read, kept once."""
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("open",), overlap_minutes=0)
+    track(ctx)
+    esp.add(make_event(E.OPEN, 1, T0))
+    run_tracking(ctx)
+    assert ctx.state.get_watermark("default", "open") == T0
+    esp.add(make_event(E.OPEN, 2, T0))  # arrives later, stamped exactly at the watermark
+    esp.add(make_event(E.OPEN, 3, T0 + timedelta(microseconds=1)))
+    run_tracking(ctx)
+    # with zero overlap the ESP filter is EventDate > watermark: the edge event is lost ...
+    assert ctx.staging().count() == 2
+    ctx2 = make_ctx(mode="all", event_types=("open",), overlap_minutes=1)
+    run_tracking(ctx2)
+    # ... and any overlap brings it back, exactly once
+    assert ctx2.staging().count() == 3
+    assert counts(ctx2) == {"opens": 3, "unique_opens": 3}
+
+
+def test_two_clicks_same_second_on_different_links(tracking_env) -> None:
+    """Mechanism: the URL is part of the natural key."""
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("click",))
+    track(ctx)
+    esp.add(make_event(E.CLICK, 1, T0, url="https://a.test/x"), make_event(E.CLICK, 1, T0, url="https://a.test/y"))
+    run_tracking(ctx)
+    run_tracking(ctx)
+    assert ctx.staging().count() == 2
+    assert counts(ctx) == {"clicks": 2, "unique_clicks": 1}
+    assert len(crm.responses) == 1
+
+
+def test_events_hours_late_within_the_overlap(tracking_env) -> None:
+    """Mechanism: the overlap re-reads behind the watermark (default 120 minutes)."""
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("open",), overlap_minutes=180)
+    track(ctx)
+    esp.add(make_event(E.OPEN, 1, T0 + timedelta(hours=5)))
+    run_tracking(ctx)
+    esp.add(make_event(E.OPEN, 2, T0 + timedelta(hours=3)))  # stamped 2 h before the watermark
+    run_tracking(ctx)
+    assert ctx.staging().count() == 2
+    assert esp.calls[-1][1] == T0 + timedelta(hours=2)
+
+
+def test_unordered_pages_do_not_skip_events_when_a_run_stops(tracking_env) -> None:
+    """Mechanism: the watermark moves only after the last page (pages are not in EventDate order)."""
+    make_ctx, esp, crm = tracking_env
+    esp.shuffle = True
+    esp.page_size = 3
+    ctx = make_ctx(mode="all", event_types=("open",), overlap_minutes=0)
+    track(ctx)
+    esp.add(*(make_event(E.OPEN, i, T0 + timedelta(hours=i)) for i in range(12)))
+    pages = esp.iter_event_pages
+
+    def stop_after_first(*a, **kw):
+        for n, page in enumerate(pages(*a, **kw)):
+            if n == 1:
+                ctx.stopping.set()
+            yield page
+
+    esp.iter_event_pages = stop_after_first
+    run_tracking(ctx)
+    assert ctx.state.get_watermark("default", "open") is None
+    esp.iter_event_pages = pages
+    ctx.stopping.clear()
+    run_tracking(ctx)
+    assert ctx.staging().count() == 12
+    assert counts(ctx)["opens"] == 12
+
+
+def test_crm_batch_partial_failure_is_retried_next_run(tracking_env) -> None:
+    """Mechanism: failed events stay unseen and hold the watermark below them."""
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="responders", event_types=("open",), overlap_minutes=0)
+    track(ctx)
+    esp.add(*(make_event(E.OPEN, i, T0 + timedelta(minutes=i)) for i in range(10)))
+    bad = f"{JOB}:{contact_id(3)}:open"
+    crm.fail_keys.add(bad)
+    outcome = run_tracking(ctx)
+    assert outcome.details["retry_later"] == 1
+    assert len(crm.responses) == 9 and counts(ctx)["opens"] == 9
+    assert ctx.state.get_watermark("default", "open") < T0 + timedelta(minutes=3)
+    crm.fail_keys.clear()
+    run_tracking(ctx)
+    assert len(crm.responses) == 10
+    assert counts(ctx) == {"opens": 10, "unique_opens": 10}
+    assert ctx.state.get_watermark("default", "open") == T0 + timedelta(minutes=9)
+    assert max(crm.response_attempts.values()) == 1
+
+
+def test_permanent_crm_failure_is_quarantined_not_retried_forever(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="aggregate", event_types=("unsub",), overlap_minutes=0)
+    track(ctx)
+    esp.add(make_event(E.UNSUB, 1, T0), make_event(E.UNSUB, 2, T0 + timedelta(minutes=1)))
+    crm.gone_keys.add(contact_id(1))
+    outcome = run_tracking(ctx)
+    assert outcome.details["given_up"] == 1
+    assert ctx.state.get_watermark("default", "unsub") == T0 + timedelta(minutes=1)
+    parked = ctx.state.quarantined(REQUEST)
+    assert [q.record_id for q in parked] == [contact_id(1)]
+
+
+def test_429_storm_leaves_the_page_for_the_next_run(tracking_env) -> None:
+    """Mechanism: a CRM error before the state transaction leaves the page unseen."""
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("open", "click"))
+    track(ctx)
+    esp.add(*(make_event(E.OPEN, i, T0 + timedelta(minutes=i)) for i in range(12)))
+    esp.add(make_event(E.CLICK, 1, T0, url="https://a.test/"))
+    crm.throttle_calls = 2  # the open pull fails at its first page, the click pull too
+    outcome = run_tracking(ctx)
+    assert not outcome.ok and "open" in outcome.message
+    assert ctx.state.get_watermark("default", "open") is None
+    run_tracking(ctx)
+    assert ctx.staging().count() == 13
+    assert counts(ctx)["opens"] == 12 and counts(ctx)["clicks"] == 1
+    assert max(crm.response_attempts.values()) == 1  # nothing reached the CRM twice
+
+
+def test_lease_held_elsewhere_skips_the_type(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("open",))
+    track(ctx)
+    from connector.state.store import StateStore
+
+    other = StateStore(ctx.state.url, holder="other", clock=ctx.state.clock)
+    try:
+        assert other.acquire_lease("tracking:default:open", 600)
+        esp.add(make_event(E.OPEN, 1, T0))
+        run_tracking(ctx)
+        assert esp.calls == []
+    finally:
+        other.close()
+
