@@ -7,9 +7,10 @@ expires and then fetches a new one, so a long run never presents a stale token;
 
 Against a Microsoft authority (login.microsoftonline.com and the sovereign clouds)
 msal is used exactly as Microsoft documents it. Against any other host (the
-sandbox, a private Entra-compatible authority) msal's instance discovery is
-pointed at that host itself instead of at login.microsoftonline.com, so the same
-code path runs without reaching the internet.
+sandbox, a private Entra-compatible authority) msal is built with
+``instance_discovery=False``, its documented switch for authorities it does not
+know: it then reads ``<authority>/v2.0/.well-known/openid-configuration`` and the
+token endpoint named there, and never reaches out to login.microsoftonline.com.
 """
 
 from __future__ import annotations
@@ -80,19 +81,23 @@ class MsalTokenProvider:
         return urlsplit(self._authority).netloc
 
     def _build(self) -> Any:
+        host = urlsplit(self._authority).hostname or ""
+        # Microsoft clouds: msal's default (instance discovery at login.microsoftonline.com).
+        # Any other host (sandbox, private authority): msal's documented opt-out, so it reads
+        # the authority's own OpenID configuration and never calls out to Microsoft (msal
+        # would otherwise also look up authority aliases there after a refused token).
+        return self._app_with(None if _is_microsoft_host(host) else False)
+
+    def _app_with(self, instance_discovery: Any) -> Any:
         import msal
 
-        parts = urlsplit(self._authority)
-        discovery: Any = None
-        if not _is_microsoft_host(parts.hostname or ""):
-            discovery = f"{parts.scheme}://{parts.netloc}/common/discovery/instance"
         return msal.ConfidentialClientApplication(
             self._client_id,
             authority=self._authority,
             client_credential=self._secret,
             verify=self._verify,
             timeout=self._timeout,
-            instance_discovery=discovery,
+            instance_discovery=instance_discovery,
         )
 
     def _app_or_build(self) -> Any:
