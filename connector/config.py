@@ -569,6 +569,9 @@ def _coerce(info: FieldInfo, value: str) -> object:
         return [part.strip() for part in value.split(",") if part.strip()]
     if not value and _is_optional(info):
         return None
+    if typing.get_origin(info.annotation) is Literal:  # level = info -> INFO
+        matches = [c for c in typing.get_args(info.annotation) if str(c).casefold() == value.casefold()]
+        return matches[0] if len(matches) == 1 else value
     return value
 
 

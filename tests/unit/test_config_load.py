@@ -126,3 +126,62 @@ def test_keys_are_case_insensitive_and_comments_ignored(write_ini) -> None:
 
 def test_config_is_a_config(write_ini) -> None:
     assert isinstance(load_config(str(write_ini("")), env={}), Config)
+
+
+def test_choices_ignore_case(write_ini) -> None:
+    config = load_config(write_ini("[logging]\nlevel = debug\n[tracking]\nmode = ALL\n[crm]\nauth = NTLM\n"), env={})
+    assert (config.logging.level, config.tracking.mode, config.crm.auth) == ("DEBUG", "all", "ntlm")
+
+
+def test_a_complete_production_file(write_ini, tmp_path: Path) -> None:
+    for name in ("ca.pem", "id_ed25519", "known_hosts", "suppressed.txt"):
+        (tmp_path / name).write_text("x\n")
+    secrets = tmp_path / "secrets.ini"
+    secrets.write_text("esp.client_secret = esp-secret\nsftp.private_key_passphrase = pass-phrase\n")
+    os.chmod(secrets, 0o600)
+    path = write_ini(
+        """
+        [service]
+        instance_id = node-1
+        secrets_file = secrets.ini
+        data_dir = /var/lib/connector
+        [logging]
+        folder = /var/log/connector
+        [state]
+        url = postgresql+psycopg://connector@db/connector
+        [sends]
+        suppression_file = suppressed.txt
+        default_email_key = welcome
+        [tracking]
+        mode = all
+        default_campaign = 2F1C6A3E-0B6D-4A8E-9D6E-1C2B3A4D5E6F
+        [crm]
+        url = https://contoso.crm4.dynamics.com
+        authority = https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555
+        client_id = 0000-app
+        ca_bundle = ca.pem
+        [esp]
+        wsdl = https://webservice.exacttarget.com/etframework.wsdl
+        auth_url = https://mc123.auth.marketingcloudapis.com
+        client_id = pkg
+        account_id = 5000123
+        [sftp]
+        host = mc123.ftp.marketingcloudops.com
+        username = 5000123
+        private_key_file = id_ed25519
+        known_hosts = known_hosts
+        """,
+        mode=0o644,
+    )
+    config = load_config(path, env={"CONNECTOR_CRM_CLIENT_SECRET": "crm-secret"})
+    assert config.crm.ca_bundle == tmp_path / "ca.pem"
+    assert config.sftp.private_key_file == tmp_path / "id_ed25519"
+    assert config.sends.suppression_file == tmp_path / "suppressed.txt"
+    assert config.service.secrets_file == tmp_path / "secrets.ini"
+    assert config.service.data_dir == Path("/var/lib/connector")
+    assert config.secret_values() == {"crm-secret", "esp-secret", "pass-phrase"}
+    assert config.secret_sources == {
+        "crm.client_secret": "environment CONNECTOR_CRM_CLIENT_SECRET",
+        "esp.client_secret": f"secrets file {secrets}",
+        "sftp.private_key_passphrase": f"secrets file {secrets}",
+    }
