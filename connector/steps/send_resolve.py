@@ -20,6 +20,7 @@ import structlog
 
 from connector.batchfiles import BatchWriter, FinishedBatch, OpenBatch, batch_file_name
 from connector.crashpoints import crashpoint
+from connector.steps.readahead import ReadAhead
 from connector.mapping import Mapper, columns_to_read, esp_attribute_names, normalize_email
 from connector.models import SendRequest, Skip, SkipReason, Subscriber, SubscriberStatus
 from connector.state.store import Batch
@@ -43,7 +44,7 @@ class Interrupted(Exception):
     """The service is stopping; the checkpoint is committed and the send resumes next run."""
 
 
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:  # noqa: D103
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
@@ -106,22 +107,26 @@ class Resolver:
         while point.target_index < len(targets):
             target = targets[point.target_index]
             stream = islice(crm.iter_recipients(target, self.columns), point.target_offset, None)
-            for chunk in chunked(stream, RESOLVE_CHUNK):
-                finished = self._screen(chunk, workspace, writer, point, esp)
-                point.target_offset += len(chunk)
-                point.resolved += len(chunk)
-                open_batch = writer.checkpoint()
-                point.open_seq, point.open_rows, point.open_size = open_batch.seq, open_batch.rows, open_batch.size
-                workspace.commit(point)
-                crashpoint("after_chunk_committed")
-                for batch in finished:
-                    self._log_batch(batch, point)
-                self._save_progress(workspace, point, bool(finished))
-                if self.ctx.stopping.is_set():
-                    raise Interrupted()
+            with ReadAhead(stream, RESOLVE_CHUNK) as chunks:
+                self._target(chunks, workspace, writer, point, esp)
             point.target_index += 1
             point.target_offset = 0
             workspace.commit(point)
+
+    def _target(self, chunks, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint, esp) -> None:
+        for chunk in chunks:
+            finished = self._screen(chunk, workspace, writer, point, esp)
+            point.target_offset += len(chunk)
+            point.resolved += len(chunk)
+            open_batch = writer.checkpoint()
+            point.open_seq, point.open_rows, point.open_size = open_batch.seq, open_batch.rows, open_batch.size
+            workspace.commit(point)
+            crashpoint("after_chunk_committed")
+            for batch in finished:
+                self._log_batch(batch, point)
+            self._save_progress(workspace, point, bool(finished))
+            if self.ctx.stopping.is_set():
+                raise Interrupted()
 
     def _screen(self, chunk, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint, esp) -> list[FinishedBatch]:
         candidates: list[Subscriber] = []

@@ -1,0 +1,77 @@
+"""Read-ahead: consume a generator in a helper thread, a few chunks ahead of the caller.
+
+Paging CRM (network wait) then overlaps with screening and writing the previous
+chunk. Memory stays bounded: at most ``depth`` chunks wait in the queue. The
+generator is created by the caller (with the caller's adapter) and iterated only
+by the helper thread, so one client is never used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from itertools import islice
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+_END = object()
+
+
+class ReadAhead(Iterator[list[T]]):
+    def __init__(self, items: Iterable[T], chunk: int, depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(iter(items), chunk), daemon=True,
+                                        name="send-readahead")
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, items: Iterator[T], chunk: int) -> None:
+        try:
+            while not self._closed.is_set():
+                part = list(islice(items, chunk))
+                if not part:
+                    break
+                if not self._put(part):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def __next__(self) -> list[T]:
+        item = self._queue.get()
+        if item is _END:
+            self._queue.put(_END)
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop the helper thread (also when the caller gives up half-way)."""
+        self._closed.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> "ReadAhead[T]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
