@@ -113,11 +113,18 @@ class MsalTokenProvider:
             result = app.acquire_token_for_client(scopes=self._scopes)
         except requests.exceptions.SSLError as exc:
             raise AuthError(ca_error_message(self.host, self._ca_bundle, exc), PEER, "token") from exc
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.HTTPError,
+                requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientPeerError(
-                f"Entra ID authority {self._authority} unreachable: {exc.__class__.__name__}; "
+                f"Entra ID authority {self._authority} unreachable or failing: {exc.__class__.__name__}; "
                 "check [crm] authority and the network", PEER, "token") from exc
-        except ValueError as exc:  # msal: OIDC discovery failed (unknown tenant, bad authority)
+        except Exception as exc:  # noqa: BLE001 - msal's own errors, translated below
+            if type(exc).__name__ == "MsalServiceError":  # the authority answered 5xx
+                raise TransientPeerError(
+                    f"Entra ID authority {self._authority} failed: {exc}; retry later", PEER, "token") from exc
+            if not isinstance(exc, ValueError):
+                raise
+            # msal: OIDC discovery failed (unknown tenant, bad authority)
             raise AuthError(
                 f"Entra ID authority {self._authority} rejected discovery: {exc}. "
                 "Check [crm] authority (https://login.microsoftonline.com/<tenant id>)", PEER, "token") from exc

@@ -160,7 +160,14 @@ class ODataHttp:
         renewed = False
         while True:
             if self._tokens is not None:
-                hdrs["Authorization"] = "Bearer " + self._tokens.token()
+                try:
+                    hdrs["Authorization"] = "Bearer " + self._tokens.token()
+                except TransientPeerError as exc:  # asking for a token is always safe to repeat
+                    if attempt < self.max_retries:
+                        attempt += 1
+                        self._backoff(call, attempt, f"token: {exc}")
+                        continue
+                    raise
             try:
                 resp = self.session().request(
                     method, url, params=params, data=body, headers=hdrs, timeout=self.timeout)
