@@ -75,6 +75,10 @@ COUNTER_OF_TYPE = {
 }
 BOUNCE_COUNTERS = {b: f"{b.value}_bounces" for b in BounceType}
 ONE_TICK = timedelta(microseconds=1)
+SEEN_RETENTION_DAYS = 180
+"""Seen-event keys (and first-open/first-click keys) older than this are pruned. Only the
+overlap behind the watermark is ever re-read, so this is a wide margin; a subscriber who
+first opens a send again after it would count as a unique opener a second time."""
 
 
 # -- pure helpers ------------------------------------------------------------------------
@@ -208,6 +212,7 @@ def run_tracking(ctx: StepContext) -> StepOutcome:
             log.warning("tracking_type_failed", event_type=name, error=str(exc), kind=type(exc).__name__)
             problems.append(f"{name}: {exc}")
     _push_counts(ctx, shared.touched, problems)
+    _prune(ctx)
     message = f"{stats.new} new events of {stats.events} read"
     if problems:
         message += "; " + " | ".join(problems)[:1000]
@@ -523,6 +528,17 @@ def _push_counts(ctx: StepContext, touched: dict, problems: list[str]) -> None:
         except PeerError as exc:
             log.warning("tracking_counts_not_written", job_id=job, request_id=send.request_id, error=str(exc))
             problems.append(f"counts of send {send.request_id}: {exc}")
+
+
+def _prune(ctx: StepContext) -> None:
+    keep_days = max(SEEN_RETENTION_DAYS, ctx.config.tracking.initial_lookback_days + 1)
+    try:
+        pruned = ctx.state.prune_seen_events(_now(ctx.state) - timedelta(days=keep_days))
+    except StateError as exc:
+        log.warning("tracking_prune_failed", error=str(exc))
+        return
+    if pruned:
+        log.info("tracking_seen_keys_pruned", keys=pruned, older_than_days=keep_days)
 
 
 def _now(state: Any) -> datetime:
