@@ -2,8 +2,9 @@
 
 A dynamic list's ``query`` names the members; the connector keeps its filters and
 links but replaces the attributes of the top entity with the columns it needs
-(always including the primary id), orders by the primary id so paging cookies are
-stable, and pages with ``count``/``page``/``paging-cookie`` as Dataverse documents.
+(always including the primary id), and pages with ``count``/``page``/``paging-cookie``
+as Dataverse documents (the service orders by the primary id when the query has no
+order, which keeps the cookies stable).
 """
 
 from __future__ import annotations
@@ -40,13 +41,12 @@ def prepare(fetch_xml: str, primary_id: str, columns: Sequence[str]) -> ET.Eleme
     if entity is None:
         raise PermanentPeerError("the dynamic list's FetchXML has no <entity>", "crm", "fetchxml")
     for child in list(entity):
-        if child.tag in ("attribute", "all-attributes", "order"):
+        if child.tag in ("attribute", "all-attributes"):
             entity.remove(child)
     wanted = [primary_id] + [c for c in dict.fromkeys(columns) if c != primary_id]
     for index, name in enumerate(wanted):
         attr = ET.Element("attribute", {"name": fetch_attribute_name(name)})
         entity.insert(index, attr)
-    entity.insert(len(wanted), ET.Element("order", {"attribute": primary_id}))
     for key in ("top", "count", "page", "paging-cookie"):
         root.attrib.pop(key, None)
     return root
