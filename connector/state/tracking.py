@@ -14,8 +14,8 @@ from connector.state.engine import dialect_insert, upsert
 from connector.state.records import TrackedSend, Watermark
 from connector.state.schema import seen_events, send_counts, tracked_sends, watermarks
 
-SEEN_CHUNK = 500
-"""Keys per INSERT statement in ``mark_events_seen`` (2 parameters each, well under SQLite's limit)."""
+SEEN_CHUNK = 1000
+"""Keys per executemany in ``mark_events_seen`` (SQLAlchemy splits it into multi-row INSERTs)."""
 
 
 def event_key_hash(key: str) -> str:
@@ -128,8 +128,8 @@ def _insert_new(conn: Connection, hashes: list[str], now: datetime) -> list[str]
     rows = [{"key_hash": h, "seen_at": now} for h in hashes]
     ins = dialect_insert(conn, seen_events)
     if ins is not None:
-        stmt = ins.values(rows).on_conflict_do_nothing(index_elements=["key_hash"]).returning(seen_events.c.key_hash)
-        return list(conn.execute(stmt).scalars())
+        stmt = ins.on_conflict_do_nothing(index_elements=["key_hash"]).returning(seen_events.c.key_hash)
+        return list(conn.execute(stmt, rows).scalars())  # "insertmanyvalues": a cached multi-row INSERT
     existing = set(
         conn.execute(sa.select(seen_events.c.key_hash).where(seen_events.c.key_hash.in_(hashes))).scalars()
     )
