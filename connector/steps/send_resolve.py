@@ -69,6 +69,7 @@ class Resolver:
         self.keep_alive = keep_alive
         self.progress = progress
         self.key_by_email = self.mapper.key_by_email
+        self._known: set[int] | None = None
 
     def run(self, workspace: SendWorkspace) -> ResolveCheckpoint:
         point = workspace.checkpoint()
@@ -169,9 +170,11 @@ class Resolver:
                  resolved=point.resolved, written=point.written, skipped=point.skipped)
 
     def _save_finished(self, workspace: SendWorkspace) -> None:
-        known = {b.seq for b in self.ctx.state.batches(self.request.id)}
+        if self._known is None:
+            self._known = {b.seq for b in self.ctx.state.batches(self.request.id)}
         for seq, rows, _size in workspace.finished():
-            if seq not in known:
+            if seq not in self._known:
+                self._known.add(seq)
                 self.ctx.state.save_batch(
                     Batch(request_id=self.request.id, seq=seq, file_name=batch_file_name(self.request.id, seq), rows=rows)
                 )

@@ -59,8 +59,7 @@ def run_sends(ctx: StepContext) -> StepOutcome:
                 break
             _tally(outcome, process_request(ctx, request.id, pending=request))
     outcome.message = f"{outcome.processed} send request(s) worked on"
-    outcome.ok = not outcome.details.get("failed")
-    return outcome
+    return outcome  # a send that fails for a reason in CRM is reported there, not a failed step run
 
 
 def _tally(outcome: StepOutcome, job: SendJob | None) -> None:
@@ -205,6 +204,11 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
 
 
 def release_checked(ctx: StepContext, job: SendJob, request: SendRequest) -> None:
+    if request.status is SendStatus.CANCELLED and not job.esp_job_id:
+        job.status, job.error = "failed", "cancelled in CRM before it was released"
+        ctx.state.save_send_job(job)
+        log.info("send_cancelled", send=job.request_id)
+        return
     if not job.esp_job_id and job.handed_over == 0:
         fail(ctx, job, f"nobody was handed over to the ESP, so no send was started: {summary(job)}.")
         return
