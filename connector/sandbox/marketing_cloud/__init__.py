@@ -1,0 +1,125 @@
+"""A local Salesforce Marketing Cloud (ExactTarget SOAP API) for tests, the demo and benchmarks.
+
+``start_esp_sandbox(data_dir, ca, import_root=...)`` starts the SOAP endpoint with its
+WSDL and the OAuth token endpoint on 127.0.0.1 and returns an ``EspSandbox``:
+
+    esp = start_esp_sandbox(tmp, ca, import_root=sftp_root)
+    esp.soap_url, esp.wsdl_url, esp.auth_url          # endpoints
+    esp.client_id, esp.client_secret, esp.account_id  # OAuth
+    esp.username, esp.password                         # WS-Security UsernameToken
+    esp.faults.set("has_errors", next_n=1)             # fault knobs
+    esp.store.generate_events(100_000)                 # tracking data for benchmarks
+    esp.advance(hours=6)                               # let simulated time pass
+    esp.stop()
+
+Only the demo command and the tests import this package.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connector.sandbox.faults import FaultKnobs
+from connector.sandbox.marketing_cloud.app import Credentials, MarketingCloudApp
+from connector.sandbox.marketing_cloud.events import EventRates
+from connector.sandbox.marketing_cloud.records import SimClock
+from connector.sandbox.marketing_cloud.store import EspStore
+
+__all__ = ["EspSandbox", "EventRates", "start_esp_sandbox"]
+
+
+@dataclass
+class EspSandbox:
+    """A running Marketing Cloud sandbox (see the module docstring)."""
+
+    url: str
+    app: MarketingCloudApp
+    server: Any
+    store: EspStore
+    faults: FaultKnobs
+    credentials: Credentials
+    import_root: Path
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def auth_url(self) -> str:
+        return self.url + "/"
+
+    @property
+    def soap_url(self) -> str:
+        return self.url + "/Service.asmx"
+
+    @property
+    def wsdl_url(self) -> str:
+        return self.soap_url + "?wsdl"
+
+    @property
+    def client_id(self) -> str:
+        return self.credentials.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self.credentials.client_secret
+
+    @property
+    def account_id(self) -> str:
+        return self.credentials.account_id
+
+    @property
+    def username(self) -> str:
+        return self.credentials.username
+
+    @property
+    def password(self) -> str:
+        return self.credentials.password
+
+    def advance(self, hours: float) -> None:
+        """Move simulated time forward; events dated before the new 'now' become visible."""
+        self.store.clock.advance(hours)
+        self.store.apply_due_changes()
+
+    def expire_tokens(self) -> None:
+        """Make every OAuth token issued so far expired (the next SOAP call gets "Token Expired")."""
+        self.credentials.expire_all()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until started imports and send simulations have finished."""
+        return self.store.wait_idle(timeout)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.store.wait_idle(10.0)
+
+    def __enter__(self) -> "EspSandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_esp_sandbox(data_dir: Path, ca: Any, *, tls: bool = True, import_root: Path, seed: int = 1,
+                      rates: EventRates | None = None, speed: float = 1.0, client_id: str | None = None,
+                      client_secret: str | None = None, username: str = "cesp-api-user",
+                      password: str | None = None, account_id: str = "7281698",
+                      import_delay: float = 0.2) -> EspSandbox:
+    """Start the sandbox on 127.0.0.1 (a free port). ``import_root`` is the SFTP root (has ``Import/``)."""
+    from connector.sandbox.httpserver import SandboxHttpServer
+
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    import_root = Path(import_root)
+    (import_root / "Import").mkdir(parents=True, exist_ok=True)
+    credentials = Credentials(
+        client_id or "cesp" + secrets.token_hex(10), client_secret or secrets.token_urlsafe(24), account_id,
+        username, password or secrets.token_urlsafe(16),
+    )
+    store = EspStore(import_root=import_root, clock=SimClock(speed), rates=rates, seed=seed,
+                     account_id=int(account_id), import_delay=import_delay)
+    faults = FaultKnobs(seed)
+    app = MarketingCloudApp(store, credentials, faults)
+    server = SandboxHttpServer(app, ca=ca if tls else None, tls=tls, faults=faults)
+    server.start()
+    return EspSandbox(server.url, app, server, store, faults, credentials, import_root)

@@ -171,6 +171,8 @@ def render_fields(type_name: str, values: dict[str, Any], only: Iterable[str] | 
     for f in fields_of(type_name):
         name = f[0]
         if name in values:
+            if values[name] is None and not (len(f) > 4 and f[4]):
+                continue
             if wanted is not None and name not in wanted and name not in ("PartnerKey", "ObjectID"):
                 continue
             declared = f[1].split(":", 1)[-1]
