@@ -53,3 +53,25 @@ def test_wrong_secret_is_auth_error_without_the_secret() -> None:
     with pytest.raises(AuthError) as info:
         _provider().token()
     assert "invalid_client" in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_from_config_names_missing_keys_and_builds_ntlm() -> None:
+    from pydantic import SecretStr
+
+    from connector.config import Config, CrmSettings
+    from connector.crm.dataverse import DataverseCrmClient
+    from connector.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        DataverseCrmClient.from_config(Config(crm=CrmSettings(url="https://org.test", authority=AUTH)))
+    assert info.value.section == "crm" and info.value.key == "client_id"
+    with pytest.raises(ConfigError, match="username"):
+        DataverseCrmClient.from_config(Config(crm=CrmSettings(url="https://org.test", auth="ntlm")))
+    client = DataverseCrmClient.from_config(Config(crm=CrmSettings(
+        url="https://crm.corp.test/contoso/", auth="ntlm", username="CORP\\svc", password=SecretStr("pw"),
+        api_version="9.1")))
+    try:
+        assert client.http.api_url == "https://crm.corp.test/contoso/api/data/v9.1/"
+        assert type(client.http.session().auth).__name__ == "HttpNtlmAuth"
+    finally:
+        client.close()
