@@ -183,10 +183,21 @@ def _json_renderer() -> Any:
     return structlog.processors.JSONRenderer(serializer=lambda obj, **kw: json.dumps(obj, ensure_ascii=False, default=str))
 
 
+class _PrivateRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
+    """Log files hold e-mail addresses: created rw for the owner, r for the group, nothing for others."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_FILE_MODE)
+        return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+LOG_FILE_MODE = 0o640
+
+
 def file_handler(folder: Path, keep_days: int) -> logging.handlers.TimedRotatingFileHandler:
     """JSON lines to ``<folder>/connector.log``, rotated at UTC midnight, ``keep_days`` old files kept."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o750)
-    handler = logging.handlers.TimedRotatingFileHandler(
+    handler = _PrivateRotatingFileHandler(
         folder / LOG_FILE, when="midnight", backupCount=keep_days, encoding="utf-8", utc=True
     )
     handler.setFormatter(_formatter(_json_renderer()))

@@ -45,6 +45,7 @@ def test_rotation_keeps_keep_days_files(tmp_path: Path, monkeypatch: pytest.Monk
     newest = max(rotated)
     assert (tmp_path / newest).read_text().strip().endswith(f'"day {keep + 2}"}}')
     assert (tmp_path / LOG_FILE).read_text().count("\n") == 1
+    assert all((tmp_path / n).stat().st_mode & 0o777 == 0o640 for n in names)
 
 
 class _Tty(io.StringIO):
