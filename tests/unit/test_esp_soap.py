@@ -195,3 +195,33 @@ def test_real_fault_schema_import_is_answered_locally(tmp_path: Path) -> None:
         pytest.skip("reference WSDL not present")
     client = load_client(str(wsdl), verify=True, cache_dir=tmp_path, timeout=5)
     assert client.get_type(f"{{{NS}}}Subscriber") is not None
+
+
+def test_lxml_reading_agrees_with_zeep_objects(wsdl_client) -> None:
+    """The fast reply path (lxml) reads exactly what zeep's object builder reads."""
+    from lxml import etree
+
+    from connector.esp.events import events_from_rows, flatten, parse_esp_datetime
+    from connector.models import EventType
+
+    rows = "".join(
+        f'<Results xsi:type="BounceEvent"><PartnerKey xsi:nil="true"/><ObjectID xsi:nil="true"/>'
+        f"<SendID>{40 + i}</SendID><SubscriberKey>key-{i}</SubscriberKey><EventDate>2026-02-2{i}T23:30:0{i}.5</EventDate>"
+        f"<EventType>HardBounce</EventType><BatchID>{i}</BatchID><SMTPCode>550</SMTPCode>"
+        f"<BounceCategory>Hard bounce</BounceCategory><SMTPReason>5.1.1 unknown &lt;user&gt;</SMTPReason>"
+        f"<BounceType>immediate</BounceType></Results>"
+        for i in range(3)
+    )
+    xml = _envelope(f'<RetrieveResponseMsg xmlns="{NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+                    f"<OverallStatus>OK</OverallStatus><RequestID>r</RequestID>{rows}</RetrieveResponseMsg>").encode()
+    by_zeep = wsdl_client.service._binding.get("Retrieve").process_reply(etree.fromstring(xml))["Results"]
+    reply = etree.fromstring(xml)[0][0]
+    by_lxml = list(events_from_rows(EventType.BOUNCE, (flatten(r) for r in reply.iterfind(f"{{{NS}}}Results"))))
+    assert len(by_zeep) == len(by_lxml) == 3
+    for z, e in zip(by_zeep, by_lxml):
+        assert (str(z.SendID), z.SubscriberKey, str(z.BatchID)) == (e.job_id, e.subscriber_key, e.batch_id)
+        assert (z.SMTPCode, z.BounceCategory, z.SMTPReason, z.BounceType) == (
+            e.smtp_code, e.bounce_category, e.smtp_reason, e.bounce_type)
+        # zeep gives a naive datetime (CST by Marketing Cloud's rule); the adapter an aware UTC one
+        assert z.EventDate.tzinfo is None
+        assert parse_esp_datetime(z.EventDate.isoformat()) == e.event_time
