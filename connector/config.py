@@ -376,8 +376,9 @@ class _Loader:
         try:
             self.secrets_file = _secrets.read_secrets_file(path)
             bad = _secrets.permission_problem(path)
-        except OSError as exc:
-            self.problem("service", "secrets_file", item.line, f"cannot read {path}: {exc.strerror or exc}",
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            self.problem("service", "secrets_file", item.line, f"cannot read {path}: {reason}",
                          "create it, or remove the option and give secrets as CONNECTOR_<SECTION>_<KEY> "
                          "environment variables")
             return

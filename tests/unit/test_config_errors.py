@@ -177,3 +177,14 @@ def test_secret_values_never_in_problems(write_ini) -> None:
         load_config(path, env={"CONNECTOR_CRM_PASSWORD": ""})  # blank = unset
     config = load_config(path, env={"CONNECTOR_CRM_PASSWORD": "hunter2hunter2"})
     assert "hunter2hunter2" not in repr(config) and "hunter2hunter2" not in str(config)
+
+
+def test_unreadable_files(write_ini, tmp_path: Path) -> None:
+    (tmp_path / "secrets.ini").write_bytes(b"crm.client_secret = \xff\xfe\n")
+    os.chmod(tmp_path / "secrets.ini", 0o600)
+    with pytest.raises(ConfigError) as info:
+        load_config(write_ini("[service]\nsecrets_file = secrets.ini\n"), env={})
+    assert info.value.problems[0].message.startswith(f"cannot read {tmp_path / 'secrets.ini'}: 'utf-8' codec")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, env={})
+    assert info.value.problems[0].message.startswith("cannot read the configuration")
