@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,10 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-c", "--config", type=Path, default=Path(os.environ.get("CONNECTOR_CONFIG", "service.ini")),
                         help="path of service.ini (default: $CONNECTOR_CONFIG or ./service.ini)")
+    parser.add_argument("--json", action="store_true",
+                        help="print {\"ok\": ..., \"problems\": [...]} as JSON (for tools); same exit codes")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "json", False):
+        return _run_json(args.config)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -39,6 +45,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     for label, text in summary(config):
         print(f"  {label:<11}{text}")
+    return EXIT_OK
+
+
+def _run_json(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(json.dumps({"ok": False, "file": str(path),
+                          "problems": [dataclasses.asdict(p) for p in exc.problems]}, ensure_ascii=False))
+        return EXIT_CONFIG
+    print(json.dumps({"ok": True, "file": str(path), "problems": [],
+                      "summary": dict(summary(config))}, ensure_ascii=False))
     return EXIT_OK
 
 

@@ -49,3 +49,19 @@ def test_valid_file_prints_a_summary_without_secrets(write_ini, capsys, monkeypa
 def test_missing_file(tmp_path, capsys) -> None:
     assert main(["check-config", "-c", str(tmp_path / "nope.ini")]) == EXIT_CONFIG
     assert "cannot read the configuration" in capsys.readouterr().out
+
+
+def test_json_output(write_ini, capsys) -> None:
+    import json
+
+    bad = write_ini("[sends]\nworkers = 0\n")
+    assert main(["check-config", "-c", str(bad), "--json"]) == EXIT_CONFIG
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False
+    assert data["problems"] == [{"section": "sends", "key": "workers", "line": 2, "file": str(bad),
+                                 "message": "should be greater than or equal to 1, got '0'",
+                                 "hint": "the default is 2; delete the line to use it"}]
+    good = write_ini("", name="good.ini")
+    assert main(["check-config", "-c", str(good), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and data["summary"]["CRM"] == "not configured"
