@@ -121,6 +121,11 @@ REDACTOR = Redactor()
 """The process-wide redactor; ``setup_logging`` loads it with the secrets."""
 
 
+def redact(text: str) -> str:
+    """``text`` with every known secret replaced by ``***``: for error messages stored in state or CRM."""
+    return REDACTOR.text(text)
+
+
 def redact_processor(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """structlog processor: redact every value of the event (exceptions are still objects here)."""
     return {k: (v if k == "exc_info" else REDACTOR.value(v)) for k, v in event_dict.items()}

@@ -124,3 +124,10 @@ def test_zeep_transport_logger_is_quiet_by_default(tmp_path: Path) -> None:
     finally:
         close_logging()
         structlog.reset_defaults()
+
+
+def test_redact_helper_for_stored_messages(logged) -> None:
+    from connector.logs import redact
+
+    assert redact(f"login refused for {ESP_PASSWORD}") == "login refused for ***"
+    assert redact("nothing to hide") == "nothing to hide"
