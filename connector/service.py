@@ -45,6 +45,12 @@ log = structlog.get_logger(__name__)
 StepFunc = Callable[[StepContext], "StepOutcome | None"]
 
 STEP_NAMES = ("sends", "imports", "tracking")
+
+STEP_RUNS_KEEP_DAYS = 30
+"""Step-run history kept for ``connector status`` (imports alone log ~2,900 runs a day)."""
+
+MAINTENANCE_MINUTES = 60
+"""How often the service reaps abandoned leases and prunes old step runs besides the steps' own ticks."""
 STEP_FUNCTIONS = {
     "sends": "connector.steps.sends:run_sends",
     "imports": "connector.steps.imports:run_imports",
@@ -113,6 +119,7 @@ class Service:
             name: ThreadPoolExecutor(workers.get(name, 1), pool_kwargs={"thread_name_prefix": f"step-{name}"})
             for name in self.steps
         }
+        executors["default"] = ThreadPoolExecutor(1, pool_kwargs={"thread_name_prefix": "maintenance"})
         scheduler = BackgroundScheduler(executors=executors, timezone=timezone.utc)
         now = datetime.now(timezone.utc)
         for name in self.steps:
@@ -129,7 +136,29 @@ class Service:
                 misfire_grace_time=max(30, int(seconds)),
                 next_run_time=now,
             )
+        scheduler.add_job(
+            self.maintain,
+            IntervalTrigger(minutes=MAINTENANCE_MINUTES, timezone=timezone.utc),
+            id="maintenance",
+            name="maintenance",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=now,
+        )
         return scheduler
+
+    def maintain(self) -> None:
+        """Reap abandoned leases and prune old step runs (never raises)."""
+        if self.stopping.is_set():
+            return
+        self._reap_leases()
+        try:
+            pruned = self.store.prune_step_runs(self.store.now() - timedelta(days=STEP_RUNS_KEEP_DAYS))
+        except StateError as exc:
+            log.warning("step_runs_pruning_failed", error=str(exc))
+            return
+        if pruned:
+            log.info("step_runs_pruned", count=pruned, keep_days=STEP_RUNS_KEEP_DAYS)
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> None:

@@ -220,3 +220,49 @@ def test_expired_leases_are_reaped_on_each_run(tmp_path: Path, store: StateStore
     service = Service(make_config(tmp_path), store=store, steps={"sends": lambda ctx: StepOutcome()})
     service.run_once()
     assert store.leases() == []
+
+
+def test_maintenance_prunes_old_step_runs(tmp_path: Path, store: StateStore) -> None:
+    from datetime import timedelta
+
+    service = Service(make_config(tmp_path), store=store, steps={"sends": lambda ctx: StepOutcome()})
+    service.run_once()
+    real_clock = store.clock
+    store.clock = lambda: real_clock() + timedelta(days=31)
+    try:
+        service.run_once()
+        service.maintain()
+    finally:
+        store.clock = real_clock
+    assert len(store.recent_step_runs("sends")) == 1
+
+
+def test_run_service_until_stops_when_the_event_is_set(tmp_path: Path) -> None:
+    from connector.commands.run import run_service_until
+    from connector.logs import close_logging
+
+    ini = tmp_path / "service.ini"
+    ini.write_text("[service]\ndata_dir = data\ndrain_seconds = 5\n\n[logging]\nfolder = logs\nconsole = off\n")
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_service_until(ini, stop)))
+    thread.start()
+    try:
+        wait_for(lambda: (tmp_path / "data" / "state.db").exists())
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(30)
+        close_logging()
+    assert result == [0]
+    with StateStore(f"sqlite:///{tmp_path / 'data' / 'state.db'}") as store:
+        assert store.schema_revision() == "0001"
+
+
+def test_run_service_until_refuses_a_bad_config(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from connector.commands.run import run_service_until
+
+    ini = tmp_path / "service.ini"
+    ini.write_text("[servce]\ndata_dir = data\n")
+    assert run_service_until(ini, threading.Event()) == 3
+    assert "servce" in capsys.readouterr().err

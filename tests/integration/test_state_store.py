@@ -268,3 +268,25 @@ def test_many_threads_race_for_one_lease_and_one_wins(state_url: str) -> None:
 def test_bad_url_is_a_state_error() -> None:
     with pytest.raises(StateError, match=r"\[state\] url"):
         StateStore("nosuchdriver://x/y")
+
+
+def test_two_instances_migrating_at_once_both_succeed(state_url: str) -> None:
+    stores = [StateStore(state_url, holder=f"m{i}") for i in range(3)]
+    barrier = threading.Barrier(len(stores))
+    results: list[object] = []
+
+    def migrate(store: StateStore) -> None:
+        barrier.wait()
+        try:
+            results.append(store.migrate())
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            results.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert results == ["0001"] * 3
