@@ -62,12 +62,18 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=Tru
 
 
 class _PartnerTransport(Transport):
-    """zeep transport that answers the fault-schema import locally."""
+    """zeep transport that answers the fault-schema import locally and verifies with our CA."""
 
     def load(self, url: str) -> bytes:
         if url.endswith("/ETFrameworkFault.xsd"):
             return _FAULT_XSD
         return super().load(url)
+
+    def _load_remote_data(self, url: str) -> bytes:
+        # verify= per request: a session-level verify loses to REQUESTS_CA_BUNDLE in the environment
+        with self.session.get(url, timeout=self.load_timeout, verify=self.session.verify) as response:
+            response.raise_for_status()
+            return response.content
 
 
 _clients: dict[str, zeep.Client] = {}
@@ -95,6 +101,10 @@ def load_client(wsdl: str, *, verify: str | bool, cache_dir: Path | None, timeou
             transport = _PartnerTransport(session=session, cache=cache, timeout=timeout, operation_timeout=timeout)
             settings = zeep.Settings(strict=False, xml_huge_tree=True)
             client = zeep.Client(wsdl, transport=transport, settings=settings)
+        except requests.exceptions.SSLError as exc:
+            raise PermanentPeerError(
+                f"TLS verification of {wsdl} failed: {exc} - check [esp] ca_bundle", peer="esp", operation="wsdl"
+            ) from exc
         except (requests.RequestException, OSError) as exc:
             raise TransientPeerError(
                 f"could not load the Marketing Cloud WSDL from {wsdl} ([esp] wsdl): {exc}", peer="esp", operation="wsdl"
@@ -218,7 +228,13 @@ class SoapCaller:
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{operation}"'}
         started = time.monotonic()
         try:
-            reply = self._session.post(self._endpoint(), data=body, headers=headers, timeout=self._timeout)
+            reply = self._session.post(self._endpoint(), data=body, headers=headers, timeout=self._timeout,
+                                       verify=self._session.verify)
+        except requests.exceptions.SSLError as exc:
+            raise PermanentPeerError(
+                f"Marketing Cloud {operation} of {what}: TLS verification failed ({exc}) - check [esp] ca_bundle",
+                peer="esp", operation=operation,
+            ) from exc
         except requests.RequestException as exc:
             raise TransientPeerError(
                 f"Marketing Cloud {operation} of {what}: {type(exc).__name__} (connection dropped or timed out)",

@@ -119,7 +119,11 @@ class OAuthAuth(SoapAuth):
         if self._account_id:
             body["account_id"] = self._account_id
         try:
-            reply = self._session.post(self._url, json=body, timeout=self._timeout)
+            reply = self._session.post(self._url, json=body, timeout=self._timeout, verify=self._session.verify)
+        except requests.exceptions.SSLError as exc:
+            raise PermanentPeerError(
+                f"TLS verification of {self._url} failed: {exc} - check [esp] ca_bundle", peer="esp", operation="token"
+            ) from exc
         except requests.RequestException as exc:
             raise TransientPeerError(
                 f"Marketing Cloud token request to {self._url} failed: {type(exc).__name__}", peer="esp", operation="token"

@@ -1,0 +1,290 @@
+"""Contract suite: MarketingCloudEspClient against the Marketing Cloud sandbox over HTTPS."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from connector.config import Config, EspSettings, ServiceSettings, TimeoutSettings
+from connector.errors import AuthError, ThrottledError, TransientPeerError
+from connector.esp.events import CST
+from connector.esp.marketing_cloud import MarketingCloudEspClient
+from connector.models import EventType, Subscriber, SubscriberStatus
+
+UTC = timezone.utc
+
+
+@pytest.fixture(scope="module")
+def mc_ca(tmp_path_factory: pytest.TempPathFactory):
+    from connector.sandbox.tls import SandboxCA
+
+    return SandboxCA(tmp_path_factory.mktemp("esp-ca"))
+
+
+@pytest.fixture
+def mc(tmp_path: Path, mc_ca) -> Iterator:
+    from connector.sandbox.marketing_cloud import start_esp_sandbox
+
+    sandbox = start_esp_sandbox(tmp_path / "esp", mc_ca, import_root=tmp_path / "sftp", import_delay=0.0)
+    try:
+        yield sandbox
+    finally:
+        sandbox.stop()
+
+
+def _config(mc, tmp_path: Path, ca_file: Path, *, auth: str = "oauth", **esp) -> Config:  # noqa: ANN001
+    settings = dict(
+        wsdl=mc.wsdl_url, auth=auth, auth_url=mc.auth_url, client_id=mc.client_id,
+        client_secret=SecretStr(mc.client_secret), account_id=mc.account_id, username=mc.username,
+        password=SecretStr(mc.password), ca_bundle=ca_file, max_retries=3,
+    )
+    settings.update(esp)
+    return Config(esp=EspSettings(**settings), service=ServiceSettings(data_dir=tmp_path / "data"),
+                  timeouts=TimeoutSettings(esp_seconds=10))
+
+
+@pytest.fixture
+def esp(mc, mc_ca, tmp_path: Path) -> Iterator[MarketingCloudEspClient]:
+    client = MarketingCloudEspClient.from_config(_config(mc, tmp_path, mc_ca.ca_file))
+    client._soap._sleep = lambda seconds: None  # noqa: SLF001 - no real waiting in tests
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _subs(n: int, prefix: str = "crm") -> list[Subscriber]:
+    return [Subscriber(f"{prefix}-{i:04d}", f"{prefix}{i}@example.com", {"First Name": f"Ann{i}"}) for i in range(n)]
+
+
+# -- lists and subscribers ----------------------------------------------------------------
+
+
+def test_ensure_list_creates_once_and_then_finds(esp, mc) -> None:
+    first = esp.ensure_list("cesp-list-s1", "Spring newsletter")
+    assert first and esp.ensure_list("cesp-list-s1", "Spring newsletter") == first
+    assert mc.store.list_by_key("cesp-list-s1").id == int(first)
+
+
+def test_upsert_reports_per_subscriber_failures_and_is_repeatable(esp, mc) -> None:
+    list_id = esp.ensure_list("cesp-list-s2", "s2")
+    subs = _subs(3) + [Subscriber("crm-bad", "not-an-address", {})]
+    results = esp.upsert_subscribers(subs, list_id)
+    assert [r.key for r in results] == [s.subscriber_key for s in subs]
+    assert [r.ok for r in results] == [True, True, True, False]
+    assert results[3].message  # the ESP's own words, for the send record
+    again = esp.upsert_subscribers(_subs(3), list_id)  # UpdateAdd, already on the list: fine
+    assert all(r.ok for r in again)
+    assert mc.store.subscriber("crm-0001").email == "crm1@example.com"
+
+
+def test_has_errors_partial_failure_is_not_an_exception(esp, mc) -> None:
+    list_id = esp.ensure_list("cesp-list-s3", "s3")
+    mc.faults.set("has_errors", next_n=1)
+    results = esp.upsert_subscribers(_subs(10, "he"), list_id)
+    assert len(results) == 10
+    assert any(not r.ok for r in results)
+    assert all(r.message for r in results if not r.ok)
+
+
+def test_subscriber_statuses_in_filter_over_many_keys(esp, mc) -> None:
+    list_id = esp.ensure_list("cesp-list-s4", "s4")
+    subs = _subs(40, "st")
+    for start in range(0, 40, 20):
+        esp.upsert_subscribers(subs[start:start + 20], list_id)
+    mc.store.add_subscriber("st-held", "held@example.com", status="Held")
+    mc.store.add_subscriber("st-unsub", "unsub@example.com", status="Unsubscribed")
+    keys = [s.subscriber_key for s in subs] + ["st-held", "st-unsub", "st-new"]
+    statuses = esp.subscriber_statuses(keys)
+    assert statuses["st-held"] is SubscriberStatus.HELD
+    assert statuses["st-unsub"] is SubscriberStatus.UNSUBSCRIBED
+    assert statuses["st-0039"] is SubscriberStatus.ACTIVE
+    assert "st-new" not in statuses and len(statuses) == 42
+
+
+# -- imports ------------------------------------------------------------------------------
+
+
+def _write_batch(mc, name: str, rows: list[tuple[str, str]]) -> None:  # noqa: ANN001
+    lines = ["SubscriberKey,EmailAddress,First Name"] + [f"{k},{e},Bo" for k, e in rows]
+    (mc.import_root / "Import" / name).write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+
+
+def test_import_starts_once_and_reports_counts(esp, mc) -> None:
+    list_id = esp.ensure_list("cesp-list-i1", "i1")
+    _write_batch(mc, "cesp_i1_1.csv", [("imp-1", "a1@example.com"), ("imp-2", "bad address"), ("imp-3", "a3@example.com")])
+    task = esp.start_import("cesp-import-i1-1", "cesp_i1_1.csv", list_id)
+    assert task
+    assert esp.start_import("cesp-import-i1-1", "cesp_i1_1.csv", list_id) == task  # already ran: not again
+    assert mc.wait_idle(10)
+    status = esp.import_status("cesp-import-i1-1")
+    assert status.finished and status.state == "completed"
+    assert (status.rows_total, status.rows_ok, status.rows_error) == (3, 2, 1)
+    assert len(mc.store.runs_for("cesp-import-i1-1")) == 1
+
+
+def test_import_status_before_start_is_queued(esp) -> None:
+    status = esp.import_status("cesp-import-none-1")
+    assert status.state == "queued" and not status.finished
+
+
+# -- sends --------------------------------------------------------------------------------
+
+
+def _list_with_subscribers(esp, key: str, n: int = 5) -> str:  # noqa: ANN001
+    list_id = esp.ensure_list(key, key)
+    esp.upsert_subscribers(_subs(n, key), list_id)
+    return list_id
+
+
+def test_find_send_before_start_and_a_second_start_finds(esp, mc) -> None:
+    list_id = _list_with_subscribers(esp, "cesp-list-x1")
+    assert esp.find_send("cesp-send-x1") is None
+    started = esp.start_send("cesp-send-x1", list_id, "cesp-demo-email", "Default Commercial", "X1")
+    assert started.job_id
+    again = esp.start_send("cesp-send-x1", list_id, "cesp-demo-email", "Default Commercial", "X1")
+    assert again.job_id == started.job_id
+    assert esp.find_send("cesp-send-x1").job_id == started.job_id
+    assert len(mc.store.sends_for("cesp-send-x1")) == 1
+
+
+def test_lost_perform_reply_is_looked_up_not_repeated(esp, mc) -> None:
+    """The send started at the ESP but its reply was lost: the adapter must find it, not send twice."""
+    list_id = _list_with_subscribers(esp, "cesp-list-x2")
+    real_call = esp._soap.call  # noqa: SLF001
+
+    def lose_perform_reply(operation: str, **kwargs):  # noqa: ANN003, ANN202
+        reply = real_call(operation, **kwargs)
+        if operation == "Perform":
+            raise TransientPeerError("read timed out", peer="esp", operation=operation)
+        return reply
+
+    esp._soap.call = lose_perform_reply  # noqa: SLF001
+    found = esp.start_send("cesp-send-x2", list_id, "cesp-demo-email", "Default Commercial", "X2")
+    assert found.job_id
+    assert len(mc.store.sends_for("cesp-send-x2")) == 1
+
+
+def test_dropped_perform_is_not_retried_and_the_next_attempt_sends_once(esp, mc) -> None:
+    list_id = _list_with_subscribers(esp, "cesp-list-x3")
+    real_call = esp._soap.call  # noqa: SLF001
+
+    def drop_perform(operation: str, **kwargs):  # noqa: ANN003, ANN202
+        if operation == "Perform":
+            mc.faults.set("drop", next_n=1)
+        return real_call(operation, **kwargs)
+
+    esp._soap.call = drop_perform  # noqa: SLF001
+    with pytest.raises(TransientPeerError, match="looks again"):
+        esp.start_send("cesp-send-x3", list_id, "cesp-demo-email", "Default Commercial", "X3")
+    assert mc.store.sends_for("cesp-send-x3") == []
+    esp._soap.call = real_call  # noqa: SLF001
+    esp.start_send("cesp-send-x3", list_id, "cesp-demo-email", "Default Commercial", "X3")
+    assert len(mc.store.sends_for("cesp-send-x3")) == 1
+
+
+def test_unknown_email_key_names_the_config_key(esp) -> None:
+    list_id = _list_with_subscribers(esp, "cesp-list-x4", 1)
+    with pytest.raises(Exception, match="default_email_key"):
+        esp.start_send("cesp-send-x4", list_id, "no-such-email", "Default Commercial", "X4")
+
+
+def test_send_summary_counts(esp, mc) -> None:
+    list_id = _list_with_subscribers(esp, "cesp-list-x5", 8)
+    job = esp.start_send("cesp-send-x5", list_id, "cesp-demo-email", "Default Commercial", "X5").job_id
+    mc.wait_idle(10)
+    mc.advance(hours=72)
+    summary = esp.send_summary(job)
+    assert summary.job_id == job and summary.status
+    assert summary.counts.get("sent") == 8
+
+
+# -- tracking -----------------------------------------------------------------------------
+
+
+def test_event_pages_over_many_pages_without_loss_or_duplicates(esp, mc) -> None:
+    job = mc.store.generate_events(6_000, event_types=("SentEvent",), hours=10)
+    since = datetime.now(UTC) - timedelta(days=2)
+    pages = list(esp.iter_event_pages(EventType.SENT, since))
+    assert len(pages) >= 3 and all(len(p) <= 2500 for p in pages)
+    events = [e for page in pages for e in page if e.job_id == str(job)]
+    assert len(events) == 6_000
+    assert len({e.natural_key for e in events}) == 6_000
+    assert all(e.event_time.utcoffset() == timedelta(0) for e in events)
+
+
+def test_event_times_cross_the_cst_day_boundary_correctly(esp, mc) -> None:
+    # 23:59:50 CST on 31 March is 05:59:50 UTC on 1 April
+    start = datetime(2026, 3, 31, 23, 59, 50, tzinfo=CST)
+    job = str(mc.store.generate_events(5, event_types=("OpenEvent",), hours=0.002, start=start))
+    window = list(esp.iter_event_pages(EventType.OPEN, start - timedelta(seconds=1), start + timedelta(seconds=30)))
+    events = [e for page in window for e in page if e.job_id == job]
+    assert len(events) == 5
+    for event in events:
+        assert datetime(2026, 4, 1, 5, 59, 49, tzinfo=UTC) < event.event_time <= datetime(2026, 4, 1, 6, 0, 20, tzinfo=UTC)
+    # the window is honoured on both sides
+    later = [e for page in esp.iter_event_pages(EventType.OPEN, start + timedelta(minutes=5)) for e in page
+             if e.job_id == job]
+    assert later == []
+    earlier = [e for page in esp.iter_event_pages(EventType.OPEN, start - timedelta(days=1), start - timedelta(seconds=1))
+               for e in page if e.job_id == job]
+    assert earlier == []
+
+
+def test_click_and_bounce_details_come_through(esp, mc) -> None:
+    job = str(mc.store.generate_events(50, event_types=("ClickEvent", "BounceEvent"), hours=1))
+    since = datetime.now(UTC) - timedelta(days=3)
+    clicks = [e for p in esp.iter_event_pages(EventType.CLICK, since) for e in p if e.job_id == job]
+    bounces = [e for p in esp.iter_event_pages(EventType.BOUNCE, since) for e in p if e.job_id == job]
+    assert clicks and all(e.url for e in clicks)
+    assert bounces and all(e.bounce_category for e in bounces)
+
+
+# -- auth and faults ----------------------------------------------------------------------
+
+
+def test_expired_token_is_renewed_once(esp, mc) -> None:
+    esp.ensure_list("cesp-list-t1", "t1")
+    mc.expire_tokens()
+    assert esp.ensure_list("cesp-list-t1", "t1")
+
+
+def test_throttling_and_dropped_connections_are_retried_for_reads(esp, mc) -> None:
+    list_id = esp.ensure_list("cesp-list-f1", "f1")
+    mc.faults.set("http500", next_n=2)
+    assert esp.subscriber_statuses(["nobody"]) == {}
+    mc.faults.set("drop", next_n=1)
+    assert esp.upsert_subscribers(_subs(2, "f1"), list_id)[0].ok
+    mc.faults.set("throttle", next_n=1)
+    assert esp.ensure_list("cesp-list-f1", "f1") == list_id
+
+
+def test_throttling_beyond_the_retries_is_a_throttled_error(esp, mc) -> None:
+    mc.faults.set("http500", next_n=10)
+    with pytest.raises(ThrottledError):
+        esp.subscriber_statuses(["nobody"])
+    mc.faults.clear()
+
+
+def test_wsse_auth(mc, mc_ca, tmp_path: Path) -> None:
+    client = MarketingCloudEspClient.from_config(_config(mc, tmp_path, mc_ca.ca_file, auth="wsse"))
+    try:
+        assert client.ensure_list("cesp-list-w1", "w1")
+    finally:
+        client.close()
+
+
+def test_bad_credentials_are_an_auth_error_without_the_secret(mc, mc_ca, tmp_path: Path) -> None:
+    for auth, kwargs in (("oauth", {"client_secret": SecretStr("wrong-secret-1")}),
+                         ("wsse", {"password": SecretStr("wrong-secret-1")})):
+        client = MarketingCloudEspClient.from_config(_config(mc, tmp_path, mc_ca.ca_file, auth=auth, **kwargs))
+        try:
+            with pytest.raises(AuthError) as caught:
+                client.ensure_list("cesp-list-a1", "a1")
+            assert "wrong-secret-1" not in str(caught.value)
+        finally:
+            client.close()
