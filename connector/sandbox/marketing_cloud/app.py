@@ -204,7 +204,10 @@ class MarketingCloudApp:
             self.calls[action] = self.calls.get(action, 0) + 1
             request_id = str(uuid.uuid4())
             handler = getattr(self, f"_op_{action.lower()}")
-            return "200 OK", envelope(handler(parse_value(payload), request_id), action, request_id)
+            request = parse_value(payload)
+            if not isinstance(request, Obj):
+                request = Obj(type="")
+            return "200 OK", envelope(handler(request, request_id), action, request_id)
         except SoapFault as fault:
             log.debug("esp_sandbox_fault", code=fault.code, message=fault.message)
             return "500 Internal Server Error", fault_xml(fault)
