@@ -139,3 +139,82 @@ def test_every_sandbox_operation_has_the_real_messages(schemas) -> None:
     assert sandbox["operations"], "the sandbox WSDL defines no operation"
     for name, messages in sandbox["operations"].items():
         assert real["operations"].get(name) == messages, name
+
+
+# -- live: a client built from the REAL WSDL against the sandbox -----------------------------
+
+
+@pytest.fixture
+def real_wsdl_sandbox(tmp_path: Path):
+    from connector.sandbox.marketing_cloud import start_esp_sandbox
+    from connector.sandbox.tls import SandboxCA
+
+    ca = SandboxCA(tmp_path / "ca")
+    sandbox = start_esp_sandbox(tmp_path / "esp", ca, import_root=tmp_path / "sftp", import_delay=0.0)
+    try:
+        yield sandbox, ca
+    finally:
+        sandbox.stop()
+
+
+def test_adapter_on_the_real_wsdl_gets_correct_answers_from_the_sandbox(real_wsdl_sandbox, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from pydantic import SecretStr
+
+    from connector.config import Config, EspSettings, ServiceSettings
+    from connector.esp.marketing_cloud import MarketingCloudEspClient
+    from connector.models import EventType, Subscriber, SubscriberStatus
+
+    sandbox, ca = real_wsdl_sandbox
+    config = Config(
+        esp=EspSettings(wsdl=str(REAL_WSDL), endpoint=sandbox.soap_url, auth="oauth", auth_url=sandbox.auth_url,
+                        client_id=sandbox.client_id, client_secret=SecretStr(sandbox.client_secret),
+                        ca_bundle=ca.ca_file),
+        service=ServiceSettings(data_dir=tmp_path / "data"),
+    )
+    esp = MarketingCloudEspClient.from_config(config)
+    try:
+        list_id = esp.ensure_list("cesp-list-real", "Real WSDL")
+        results = esp.upsert_subscribers(
+            [Subscriber("r-1", "r1@example.com", {"First Name": "Ré"}), Subscriber("r-2", "broken", {})], list_id)
+        assert [r.ok for r in results] == [True, False]
+        assert esp.subscriber_statuses(["r-1", "r-2"]) == {"r-1": SubscriberStatus.ACTIVE}
+        send = esp.start_send("cesp-send-real", list_id, "cesp-demo-email", "Default Commercial", "Real")
+        assert esp.find_send("cesp-send-real").job_id == send.job_id
+        job = sandbox.store.generate_events(3000, event_types=("ClickEvent",), hours=2)
+        events = [e for page in esp.iter_event_pages(EventType.CLICK, datetime.now(timezone.utc) - timedelta(days=1))
+                  for e in page if e.job_id == str(job)]
+        assert len(events) == 3000 and all(e.url for e in events)
+    finally:
+        esp.close()
+
+
+def test_zeep_objects_from_the_real_wsdl_read_sandbox_replies(real_wsdl_sandbox) -> None:
+    """zeep's own service proxy, built from the real WSDL, parses the sandbox's replies."""
+    import requests
+    import zeep
+    from zeep.transports import Transport
+    from zeep.wsse.username import UsernameToken
+
+    from connector.esp.soap import _PartnerTransport  # noqa: PLC2701 - the offline fault-schema loader
+
+    sandbox, ca = real_wsdl_sandbox
+    sandbox.store.add_subscriber("z-1", "z1@example.com", status="Held")
+    with requests.Session() as session:
+        session.verify = str(ca.ca_file)
+        session.trust_env = False
+        transport = _PartnerTransport(session=session)
+        assert isinstance(transport, Transport)
+        client = zeep.Client(str(REAL_WSDL), transport=transport,
+                             wsse=UsernameToken(sandbox.username, sandbox.password))
+        service = client.create_service(f"{{{TNS}}}SoapBinding", sandbox.soap_url)
+        simple = client.get_type(f"{{{TNS}}}SimpleFilterPart")
+        request = client.get_type(f"{{{TNS}}}RetrieveRequest")(
+            ObjectType="Subscriber", Properties=["SubscriberKey", "EmailAddress", "Status"],
+            Filter=simple(Property="SubscriberKey", SimpleOperator="equals", Value=["z-1"]))
+        reply = service.Retrieve(RetrieveRequest=request)
+        assert reply.OverallStatus == "OK"
+        assert [(r.SubscriberKey, r.EmailAddress, r.Status) for r in reply.Results] == [("z-1", "z1@example.com", "Held")]
+        created = service.Create(Options={}, Objects=[client.get_type(f"{{{TNS}}}List")(CustomerKey="z-list", ListName="Z")])
+        assert created.OverallStatus == "OK" and created.Results[0].StatusCode == "OK" and created.Results[0].NewID
