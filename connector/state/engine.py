@@ -17,6 +17,9 @@ from sqlalchemy.engine import Connection, Engine
 
 READONLY = "cesp_readonly"
 
+POOL_SIZE = 5
+POOL_OVERFLOW = 40
+
 
 def normalize_url(url: str) -> str:
     """``postgresql://`` and ``postgres://`` mean psycopg 3 (the only driver we ship)."""
@@ -34,14 +37,21 @@ def create_state_engine(url: str, *, timeout_seconds: float = 30.0) -> Engine:
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = max(1, int(timeout_seconds))
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **_pool_args(timeout_seconds))
+
+
+def _pool_args(timeout_seconds: float) -> dict[str, Any]:
+    """Room for every pool thread of every step; idle extra connections are closed."""
+    return {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": timeout_seconds}
 
 
 def _sqlite_engine(parsed: sa.engine.URL, timeout_seconds: float) -> Engine:
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed, connect_args={"timeout": timeout_seconds, "check_same_thread": False})
+    connect_args = {"timeout": timeout_seconds, "check_same_thread": False}
+    pool = _pool_args(timeout_seconds) if database not in ("", ":memory:") else {}
+    engine = sa.create_engine(parsed, connect_args=connect_args, **pool)
     busy_ms = int(timeout_seconds * 1000)
 
     @event.listens_for(engine, "connect")

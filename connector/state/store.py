@@ -129,6 +129,7 @@ class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin):
         }
         try:
             with self.engine.connect() as conn:
+                conn.execution_options(cesp_readonly=True)
                 conn.execute(sa.text("select 1"))
                 info["reachable"] = True
                 conn.rollback()

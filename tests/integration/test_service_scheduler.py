@@ -266,3 +266,15 @@ def test_run_service_until_refuses_a_bad_config(tmp_path: Path, capsys) -> None:
     ini.write_text("[servce]\ndata_dir = data\n")
     assert run_service_until(ini, threading.Event()) == 3
     assert "servce" in capsys.readouterr().err
+
+
+def test_run_soon_moves_the_next_run_forward(tmp_path: Path, store: StateStore) -> None:
+    rec = Recorder()
+    service = Service(make_config(tmp_path, sends=10.0), store=store, steps={"sends": rec.step("sends")})
+    service.start()
+    try:
+        wait_for(lambda: rec.runs.get("sends", 0) == 1)
+        service.run_soon("sends")
+        wait_for(lambda: rec.runs.get("sends", 0) == 2)
+    finally:
+        assert service.stop(5)

@@ -290,3 +290,10 @@ def test_two_instances_migrating_at_once_both_succeed(state_url: str) -> None:
     for s in stores:
         s.close()
     assert results == ["0001"] * 3
+
+
+def test_health_of_an_unreachable_server_never_raises() -> None:
+    with StateStore("postgresql://postgres@127.0.0.1:1/nothing", timeout_seconds=2) as store:
+        health = store.health()
+    assert health["reachable"] is False and health["error"]
+    assert health["backend"] == "postgresql"

@@ -40,6 +40,7 @@ def head_revision() -> str | None:
 def current_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as conn:
+            conn.execution_options(cesp_readonly=True)  # a plain BEGIN on SQLite, no write lock
             rev = MigrationContext.configure(conn).get_current_revision()
             conn.rollback()
             return rev
