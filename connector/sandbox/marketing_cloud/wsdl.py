@@ -207,11 +207,10 @@ TYPES: dict[str, tuple[str | None, bool, tuple]] = {
         ("ReplyToAddress", S, 0, 1), ("ReplyToDisplayName", S, 0, 1),
     )),
     "FileTransferLocation": ("APIObject", False, ()),
-    "FieldMap": (None, False, (("SourceName", S, 1, 1), ("SourceOrdinal", I, 1, 1), ("DestinationName", S, 1, 1))),
     "ImportDefinition": ("InteractionDefinition", False, (
         ("AllowErrors", B, 0, 1), ("DestinationObject", "tns:APIObject", 0, 1),
         ("FieldMappingType", "tns:ImportDefinitionFieldMappingType", 0, 1),
-        ("FieldMaps", "{FieldMap:tns:FieldMap}", 0, 1), ("FileSpec", S, 0, 1), ("FileType", "tns:FileType", 0, 1),
+        ("FileSpec", S, 0, 1), ("FileType", "tns:FileType", 0, 1),
         ("Notification", "tns:AsyncResponse", 0, 1),
         ("RetrieveFileTransferLocation", "tns:FileTransferLocation", 0, 1),
         ("SubscriberImportType", "tns:ImportDefinitionSubscriberImportType", 0, 1),
