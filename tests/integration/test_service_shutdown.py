@@ -141,3 +141,25 @@ def test_run_once_then_migrate_and_status(tmp_path: Path) -> None:
     assert all(step["last_run"] for step in report["steps"].values())
     text = connector("status", "-c", str(ini), cwd=tmp_path)
     assert "State database: sqlite" in text.stdout and "Steps:" in text.stdout
+
+
+def test_connector_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path, drain_seconds=10)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "run", "-c", str(ini)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    log_file = tmp_path / "logs" / "connector.log"
+    while "service_started" not in (log_file.read_text() if log_file.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=10)
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    code, _out, err = finish(proc)
+    assert code == 0, err
+    logged = events(log_file.read_text())
+    assert logged.index("shutdown_requested") < logged.index("service_stopped")
