@@ -138,7 +138,9 @@ def conflict_ignoring_insert(table: sa.Table, dialect: str) -> sa.Insert:
             peer="staging",
             operation="write_events",
         )
-    return insert(table).on_conflict_do_nothing(index_elements=["event_key"]).returning(table.c.id)
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["event_key"])
+    # PostgreSQL goes through insertmanyvalues, whose rowcount is not the inserted rows: count RETURNING
+    return stmt.returning(table.c.id) if dialect == "postgresql" else stmt
 
 
 class SqlStagingStore(StagingStore):
@@ -150,6 +152,7 @@ class SqlStagingStore(StagingStore):
         self.schema = schema
         self.table_name = table
         self.table = staging_table(table, schema or None)
+        self._insert_stmt: Any = None
         connect_args: dict[str, Any] = {}
         if self.dialect == "sqlite":
             if self.url.database and self.url.database != ":memory:":
@@ -168,6 +171,8 @@ class SqlStagingStore(StagingStore):
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        if self.dialect in ("sqlite", "postgresql"):
+            self._insert_stmt = conflict_ignoring_insert(self.table, self.dialect)
 
     @classmethod
     def from_config(cls, config: "Config") -> "SqlStagingStore":
@@ -221,8 +226,10 @@ class SqlStagingStore(StagingStore):
             for start in range(0, len(rows), per_chunk):
                 inserted += conn.execute(mssql_insert(self.table, rows[start : start + per_chunk])).rowcount
             return inserted
-        stmt = conflict_ignoring_insert(self.table, self.dialect)
-        return len(conn.execute(stmt, rows).all())
+        result = conn.execute(self._insert_stmt, rows)
+        if self.dialect == "postgresql":
+            return len(result.all())
+        return max(0, result.rowcount)  # sqlite3's executemany sums the rows really inserted
 
     def count(self) -> int:
         """Rows in the staging table (tests, bench, status)."""

@@ -251,6 +251,7 @@ class EventTypeRun:
         self.floor: datetime | None = None  # earliest event left for a retry
         self._crm = None
         self._warned_campaign: set[str] = set()
+        self._key_of: dict[int, str] = {}  # id(event) -> seen key, for the page in hand
 
     @property
     def crm(self) -> Any:
@@ -290,11 +291,12 @@ class EventTypeRun:
         wanted = {seen_key(self.account, e): e for e in page if self._wanted(e)}
         fresh_keys = self._unseen(list(wanted))
         fresh = [e for k, e in wanted.items() if k in fresh_keys]
+        self._key_of = {id(e): k for k, e in wanted.items() if k in fresh_keys}
         failed: set[str] = set()
         if fresh:
             fresh = self._drop_deleted_sends(fresh)
             failed = self._write_effects(fresh)
-        done = [e for e in fresh if seen_key(self.account, e) not in failed]
+        done = {self._key_of[id(e)]: e for e in fresh if self._key_of[id(e)] not in failed}
         self._commit(done, last)
 
     def _wanted(self, event: TrackingEvent) -> bool:
@@ -303,9 +305,18 @@ class EventTypeRun:
         return not self.cfg.only_connector_sends
 
     def _unseen(self, keys: list[str]) -> set[str]:
-        """Keys not yet processed: mark_events_seen in a transaction that is rolled back."""
+        """Keys not yet processed (read only)."""
         if not keys:
             return set()
+        unseen = getattr(self.state, "unseen_events", None)
+        if callable(unseen):
+            return set(unseen(keys))
+        if hasattr(self.state, "engine"):
+            return _select_unseen(self.state, keys)
+        return self._unseen_by_rollback(keys)
+
+    def _unseen_by_rollback(self, keys: list[str]) -> set[str]:
+        """mark_events_seen in a transaction that is rolled back (state stores without unseen_events)."""
         result: set[str] = set()
         try:
             with self.state.transaction() as conn:
@@ -450,7 +461,7 @@ class EventTypeRun:
                 parked.append((result, events))
                 continue
             for event in events:
-                retry.add(seen_key(self.account, event))
+                retry.add(self._key_of[id(event)])
                 if self.floor is None or event.event_time < self.floor:
                     self.floor = event.event_time
         if retry:
@@ -484,10 +495,10 @@ class EventTypeRun:
 
     # -- the state transaction ---------------------------------------------------------
 
-    def _commit(self, done: list[TrackingEvent], last: bool) -> None:
+    def _commit(self, done: dict[str, TrackingEvent], last: bool) -> None:
         with self.state.transaction() as conn:
-            new_keys = self.state.mark_events_seen([seen_key(self.account, e) for e in done], conn)
-            new = [e for e in done if seen_key(self.account, e) in new_keys]
+            new_keys = self.state.mark_events_seen(list(done), conn)
+            new = [e for k, e in done.items() if k in new_keys]
             self._add_counts(new, conn)
             if last and self.max_seen is not None:
                 watermark = self.max_seen if self.previous is None else max(self.previous, self.max_seen)
@@ -528,6 +539,27 @@ def _push_counts(ctx: StepContext, touched: dict, problems: list[str]) -> None:
         except PeerError as exc:
             log.warning("tracking_counts_not_written", job_id=job, request_id=send.request_id, error=str(exc))
             problems.append(f"counts of send {send.request_id}: {exc}")
+
+
+def _select_unseen(state: Any, keys: list[str]) -> set[str]:
+    """Read-only twin of ``StateStore.mark_events_seen``: which keys are not stored yet."""
+    import sqlalchemy as sa
+
+    from connector.state.schema import seen_events
+    from connector.state.tracking import event_key_hash
+
+    by_hash = {event_key_hash(k): k for k in keys}
+    hashes = list(by_hash)
+    found: set[str] = set()
+    try:
+        with state.engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                query = sa.select(seen_events.c.key_hash).where(seen_events.c.key_hash.in_(chunk))
+                found.update(conn.execute(query).scalars())
+    except sa.exc.SQLAlchemyError as exc:
+        raise StateError(f"state database: reading seen tracking events failed: {exc}") from exc
+    return {k for h, k in by_hash.items() if h not in found}
 
 
 def _prune(ctx: StepContext) -> None:
