@@ -163,6 +163,8 @@ class Service:
     # -- life cycle -------------------------------------------------------------
     def start(self) -> None:
         """Start the scheduler; the first run of every step happens at once."""
+        if self.stopping.is_set():
+            return
         self._recover()
         self.scheduler = self.build_scheduler()
         self.scheduler.start()
@@ -176,12 +178,12 @@ class Service:
 
     def request_stop(self) -> None:
         """First signal: no new work; in-flight runs go on and see ``ctx.stopping``."""
-        if self.stopping.is_set():
-            return
+        first = not self.stopping.is_set()
         self.stopping.set()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        log.info("service_stopping", in_flight=self.in_flight)
+        if first:
+            log.info("service_stopping", in_flight=self.in_flight)
 
     def stop(self, drain_seconds: float | None = None) -> bool:
         """Stop and wait up to ``drain_seconds`` for in-flight runs; True when all finished."""
