@@ -278,3 +278,26 @@ def test_run_soon_moves_the_next_run_forward(tmp_path: Path, store: StateStore) 
         wait_for(lambda: rec.runs.get("sends", 0) == 2)
     finally:
         assert service.stop(5)
+
+
+def test_each_run_binds_step_and_run_to_the_log_context_and_resets_it(tmp_path: Path, store: StateStore) -> None:
+    import structlog
+
+    seen: dict[str, object] = {}
+
+    def step(ctx: StepContext) -> StepOutcome:
+        seen.update(structlog.contextvars.get_contextvars())
+        return StepOutcome()
+
+    service = Service(make_config(tmp_path), store=store, steps={"tracking": step})
+    outcome = service.run_step("tracking")
+    assert outcome.ok
+    assert seen["step"] == "tracking" and seen["run"] == store.recent_step_runs("tracking")[0].run_id
+    assert "step" not in structlog.contextvars.get_contextvars()
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_interrupted(tmp_path: Path, store: StateStore) -> None:
+    store.start_step_run("sends", "died")  # same holder: the previous life of this instance
+    service = Service(make_config(tmp_path), store=store, steps={"imports": lambda ctx: StepOutcome()})
+    service.run_once()
+    assert store.recent_step_runs("sends")[0].outcome == "interrupted"

@@ -297,3 +297,24 @@ def test_health_of_an_unreachable_server_never_raises() -> None:
         health = store.health()
     assert health["reachable"] is False and health["error"]
     assert health["backend"] == "postgresql"
+
+
+def test_generic_sql_paths_without_on_conflict(state_store: StateStore, other_store: StateStore,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code paths for databases without INSERT ... ON CONFLICT (SQL Server)."""
+    import connector.state.engine as engine_mod
+    import connector.state.leases as leases_mod
+    import connector.state.tracking as tracking_mod
+
+    for module in (engine_mod, leases_mod, tracking_mod):
+        monkeypatch.setattr(module, "dialect_insert", lambda conn, table: None)
+    assert state_store.acquire_lease("x", 60)
+    assert not other_store.acquire_lease("x", 60)
+    state_store.save_send_job(SendJob(request_id="r1"))
+    state_store.save_send_job(SendJob(request_id="r1", status="sent"))
+    assert state_store.get_send_job("r1").status == "sent"
+    state_store.add_send_counts("1", {"open": 2})
+    state_store.add_send_counts("1", {"open": 3})
+    assert state_store.send_counts("1") == {"open": 5}
+    assert state_store.mark_events_seen(["a", "b"]) == {"a", "b"}
+    assert state_store.mark_events_seen(["b", "c"]) == {"c"}
