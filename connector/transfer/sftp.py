@@ -248,8 +248,10 @@ class SftpFileDrop(FileDrop):
         if offset:
             log.info("sftp_upload_resumed", peer="sftp", file=posixpath.basename(part), offset=offset, bytes=total)
         mode = "r+b" if offset else "wb"
+        # Writes are NOT pipelined: each is acknowledged before the next is sent, so after a
+        # failure the server holds an exact prefix and resuming from its size is safe. With
+        # pipelining, writes queued behind a failed one could land and leave a hole.
         with local_path.open("rb") as source, sftp.open(part, mode) as target:
-            target.set_pipelined(True)
             if offset:
                 target.seek(offset)
                 source.seek(offset)
