@@ -118,6 +118,18 @@ class TrackingMixin(StoreBase):
                 new.update(_insert_new(c, chunk, now))
         return {by_hash[h] for h in new}
 
+    def unseen_events(self, keys: Iterable[str], conn: Connection | None = None) -> set[str]:
+        """The keys not yet marked seen, without marking them (read only)."""
+        by_hash = {event_key_hash(key): key for key in keys}
+        hashes = list(by_hash)
+        found: set[str] = set()
+        with self._read(conn) as c:
+            for start in range(0, len(hashes), SEEN_CHUNK):
+                chunk = hashes[start : start + SEEN_CHUNK]
+                query = sa.select(seen_events.c.key_hash).where(seen_events.c.key_hash.in_(chunk))
+                found.update(c.execute(query).scalars())
+        return {key for h, key in by_hash.items() if h not in found}
+
     def prune_seen_events(self, older_than: datetime) -> int:
         """Forget event keys first seen before ``older_than`` (beyond any possible re-read)."""
         with self._write(None) as c:

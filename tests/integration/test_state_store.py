@@ -137,6 +137,7 @@ def test_mark_events_seen_returns_only_new_keys(state_store: StateStore, state_c
     assert state_store.mark_events_seen(keys) == set(keys[700:])
     assert state_store.mark_events_seen(keys) == set()
     assert state_store.mark_events_seen([]) == set()
+    assert state_store.unseen_events(keys[:2] + ["never"]) == {"never"}
     state_clock.advance(86400)
     assert state_store.prune_seen_events(state_clock() - timedelta(hours=1)) == 1200
     assert state_store.mark_events_seen(keys[:3]) == set(keys[:3])
