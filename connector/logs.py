@@ -83,6 +83,17 @@ def _variants(secret: str) -> set[str]:
     return {f for f in forms if f}
 
 
+_SHAPES = re.compile(
+    r"(?P<keep>Bearer\s+|Basic\s+"
+    r"|\"(?:access_token|refresh_token|id_token|client_secret|password|assertion)\"\s*:\s*\""
+    r"|<(?:[\w-]+:)?(?:Password|client_secret|access_token|fueloauth|oAuthToken)(?:\s[^>]*)?>"
+    r"|\b(?:client_secret|password|access_token|refresh_token|assertion)=)"
+    r"(?P<value>[^\s\"<&,;]+)",
+    re.I,
+)
+"""Secrets we were never told about (tokens obtained at run time) recognized by their shape."""
+
+
 class Redactor:
     """Replaces every form of every known secret in a text by ``***``. Thread-safe."""
 
@@ -103,7 +114,9 @@ class Redactor:
 
     def text(self, value: str) -> str:
         pattern = self._pattern
-        return pattern.sub(REDACTED, value) if pattern is not None else value
+        if pattern is not None:
+            value = pattern.sub(REDACTED, value)
+        return _SHAPES.sub(lambda m: m.group("keep") + REDACTED, value)
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -131,3 +131,17 @@ def test_redact_helper_for_stored_messages(logged) -> None:
 
     assert redact(f"login refused for {ESP_PASSWORD}") == "login refused for ***"
     assert redact("nothing to hide") == "nothing to hide"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Authorization: Bearer eyJhbGciOi.abc-123_x", "Authorization: Bearer ***"),
+    ('{"access_token": "tok123", "expires_in": 1079}', '{"access_token": "***", "expires_in": 1079}'),
+    ("<wsse:Password Type=\"...#PasswordText\">p4ss</wsse:Password>", "<wsse:Password Type=\"...#PasswordText\">***</wsse:Password>"),
+    ("grant_type=client_credentials&client_secret=abc%21&x=1", "grant_type=client_credentials&client_secret=***&x=1"),
+    ('<fueloauth xmlns="http://exacttarget.com">tok</fueloauth>', '<fueloauth xmlns="http://exacttarget.com">***</fueloauth>'),
+    ("no password here; password reset", "no password here; password reset"),
+])
+def test_unknown_tokens_are_redacted_by_shape(text: str, expected: str) -> None:
+    from connector.logs import redact
+
+    assert redact(text) == expected
