@@ -288,3 +288,27 @@ def test_bad_credentials_are_an_auth_error_without_the_secret(mc, mc_ca, tmp_pat
             assert "wrong-secret-1" not in str(caught.value)
         finally:
             client.close()
+
+
+def test_batch_file_uploaded_over_sftp_is_imported_onto_the_list(esp, mc, tmp_path: Path) -> None:
+    """The file-drop path end to end: SftpFileDrop -> sandbox Import folder -> ImportDefinition."""
+    from connector.sandbox.sftp import start_sftp_server
+    from connector.transfer.sftp import SftpFileDrop
+
+    server = start_sftp_server(mc.import_root, tmp_path / "sftp-data", username="ftp", password="ftp-secret")
+    drop = SftpFileDrop(server.host, server.port, "ftp", password="ftp-secret", known_hosts=server.known_hosts,
+                        folder="/Import", timeout=10)
+    try:
+        list_id = esp.ensure_list("cesp-list-e2e", "e2e")
+        local = tmp_path / "cesp_e2e_1.csv"
+        rows = [f"e2e-{i},e2e{i}@example.com,Zoë" for i in range(250)]
+        local.write_text("SubscriberKey,EmailAddress,First Name\r\n" + "\r\n".join(rows) + "\r\n", encoding="utf-8")
+        drop.upload(local, "cesp_e2e_1.csv")
+        esp.start_import("cesp-import-e2e-1", "cesp_e2e_1.csv", list_id)
+        assert mc.wait_idle(10)
+        status = esp.import_status("cesp-import-e2e-1")
+        assert (status.state, status.rows_ok, status.rows_error) == ("completed", 250, 0)
+        assert len(esp.subscriber_statuses([f"e2e-{i}" for i in range(250)])) == 250
+    finally:
+        drop.close()
+        server.stop()
