@@ -163,3 +163,13 @@ def test_connector_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert code == 0, err
     logged = events(log_file.read_text())
     assert logged.index("shutdown_requested") < logged.index("service_stopped")
+
+
+def test_unreachable_state_database_fails_clearly(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path, extra="\n[state]\nurl = postgresql://postgres@127.0.0.1:1/nothing\n")
+    run = connector("run", "-c", str(ini), "--once", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "migrating the state database" in run.stderr and "[state] url" in run.stderr
+    status = connector("status", "-c", str(ini), "--json", cwd=tmp_path)
+    assert status.returncode == 1
+    assert json.loads(status.stdout)["state_db"]["reachable"] is False

@@ -45,7 +45,8 @@ def current_revision(engine: Engine) -> str | None:
             conn.rollback()
             return rev
     except SQLAlchemyError as exc:
-        raise StateError(f"state database {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+        safe = engine.url.render_as_string(hide_password=True)
+        raise StateError(f"state database {safe}: {_first_line(exc)}") from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
@@ -58,5 +59,13 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
-        raise StateError(f"migrating the state database {safe} failed: {exc}") from exc
+        raise StateError(
+            f"migrating the state database {safe} failed: {_first_line(exc)}; "
+            "check that the database server is up and that [state] url and its user's rights are right"
+        ) from exc
     return current_revision(engine)
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
