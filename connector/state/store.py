@@ -17,6 +17,7 @@ The parts live in mixins: ``leases``, ``jobs`` (send jobs, batches),
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from typing import Any
@@ -61,6 +62,11 @@ __all__ = [
 ]
 
 
+def _hide_password(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` anywhere in ``text``."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
 def default_holder() -> str:
     """``host:pid:random`` — unique per process, readable in ``connector status``."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -78,7 +84,10 @@ class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin):
         try:
             self.engine = create_state_engine(self.url, timeout_seconds=timeout_seconds)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StateError(f"state database URL {url!r} is not usable: {exc}; check [state] url") from exc
+            raise StateError(
+                f"state database URL {_hide_password(url)} is not usable: {type(exc).__name__}: "
+                f"{_hide_password(str(exc))}; check [state] url"
+            ) from exc
 
     @classmethod
     def from_config(cls, config: Any, *, holder: str = "", clock: Clock | None = None) -> "StateStore":

@@ -319,3 +319,9 @@ def test_generic_sql_paths_without_on_conflict(state_store: StateStore, other_st
     assert state_store.send_counts("1") == {"open": 5}
     assert state_store.mark_events_seen(["a", "b"]) == {"a", "b"}
     assert state_store.mark_events_seen(["b", "c"]) == {"c"}
+
+
+def test_a_bad_url_error_never_shows_the_password() -> None:
+    with pytest.raises(StateError) as info:
+        StateStore("nosuchdriver://user:hunter2@db/x")
+    assert "hunter2" not in str(info.value) and "user:***@db" in str(info.value)
