@@ -1,0 +1,80 @@
+"""start_sandbox, write_service_ini, the generator and the `connector sandbox` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import stat
+import threading
+import time
+
+import pytest
+
+from connector.sandbox.dataverse.generate import seed_organization
+from connector.sandbox.dataverse.store import DataverseStore
+
+
+def test_generator_is_deterministic_and_varied():
+    a, b = DataverseStore(), DataverseStore()
+    try:
+        org_a = seed_organization(a, seed=7, contacts=500)
+        org_b = seed_organization(b, seed=7, contacts=500)
+        rows_a, rows_b = list(a.rows("contacts")), list(b.rows("contacts"))
+        strip = lambda rows: [{k: v for k, v in r.items() if k not in ("createdon", "modifiedon")} for r in rows]  # noqa: E731
+        assert strip(rows_a) == strip(rows_b)
+        assert org_a.lists == org_b.lists
+        emails = [r["emailaddress1"] for r in rows_a]
+        valid = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+        assert any(e is None for e in emails) and any(e and not valid.match(e) for e in emails)
+        assert len({e.lower() for e in emails if e}) < len([e for e in emails if e])  # duplicates
+        assert any(r["donotbulkemail"] for r in rows_a) and any(r["statecode"] == 1 for r in rows_a)
+        assert any(not r["fullname"].isascii() for r in rows_a)
+        assert a.count("leads") == 100 and len(a.list_members(org_a.lists["newsletter"])) == 300
+        dyn = a.get("lists", org_a.lists["oslo"])
+        assert dyn["type"] is True and "<fetch" in dyn["query"]
+        mia_roles = a.associated_ids("systemuserroles_association", org_a.users["mia"])
+        sam_roles = a.associated_ids("systemuserroles_association", org_a.users["sam"])
+        assert org_a.roles["Marketing Manager"] in mia_roles and org_a.roles["Marketing Manager"] not in sam_roles
+    finally:
+        a.close()
+        b.close()
+
+
+def test_start_sandbox_writes_a_loadable_service_ini(tmp_path):
+    from connector.config import load_config
+    from connector.sandbox import start_sandbox
+
+    with start_sandbox(tmp_path / "sb", contacts=20, esp=False, sftp=False) as sb:
+        ini = sb.write_service_ini(tmp_path / "conf" / "service.ini", batching__threshold=10,
+                                   tracking={"mode": "aggregate"})
+        secrets = tmp_path / "conf" / "secrets.ini"
+        assert stat.S_IMODE(os.stat(secrets).st_mode) == 0o600
+        assert sb.crm.client_secret not in ini.read_text()
+        config = load_config(ini, env={})
+        assert config.crm.url == sb.crm.url
+        assert config.crm.client_secret.get_secret_value() == sb.crm.client_secret
+        assert config.batching.threshold == 10 and config.tracking.mode == "aggregate"
+        assert sb.crm.store.count("contacts") == 20
+
+
+def test_sandbox_command_serves_until_stopped(tmp_path, capsys):
+    from connector.commands.sandbox import sandbox_command
+
+    stop = threading.Event()
+    args = argparse.Namespace(data_dir=tmp_path / "data", contacts=10, seed=1, plain_http=False,
+                              no_customizations=False, fresh=False, write_ini=tmp_path / "svc" / "service.ini")
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(sandbox_command(args, stop)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "svc" / "service.ini").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stop.set()
+    t.join(60)
+    assert result == [0]
+    assert (tmp_path / "data" / "ca" / "ca.pem").exists()
+    assert (tmp_path / "data" / "crm.sqlite").exists()
+    out = capsys.readouterr().out
+    assert "CA certificate" in out and "sandbox stopped" in out
