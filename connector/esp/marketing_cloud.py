@@ -73,10 +73,13 @@ def _q(name: str) -> str:
 class MarketingCloudEspClient(EspClient):
     """``EspClient`` for Marketing Cloud over SOAP (zeep requests, lxml replies)."""
 
-    def __init__(self, soap: SoapCaller, session: requests.Session, *, account: str = "default") -> None:
+    def __init__(
+        self, soap: SoapCaller, session: requests.Session, *, account: str = "default", chunk_size: int = 50
+    ) -> None:
         self._soap = soap
         self._session = session
         self._account = account
+        self._chunk_size = chunk_size
         self._types: dict[str, Any] = {}
 
     @classmethod
@@ -93,7 +96,7 @@ class MarketingCloudEspClient(EspClient):
         auth = _auth_from_config(config, session)
         endpoint = _endpoint_resolver(esp.endpoint, auth, wsdl_address(client))
         soap = SoapCaller(client, session, auth, endpoint, timeout=timeout, max_retries=esp.max_retries)
-        return cls(soap, session, account=esp.name)
+        return cls(soap, session, account=esp.name, chunk_size=config.sends.soap_chunk_size)
 
     def close(self) -> None:
         self._session.close()
@@ -197,13 +200,16 @@ class MarketingCloudEspClient(EspClient):
         return list_id
 
     def upsert_subscribers(self, subscribers: Sequence[Subscriber], list_id: str) -> list[WriteResult]:
-        if not subscribers:
-            return []
-        objects = [self._subscriber(s, list_id) for s in subscribers]
+        """One Create per ``[sends] soap_chunk_size`` subscribers (Marketing Cloud's limit is 50)."""
+        results: list[WriteResult] = []
         options = {"SaveOptions": {"SaveOption": [{"PropertyName": "*", "SaveAction": "UpdateAdd"}]}}
-        what = f"{len(objects)} Subscribers for List {list_id}"
-        reply = self._soap.call("Create", safe=True, what=what, Options=options, Objects=objects)
-        return self._write_results(subscribers, self._results(reply), reply)
+        for start in range(0, len(subscribers), self._chunk_size):
+            chunk = subscribers[start:start + self._chunk_size]
+            objects = [self._subscriber(s, list_id) for s in chunk]
+            what = f"{len(objects)} Subscribers for List {list_id}"
+            reply = self._soap.call("Create", safe=True, what=what, Options=options, Objects=objects)
+            results.extend(self._write_results(chunk, self._results(reply), reply))
+        return results
 
     def _subscriber(self, sub: Subscriber, list_id: str) -> Any:
         attribute = self._t("Attribute")

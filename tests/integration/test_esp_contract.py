@@ -312,3 +312,18 @@ def test_batch_file_uploaded_over_sftp_is_imported_onto_the_list(esp, mc, tmp_pa
     finally:
         drop.close()
         server.stop()
+
+
+def test_large_upserts_are_chunked_and_no_log_line_carries_a_secret(esp, mc) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        list_id = esp.ensure_list("cesp-list-big", "big")
+        mc.expire_tokens()
+        results = esp.upsert_subscribers(_subs(120, "big"), list_id)
+    assert len(results) == 120 and all(r.ok for r in results)
+    assert mc.app.calls.get("Create", 0) >= 4  # 1 list + 3 chunks of at most 50
+    text = repr(logs)
+    for secret in (mc.client_secret, mc.password, esp._soap._auth.token()):  # noqa: SLF001
+        assert secret not in text
+    assert any(entry["event"] == "esp_token_renewed" for entry in logs)

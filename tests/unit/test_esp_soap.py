@@ -225,3 +225,21 @@ def test_lxml_reading_agrees_with_zeep_objects(wsdl_client) -> None:
         # zeep gives a naive datetime (CST by Marketing Cloud's rule); the adapter an aware UTC one
         assert z.EventDate.tzinfo is None
         assert parse_esp_datetime(z.EventDate.isoformat()) == e.event_time
+
+
+def test_one_parsed_wsdl_builds_requests_from_many_threads(wsdl_client) -> None:
+    """Per-thread adapters share one parsed WSDL; building requests concurrently is safe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lxml import etree
+
+    subscriber = wsdl_client.get_type(f"{{{NS}}}Subscriber")
+
+    def build(i: int) -> bytes:
+        objects = [subscriber(SubscriberKey=f"k{i}-{j}", EmailAddress=f"a{j}@x.test") for j in range(20)]
+        envelope = wsdl_client.create_message(wsdl_client.service, "Create", Options={}, Objects=objects)
+        return etree.tostring(envelope)
+
+    with ThreadPoolExecutor(8) as pool:
+        built = list(pool.map(build, range(200)))
+    assert all(b"k%d-19" % i in body and body.count(b"<ns0:Objects") == 20 for i, body in enumerate(built))
