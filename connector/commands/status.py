@@ -55,6 +55,7 @@ def collect_status(config: Any, store: Any, now: datetime | None = None) -> dict
         return report
     report["steps"] = _steps(config, store, now)
     report["sends_in_flight"] = _sends(store, now)
+    report["sends_finished_recently"] = _finished(store, now)
     report["watermarks"] = [
         {
             "account": w.account,
@@ -134,6 +135,25 @@ def _sends(store: Any, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def _finished(store: Any, now: datetime, limit: int = 10, hours: int = 24) -> list[dict[str, Any]]:
+    from connector.state.records import FINAL_SEND_STATUSES
+
+    return [
+        {
+            "request_id": j.request_id,
+            "name": j.name,
+            "status": j.status,
+            "handed_over": j.handed_over,
+            "skipped": j.skipped,
+            "esp_job_id": j.esp_job_id,
+            "error": j.error,
+            "finished_at": j.updated_at,
+        }
+        for j in store.recent_send_jobs(limit, FINAL_SEND_STATUSES)
+        if j.updated_at and (now - j.updated_at).total_seconds() <= hours * 3600
+    ]
+
+
 # -- text ---------------------------------------------------------------------
 
 
@@ -194,6 +214,15 @@ def render_text(report: dict[str, Any]) -> str:
             f"{' (' + s['phase_detail'] + ')' if s['phase_detail'] else ''}: handed over "
             f"{s['handed_over']}/{s['resolved']}, skipped {s['skipped']}{files}; updated {_ago(s['updated_at'], now)}"
         )
+    finished = report.get("sends_finished_recently", [])
+    if finished:
+        lines += ["", "Finished in the last 24 hours:"]
+        for s in finished:
+            outcome = f"ESP job {s['esp_job_id']}" if s["status"] == "sent" else f"reason: {s['error'][:120]}"
+            lines.append(
+                f"  {s['request_id']}  {s['name'][:30]!r}  {s['status']} {_ago(s['finished_at'], now)}: handed over "
+                f"{s['handed_over']}, skipped {s['skipped']}; {outcome}"
+            )
     lines += ["", f"Tracking: {report['tracked_sends_active']} send(s) tracked"]
     for w in report["watermarks"]:
         lines.append(

@@ -58,6 +58,14 @@ class JobMixin(StoreBase):
         with self._read(conn) as c:
             return [_job(r) for r in c.execute(query).mappings()]
 
+    def recent_send_jobs(self, limit: int = 10, statuses: Iterable[str] | None = None) -> list[SendJob]:
+        """The most recently updated send jobs, newest first."""
+        query = sa.select(send_jobs).order_by(send_jobs.c.updated_at.desc(), send_jobs.c.request_id).limit(limit)
+        if statuses is not None:
+            query = query.where(send_jobs.c.status.in_(list(statuses)))
+        with self._read() as c:
+            return [_job(r) for r in c.execute(query).mappings()]
+
     def save_batch(self, batch: Batch, conn: Connection | None = None) -> Batch:
         if batch.status not in BATCH_STATUSES:
             raise StateError(

@@ -40,7 +40,8 @@ def test_status_shows_steps_sends_watermarks_and_health(config: Config, store: S
                                 resolved=30000, handed_over=30000))
     for seq, status in ((1, "imported"), (2, "importing"), (3, "uploaded")):
         store.save_batch(Batch(request_id="big", seq=seq, rows=10000, status=status))
-    store.save_send_job(SendJob(request_id="done", status="sent"))
+    store.save_send_job(SendJob(request_id="done", status="sent", esp_job_id="1001", handed_over=5))
+    store.save_send_job(SendJob(request_id="bad", status="failed", error="the owner lacks the Marketing Manager role"))
     store.set_watermark("default", "open", start - timedelta(hours=3))
     store.add_tracked_send("default", "1001", "done")
     store.acquire_lease("send:big", 300)
@@ -62,7 +63,9 @@ def test_status_shows_steps_sends_watermarks_and_health(config: Config, store: S
     assert report["tracked_sends_active"] == 1
     assert report["leases"][0]["resource"] == "send:big"
 
+    assert {s["request_id"] for s in report["sends_finished_recently"]} == {"done", "bad"}
     text = render_text(report)
+    assert "ESP job 1001" in text and "lacks the Marketing Manager role" in text
     assert "schema 0001 (latest)" in text
     assert "last error of sends" in text and "CRM refused" in text
     assert "handed over 30000/30000" in text and "batches imported 1/3" in text
