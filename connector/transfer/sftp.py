@@ -98,7 +98,10 @@ class SftpFileDrop(FileDrop):
 
     def _connect(self) -> paramiko.SFTPClient:
         if self._sftp is not None:
-            return self._sftp
+            transport = self._ssh.get_transport() if self._ssh is not None else None
+            if transport is not None and transport.is_active():
+                return self._sftp
+            self._drop()  # closed while idle (Marketing Cloud closes idle sessions after 10 minutes)
         ssh = paramiko.SSHClient()
         ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:

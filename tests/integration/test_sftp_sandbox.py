@@ -112,3 +112,13 @@ def test_names_with_paths_are_refused(sftp) -> None:
     drop = _drop(sftp)
     with pytest.raises(ValueError):
         drop.size("../etc/passwd")
+
+
+def test_a_connection_closed_while_idle_is_reopened(sftp, tmp_path: Path) -> None:
+    drop = _drop(sftp)
+    try:
+        assert drop.size("nothing.csv") is None
+        drop._ssh.get_transport().close()  # noqa: SLF001 - as the server's idle timeout would
+        assert drop.upload(_file(tmp_path, 1000), "cesp_p5_1.csv") == 1000
+    finally:
+        drop.close()
