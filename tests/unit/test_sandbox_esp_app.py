@@ -294,3 +294,47 @@ def test_throttle_fault_is_http_500_with_apifault(mcsb_call):
                                   "<Properties>Name</Properties></RetrieveRequest></RetrieveRequestMsg>")
     assert status == 500
     assert texts(xml(body), "//f:apifault/f:Code") == ["2"]
+
+
+def test_list_subscriber_and_keyed_subscriber_lookup(mcsb_call):
+    store = mcsb_call.app.store
+    list_id = create_list(mcsb_call)
+    for i in range(50):
+        store.add_subscriber(f"m{i}", f"m{i}@example.com", list_ids=(list_id,) if i < 5 else ())
+    flt = (f'<Filter xsi:type="SimpleFilterPart"><Property>ListID</Property><SimpleOperator>equals</SimpleOperator>'
+           f"<Value>{list_id}</Value></Filter>")
+    root = retrieve(mcsb_call, "ListSubscriber", ["ListID", "SubscriberKey", "Status"], flt)
+    assert sorted(texts(root, "//p:Results/p:SubscriberKey")) == [f"m{i}" for i in range(5)]
+    keyed = ('<Filter xsi:type="ComplexFilterPart"><LeftOperand xsi:type="SimpleFilterPart"><Property>SubscriberKey'
+             "</Property><SimpleOperator>IN</SimpleOperator><Value>m3</Value><Value>m30</Value><Value>nobody</Value>"
+             '</LeftOperand><LogicalOperator>AND</LogicalOperator><RightOperand xsi:type="SimpleFilterPart">'
+             "<Property>Status</Property><SimpleOperator>equals</SimpleOperator><Value>Active</Value></RightOperand></Filter>")
+    root = retrieve(mcsb_call, "Subscriber", ["SubscriberKey"], keyed)
+    assert sorted(texts(root, "//p:Results/p:SubscriberKey")) == ["m3", "m30"]
+    root = retrieve(mcsb_call, "ListSubscriber", ["ListID", "SubscriberKey"], keyed.replace(
+        "<Property>Status</Property>", "<Property>Status</Property>"))
+    assert sorted(texts(root, "//p:Results/p:ListID")) == sorted([str(list_id), "1000", "1000"])
+
+
+def test_unsubscribe_events_change_subscriber_status_when_visible(mcsb_call):
+    from connector.sandbox.marketing_cloud.events import EventRates
+
+    store = mcsb_call.app.store
+    store.rates = EventRates(open=1.0, unsubscribe=1.0, hard_bounce=0, soft_bounce=0, block_bounce=0,
+                             technical_bounce=0, unknown_bounce=0)
+    list_id = create_list(mcsb_call)
+    store.add_subscriber("u1", "u1@example.com", list_ids=(list_id,))
+    esd = (f'<Objects xsi:type="EmailSendDefinition"><CustomerKey>s-u</CustomerKey>'
+           f"<SendDefinitionList><List><ID>{list_id}</ID></List></SendDefinitionList>"
+           "<Email><CustomerKey>welcome</CustomerKey></Email></Objects>")
+    mcsb_call.soap("Create", f"<CreateRequest {P}><Options/>{esd}</CreateRequest>")
+    mcsb_call.soap("Perform", f'<PerformRequestMsg {P}><Action>start</Action><Definitions><Definition xsi:type='
+                   '"EmailSendDefinition"><CustomerKey>s-u</CustomerKey></Definition></Definitions></PerformRequestMsg>')
+    assert store.wait_idle(10)
+    assert store.subscriber("u1").status == "Active"
+    store.clock.advance(24 * 10)
+    root = retrieve(mcsb_call, "Subscriber", ["SubscriberKey", "Status"])
+    assert texts(root, "//p:Results/p:Status") == ["Unsubscribed"]
+    root = retrieve(mcsb_call, "UnsubEvent", ["SubscriberKey", "EventType", "List"])
+    assert texts(root, "//p:Results/p:List/p:ID") == [str(list_id)]
+    assert texts(root, "//p:Results/p:EventType") == ["Unsubscribe"]

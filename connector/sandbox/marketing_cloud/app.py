@@ -30,7 +30,7 @@ import structlog
 
 from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.marketing_cloud import events as ev
-from connector.sandbox.marketing_cloud.filters import FilterError, compile_filter
+from connector.sandbox.marketing_cloud.filters import FilterError, compile_filter, key_hint
 from connector.sandbox.marketing_cloud.soap import (
     Obj,
     SoapFault,
@@ -395,9 +395,11 @@ class MarketingCloudApp:
             with self.store.lock:
                 blocks = list(self.store.blocks)
             return ev.iter_event_rows(blocks, obj_type, filter_part, predicate, properties, now_ts)
-        return self._object_rows(obj_type, predicate, properties)
+        keys = key_hint(filter_part, "SubscriberKey") if obj_type in ("Subscriber", "ListSubscriber") else None
+        return self._object_rows(obj_type, predicate, properties, keys)
 
-    def _object_rows(self, obj_type: str, predicate: Callable[[dict], bool], properties: list[str]) -> Iterator[str]:
+    def _object_rows(self, obj_type: str, predicate: Callable[[dict], bool], properties: list[str],
+                     keys: list[str] | None = None) -> Iterator[str]:
         plain = [p for p in properties if "." not in p]
         nested: dict[str, set[str]] = {}
         for p in properties:
@@ -406,7 +408,7 @@ class MarketingCloudApp:
                 nested.setdefault(head, set()).add(tail)
         only = set(plain) | set(nested)
         head = f'<Results xsi:type="{obj_type}">'
-        for row in self.store.rows(obj_type):
+        for row in self.store.rows(obj_type, keys):
             if not predicate(row):
                 continue
             values = row

@@ -242,16 +242,16 @@ def simulate_send(send_id: int, list_id: int, recipients: Sequence[str], exclude
     thresholds = rates.bounce_thresholds()
     per_second = max(1, rates.send_per_second)
     window = max(60, int(rates.open_within_hours * 3600))
-    sent: list[tuple[int, int, int]] = []
+    n = len(recipients)
+    sent_ts = array("q", (start_ts + i // per_second for i in range(n)))
     opens: list[tuple[int, int, int]] = []
     clicks: list[tuple[int, int, int]] = []
     bounces: list[tuple[int, int, int]] = []
     unsubs: list[tuple[int, int, int]] = []
     changes: list[tuple[int, str, str]] = []
     rnd = rng.random
-    for i in range(len(recipients)):
-        ts = start_ts + i // per_second
-        sent.append((ts, i, 0))
+    for i in range(n):
+        ts = sent_ts[i]
         r = rnd()
         if r < thresholds[-1]:
             category = next(c for c, limit in enumerate(thresholds) if r < limit)
@@ -271,7 +271,7 @@ def simulate_send(send_id: int, list_id: int, recipients: Sequence[str], exclude
             changes.append((when, recipients[i], "Unsubscribed"))
     keys = list(recipients)
     blocks = [
-        EventBlock("SentEvent", send_id, list_id, keys, sent),
+        EventBlock.from_arrays("SentEvent", send_id, list_id, keys, sent_ts, array("q", range(n)), array("b", bytes(n))),
         EventBlock("BounceEvent", send_id, list_id, keys, bounces),
         EventBlock("OpenEvent", send_id, list_id, keys, opens),
         EventBlock("ClickEvent", send_id, list_id, keys, clicks),

@@ -210,3 +210,24 @@ def check_filter(part: Any, allowed: frozenset[str]) -> None:
 
 
 __all__ = ["Bounds", "FilterError", "compile_filter", "date_bounds", "SoapFault"]
+
+
+def key_hint(part: Any, prop: str) -> list[str] | None:
+    """The values ``prop`` must take for the filter to match (equals / IN, possibly inside ANDs).
+
+    None when the filter does not pin ``prop`` down; used as an index lookup so that a
+    Retrieve of a few subscribers does not scan a million of them.
+    """
+    if not isinstance(part, Obj):
+        return None
+    if part.type == "ComplexFilterPart" or "LogicalOperator" in part.values:
+        if part.text("LogicalOperator") != "AND":
+            return None
+        for operand in (part.get("LeftOperand"), part.get("RightOperand")):
+            found = key_hint(operand, prop)
+            if found is not None:
+                return found
+        return None
+    if part.text("Property") != prop or part.text("SimpleOperator") not in ("equals", "IN"):
+        return None
+    return [v for v in part.all("Value") if isinstance(v, str)]

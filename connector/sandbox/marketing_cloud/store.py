@@ -540,13 +540,21 @@ class EspStore:
 
     # ------------------------------------------------------------ retrieve rows
 
-    def rows(self, obj_type: str) -> Iterator[dict]:
-        """Every object of ``obj_type`` as a dict of property values (rendering + filtering)."""
+    def rows(self, obj_type: str, keys: list[str] | None = None) -> Iterator[dict]:
+        """Every object of ``obj_type`` as a dict of property values (rendering + filtering).
+
+        ``keys``: the only SubscriberKeys that can match (an index lookup for Subscriber
+        and ListSubscriber); the caller still applies the full filter.
+        """
         self.apply_due_changes()
         with self.lock:
-            if obj_type == "Subscriber":
-                records: list = list(self.subscribers.values())
+            if obj_type == "Subscriber" and keys is not None:
+                records: list = [self.subscribers[k] for k in dict.fromkeys(keys) if k in self.subscribers]
                 make: Callable[[Any], dict] = _subscriber_values
+            elif obj_type == "ListSubscriber" and keys is not None:
+                records, make = self._list_subscriber_pairs(keys), _list_subscriber_values
+            elif obj_type == "Subscriber":
+                records, make = list(self.subscribers.values()), _subscriber_values
             elif obj_type == "List":
                 records, make = list(self.lists.values()), _list_values
             elif obj_type == "ListSubscriber":
@@ -568,8 +576,17 @@ class EspStore:
         for record in records:
             yield make(record)
 
-    def _list_subscriber_pairs(self) -> list[tuple[int, str, str]]:
+    def _list_subscriber_pairs(self, keys: list[str] | None = None) -> list[tuple[int, str, str]]:
         pairs = []
+        if keys is not None:
+            wanted = [k for k in dict.fromkeys(keys) if k in self.subscribers]
+            for lst in self.lists.values():
+                for key in wanted:
+                    if lst.all_subscribers:
+                        pairs.append((lst.id, key, self.subscribers[key].status))
+                    elif key in lst.members:
+                        pairs.append((lst.id, key, lst.members[key]))
+            return pairs
         for lst in self.lists.values():
             if lst.all_subscribers:
                 pairs.extend((lst.id, key, sub.status) for key, sub in self.subscribers.items())
