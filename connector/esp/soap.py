@@ -152,17 +152,25 @@ def fault_error(fault: etree._Element, operation: str, what: str) -> PeerError:
     return TransientPeerError(text, peer="esp", operation=operation)
 
 
-def http_error(status: int, operation: str, what: str) -> PeerError:
+def http_error(status: int, operation: str, what: str, retry_after: float | None = None) -> PeerError:
     text = f"Marketing Cloud {operation} of {what} answered HTTP {status}"
-    if status == 500:
-        return ThrottledError(text + " (how Marketing Cloud throttles)", peer="esp", operation=operation)
-    if status == 429:
-        return ThrottledError(text, peer="esp", operation=operation)
+    if status in (429, 500):
+        hint = " (how Marketing Cloud throttles)" if status == 500 else ""
+        return ThrottledError(text + hint, peer="esp", operation=operation, retry_after=retry_after)
     if status >= 500:
-        return TransientPeerError(text, peer="esp", operation=operation)
+        return TransientPeerError(text, peer="esp", operation=operation, retry_after=retry_after)
     if status in (401, 403):
         return AuthError(text + " - check the [esp] credentials", peer="esp", operation=operation)
     return PermanentPeerError(text, peer="esp", operation=operation)
+
+
+def retry_after(reply: requests.Response) -> float | None:
+    """Seconds from a numeric Retry-After header (capped at 5 minutes), else None."""
+    value = reply.headers.get("Retry-After", "").strip()
+    try:
+        return min(300.0, max(0.0, float(value))) if value else None
+    except ValueError:
+        return None
 
 
 class SoapCaller:
@@ -250,14 +258,14 @@ class SoapCaller:
             doc = etree.fromstring(reply.content, parser=_PARSER)
         except etree.XMLSyntaxError as exc:
             if reply.status_code != 200:
-                raise http_error(reply.status_code, operation, what) from exc
+                raise http_error(reply.status_code, operation, what, retry_after(reply)) from exc
             raise TransientPeerError(
                 f"Marketing Cloud {operation} of {what}: the reply is not XML ({exc})", peer="esp", operation=operation
             ) from exc
         body = doc.find(f"{{{SOAP_ENV}}}Body")
         if body is None or len(body) == 0:
             if reply.status_code != 200:
-                raise http_error(reply.status_code, operation, what)
+                raise http_error(reply.status_code, operation, what, retry_after(reply))
             raise TransientPeerError(
                 f"Marketing Cloud {operation} of {what}: the reply has no SOAP body", peer="esp", operation=operation
             )
@@ -268,7 +276,7 @@ class SoapCaller:
                 raise _TokenExpired(message, peer="esp", operation=operation)
             raise fault_error(first, operation, what)
         if reply.status_code != 200:
-            raise http_error(reply.status_code, operation, what)
+            raise http_error(reply.status_code, operation, what, retry_after(reply))
         return first
 
 

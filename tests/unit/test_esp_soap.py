@@ -243,3 +243,12 @@ def test_one_parsed_wsdl_builds_requests_from_many_threads(wsdl_client) -> None:
     with ThreadPoolExecutor(8) as pool:
         built = list(pool.map(build, range(200)))
     assert all(b"k%d-19" % i in body and body.count(b"<ns0:Objects") == 20 for i, body in enumerate(built))
+
+
+@responses.activate
+def test_retry_after_is_honoured(wsdl_client, session) -> None:
+    responses.post(ENDPOINT, body="slow down", status=429, headers={"Retry-After": "7"})
+    responses.post(ENDPOINT, body=OK_RETRIEVE)
+    sleeps: list[float] = []
+    _retrieve(_caller(wsdl_client, session, sleeps=sleeps))
+    assert sleeps == [7.0]
