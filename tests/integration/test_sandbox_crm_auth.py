@@ -20,7 +20,7 @@ def _app(crm, **kw):
 
 @pytest.mark.parametrize("discovery", ["endpoint", "off", "no-validate"])
 def test_msal_confidential_client_gets_a_token(crm_sandbox, discovery):
-    kw = {"endpoint": {"instance_discovery": f"{crm_sandbox.url}/common/discovery/instance"},
+    kw = {"endpoint": {"instance_discovery": f"{crm_sandbox.authority_url}/common/discovery/instance"},
           "off": {"instance_discovery": False},
           "no-validate": {"validate_authority": False}}[discovery]
     app = _app(crm_sandbox, **kw)

@@ -51,15 +51,19 @@ class CrmSandbox:
     """Handle on a running Dataverse sandbox."""
 
     def __init__(self, server: SandboxHttpServer, app: DataverseApp, authority: EntraAuthority,
-                 store: DataverseStore) -> None:
+                 store: DataverseStore, authority_server: SandboxHttpServer) -> None:
         self._server = server
+        self._authority_server = authority_server
+        self.authority_faults = authority_server.faults
         self.app = app
         self.store = store
         self.faults = app.faults
         self.limits = app.limits
         self.url = server.url
         self.tenant_id = authority.tenant_id
-        self.authority = f"{server.url}/{authority.tenant_id}"
+        # the authority is another host in reality: its own port, its own fault knobs
+        self.authority_url = authority_server.url
+        self.authority = f"{authority_server.url}/{authority.tenant_id}"
         self.client_id = authority.client_id
         self.client_secret = authority.client_secret
         self.entra = authority
@@ -82,6 +86,7 @@ class CrmSandbox:
 
     def stop(self) -> None:
         self._server.stop()
+        self._authority_server.stop()
         self.store.close()
 
     def __enter__(self) -> "CrmSandbox":
@@ -141,8 +146,10 @@ def start_crm_sandbox(data_dir: Path, ca: SandboxCA | None, *, seed: int = 1, co
 
         seed_organization(store, seed=seed, contacts=contacts, **seed_options)
     server = SandboxHttpServer(app, ca=ca, tls=tls, faults=knobs)
-    authority.base_url = server.url
+    authority_server = SandboxHttpServer(authority, ca=ca, tls=tls, faults=FaultKnobs())
+    authority.base_url = authority_server.url
     authority.org_url = server.url
     app.bind(server.url)
+    authority_server.start()
     server.start()
-    return CrmSandbox(server, app, authority, store)
+    return CrmSandbox(server, app, authority, store, authority_server)

@@ -94,8 +94,6 @@ class DataverseApp:
     def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
         path = environ["PATH_INFO"]
         if not path.startswith("/api/"):
-            if self.authority.handles(path):
-                return self.authority(environ, start_response)
             resp = Response.error(404, "0x80060888", f"Resource not found: {path}")
         else:
             resp = self.web_api(environ)

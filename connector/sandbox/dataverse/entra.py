@@ -104,10 +104,6 @@ class EntraAuthority:
         return TokenInfo(payload["appid"], payload["oid"], payload["exp"]), ""
 
     # -- WSGI -----------------------------------------------------------------------
-    def handles(self, path: str) -> bool:
-        return path.startswith("/common/") or path.startswith(f"/{self.tenant_id}/") or (
-            path.count("/") >= 2 and ("/oauth2/" in path or "/.well-known/" in path))
-
     def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
         path = environ["PATH_INFO"]
         method = environ["REQUEST_METHOD"]
