@@ -208,12 +208,30 @@ class MarketingCloudEspClient(EspClient):
             objects = [self._subscriber(s, list_id) for s in chunk]
             what = f"{len(objects)} Subscribers for List {list_id}"
             reply = self._soap.call("Create", safe=True, what=what, Options=options, Objects=objects)
-            results.extend(self._write_results(chunk, self._results(reply), reply))
+            results.extend(self._update_already_listed(chunk, self._write_results(chunk, self._results(reply), reply),
+                                                       list_id))
         return results
 
-    def _subscriber(self, sub: Subscriber, list_id: str) -> Any:
+    def _update_already_listed(self, chunk: Sequence[Subscriber], results: list[WriteResult],
+                               list_id: str) -> list[WriteResult]:
+        """12014 "already on the list" rejects the whole object: repeat those as an Update."""
+        again = [i for i, r in enumerate(results) if r.code == ALREADY_ON_LIST]
+        if not again:
+            return results
+        subs = [chunk[i] for i in again]
+        objects = [self._subscriber(s, list_id, action="update") for s in subs]
+        options = {"SaveOptions": {"SaveOption": [{"PropertyName": "*", "SaveAction": "UpdateAdd"}]}}
+        reply = self._soap.call("Update", safe=True, what=f"{len(objects)} Subscribers on List {list_id}",
+                                Options=options, Objects=objects)
+        fixed = self._write_results(subs, self._results(reply), reply)
+        merged = list(results)
+        for index, result in zip(again, fixed):
+            merged[index] = result
+        return merged
+
+    def _subscriber(self, sub: Subscriber, list_id: str, action: str = "create") -> Any:
         attribute = self._t("Attribute")
-        membership = self._t("SubscriberList")(ID=int(list_id), Status="Active", Action="create")
+        membership = self._t("SubscriberList")(ID=int(list_id), Status="Active", Action=action)
         return self._t("Subscriber")(
             SubscriberKey=sub.subscriber_key,
             EmailAddress=sub.email,
@@ -235,7 +253,7 @@ class MarketingCloudEspClient(EspClient):
                 out.append(WriteResult(sub.subscriber_key, False, f"no result from Marketing Cloud ({overall})"))
                 continue
             code = result.get("ErrorCode", "")
-            ok = result.get("StatusCode") == "OK" or code == ALREADY_ON_LIST
+            ok = result.get("StatusCode") == "OK"
             out.append(WriteResult(sub.subscriber_key, ok, "" if ok else result.get("StatusMessage", overall), code))
         return out
 

@@ -252,3 +252,29 @@ def test_retry_after_is_honoured(wsdl_client, session) -> None:
     sleeps: list[float] = []
     _retrieve(_caller(wsdl_client, session, sleeps=sleeps))
     assert sleeps == [7.0]
+
+
+@responses.activate
+def test_already_on_the_list_is_repeated_as_an_update(wsdl_client, session) -> None:
+    from connector.esp.marketing_cloud import MarketingCloudEspClient
+    from connector.models import Subscriber
+
+    def result(i: int, ok: bool, code: str = "") -> str:
+        status = "<StatusCode>OK</StatusCode><StatusMessage>Created Subscriber.</StatusMessage>" if ok else (
+            "<StatusCode>Error</StatusCode><StatusMessage>The subscriber is already on the list</StatusMessage>")
+        return (f"<Results>{status}<OrdinalID>{i}</OrdinalID>" + (f"<ErrorCode>{code}</ErrorCode>" if code else "")
+                + "<NewID>0</NewID></Results>")
+
+    responses.post(ENDPOINT, body=_envelope(f'<CreateResponse xmlns="{NS}">{result(0, True)}{result(1, False, "12014")}'
+                                            "<RequestID>x</RequestID><OverallStatus>Has Errors</OverallStatus>"
+                                            "</CreateResponse>"))
+    responses.post(ENDPOINT, body=_envelope(f'<UpdateResponse xmlns="{NS}"><Results><StatusCode>OK</StatusCode>'
+                                            "<StatusMessage>Updated Subscriber.</StatusMessage><OrdinalID>0</OrdinalID>"
+                                            "<Object/></Results><RequestID>y</RequestID><OverallStatus>OK</OverallStatus>"
+                                            "</UpdateResponse>"))
+    esp = MarketingCloudEspClient(_caller(wsdl_client, session), session)
+    results = esp.upsert_subscribers([Subscriber("a", "a@x.test"), Subscriber("b", "b@x.test")], "12")
+    assert [r.ok for r in results] == [True, True]
+    update = responses.calls[1].request
+    assert update.headers["SOAPAction"] == '"Update"' and b"<ns0:Action>update</ns0:Action>" in update.body
+    assert b"<ns0:SubscriberKey>b</ns0:SubscriberKey>" in update.body and b">a<" not in update.body
