@@ -338,3 +338,21 @@ def test_unsubscribe_events_change_subscriber_status_when_visible(mcsb_call):
     root = retrieve(mcsb_call, "UnsubEvent", ["SubscriberKey", "EventType", "List"])
     assert texts(root, "//p:Results/p:List/p:ID") == [str(list_id)]
     assert texts(root, "//p:Results/p:EventType") == ["Unsubscribe"]
+
+
+def test_soap_12_with_ws_addressing_action(mcsb_call):
+    creds = mcsb_call.app.credentials
+    envelope = (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing">'
+        '<s:Header><a:Action s:mustUnderstand="1">Retrieve</a:Action>'
+        '<o:Security xmlns:o="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd">'
+        f"<o:UsernameToken><o:Username>{creds.username}</o:Username><o:Password>{creds.password}</o:Password>"
+        "</o:UsernameToken></o:Security></s:Header><s:Body>"
+        f"<RetrieveRequestMsg {P}><RetrieveRequest><ObjectType>SendClassification</ObjectType>"
+        "<Properties>CustomerKey</Properties></RetrieveRequest></RetrieveRequestMsg></s:Body></s:Envelope>")
+    status, headers, body = mcsb_call.request("POST", "/Service.asmx", envelope.encode(),
+                                              {"Content-Type": "application/soap+xml; charset=utf-8"})
+    assert status == 200 and headers["Content-Type"].startswith("application/soap+xml")
+    root = xml(body)
+    assert root.nsmap["soap"] == "http://www.w3.org/2003/05/soap-envelope"
+    assert sorted(texts(root, "//p:Results/p:CustomerKey")) == ["Default Commercial", "Default Transactional"]

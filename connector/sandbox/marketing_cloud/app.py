@@ -32,6 +32,8 @@ from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.marketing_cloud import events as ev
 from connector.sandbox.marketing_cloud.filters import FilterError, compile_filter, key_hint
 from connector.sandbox.marketing_cloud.soap import (
+    SOAP12_ENV,
+    SOAP_ENV,
     Obj,
     SoapFault,
     envelope,
@@ -135,8 +137,8 @@ class MarketingCloudApp:
         if method == "POST" and path == "/v2/token":
             return self._token(environ, start_response, base)
         if method == "POST" and path == "/service.asmx":
-            status, body = self._soap(environ)
-            return self._reply(start_response, status, "text/xml; charset=utf-8", body)
+            status, body, content_type = self._soap(environ)
+            return self._reply(start_response, status, content_type, body)
         return self._reply(start_response, "404 Not Found", "text/plain", b"Not found\n")
 
     @staticmethod
@@ -189,10 +191,11 @@ class MarketingCloudApp:
 
     # ------------------------------------------------------------ SOAP
 
-    def _soap(self, environ: dict) -> tuple[str, bytes]:
+    def _soap(self, environ: dict) -> tuple[str, bytes, str]:
+        soap_ns = SOAP_ENV
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
-            header, payload = parse_envelope(environ["wsgi.input"].read(length))
+            header, payload, soap_ns = parse_envelope(environ["wsgi.input"].read(length))
             action = self._action(environ, header)
             self._authenticate(header)
             if self.faults.take("throttle"):
@@ -207,10 +210,11 @@ class MarketingCloudApp:
             request = parse_value(payload)
             if not isinstance(request, Obj):
                 request = Obj(type="")
-            return "200 OK", envelope(handler(request, request_id), action, request_id)
+            body = envelope(handler(request, request_id), action, request_id, soap_ns)
+            return "200 OK", body, _content_type(soap_ns)
         except SoapFault as fault:
             log.debug("esp_sandbox_fault", code=fault.code, message=fault.message)
-            return "500 Internal Server Error", fault_xml(fault)
+            return "500 Internal Server Error", fault_xml(fault, soap_ns), _content_type(soap_ns)
 
     @staticmethod
     def _action(environ: dict, header: Any) -> str:
@@ -453,6 +457,10 @@ class MarketingCloudApp:
             while len(cursor.answers) > 2:
                 cursor.answers.popitem(last=False)
             return text
+
+
+def _content_type(soap_ns: str) -> str:
+    return "application/soap+xml; charset=utf-8" if soap_ns == SOAP12_ENV else "text/xml; charset=utf-8"
 
 
 def _retrieve_msg(status: str, request_id: str, rows: str) -> str:

@@ -81,8 +81,11 @@ def parse_value(el: etree._Element) -> Any:
     return obj
 
 
-def parse_envelope(body: bytes) -> tuple[etree._Element, etree._Element]:
-    """(Header or an empty element, the first element of Body). Raises SoapFault on junk."""
+def parse_envelope(body: bytes) -> tuple[etree._Element, etree._Element, str]:
+    """(Header or an empty element, the first element of Body, the envelope namespace).
+
+    Raises SoapFault on junk.
+    """
     try:
         root = etree.fromstring(body, PARSER)
     except etree.XMLSyntaxError as exc:
@@ -100,7 +103,7 @@ def parse_envelope(body: bytes) -> tuple[etree._Element, etree._Element]:
     payload = next((c for c in body_el if isinstance(c.tag, str)), None) if body_el is not None else None
     if payload is None:
         raise SoapFault("soap:Client", "Server was unable to read request: the SOAP Body is empty.")
-    return (header if header is not None else etree.Element("Header")), payload
+    return (header if header is not None else etree.Element("Header")), payload, etree.QName(root).namespace
 
 
 # ---------------------------------------------------------------- dates
@@ -182,7 +185,7 @@ def render_fields(type_name: str, values: dict[str, Any], only: Iterable[str] | 
     return "".join(out)
 
 
-def envelope(body_xml: str, action: str = "", request_id: str = "") -> bytes:
+def envelope(body_xml: str, action: str = "", request_id: str = "", soap_ns: str = SOAP_ENV) -> bytes:
     header = ""
     if action:
         header = (
@@ -191,7 +194,7 @@ def envelope(body_xml: str, action: str = "", request_id: str = "") -> bytes:
         )
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
-        f'<soap:Envelope xmlns:soap="{SOAP_ENV}" xmlns:xsi="{XSI}" '
+        f'<soap:Envelope xmlns:soap="{soap_ns}" xmlns:xsi="{XSI}" '
         f'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:wsa="{WSA}">'
         f"{header}<soap:Body>{body_xml}</soap:Body></soap:Envelope>"
     ).encode("utf-8")
@@ -201,16 +204,25 @@ def message(element: str, inner: str) -> str:
     return f'<{element} xmlns="{TNS}">{inner}</{element}>'
 
 
-def fault_xml(fault: SoapFault) -> bytes:
+def fault_xml(fault: SoapFault, soap_ns: str = SOAP_ENV) -> bytes:
+    """A SOAP 1.1 fault (or SOAP 1.2 when the request was 1.2) with the apifault detail."""
+    if fault.api_code is not None:
+        detail = (
+            '<apifault xmlns="urn:fault.partner.exacttarget.com">'
+            f"<Code>{fault.api_code}</Code><Message>{escape(fault.message)}</Message></apifault>"
+        )
+    else:
+        detail = ""
+    if soap_ns == SOAP12_ENV:
+        value = "soap:Receiver" if fault.code.endswith("Server") else "soap:Sender"
+        sub = f'<soap:Subcode><soap:Value xmlns:q0="{WSSE}">q0:Security</soap:Value></soap:Subcode>' if fault.security else ""
+        return envelope(
+            f"<soap:Fault><soap:Code><soap:Value>{value}</soap:Value>{sub}</soap:Code>"
+            f'<soap:Reason><soap:Text xml:lang="en">{escape(fault.message)}</soap:Text></soap:Reason>'
+            f"<soap:Detail>{detail}</soap:Detail></soap:Fault>", soap_ns=soap_ns)
     if fault.security:
         code = f'<faultcode xmlns:q0="{WSSE}">q0:Security</faultcode>'
     else:
         code = f"<faultcode>{escape(fault.code)}</faultcode>"
-    if fault.api_code is not None:
-        detail = (
-            '<detail><apifault xmlns="urn:fault.partner.exacttarget.com">'
-            f"<Code>{fault.api_code}</Code><Message>{escape(fault.message)}</Message></apifault></detail>"
-        )
-    else:
-        detail = "<detail />"
-    return envelope(f"<soap:Fault>{code}<faultstring>{escape(fault.message)}</faultstring>{detail}</soap:Fault>")
+    detail_xml = f"<detail>{detail}</detail>" if detail else "<detail />"
+    return envelope(f"<soap:Fault>{code}<faultstring>{escape(fault.message)}</faultstring>{detail_xml}</soap:Fault>")
