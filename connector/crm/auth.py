@@ -52,6 +52,32 @@ def _is_microsoft_host(host: str) -> bool:
     return host in WELL_KNOWN_AUTHORITY_HOSTS
 
 
+class VerifyingHttpClient:
+    """The HTTP client handed to msal: passes ``verify`` and ``timeout`` on every call.
+
+    ``requests`` lets the REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE environment variables
+    override a session's ``verify``; an explicit per-call ``verify`` is kept, so the
+    configured ``[crm] ca_bundle`` is what is trusted (proxies from the environment
+    still apply).
+    """
+
+    def __init__(self, verify: str | bool, timeout: float) -> None:
+        self._session = requests.Session()
+        self._verify = verify
+        self._timeout = timeout
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return self._session.get(url, verify=self._verify, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return self._session.post(url, verify=self._verify, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()
+
+
 class MsalTokenProvider:
     """Bearer tokens for one Dataverse organization via msal client credentials."""
 
@@ -74,6 +100,7 @@ class MsalTokenProvider:
         self._timeout = timeout
         self._ca_bundle = ca_bundle
         self._app: Any = None
+        self._http: VerifyingHttpClient | None = None
         self._lock = threading.Lock()
 
     @property
@@ -91,14 +118,20 @@ class MsalTokenProvider:
     def _app_with(self, instance_discovery: Any) -> Any:
         import msal
 
+        self._http = self._http or VerifyingHttpClient(self._verify, self._timeout)
         return msal.ConfidentialClientApplication(
             self._client_id,
             authority=self._authority,
             client_credential=self._secret,
-            verify=self._verify,
-            timeout=self._timeout,
+            http_client=self._http,
             instance_discovery=instance_discovery,
         )
+
+    def close(self) -> None:
+        with self._lock:
+            http, self._http, self._app = self._http, None, None
+        if http is not None:
+            http.close()
 
     def _app_or_build(self) -> Any:
         with self._lock:

@@ -132,6 +132,8 @@ class ODataHttp:
         for sess in sessions:
             sess.close()
         self._local = threading.local()
+        if self._tokens is not None and hasattr(self._tokens, "close"):
+            self._tokens.close()
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.api_url + path.lstrip("/")
@@ -169,8 +171,8 @@ class ODataHttp:
                         continue
                     raise
             try:
-                resp = self.session().request(
-                    method, url, params=params, data=body, headers=hdrs, timeout=self.timeout)
+                resp = self.session().request(  # explicit verify: the environment must not override it
+                    method, url, params=params, data=body, headers=hdrs, timeout=self.timeout, verify=self._verify)
             except requests.exceptions.SSLError as exc:
                 raise AuthError(ca_error_message(self.host, self._ca_bundle, exc), PEER, call.operation) from exc
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:

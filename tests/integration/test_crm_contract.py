@@ -241,14 +241,12 @@ def test_dropped_connection_on_create_is_not_repeated(crm_client, crm_org) -> No
     assert crm_org.store.count("campaigns") - before <= 1
 
 
-def test_token_expiry_mid_run_is_renewed(crm_client, crm_seed) -> None:
+def test_token_expiry_mid_run_is_renewed(crm_client, crm_seed, crm_org) -> None:
     ids = [crm_seed.contact(emailaddress1=f"e{i}@example.com") for i in range(7)]
     list_id = crm_seed.static_list("contact", ids)
     stream = crm_client.iter_recipients(SendTarget(TargetKind.LIST, list_id), ATTRS)
     first = [next(stream) for _ in range(3)]
-    app = crm_client.http._tokens._app
-    for entry in list(app.token_cache.search(app.token_cache.CredentialType.ACCESS_TOKEN)):
-        entry["secret"] = "expired-or-revoked-token"  # the server no longer accepts the cached token
+    crm_org.expire_tokens()  # every token issued so far is now expired at the server
     rest = list(stream)
     assert len(first) + len(rest) == 7
 
