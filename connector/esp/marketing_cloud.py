@@ -120,7 +120,9 @@ class MarketingCloudEspClient(EspClient):
     def _and(self, left: Any, right: Any) -> Any:
         return self._t("ComplexFilterPart")(LeftOperand=left, LogicalOperator="AND", RightOperand=right)
 
-    def _pages(self, object_type: str, properties: Sequence[str], filter_part: Any, what: str) -> Iterator[list[dict[str, str]]]:
+    def _pages(
+        self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
+    ) -> Iterator[list[dict[str, str]]]:
         """Retrieve, page by page (2,500 rows at most), following ContinueRequest."""
         request: dict[str, Any] = {"ObjectType": object_type, "Properties": list(properties), "Filter": filter_part}
         while True:
@@ -139,7 +141,9 @@ class MarketingCloudEspClient(EspClient):
             # zeep insists on ObjectType; the server continues from the RequestID alone
             request = {"ObjectType": object_type, "Properties": list(properties), "ContinueRequest": request_id}
 
-    def _rows(self, object_type: str, properties: Sequence[str], filter_part: Any, what: str) -> Iterator[dict[str, str]]:
+    def _rows(
+        self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
+    ) -> Iterator[dict[str, str]]:
         for page in self._pages(object_type, properties, filter_part, what):
             yield from page
 
@@ -158,8 +162,9 @@ class MarketingCloudEspClient(EspClient):
         results = self._results(reply)
         if not results or results[0].get("StatusCode") != "OK":
             detail = results[0] if results else {}
+            message = detail.get("StatusMessage") or reply.findtext(_q("OverallStatus"))
             raise PermanentPeerError(
-                f"Marketing Cloud could not create {what}: {detail.get('StatusMessage') or reply.findtext(_q('OverallStatus'))}"
+                f"Marketing Cloud could not create {what}: {message}"
                 + (f" (ErrorCode {detail['ErrorCode']})" if detail.get("ErrorCode") else ""),
                 peer="esp", operation="Create",
             )
@@ -168,12 +173,15 @@ class MarketingCloudEspClient(EspClient):
     def _perform_start(self, object_type: str, key: str) -> str:
         what = f"{object_type} {key!r}"
         definition = self._t(object_type)(CustomerKey=key)
-        reply = self._soap.call("Perform", safe=False, what=what, Action="start", Definitions={"Definition": [definition]})
+        reply = self._soap.call("Perform", safe=False, what=what, Action="start",
+                                Definitions={"Definition": [definition]})
         results = [flatten(r) for r in reply.iterfind(f"{_q('Results')}/{_q('Result')}")]
         result = results[0] if results else {}
         if result.get("StatusCode") != "OK":
-            message = result.get("StatusMessage") or reply.findtext(_q("OverallStatusMessage")) or reply.findtext(_q("OverallStatus"))
-            raise PermanentPeerError(f"Marketing Cloud could not start {what}: {message}", peer="esp", operation="Perform")
+            message = (result.get("StatusMessage") or reply.findtext(_q("OverallStatusMessage"))
+                       or reply.findtext(_q("OverallStatus")))
+            raise PermanentPeerError(f"Marketing Cloud could not start {what}: {message}",
+                                     peer="esp", operation="Perform")
         return result.get("Task.ID", "")
 
     # -- lists and subscribers -----------------------------------------------------------
@@ -240,7 +248,9 @@ class MarketingCloudEspClient(EspClient):
         )
 
     @staticmethod
-    def _write_results(subs: Sequence[Subscriber], results: list[dict[str, str]], reply: etree._Element) -> list[WriteResult]:
+    def _write_results(
+        subs: Sequence[Subscriber], results: list[dict[str, str]], reply: etree._Element
+    ) -> list[WriteResult]:
         by_ordinal: dict[int, dict[str, str]] = {}
         for position, result in enumerate(results):
             ordinal = result.get("OrdinalID", "")
@@ -391,7 +401,8 @@ class MarketingCloudEspClient(EspClient):
                 f"Marketing Cloud has no Email with customer key {email_key!r}: set the send request's email key "
                 "or [sends] default_email_key to an existing Email", peer="esp", operation="Retrieve",
             )
-        audience = self._t("SendDefinitionList")(List=self._t("List")(ID=int(list_id)), SendDefinitionListType="SourceList")
+        audience = self._t("SendDefinitionList")(List=self._t("List")(ID=int(list_id)),
+                                                 SendDefinitionListType="SourceList")
         definition = self._t("EmailSendDefinition")(
             Name=name[:100] or customer_key,
             CustomerKey=customer_key,
@@ -420,8 +431,10 @@ class MarketingCloudEspClient(EspClient):
         object_type = EVENT_OBJECTS[event_type]
         filter_part = self._simple("EventDate", "greaterThan", dates=[to_esp_datetime(since)])
         if until is not None:
-            filter_part = self._and(filter_part, self._simple("EventDate", "lessThanOrEqual", dates=[to_esp_datetime(until)]))
-        for number, rows in enumerate(self._pages(object_type, EVENT_PROPERTIES[event_type], filter_part, object_type), 1):
+            upper = self._simple("EventDate", "lessThanOrEqual", dates=[to_esp_datetime(until)])
+            filter_part = self._and(filter_part, upper)
+        pages = self._pages(object_type, EVENT_PROPERTIES[event_type], filter_part, object_type)
+        for number, rows in enumerate(pages, 1):
             skipped: list[Mapping[str, str]] = []
             events = [
                 e for e in events_from_rows(event_type, rows, skipped)

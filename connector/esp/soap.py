@@ -111,7 +111,8 @@ def load_client(wsdl: str, *, verify: str | bool, cache_dir: Path | None, timeou
             ) from exc
         except Exception as exc:  # zeep raises many kinds on a broken document
             raise PermanentPeerError(
-                f"the Marketing Cloud WSDL at {wsdl} ([esp] wsdl) could not be parsed: {exc}", peer="esp", operation="wsdl"
+                f"the Marketing Cloud WSDL at {wsdl} ([esp] wsdl) could not be parsed: {exc}",
+                peer="esp", operation="wsdl",
             ) from exc
         finally:
             session.close()
@@ -210,7 +211,8 @@ class SoapCaller:
                 if renewed or not safe:
                     raise TransientPeerError(
                         f"Marketing Cloud {operation} of {what}: the access token expired; "
-                        + ("a renewed token was refused too" if renewed else "not repeated (the call is not safe to repeat)"),
+                        + ("a renewed token was refused too" if renewed
+                           else "not repeated (the call is not safe to repeat)"),
                         peer="esp",
                         operation=operation,
                     ) from exc
@@ -221,7 +223,8 @@ class SoapCaller:
                 if not safe or attempt > self._max_retries:
                     raise
                 delay = exc.retry_after if exc.retry_after is not None else self._delay(attempt)
-                log.warning("esp_call_retried", peer="esp", operation=operation, attempt=attempt, reason=str(exc), delay=round(delay, 2))
+                log.warning("esp_call_retried", peer="esp", operation=operation, attempt=attempt,
+                            reason=str(exc), delay=round(delay, 2))
                 self._sleep(delay)
 
     def _delay(self, attempt: int) -> float:

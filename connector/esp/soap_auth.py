@@ -77,7 +77,8 @@ class OAuthAuth(SoapAuth):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not auth_url:
-            raise AuthError("[esp] auth_url is empty: OAuth needs the tenant auth base URL", peer="esp", operation="token")
+            raise AuthError("[esp] auth_url is empty: OAuth needs the tenant auth base URL",
+                            peer="esp", operation="token")
         self._session = session
         self._url = auth_url.rstrip("/") + "/v2/token"
         self._client_id = client_id
@@ -126,7 +127,8 @@ class OAuthAuth(SoapAuth):
             ) from exc
         except requests.RequestException as exc:
             raise TransientPeerError(
-                f"Marketing Cloud token request to {self._url} failed: {type(exc).__name__}", peer="esp", operation="token"
+                f"Marketing Cloud token request to {self._url} failed: {type(exc).__name__}",
+                peer="esp", operation="token",
             ) from exc
         self._check_status(reply)
         try:

@@ -133,7 +133,8 @@ class SftpFileDrop(FileDrop):
         if self._key_file is None:
             return None
         try:
-            return paramiko.PKey.from_path(self._key_file, passphrase=self._key_passphrase.encode() if self._key_passphrase else None)
+            passphrase = self._key_passphrase.encode() if self._key_passphrase else None
+            return paramiko.PKey.from_path(self._key_file, passphrase=passphrase)
         except (OSError, paramiko.SSHException, ValueError) as exc:
             raise ConfigError(f"cannot load [sftp] private_key_file {self._key_file}: {exc}",
                               section="sftp", key="private_key_file") from exc
@@ -147,7 +148,8 @@ class SftpFileDrop(FileDrop):
                 "really changed, verify it out of band and update the file", peer="sftp", operation="connect")
         if isinstance(exc, paramiko.AuthenticationException):
             return AuthError(f"{where} refused the login of {self._username!r}: check [sftp] username and the "
-                             "password (CONNECTOR_SFTP_PASSWORD) or [sftp] private_key_file", peer="sftp", operation="connect")
+                             "password (CONNECTOR_SFTP_PASSWORD) or [sftp] private_key_file",
+                             peer="sftp", operation="connect")
         if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
             return PermanentPeerError(
                 f"{where} is not in {known}: add its host key there (e.g. ssh-keyscan -p {self.port} {self.host}, "
@@ -155,7 +157,8 @@ class SftpFileDrop(FileDrop):
                 peer="sftp", operation="connect")
         if isinstance(exc, (ConfigError, KeyboardInterrupt, SystemExit)):
             return exc
-        return TransientPeerError(f"{where}: connection failed: {type(exc).__name__}: {exc}", peer="sftp", operation="connect")
+        return TransientPeerError(f"{where}: connection failed: {type(exc).__name__}: {exc}",
+                                  peer="sftp", operation="connect")
 
     def _drop(self) -> None:
         for thing in (self._sftp, self._ssh):
