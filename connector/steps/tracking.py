@@ -247,6 +247,7 @@ class EventTypeRun:
         self.checked = shared.checked
         self.tracked = {t.job_id: t for t in self.state.tracked_sends(account)}
         self.previous: datetime | None = None
+        self.pages = 0
         self.max_seen: datetime | None = None
         self.floor: datetime | None = None  # earliest event left for a retry
         self._crm = None
@@ -277,6 +278,7 @@ class EventTypeRun:
                 log.info("tracking_stopped_early", reason="shutdown; the watermark stays, the next run resumes")
                 return
             self.stats.pages += 1
+            self.pages += 1
             self.stats.events += len(page)
             self._page(page, last)
             crashpoint("tracking_after_page")
@@ -508,7 +510,8 @@ class EventTypeRun:
         self.stats.new += len(new)
         self.stats.by_type[self.etype.value] = self.stats.by_type.get(self.etype.value, 0) + len(new)
         if last:
-            log.info("tracking_pull_finished", pages=self.stats.pages, retry_later=self.stats.retry_later)
+            log.info("tracking_pull_finished", pages=self.pages, max_event_time=str(self.max_seen),
+                     retry_later=self.stats.retry_later)
 
     def _add_counts(self, new: list[TrackingEvent], conn: Any) -> None:
         by_job: dict[str, list[TrackingEvent]] = defaultdict(list)
