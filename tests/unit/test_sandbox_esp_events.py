@@ -84,3 +84,16 @@ def test_synthetic_blocks_spread_events_evenly():
     assert blocks[0].ts[0] == 1_000_000 and blocks[0].ts[-1] < 1_003_600
     row = blocks[1].row(3)
     assert row["BounceCategory"] == "Technical/Other bounce" and row["EventType"] == "OtherBounce"
+
+
+def test_arrival_lag_makes_older_events_appear_after_newer_ones():
+    block = ev.synthetic_blocks(1, 1, 600, ("OpenEvent",), 1_000_000, 600, seed=2, lag_seconds=300)[0]
+    now = 1_000_600
+    arrived = list(block.arrived_indexes(now))
+    assert block.visible(now) == len(arrived) < 600
+    newest_seen = max(block.ts[i] for i in arrived)
+    later = [i for i in block.arrived_indexes(now + 300) if i not in set(arrived)]
+    assert any(block.ts[i] < newest_seen for i in later)  # late arrivals behind the watermark
+    assert block.visible(now + 300) == 600
+    rows = list(ev.iter_event_rows([block], "OpenEvent", None, lambda r: True, ["SubscriberKey"], now))
+    assert len(rows) == len(arrived)

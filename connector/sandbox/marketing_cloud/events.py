@@ -59,6 +59,7 @@ class EventRates:
     unsubscribe: float = 0.03  # of openers
     send_per_second: int = 2000  # how fast SentEvents are stamped
     open_within_hours: float = 48.0  # opens spread over this window after the send
+    arrival_lag_minutes: float = 0.0  # events become retrievable up to this long after their EventDate
 
     def bounce_thresholds(self) -> list[float]:
         total, out = 0.0, []
@@ -72,7 +73,7 @@ class EventRates:
 class EventBlock:
     """The events of one object type for one send, sorted by time."""
 
-    __slots__ = ("obj_type", "send_id", "list_id", "keys", "ts", "idx", "code")
+    __slots__ = ("obj_type", "send_id", "list_id", "keys", "ts", "idx", "code", "lag", "max_lag")
 
     def __init__(self, obj_type: str, send_id: int, list_id: int, keys: Sequence[str],
                  rows: list[tuple[int, int, int]]) -> None:
@@ -84,6 +85,24 @@ class EventBlock:
         self.ts = array("q", (r[0] for r in rows))
         self.idx = array("q", (r[1] for r in rows))
         self.code = array("b", (r[2] for r in rows))
+        self.lag: array | None = None
+        self.max_lag = 0
+
+    def with_arrival_lag(self, max_seconds: int, seed: int) -> "EventBlock":
+        """Give each event a random delay (0..max_seconds) between its EventDate and its arrival.
+
+        The real service makes events retrievable some time after their EventDate; a
+        reader that trusts "nothing older than my last EventDate can still come" misses them.
+        """
+        max_seconds = max(0, min(int(max_seconds), 65_535))
+        if max_seconds and len(self.ts):
+            rng = random.Random(seed * 7919 + self.send_id * 31 + EVENT_OBJECTS.index(self.obj_type))
+            self.lag = array("H", (int(rng.random() * (max_seconds + 1)) for _ in range(len(self.ts))))
+            self.max_lag = max_seconds
+        return self
+
+    def arrived(self, i: int, now_ts: float) -> bool:
+        return self.lag is None or self.ts[i] + self.lag[i] <= now_ts
 
     @classmethod
     def from_arrays(cls, obj_type: str, send_id: int, list_id: int, keys: Sequence[str],
@@ -91,13 +110,26 @@ class EventBlock:
         block = cls.__new__(cls)
         block.obj_type, block.send_id, block.list_id, block.keys = obj_type, send_id, list_id, keys
         block.ts, block.idx, block.code = ts, idx, code
+        block.lag, block.max_lag = None, 0
         return block
 
     def __len__(self) -> int:
         return len(self.ts)
 
     def visible(self, now_ts: float) -> int:
-        return bisect.bisect_right(self.ts, now_ts)
+        """How many events have arrived by ``now_ts``."""
+        hi = bisect.bisect_right(self.ts, now_ts)
+        if self.lag is None:
+            return hi
+        sure = bisect.bisect_right(self.ts, now_ts - self.max_lag)
+        return sure + sum(1 for i in range(sure, hi) if self.ts[i] + self.lag[i] <= now_ts)
+
+    def arrived_indexes(self, now_ts: float) -> Iterator[int]:
+        """Indexes of the events that have arrived by ``now_ts``."""
+        hi = bisect.bisect_right(self.ts, now_ts)
+        if self.lag is None:
+            return iter(range(hi))
+        return (i for i in range(hi) if self.ts[i] + self.lag[i] <= now_ts)
 
     def span(self, bounds: Bounds, now_ts: float) -> tuple[int, int]:
         """Index range of rows inside the bounds and not later than ``now_ts``."""
@@ -107,7 +139,7 @@ class EventBlock:
                 lo = bisect.bisect_left(self.ts, math.ceil(bounds.lo))
             else:
                 lo = bisect.bisect_right(self.ts, math.floor(bounds.lo))
-        hi = self.visible(now_ts)
+        hi = bisect.bisect_right(self.ts, now_ts)
         if bounds.hi is not None:
             if bounds.hi_incl:
                 hi = min(hi, bisect.bisect_right(self.ts, math.floor(bounds.hi)))
@@ -217,12 +249,12 @@ def iter_event_rows(blocks: Sequence[EventBlock], obj_type: str, filter_part: ob
         if block.obj_type != obj_type:
             continue
         lo, hi = block.span(bounds, now_ts)
-        if bounds.exact:
+        if bounds.exact and block.lag is None:
             for i in range(lo, hi):
                 yield render(block, i)
         else:
             for i in range(lo, hi):
-                if predicate(block.row(i)):
+                if block.arrived(i, now_ts) and (bounds.exact or predicate(block.row(i))):
                     yield render(block, i)
 
 
@@ -280,6 +312,8 @@ def simulate_send(send_id: int, list_id: int, recipients: Sequence[str], exclude
     if excluded:
         blocks.append(EventBlock("NotSentEvent", send_id, list_id, list(excluded),
                                  [(start_ts, i, 0) for i in range(len(excluded))]))
+    for block in blocks:
+        block.with_arrival_lag(int(rates.arrival_lag_minutes * 60), seed)
     return SimulatedSend(blocks, changes, {"NumberTargeted": len(recipients) + len(excluded)})
 
 
@@ -290,7 +324,7 @@ def synthetic_keys(n: int, seed: int) -> list[str]:
 
 
 def synthetic_blocks(send_id: int, list_id: int, n: int, event_objects: Sequence[str], start_ts: int,
-                     seconds: int, seed: int) -> list[EventBlock]:
+                     seconds: int, seed: int, lag_seconds: int = 0) -> list[EventBlock]:
     """``n`` events of each object type spread evenly over ``seconds`` from ``start_ts`` (benchmarks)."""
     keys = synthetic_keys(n, seed)
     span = max(1, seconds)
@@ -302,5 +336,6 @@ def synthetic_blocks(send_id: int, list_id: int, n: int, event_objects: Sequence
         idx = array("q", range(n))
         modulo = len(LINKS) if obj_type == "ClickEvent" else len(BOUNCES) if obj_type == "BounceEvent" else 1
         code = array("b", (i % modulo for i in range(n)))
-        blocks.append(EventBlock.from_arrays(obj_type, send_id, list_id, keys, ts, idx, code))
+        block = EventBlock.from_arrays(obj_type, send_id, list_id, keys, ts, idx, code)
+        blocks.append(block.with_arrival_lag(lag_seconds, seed))
     return blocks

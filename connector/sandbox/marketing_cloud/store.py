@@ -428,17 +428,20 @@ class EspStore:
             send.sent_date = send.send_date
 
     def generate_events(self, n: int, *, event_types: tuple[str, ...] = ev.EVENT_OBJECTS, hours: float = 24.0,
-                        start=None, seed: int | None = None, list_id: int = ALL_SUBSCRIBERS_ID) -> int:
+                        start=None, seed: int | None = None, list_id: int = ALL_SUBSCRIBERS_ID,
+                        arrival_lag_minutes: float | None = None) -> int:
         """Add a finished send with ``n`` events of each given type, spread over ``hours``.
 
-        By default the events end now, so all are visible at once. Returns the send (job) id.
+        By default the events end now, so all are visible at once (unless an arrival lag,
+        by default ``rates.arrival_lag_minutes``, holds the latest back). Returns the send (job) id.
         """
+        lag = self.rates.arrival_lag_minutes if arrival_lag_minutes is None else arrival_lag_minutes
         seconds = int(hours * 3600)
         start_ts = int(start.timestamp()) if start is not None else int(self.clock.now_ts()) - seconds
         with self.lock:
             send_id = next(self._send_ids)
         blocks = ev.synthetic_blocks(send_id, list_id, n, event_types, start_ts, seconds,
-                                     self.seed if seed is None else seed)
+                                     self.seed if seed is None else seed, int(lag * 60))
         email = next(iter(self.emails.values()))
         send = SendRec(send_id, f"generated-{send_id}", email.id, email.name, email.subject, [list_id],
                        utc(start_ts), status="Complete", targeted=n, sent_date=utc(start_ts), blocks=blocks)
@@ -451,15 +454,14 @@ class EspStore:
         now_ts = self.clock.now_ts()
         counts = dict.fromkeys(("sent", "open", "click", "unsub", "notsent", "hard", "soft", "other"), 0)
         for block in send.blocks:
-            visible = block.visible(now_ts)
             if block.obj_type == "BounceEvent":
-                for i in range(visible):
+                for i in block.arrived_indexes(now_ts):
                     kind = ev.BOUNCES[block.code[i]][1]
                     counts["hard" if kind == "HardBounce" else "soft" if kind == "SoftBounce" else "other"] += 1
             else:
                 name = {"SentEvent": "sent", "OpenEvent": "open", "ClickEvent": "click", "UnsubEvent": "unsub",
                         "NotSentEvent": "notsent"}[block.obj_type]
-                counts[name] += visible
+                counts[name] += block.visible(now_ts)
         return counts
 
     # ------------------------------------------------------------ imports
