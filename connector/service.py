@@ -21,6 +21,7 @@ scheduling, wait up to ``[service] drain_seconds`` for in-flight runs.
 from __future__ import annotations
 
 import importlib
+import socket
 import threading
 import time
 import uuid
@@ -111,6 +112,7 @@ class Service:
         self._cond = threading.Condition()
         self._unavailable: set[str] = set()
         self._closed = False
+        self._recovered = False
 
     # -- building -------------------------------------------------------------
     def build_scheduler(self) -> BackgroundScheduler:
@@ -253,9 +255,17 @@ class Service:
         return all(o.ok or o.message == OUTCOME_NOT_AVAILABLE for o in outcomes)
 
     def _recover(self) -> None:
-        """Runs left "running" by an earlier life of this holder were interrupted."""
+        """Runs left "running" by an earlier life of this instance were interrupted.
+
+        With ``[service] instance_id`` set, that is its runs; else those of earlier
+        processes on this host (holder ``host:pid:random``).
+        """
+        if self._recovered:
+            return
+        self._recovered = True
+        prefix = None if self.config.service.instance_id else f"{socket.gethostname()}:"
         try:
-            self.store.interrupt_step_runs()
+            self.store.interrupt_step_runs("the process ended before the run finished", holder_prefix=prefix)
         except StateError as exc:
             log.warning("step_runs_recovery_failed", error=str(exc))
 

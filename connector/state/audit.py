@@ -175,12 +175,19 @@ class AuditMixin(StoreBase):
                 )
             )
 
-    def interrupt_step_runs(self, message: str = "the service stopped before the run finished") -> int:
-        """Mark this holder's unfinished runs as interrupted (at start and after a drain)."""
+    def interrupt_step_runs(
+        self, message: str = "the service stopped before the run finished", *, holder_prefix: str | None = None
+    ) -> int:
+        """Mark unfinished runs of this holder (or of every holder starting with
+        ``holder_prefix``, e.g. earlier processes on this host) as interrupted."""
+        if holder_prefix:
+            whose = step_runs.c.holder.startswith(holder_prefix, autoescape=True)
+        else:
+            whose = step_runs.c.holder == self.holder
         with self._write(None) as c:
             return c.execute(
                 sa.update(step_runs)
-                .where(step_runs.c.holder == self.holder, step_runs.c.outcome == OUTCOME_RUNNING)
+                .where(whose, step_runs.c.outcome == OUTCOME_RUNNING)
                 .values(outcome=OUTCOME_INTERRUPTED, finished_at=self.now(), message=message)
             ).rowcount
 

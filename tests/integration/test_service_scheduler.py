@@ -297,7 +297,25 @@ def test_each_run_binds_step_and_run_to_the_log_context_and_resets_it(tmp_path: 
 
 
 def test_runs_left_running_by_a_dead_process_are_marked_interrupted(tmp_path: Path, store: StateStore) -> None:
-    store.start_step_run("sends", "died")  # same holder: the previous life of this instance
+    import socket
+
+    for holder, run_id in ((f"{socket.gethostname()}:4242:abcdef", "died-here"), ("elsewhere:1:x", "other-host")):
+        with StateStore(store.url, holder=holder) as dead:
+            dead.start_step_run("sends", run_id)
     service = Service(make_config(tmp_path), store=store, steps={"imports": lambda ctx: StepOutcome()})
     service.run_once()
-    assert store.recent_step_runs("sends")[0].outcome == "interrupted"
+    outcomes = {r.run_id: r.outcome for r in store.recent_step_runs("sends")}
+    assert outcomes == {"died-here": "interrupted", "other-host": "running"}
+
+
+def test_with_an_instance_id_only_its_own_runs_are_interrupted(tmp_path: Path) -> None:
+    config = Config(service=ServiceSettings(data_dir=tmp_path / "data", instance_id="node-a"))
+    with StateStore.from_config(config) as store:
+        store.migrate()
+        assert store.holder == "node-a"
+        store.start_step_run("sends", "mine")
+        with StateStore(store.url, holder="node-b") as other:
+            other.start_step_run("sends", "theirs")
+        Service(config, store=store, steps={}).run_once()
+        outcomes = {r.run_id: r.outcome for r in store.recent_step_runs("sends")}
+    assert outcomes == {"mine": "interrupted", "theirs": "running"}
