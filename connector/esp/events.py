@@ -87,17 +87,21 @@ def flatten(element: etree._Element, prefix: str = "") -> dict[str, str]:
 
 
 def event_from_row(event_type: EventType, row: Mapping[str, str]) -> TrackingEvent | None:
-    """A TrackingEvent from a flattened reply row; None when it lacks a key field."""
+    """A TrackingEvent from a flattened reply row; None when a key field is missing or malformed."""
     job_id = row.get("SendID", "")
     subscriber_key = row.get("SubscriberKey", "")
     event_date = row.get("EventDate", "")
     if not (job_id and subscriber_key and event_date):
         return None
+    try:
+        event_time = parse_esp_datetime(event_date)
+    except ValueError:
+        return None  # a malformed date: reported with the skipped rows
     return TrackingEvent(
         event_type=event_type,
         job_id=job_id,
         subscriber_key=subscriber_key,
-        event_time=parse_esp_datetime(event_date),
+        event_time=event_time,
         batch_id=row.get("BatchID", ""),
         url=row.get("URL", ""),
         url_id=row.get("URLID", ""),
@@ -111,7 +115,7 @@ def event_from_row(event_type: EventType, row: Mapping[str, str]) -> TrackingEve
 def events_from_rows(
     event_type: EventType, rows: Iterable[Mapping[str, str]], skipped: list[Mapping[str, str]] | None = None
 ) -> Iterator[TrackingEvent]:
-    """Events from rows; rows without SendID, SubscriberKey or EventDate go to ``skipped``."""
+    """Events from rows; rows without a usable SendID, SubscriberKey or EventDate go to ``skipped``."""
     for row in rows:
         event = event_from_row(event_type, row)
         if event is None:

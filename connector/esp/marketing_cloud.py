@@ -291,7 +291,7 @@ class MarketingCloudEspClient(EspClient):
         rows = list(self._rows("ImportResultsSummary", props,
                                self._simple("ImportDefinitionCustomerKey", "equals", [customer_key]),
                                f"ImportResultsSummary {customer_key!r}"))
-        return sorted(rows, key=lambda r: int(r.get("TaskResultID", "0") or 0))
+        return sorted(rows, key=lambda r: _number(r.get("TaskResultID", "")))
 
     def start_import(self, customer_key: str, file_name: str, list_id: str) -> str:
         started = self._import_summaries(customer_key)
@@ -339,8 +339,7 @@ class MarketingCloudEspClient(EspClient):
         state = _IMPORT_STATES.get(raw.replace(" ", "").lower(), "processing")
 
         def count(name: str) -> int:
-            value = row.get(name, "")
-            return int(value) if value.lstrip("-").isdigit() else 0
+            return _number(row.get(name, ""))
 
         return ImportStatus(
             customer_key=customer_key,
@@ -359,7 +358,7 @@ class MarketingCloudEspClient(EspClient):
                                f"Send of EmailSendDefinition {customer_key!r}"))
         if not rows:
             return None
-        row = max(rows, key=lambda r: int(r.get("ID", "0") or 0))
+        row = max(rows, key=lambda r: _number(r.get("ID", "")))
         return _send_from_row(row, customer_key)
 
     def start_send(
@@ -396,7 +395,7 @@ class MarketingCloudEspClient(EspClient):
         self, customer_key: str, list_id: str, email_key: str, send_classification_key: str, name: str
     ) -> None:
         email = self._find_by_key("Email", email_key, ("ID", "CustomerKey", "Name"))
-        if email is None:
+        if email is None or not _number(email.get("ID", "")):
             raise PermanentPeerError(
                 f"Marketing Cloud has no Email with customer key {email_key!r}: set the send request's email key "
                 "or [sends] default_email_key to an existing Email", peer="esp", operation="Retrieve",
@@ -409,7 +408,7 @@ class MarketingCloudEspClient(EspClient):
             Description="Released from CRM by the connector",
             SendClassification=self._t("SendClassification")(CustomerKey=send_classification_key),
             SendDefinitionList=[audience],
-            Email=self._t("Email")(ID=int(email["ID"])),
+            Email=self._t("Email")(ID=_number(email["ID"])),
         )
         try:
             self._create_one(definition, f"EmailSendDefinition {customer_key!r}")
@@ -445,6 +444,12 @@ class MarketingCloudEspClient(EspClient):
             log.debug("tracking_page_fetched", peer="esp", esp_account=self._account, event_type=event_type.value,
                       page=number, count=len(events))
             yield events
+
+
+def _number(text: str) -> int:
+    """An integer field of a reply; blank or malformed counts as 0."""
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else 0
 
 
 def _send_from_row(row: Mapping[str, str], customer_key: str) -> EspSend:

@@ -84,3 +84,13 @@ def test_rows_without_key_fields_are_reported_not_dropped_silently() -> None:
 
 def test_every_event_type_has_an_esp_object() -> None:
     assert set(EVENT_OBJECTS) == set(EventType)
+
+
+def test_a_malformed_event_date_skips_that_row_only() -> None:
+    rows = [
+        {"SendID": "1", "SubscriberKey": "a", "EventDate": "yesterday-ish"},
+        {"SendID": "1", "SubscriberKey": "b", "EventDate": "2026-01-01T00:00:00"},
+    ]
+    skipped: list = []
+    assert [e.subscriber_key for e in events_from_rows(EventType.OPEN, rows, skipped)] == ["b"]
+    assert skipped == [rows[0]]
