@@ -184,8 +184,6 @@ class _Builder:
             if value is None:
                 raise fetch_error(f"Condition for attribute '{name}': operator '{op}' needs a value.")
             q.params.append(conv.value(attr, value))
-            if op in ("ne", "neq"):
-                return f"({col} IS NULL OR {col}{collate} <> ?)"
             return f"({col}{collate} {_OPS[op]} ?)"
         if op in ("like", "not-like", "begins-with", "not-begin-with", "ends-with", "not-end-with"):
             text = value or ""

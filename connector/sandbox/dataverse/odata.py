@@ -261,8 +261,7 @@ class FilterCompiler:
             return f"({col} IS {'NOT ' if op == 'ne' else ''}NULL)"
         self.params.append(value)
         collate = " COLLATE NOCASE" if attr.type in STRING_TYPES else ""
-        if op == "ne":
-            return f"({col} IS NULL OR {col}{collate} <> ?)"
+        # SQL Server semantics, as in Dataverse: "ne" (like "not eq") never matches null
         return f"({col}{collate} {COMPARISONS[op]} ?)"
 
     def function(self, name: str, args: list, named: dict) -> str:
