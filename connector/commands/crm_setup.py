@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         client = DataverseCrmClient.from_config(config)
     except ConfigError as exc:
+        _close_logging()
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     finally:
         client.close()
+        _close_logging()
     for item in report.present:
         print(f"present  {item}")
     for item in report.planned:
@@ -68,3 +70,11 @@ def _setup_logging(config: object) -> None:
         setup_logging(config)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - logging trouble must not stop an admin command
         pass
+
+
+def _close_logging() -> None:
+    try:
+        from connector.logs import close_logging
+    except ImportError:  # pragma: no cover
+        return
+    close_logging()

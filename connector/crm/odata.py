@@ -43,6 +43,9 @@ log = structlog.get_logger(__name__)
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 300.0
+MISSING_CUSTOMIZATION_HINTS = ("Resource not found for the segment", "does not exist on type",
+                               "Could not find a property named", "is not valid for resource")
+"""Dataverse's words for an unknown table, column or key: the customizations may be missing."""
 THROTTLE_ATTEMPTS_FACTOR = 4
 """A 429 storm may last: allow this many times ``max_retries`` waits before giving up."""
 
@@ -243,6 +246,8 @@ class ODataHttp:
             text += f" ({code})"
         if message:
             text += f": {message}"
+        if any(h in message for h in MISSING_CUSTOMIZATION_HINTS):
+            text += ". If this names a connector table or column, run `connector crm-setup -c service.ini`"
         exc: PeerError
         if status == 401:
             exc = AuthError(text + ". Check the application user and [crm] client_id / credentials", PEER, call.operation)

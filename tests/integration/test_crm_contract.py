@@ -272,3 +272,50 @@ def test_wrong_client_secret_is_an_auth_error(crm_org, crm_ca) -> None:
             client.pending_send_requests()
     finally:
         client.close()
+
+
+# -- roles, bare organization, the crm-setup command ----------------------------------------
+
+
+def test_user_role_names(crm_client, crm_seed) -> None:
+    store = crm_seed.store
+    user = store.insert("systemusers", {"firstname": "Mia", "lastname": "Marketer"})
+    plain = store.insert("systemusers", {"firstname": "Sam", "lastname": "Sales"})
+    for name in ("Marketing Manager", "Salesperson"):
+        store.associate("systemuserroles_association", user, store.insert("roles", {"name": name}))
+    assert crm_client.user_role_names(user) == {"Marketing Manager", "Salesperson"}
+    assert crm_client.user_role_names(plain) == set()
+
+
+def test_bare_org_error_points_at_crm_setup(tmp_path, crm_ca) -> None:
+    from connector.sandbox.dataverse import start_crm_sandbox
+
+    with start_crm_sandbox(tmp_path / "bare", crm_ca, customizations=False) as bare:
+        client = DataverseCrmClient.from_config(crm_config(bare, crm_ca.ca_file))
+        try:
+            with pytest.raises(PermanentPeerError, match="crm-setup"):
+                client.pending_send_requests()
+        finally:
+            client.close()
+
+
+def test_crm_setup_command_dry_run_then_apply(tmp_path, crm_ca, monkeypatch, capsys) -> None:
+    from connector.cli import main
+    from connector.sandbox.dataverse import start_crm_sandbox
+
+    with start_crm_sandbox(tmp_path / "org", crm_ca, customizations=False) as org:
+        ini = tmp_path / "service.ini"
+        ini.write_text(
+            f"[logging]\nfolder = {tmp_path / 'log'}\nconsole = off\n\n"
+            f"[crm]\nurl = {org.url}\nauthority = {org.authority}\nclient_id = {org.client_id}\n"
+            f"ca_bundle = {crm_ca.ca_file}\n", encoding="utf-8")
+        monkeypatch.setenv("CONNECTOR_CRM_CLIENT_SECRET", org.client_secret)
+        assert main(["crm-setup", "-c", str(ini), "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert "missing  table cesp_sendrequest" in out and "would create" in out
+        assert main(["crm-setup", "-c", str(ini)]) == 0
+        out = capsys.readouterr().out
+        assert "created  key campaignresponse.cesp_trackingkey_key" in out
+        assert main(["crm-setup", "-c", str(ini)]) == 0
+        out = capsys.readouterr().out
+        assert "created 0" in out and org.client_secret not in out
