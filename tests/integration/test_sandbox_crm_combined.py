@@ -78,3 +78,17 @@ def test_sandbox_command_serves_until_stopped(tmp_path, capsys):
     assert (tmp_path / "data" / "crm.sqlite").exists()
     out = capsys.readouterr().out
     assert "CA certificate" in out and "sandbox stopped" in out
+
+
+def test_full_sandbox_fixture(sandbox, tmp_path):
+    import requests
+
+    from connector.config import load_config
+
+    assert sandbox.ca_file.exists() and sandbox.crm.store.count("contacts") == 50
+    assert sandbox.esp is not None and sandbox.sftp is not None, sandbox.missing
+    r = requests.get(sandbox.esp.wsdl_url, verify=str(sandbox.ca_file), timeout=30)
+    assert r.status_code == 200
+    config = load_config(sandbox.write_service_ini(tmp_path / "c" / "service.ini"), env={})
+    assert config.sftp.port == sandbox.sftp.port and config.esp.client_id == sandbox.esp.client_id
+    assert config.tracking.default_campaign == sandbox.seeded.campaigns["default"]

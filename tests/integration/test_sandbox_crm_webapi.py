@@ -304,3 +304,22 @@ def test_roles_campaign_lists_and_bulk_actions(crm_sandbox, crm_session):
     assert store.count("campaignresponses") == 1
     who = crm_session.get(api + "WhoAmI").json()
     assert who["UserId"] == crm_sandbox.app_user_id
+
+
+def test_concurrent_clients(crm_sandbox):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.fixtures.sandbox import crm_session_for
+
+    api = crm_sandbox.api_url
+
+    def work(n: int) -> int:
+        with crm_session_for(crm_sandbox) as s:
+            for i in range(10):
+                assert s.post(api + "contacts", json={"lastname": f"T{n}-{i}"}).status_code == 204
+                assert s.get(api + "contacts", params={"$filter": f"lastname eq 'T{n}-{i}'"}).json()["value"]
+        return n
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(work, range(8))) == list(range(8))
+    assert crm_sandbox.store.count("contacts") == 80
