@@ -21,7 +21,7 @@ from typing import Any, Callable
 import structlog
 
 from connector.crm.odata import Call, ODataHttp
-from connector.errors import NotFoundError, PermanentPeerError
+from connector.errors import NotFoundError
 
 log = structlog.get_logger(__name__)
 
@@ -300,4 +300,4 @@ class CrmSetup:
         self.http.request("POST", action.fallback_path, call, json_body=action.fallback_body).close()
 
 
-__all__ = ["CrmSetup", "SetupReport", "customizations", "PermanentPeerError"]
+__all__ = ["CrmSetup", "SetupReport", "customizations"]

@@ -1,0 +1,128 @@
+"""Recipients of a send target, streamed page by page from the Web API.
+
+Static lists through the list-member association of their member type, dynamic
+lists by running their FetchXML with paging cookies, a campaign through its lists,
+single contacts, leads and accounts. Nothing is filtered here: the send step
+decides about every recipient and reports each skip.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping, Sequence
+
+from connector.crm import fetchxml
+from connector.crm.odata import Call, ODataHttp
+from connector.crm.records import (
+    ENTITY_SETS,
+    LIST_MEMBER_NAV,
+    MEMBER_TABLE_BY_CODE,
+    RECIPIENT_COLUMNS,
+    primary_id,
+    recipient_from_row,
+)
+from connector.errors import NotFoundError, PermanentPeerError
+from connector.models import CrmTable, Recipient, SendTarget, TargetKind
+
+FETCH_ANNOTATIONS = (
+    'odata.include-annotations="Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords"'
+)
+
+
+class RecipientReader:
+    """Streams the recipients of one target; one page in memory at a time."""
+
+    def __init__(self, http: ODataHttp, page_size: int) -> None:
+        self.http = http
+        self.page_size = page_size
+
+    def iter_recipients(self, target: SendTarget,
+                        attributes: Mapping[CrmTable, Sequence[str]]) -> Iterator[Recipient]:
+        kind = TargetKind(target.kind)
+        if kind is TargetKind.LIST:
+            yield from self._list_members(target.id, attributes, target)
+        elif kind is TargetKind.CAMPAIGN:
+            yield from self._campaign_members(target.id, attributes, target)
+        else:
+            yield from self._single(CrmTable(kind.value), target.id, attributes, target)
+
+    def _columns(self, table: CrmTable, attributes: Mapping[CrmTable, Sequence[str]]) -> list[str]:
+        extra = [a for a in attributes.get(table, ()) if a]
+        return list(dict.fromkeys([primary_id(table), *RECIPIENT_COLUMNS[table], *extra]))
+
+    def _single(self, table: CrmTable, record_id: str, attributes: Mapping[CrmTable, Sequence[str]],
+                source: SendTarget) -> Iterator[Recipient]:
+        call = Call("read recipient", table.value, record_id, idempotent=True)
+        row = self.http.get_json(f"{ENTITY_SETS[table]}({record_id})", call,
+                                 params={"$select": ",".join(self._columns(table, attributes))}, accept=(404,))
+        if row is None:
+            raise NotFoundError(
+                f"Dataverse {self.http.host}: the send targets {table.value} {record_id}, which does not exist "
+                "(deleted?); remove it from the send request's targets", "crm", "read recipient")
+        yield recipient_from_row(table, row, attributes.get(table, ()), source)
+
+    def _list_members(self, list_id: str, attributes: Mapping[CrmTable, Sequence[str]],
+                      source: SendTarget) -> Iterator[Recipient]:
+        call = Call("read marketing list", "list", list_id, idempotent=True)
+        row = self.http.get_json(f"lists({list_id})", call,
+                                 params={"$select": "listname,type,createdfromcode,query"}, accept=(404,))
+        if row is None:
+            raise NotFoundError(f"Dataverse {self.http.host}: marketing list {list_id} named in the send "
+                                "request does not exist", "crm", "read marketing list")
+        try:
+            table = MEMBER_TABLE_BY_CODE[int(row.get("createdfromcode") or 2)]
+        except (KeyError, ValueError) as exc:
+            raise PermanentPeerError(
+                f"Dataverse {self.http.host}: marketing list {list_id} has member type "
+                f"{row.get('createdfromcode')!r}; only accounts (1), contacts (2) and leads (4) can receive email",
+                "crm", "read marketing list") from exc
+        columns = self._columns(table, attributes)
+        wanted = attributes.get(table, ())
+        if row.get("type") in (True, 1, "true"):
+            query = row.get("query") or ""
+            if not query:
+                raise PermanentPeerError(f"Dataverse {self.http.host}: dynamic marketing list {list_id} has no "
+                                         "query", "crm", "read marketing list")
+            for member in self._fetch(table, query, columns, Call("run dynamic list query", "list", list_id,
+                                                                  idempotent=True)):
+                yield recipient_from_row(table, member, wanted, source)
+            return
+        nav = LIST_MEMBER_NAV[table]
+        members = Call("read list members", "list", list_id, idempotent=True)
+        for page in self.http.iter_pages(f"lists({list_id})/{nav}", members,
+                                         params={"$select": ",".join(columns)}, page_size=self.page_size):
+            for member in page.get("value", []):
+                yield recipient_from_row(table, member, wanted, source)
+
+    def _fetch(self, table: CrmTable, query: str, columns: Sequence[str], call: Call) -> Iterator[dict]:
+        name = fetchxml.entity_name(query)
+        if name != table.value:
+            raise PermanentPeerError(
+                f"Dataverse {self.http.host}: {call.operation} on list {call.record}: the query reads {name!r} "
+                f"but the list holds {table.value} records", "crm", call.operation)
+        root = fetchxml.prepare(query, primary_id(table), columns)
+        page_no, cookie = 1, None
+        while True:
+            xml = fetchxml.page_query(root, page_no, self.page_size, cookie)
+            page = self.http.get_json(ENTITY_SETS[table], call, params={"fetchXml": xml},
+                                      headers={"Prefer": FETCH_ANNOTATIONS})
+            rows = (page or {}).get("value", [])
+            yield from rows
+            more = (page or {}).get("@Microsoft.Dynamics.CRM.morerecords")
+            if not more or not rows:
+                return
+            cookie = fetchxml.next_cookie((page or {}).get("@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"))
+            page_no += 1
+
+    def _campaign_members(self, campaign_id: str, attributes: Mapping[CrmTable, Sequence[str]],
+                          source: SendTarget) -> Iterator[Recipient]:
+        call = Call("read campaign lists", "campaign", campaign_id, idempotent=True)
+        list_ids: list[str] = []
+        try:
+            for page in self.http.iter_pages(f"campaigns({campaign_id})/campaignlist_association", call,
+                                             params={"$select": "listid"}, page_size=self.page_size):
+                list_ids.extend(str(r["listid"]) for r in page.get("value", []) if r.get("listid"))
+        except NotFoundError as exc:
+            raise NotFoundError(f"Dataverse {self.http.host}: campaign {campaign_id} named in the send request "
+                                "does not exist", "crm", call.operation) from exc
+        for list_id in list_ids:
+            yield from self._list_members(list_id, attributes, source)

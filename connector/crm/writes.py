@@ -1,0 +1,153 @@
+"""CRM writes in bulk through ``$batch``: campaign responses, bounce details, opt-outs.
+
+Every operation is a PATCH guarded by ``If-None-Match: *`` (create only) or
+``If-Match: *`` (update only), so a whole batch is safe to repeat after a dropped
+connection; batches go with ``Prefer: odata.continue-on-error`` and give one
+``WriteResult`` per record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Iterable, Sequence
+from urllib.parse import quote
+
+import structlog
+
+from connector.crm.batch import BatchOp, build_batch, parse_batch
+from connector.crm.odata import Call, ODataHttp
+from connector.crm.records import ENTITY_SETS
+from connector.errors import PermanentPeerError
+from connector.models import BounceUpdate, CampaignResponse, CrmTable, RecordRef, WriteResult
+
+log = structlog.get_logger(__name__)
+
+
+def odata_string(value: str) -> str:
+    """A string literal for a URL key or filter: quotes doubled, then percent-encoded."""
+    return "'" + quote(value.replace("'", "''"), safe="") + "'"
+
+
+def iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CrmWriter:
+    """Bulk writes for one organization."""
+
+    def __init__(self, http: ODataHttp, prefix: str, batch_size: int) -> None:
+        self.http = http
+        self.prefix = prefix
+        self.batch_size = batch_size
+
+    def create_campaign_responses(self, responses: Sequence[CampaignResponse]) -> list[WriteResult]:
+        ops: list[tuple[str, BatchOp, bool]] = []
+        key_col = f"{self.prefix}_trackingkey"
+        for r in responses:
+            path = f"campaignresponses({key_col}={odata_string(r.tracking_key)})"
+            ops.append((r.tracking_key, BatchOp("PATCH", path, self._response_body(r), {"If-None-Match": "*"}), True))
+            if r.closed:
+                close = {"statecode": 1, "statuscode": 2}
+                ops.append((r.tracking_key, BatchOp("PATCH", path, close, {"If-Match": "*"}), False))
+        results = self._run_batches(ops, "create campaign responses", "campaignresponse", exists_ok=True)
+        return _merge_results(results, [r.tracking_key for r in responses])
+
+    def _response_body(self, r: CampaignResponse) -> dict:
+        table = CrmTable(r.customer.table)
+        body: dict[str, object] = {
+            "subject": r.subject[:200],
+            "responsecode": r.response_code,
+            "channeltypecode": r.channel_code,
+            "receivedon": iso(r.received_on),
+            "regardingobjectid_campaign_campaignresponse@odata.bind": f"/campaigns({r.campaign_id})",
+            "campaignresponse_activity_parties": [{
+                f"partyid_{table.value}@odata.bind": f"/{ENTITY_SETS[table]}({r.customer.id})",
+                "participationtypemask": 11,
+            }],
+        }
+        if r.email:
+            body["emailaddress"] = r.email[:100]
+        if r.description:
+            body["description"] = r.description
+        return body
+
+    def set_bounces(self, updates: Sequence[BounceUpdate]) -> list[WriteResult]:
+        ops: list[tuple[str, BatchOp, bool]] = []
+        rejected: dict[str, WriteResult] = {}
+        p = self.prefix
+        for u in updates:
+            table = CrmTable(u.ref.table)
+            if table not in (CrmTable.CONTACT, CrmTable.LEAD):
+                rejected[u.ref.id] = WriteResult(u.ref.id, False, f"bounce details are kept on contacts and leads, "
+                                                 f"not on {table.value} records", "unsupported_table")
+                continue
+            body = {f"{p}_lastbounceon": iso(u.bounced_on), f"{p}_lastbouncetype": str(u.bounce_type.value)[:20],
+                    f"{p}_lastbouncejob": str(u.job_id)[:100]}
+            ops.append((u.ref.id, BatchOp("PATCH", f"{ENTITY_SETS[table]}({u.ref.id})", body,
+                                          {"If-Match": "*"}), True))
+        results = {r.key: r for r in self._run_batches(ops, "set bounce details", "contact/lead")}
+        results.update(rejected)
+        return [results[u.ref.id] for u in updates]
+
+    def set_opt_outs(self, refs: Sequence[RecordRef]) -> list[WriteResult]:
+        ops = [(ref.id, BatchOp("PATCH", f"{ENTITY_SETS[CrmTable(ref.table)]}({ref.id})",
+                                {"donotbulkemail": True}, {"If-Match": "*"}), True) for ref in refs]
+        results = {r.key: r for r in self._run_batches(ops, "set opt-outs", "contact/lead/account")}
+        return [results[ref.id] for ref in refs]
+
+    def _run_batches(self, ops: Sequence[tuple[str, BatchOp, bool]], operation: str, table: str,
+                     *, exists_ok: bool = False) -> list[WriteResult]:
+        """Run ops in $batch chunks; one WriteResult per op (primary ops only carry the key's outcome)."""
+        out: list[WriteResult] = []
+        api_path = "/" + self.http.api_url.split("/", 3)[3]
+        for start in range(0, len(ops), self.batch_size):
+            chunk = ops[start:start + self.batch_size]
+            ctype, body = build_batch([op for _, op, _ in chunk], api_path)
+            call = Call(operation, table, f"({len(chunk)} records)", idempotent=True)
+            resp = self.http.request("POST", "$batch", call, data=body, headers={
+                "Content-Type": ctype, "Prefer": "odata.continue-on-error"})
+            try:
+                replies = parse_batch(resp.headers.get("Content-Type", ""), resp.content)
+            except ValueError as exc:
+                raise PermanentPeerError(f"Dataverse {self.http.host}: {operation}: unreadable $batch reply: {exc}",
+                                         "crm", operation) from exc
+            finally:
+                resp.close()
+            failed = 0
+            for index, (key, _op, primary) in enumerate(chunk):
+                reply = replies[index] if index < len(replies) else None
+                result = _result(key, reply, exists_ok and primary)
+                failed += not result.ok
+                if primary:
+                    out.append(result)
+                elif not result.ok:  # a follow-up (closing a response) is retried with the next event
+                    log.warning("crm_followup_failed", operation=operation, key=key, reason=result.message)
+            log.info("crm_batch_written", operation=operation, count=len(chunk), failed=failed)
+        return out
+
+
+def _result(key: str, reply: object, exists_ok: bool) -> WriteResult:
+    if reply is None:
+        return WriteResult(key, False, "not processed: the $batch reply ended early", "not_processed")
+    status = reply.status  # type: ignore[attr-defined]
+    if 200 <= status < 300:
+        return WriteResult(key, True)
+    if status == 412 and exists_ok:
+        return WriteResult(key, True, "already exists", "exists")
+    code, message = reply.error()  # type: ignore[attr-defined]
+    detail = f"HTTP {status}" + (f" ({code})" if code else "") + (f": {message}" if message else "")
+    if status == 404:
+        return WriteResult(key, False, detail or "record does not exist", "not_found")
+    return WriteResult(key, False, detail, str(status))
+
+
+def _merge_results(results: Iterable[WriteResult], keys: Sequence[str]) -> list[WriteResult]:
+    """One result per key: the first failure wins, else the first (create) result."""
+    merged: dict[str, WriteResult] = {}
+    for r in results:
+        prev = merged.get(r.key)
+        if prev is None or (prev.ok and not r.ok):
+            merged[r.key] = r
+    return [merged.get(k, WriteResult(k, False, "not processed", "not_processed")) for k in keys]
