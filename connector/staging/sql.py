@@ -31,7 +31,7 @@ from alembic.config import Config as AlembicConfig
 from connector.errors import PermanentPeerError, TransientPeerError
 from connector.models import RecordRef, TrackingEvent
 from connector.staging.base import StagingStore
-from connector.staging.schema import event_key, staging_table, utc_naive
+from connector.staging.schema import COLUMNS, event_key, staging_table, utc_naive
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector.config import Config
@@ -82,31 +82,24 @@ def staging_ddl(url: str, table: str, schema: str = "") -> str:
     return buf.getvalue()
 
 
-def _row(event: TrackingEvent, ref: str | RecordRef | None, loaded_at: datetime) -> dict[str, Any]:
+NAMES = [name for name, _type, _nullable in COLUMNS]  # insert order (every column but id)
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own SQLite DATETIME text format
+
+
+def _values(event: TrackingEvent, ref: str | RecordRef | None, loaded_at: Any, sqlite: bool) -> tuple:
+    """One staging row, in ``NAMES`` order; datetimes as text for SQLite's driver."""
     if isinstance(ref, RecordRef):
         record_id, table = ref.id, ref.table.value
     else:
         record_id, table = ref, None
-    return {
-        "event_key": event_key(event),
-        "job_id": event.job_id,
-        "subscriber_key": event.subscriber_key,
-        "crm_record_id": record_id,
-        "crm_table": table,
-        "event_type": event.event_type.value,
-        "event_time_utc": utc_naive(event.event_time),
-        "email": event.email or None,
-        "list_id": event.list_id or None,
-        "batch_id": event.batch_id or None,
-        "url": event.url or None,
-        "url_id": event.url_id or None,
-        "bounce_category": event.bounce_category or None,
-        "bounce_type": event.bounce_type or None,
-        "smtp_code": event.smtp_code or None,
-        "smtp_reason": event.smtp_reason or None,
-        "reason": event.reason or None,
-        "loaded_at": loaded_at,
-    }
+    when = utc_naive(event.event_time)
+    return (
+        event_key(event), event.job_id, event.subscriber_key, record_id, table, event.event_type.value,
+        when.strftime(SQLITE_DATETIME) if sqlite else when,
+        event.email or None, event.list_id or None, event.batch_id or None, event.url or None,
+        event.url_id or None, event.bounce_category or None, event.bounce_type or None, event.smtp_code or None,
+        event.smtp_reason or None, event.reason or None, loaded_at,
+    )
 
 
 def mssql_insert(table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> sa.Insert:
@@ -171,7 +164,7 @@ class SqlStagingStore(StagingStore):
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        if self.dialect in ("sqlite", "postgresql"):
+        if self.dialect == "postgresql":
             self._insert_stmt = conflict_ignoring_insert(self.table, self.dialect)
 
     @classmethod
@@ -206,11 +199,13 @@ class SqlStagingStore(StagingStore):
     ) -> int:
         """Bulk-insert ``events``; events whose natural key is stored already are ignored."""
         refs = crm_records or {}
-        loaded_at = utc_naive(datetime.now(timezone.utc))
-        rows: dict[str, dict[str, Any]] = {}
+        sqlite = self.dialect == "sqlite"
+        loaded = utc_naive(datetime.now(timezone.utc))
+        loaded_at: Any = loaded.strftime(SQLITE_DATETIME) if sqlite else loaded
+        rows: dict[str, tuple] = {}
         for event in events:  # also drops duplicates inside one call
-            row = _row(event, refs.get(event.subscriber_key), loaded_at)
-            rows.setdefault(row["event_key"], row)
+            row = _values(event, refs.get(event.subscriber_key), loaded_at, sqlite)
+            rows.setdefault(row[0], row)
         if not rows:
             return 0
         try:
@@ -219,17 +214,25 @@ class SqlStagingStore(StagingStore):
         except sa.exc.SQLAlchemyError as exc:
             raise _translate(exc, self._where(), "write_events") from exc
 
-    def _insert(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> int:
+    def _insert(self, conn: sa.Connection, rows: list[tuple]) -> int:
+        if self.dialect == "sqlite":
+            # plain executemany on the driver: a page in one call; sqlite3 sums the rows really inserted
+            return max(0, conn.exec_driver_sql(self._sqlite_insert_sql(), rows).rowcount)
+        dicts = [dict(zip(NAMES, row)) for row in rows]
         if self.dialect == "mssql":
-            per_chunk = max(1, MSSQL_MAX_PARAMS // (len(self.table.columns) - 1))
+            per_chunk = max(1, MSSQL_MAX_PARAMS // len(NAMES))
             inserted = 0
-            for start in range(0, len(rows), per_chunk):
-                inserted += conn.execute(mssql_insert(self.table, rows[start : start + per_chunk])).rowcount
+            for start in range(0, len(dicts), per_chunk):
+                inserted += conn.execute(mssql_insert(self.table, dicts[start : start + per_chunk])).rowcount
             return inserted
-        result = conn.execute(self._insert_stmt, rows)
-        if self.dialect == "postgresql":
-            return len(result.all())
-        return max(0, result.rowcount)  # sqlite3's executemany sums the rows really inserted
+        return len(conn.execute(self._insert_stmt, dicts).all())
+
+    def _sqlite_insert_sql(self) -> str:
+        target = f'"{self.schema}"."{self.table_name}"' if self.schema else f'"{self.table_name}"'
+        return (
+            f"INSERT INTO {target} ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))}) "
+            "ON CONFLICT (event_key) DO NOTHING"
+        )
 
     def count(self) -> int:
         """Rows in the staging table (tests, bench, status)."""
