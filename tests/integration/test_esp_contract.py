@@ -327,3 +327,18 @@ def test_large_upserts_are_chunked_and_no_log_line_carries_a_secret(esp, mc) -> 
     for secret in (mc.client_secret, mc.password, esp._soap._auth.token()):  # noqa: SLF001
         assert secret not in text
     assert any(entry["event"] == "esp_token_renewed" for entry in logs)
+
+
+def test_a_slow_reply_times_out_and_a_read_is_retried(mc, mc_ca, tmp_path: Path) -> None:
+    config = _config(mc, tmp_path, mc_ca.ca_file)
+    config = config.model_copy(update={"timeouts": TimeoutSettings(esp_seconds=0.5)})
+    client = MarketingCloudEspClient.from_config(config)
+    client._soap._sleep = lambda seconds: None  # noqa: SLF001
+    try:
+        client.ensure_list("cesp-list-slow", "slow")  # token and WSDL in hand
+        mc.faults.set("slow", next_n=1, seconds=1.5)
+        assert client.subscriber_statuses(["nobody"]) == {}
+        assert mc.faults.taken("slow") == 1
+    finally:
+        client.close()
+        mc.faults.clear()
