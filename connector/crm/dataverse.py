@@ -20,7 +20,7 @@ from connector.crm.odata import Call, ODataHttp
 from connector.crm.recipients import RecipientReader
 from connector.crm.records import ENTITY_SETS, SendRequestColumns, primary_id
 from connector.crm.writes import CrmWriter
-from connector.errors import ConfigError, PermanentPeerError
+from connector.errors import ConfigError, PermanentPeerError, TransientPeerError
 from connector.models import (
     BounceUpdate,
     CampaignResponse,
@@ -112,8 +112,29 @@ class DataverseCrmClient(CrmClient):
         return c.from_row(row) if row is not None else None
 
     def claim_send_request(self, request: SendRequest) -> SendRequest | None:
+        """Pending -> Processing guarded by the etag; None when someone else claimed it.
+
+        The PATCH is not repeated blindly: after a lost connection the record is read
+        back. Still Pending -> claim again with its new etag; Processing -> the lost
+        reply was ours (the caller holds the state lease for this request, the
+        primary guard) and the claim stands; anything else -> not ours.
+        """
+        try:
+            return self._claim(request)
+        except TransientPeerError as exc:
+            current = self.get_send_request(request.id)
+            if current is None:
+                return None
+            if current.status is SendStatus.PENDING:
+                return self._claim(current)
+            if current.status is SendStatus.PROCESSING:
+                log.warning("send_claim_reply_lost", send_id=request.id, error=str(exc))
+                return current
+            return None
+
+    def _claim(self, request: SendRequest) -> SendRequest | None:
         c = self.cols
-        call = Call("claim send request", c.table, request.id, idempotent=True)
+        call = Call("claim send request", c.table, request.id)
         headers = {"If-Match": request.etag or "*", "Prefer": "return=representation"}
         resp = self.http.request(
             "PATCH", f"{c.entity_set}({request.id})?$select={','.join(c.select)}", call,

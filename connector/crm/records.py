@@ -94,7 +94,7 @@ def recipient_from_row(table: CrmTable, row: Mapping[str, object], wanted: Seque
     state = row.get("statecode")
     return Recipient(
         ref=RecordRef(table, record_id),
-        email=str(email) if email is not None else None,
+        email=str(email) if email not in (None, "") else None,
         attributes=attributes,
         do_not_bulk_email=truthy(row.get("donotbulkemail")),
         do_not_email=truthy(row.get("donotemail")),

@@ -319,3 +319,13 @@ def test_crm_setup_command_dry_run_then_apply(tmp_path, crm_ca, monkeypatch, cap
         assert main(["crm-setup", "-c", str(ini)]) == 0
         out = capsys.readouterr().out
         assert "created 0" in out and org.client_secret not in out
+
+
+def test_claim_whose_reply_was_lost_is_read_back(crm_client, crm_seed, crm_org) -> None:
+    request_id = crm_seed.send_request([{"kind": "contact", "id": crm_seed.contact()}])
+    request = crm_client.get_send_request(request_id)
+    crm_client.pending_send_requests()  # token in hand: the drop hits the claim itself
+    crm_org.faults.set("drop", next_n=1)
+    claimed = crm_client.claim_send_request(request)
+    assert claimed is not None and claimed.status is SendStatus.PROCESSING
+    assert crm_client.claim_send_request(request) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
@@ -155,3 +156,17 @@ def test_set_opt_outs_partial_failure(http: ODataHttp) -> None:
     assert sent.headers["Prefer"] == "odata.continue-on-error"
     assert b"PATCH /api/data/v9.2/leads(b)" in sent.body
     assert json.loads(sent.body.split(b"\r\n\r\n")[2].split(b"\r\n")[0]) == {"donotbulkemail": True}
+
+
+@responses.activate
+def test_claim_reply_lost_after_server_applied_it(http: ODataHttp) -> None:
+    from connector.models import SendRequest, SendStatus
+
+    url = re.compile(re.escape(API) + r"cesp_sendrequests\(r1\).*")
+    responses.add(responses.PATCH, url, body=requests.ConnectionError("reset by peer"))
+    responses.add(responses.GET, url, json={"cesp_sendrequestid": "r1", "cesp_status": 100000001,
+                                            "@odata.etag": 'W/"9"', "cesp_targets": "[]"})
+    request = SendRequest(id="r1", name="n", status=SendStatus.PENDING, owner_id="u", targets=(), etag='W/"8"')
+    claimed = DataverseCrmClient(http).claim_send_request(request)
+    assert claimed is not None and claimed.status is SendStatus.PROCESSING and claimed.etag == 'W/"9"'
+    assert [c.request.method for c in responses.calls] == ["PATCH", "GET"]
