@@ -329,3 +329,18 @@ def test_claim_whose_reply_was_lost_is_read_back(crm_client, crm_seed, crm_org) 
     claimed = crm_client.claim_send_request(request)
     assert claimed is not None and claimed.status is SendStatus.PROCESSING
     assert crm_client.claim_send_request(request) is None
+
+
+def test_msal_handshake_against_the_sandbox_authority(crm_org, crm_ca) -> None:
+    from connector.crm.auth import MsalTokenProvider
+
+    tokens = MsalTokenProvider(authority=crm_org.authority, client_id=crm_org.client_id,
+                               client_secret=crm_org.client_secret, org_url=crm_org.url,
+                               verify=str(crm_ca.ca_file), ca_bundle=crm_ca.ca_file)
+    try:
+        first = tokens.token()
+        assert first and tokens.token() == first  # served from msal's cache
+        tokens.invalidate()
+        assert tokens.token()
+    finally:
+        tokens.close()
