@@ -12,12 +12,17 @@ from __future__ import annotations
 import csv
 import io
 import time
-from typing import Iterator
+import uuid
+from typing import TYPE_CHECKING, Iterator
 
 import structlog
 
 from connector.sandbox.marketing_cloud.records import ImportDefinitionRec, ImportRowError, ImportRunRec, SubscriberRec
-from connector.sandbox.marketing_cloud.store import EspStore, valid_email
+from connector.sandbox.marketing_cloud.soap import Obj
+from connector.sandbox.marketing_cloud.values import Result, as_int, error, import_def_values, ok, valid_email
+
+if TYPE_CHECKING:
+    from connector.sandbox.marketing_cloud.store import EspStore
 
 log = structlog.get_logger(__name__)
 
@@ -134,3 +139,80 @@ def _row_error(run: ImportRunRec, line: int, key: str, message: str) -> None:
     run.errors += 1
     if len(run.row_errors) < 10_000:
         run.row_errors.append(ImportRowError(line, key, message))
+
+
+class ImportOps:
+    """ImportDefinition CRUD and Perform start (a mixin of ``EspStore``)."""
+
+    def create_import_definition(self, obj: Obj) -> Result:
+        key = obj.text("CustomerKey")
+        echo = ("ImportDefinition", {"CustomerKey": key, "Name": obj.text("Name")})
+        if not key:
+            return error("CustomerKey Not Specified", 43000, echo)
+        with self.lock:
+            if key in self.import_definitions:
+                return error(f"An ImportDefinition with CustomerKey '{key}' already exists.", 43030, echo)
+            destination = obj.get("DestinationObject")
+            if not isinstance(destination, Obj) or destination.type not in ("List", ""):
+                return error("DestinationObject must be a List (by ID) in this account.", 43020, echo)
+            lst = self.lists.get(as_int(destination.get("ID")))
+            if lst is None:
+                return error("The destination List was not found (ImportDefinition needs DestinationObject List ID).",
+                             43010, echo)
+            if not obj.text("FileSpec"):
+                return error("FileSpec is required.", 43060, echo)
+            location = obj.get("RetrieveFileTransferLocation")
+            location_key = location.text("CustomerKey") if isinstance(location, Obj) else ""
+            if location_key and location_key != "ExactTarget Enhanced FTP":
+                return error(f"FileTransferLocation '{location_key}' was not found.", 43010, echo)
+            now = self.clock.now()
+            rec = ImportDefinitionRec(
+                next(self._ids), key, str(uuid.uuid4()), obj.text("Name") or key, obj.text("Description"), lst.id,
+                obj.text("FileSpec"), obj.text("FileType") or "CSV", obj.text("UpdateType") or "AddAndUpdate",
+                obj.text("FieldMappingType") or "InferFromColumnHeadings",
+                obj.text("AllowErrors", "true").lower() in ("true", "1"), obj.text("Delimiter"),
+                as_int(obj.get("HeaderLines")) or 1, now, now,
+            )
+            self.import_definitions[key] = rec
+            return ok("ImportDefinition created.", ("ImportDefinition", import_def_values(rec)), rec.id,
+                      NewObjectID=rec.object_id)
+
+    def find_import_definition(self, obj: Obj) -> ImportDefinitionRec | None:
+        if obj.text("CustomerKey"):
+            return self.import_definitions.get(obj.text("CustomerKey"))
+        wanted_id, object_id = as_int(obj.get("ID")), obj.text("ObjectID")
+        return next((d for d in self.import_definitions.values()
+                     if (wanted_id and d.id == wanted_id) or (object_id and d.object_id == object_id)), None)
+
+    def update_import_definition(self, obj: Obj) -> Result:
+        with self.lock:
+            rec = self.find_import_definition(obj)
+            if rec is None:
+                return error("ImportDefinition Not Found", 43010, ("ImportDefinition", {"CustomerKey": obj.text("CustomerKey")}))
+            if obj.text("FileSpec"):
+                rec.file_spec = obj.text("FileSpec")
+            if obj.text("UpdateType"):
+                rec.update_type = obj.text("UpdateType")
+            rec.modified = self.clock.now()
+            return ok("ImportDefinition updated.", ("ImportDefinition", import_def_values(rec)), rec.id)
+
+    def delete_import_definition(self, obj: Obj) -> Result:
+        with self.lock:
+            rec = self.find_import_definition(obj)
+            if rec is None:
+                return error("ImportDefinition Not Found", 43010, ("ImportDefinition", {"CustomerKey": obj.text("CustomerKey")}))
+            del self.import_definitions[rec.customer_key]
+            return ok("ImportDefinition deleted.", ("ImportDefinition", {"CustomerKey": rec.customer_key}))
+
+    def start_import(self, obj: Obj) -> Result:
+        with self.lock:
+            definition = self.find_import_definition(obj)
+            if definition is None:
+                return error("ImportDefinition Not Found", 43010, ("ImportDefinition", {"CustomerKey": obj.text("CustomerKey")}))
+            run = ImportRunRec(next(self._task_ids), definition.customer_key, definition.list_id, definition.file_spec)
+            self.import_runs[run.task_id] = run
+        self.spawn(lambda: run_import(self, definition, run), f"esp-import-{run.task_id}")
+        task = {"StatusCode": "OK", "StatusMessage": "OK", "ID": str(run.task_id)}
+        return ok("ImportDefinition started.", ("ImportDefinition", {"CustomerKey": definition.customer_key}),
+                  Task=("TaskResult", task))
+
