@@ -18,22 +18,14 @@ from connector.models import EventType, Subscriber, SubscriberStatus
 UTC = timezone.utc
 
 
-@pytest.fixture(scope="module")
-def mc_ca(tmp_path_factory: pytest.TempPathFactory):
-    from connector.sandbox.tls import SandboxCA
-
-    return SandboxCA(tmp_path_factory.mktemp("esp-ca"))
+@pytest.fixture
+def mc_ca(sandbox_ca):  # noqa: ANN001, ANN201 - the session CA of tests/fixtures/sandbox.py
+    return sandbox_ca
 
 
 @pytest.fixture
-def mc(tmp_path: Path, mc_ca) -> Iterator:
-    from connector.sandbox.marketing_cloud import start_esp_sandbox
-
-    sandbox = start_esp_sandbox(tmp_path / "esp", mc_ca, import_root=tmp_path / "sftp", import_delay=0.0)
-    try:
-        yield sandbox
-    finally:
-        sandbox.stop()
+def mc(esp_sandbox):  # noqa: ANN001, ANN201 - the Marketing Cloud sandbox of tests/fixtures/sandbox.py
+    return esp_sandbox
 
 
 def _config(mc, tmp_path: Path, ca_file: Path, *, auth: str = "oauth", **esp) -> Config:  # noqa: ANN001
@@ -290,14 +282,14 @@ def test_bad_credentials_are_an_auth_error_without_the_secret(mc, mc_ca, tmp_pat
             client.close()
 
 
-def test_batch_file_uploaded_over_sftp_is_imported_onto_the_list(esp, mc, tmp_path: Path) -> None:
+def test_batch_file_uploaded_over_sftp_is_imported_onto_the_list(esp, mc, sftp_sandbox, tmp_path: Path) -> None:
     """The file-drop path end to end: SftpFileDrop -> sandbox Import folder -> ImportDefinition."""
-    from connector.sandbox.sftp import start_sftp_server
     from connector.transfer.sftp import SftpFileDrop
 
-    server = start_sftp_server(mc.import_root, tmp_path / "sftp-data", username="ftp", password="ftp-secret")
-    drop = SftpFileDrop(server.host, server.port, "ftp", password="ftp-secret", known_hosts=server.known_hosts,
-                        folder="/Import", timeout=10)
+    server = sftp_sandbox
+    assert server.root.resolve() == mc.import_root.resolve()
+    drop = SftpFileDrop(server.host, server.port, server.username, password=server.password,
+                        known_hosts=server.known_hosts, folder="/Import", timeout=10)
     try:
         list_id = esp.ensure_list("cesp-list-e2e", "e2e")
         local = tmp_path / "cesp_e2e_1.csv"
@@ -311,7 +303,6 @@ def test_batch_file_uploaded_over_sftp_is_imported_onto_the_list(esp, mc, tmp_pa
         assert len(esp.subscriber_statuses([f"e2e-{i}" for i in range(250)])) == 250
     finally:
         drop.close()
-        server.stop()
 
 
 def test_large_upserts_are_chunked_and_no_log_line_carries_a_secret(esp, mc) -> None:

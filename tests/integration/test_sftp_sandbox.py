@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -14,16 +13,11 @@ from connector.transfer.sftp import SftpFileDrop
 
 
 @pytest.fixture
-def sftp(tmp_path: Path) -> Iterator:
+def sftp(sftp_sandbox):  # noqa: ANN001, ANN201 - the SFTP sandbox of tests/fixtures/sandbox.py
     from connector.sandbox.faults import FaultKnobs
-    from connector.sandbox.sftp import start_sftp_server
 
-    server = start_sftp_server(tmp_path / "root", tmp_path / "sftp-data", username="ftp-user",
-                               password="ftp-pa55", faults=FaultKnobs(seed=7))
-    try:
-        yield server
-    finally:
-        server.stop()
+    sftp_sandbox.faults = FaultKnobs(seed=7)  # rate-based drops repeat exactly from run to run
+    return sftp_sandbox
 
 
 def _drop(server, **overrides) -> SftpFileDrop:  # noqa: ANN001
