@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import unicodedata
-import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -47,8 +46,11 @@ class SeededOrg:
 
 
 def _ids(rng: random.Random) -> Iterator[str]:
+    """Random version-4 GUIDs from ``rng`` (string formatting only: fast)."""
+    bits = rng.getrandbits
     while True:
-        yield str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        h = "%032x" % bits(128)
+        yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def _email(rng: random.Random, first: str, last: str, n: int, prev: str | None) -> str | None:
@@ -64,13 +66,15 @@ def _email(rng: random.Random, first: str, last: str, n: int, prev: str | None) 
     return f"{local}{n}@{DOMAINS[n % len(DOMAINS)]}"
 
 
-def _stamp(rng: random.Random, base: dt.datetime) -> str:
-    return (base - dt.timedelta(minutes=rng.randrange(0, 60 * 24 * 400))).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _stamps(rng: random.Random, base: dt.datetime, n: int = 4096) -> list[str]:
+    """A pool of creation times over the last ~400 days (rows pick from it)."""
+    return [(base - dt.timedelta(minutes=rng.randrange(0, 60 * 24 * 400))).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for _ in range(n)]
 
 
 def _people(rng: random.Random, n: int, owner: str, accounts: list[str], kind: str) -> Iterator[tuple]:
     ids = _ids(rng)
-    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    stamps = _stamps(rng, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
     prev = None
     for i in range(n):
         first, last = rng.choice(FIRST), rng.choice(LAST)
@@ -78,7 +82,7 @@ def _people(rng: random.Random, n: int, owner: str, accounts: list[str], kind: s
         prev = email if email and "@" in email and rng.random() < 0.5 else prev
         city, country = rng.choice(CITIES)
         inactive = rng.random() < 0.03
-        stamp = _stamp(rng, base)
+        stamp = stamps[rng.getrandbits(12)]
         row = (next(ids), first, last, f"{first} {last}", email, city, country,
                1 if rng.random() < 0.05 else 0, 1 if rng.random() < 0.01 else 0,
                1 if inactive else 0, 2 if inactive else 1, stamp, stamp, owner, "systemuser",
@@ -108,7 +112,7 @@ def _members(store: DataverseStore, list_id: str, entity: str, pk: str, every: i
     """Put every row whose position mod ``every`` < ``keep`` into the list (streamed)."""
     table = f"e_{entity}"
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    ns = uuid.UUID(list_id)
+    member_ids = _ids(random.Random(list_id))
 
     def rows() -> Iterator[tuple]:
         last = 0
@@ -119,7 +123,7 @@ def _members(store: DataverseStore, list_id: str, entity: str, pk: str, every: i
                 return
             for rowid, rid in chunk:
                 if rowid % every < keep:
-                    yield (str(uuid.uuid5(ns, rid)), list_id, "list", rid, entity, entity, stamp, stamp)
+                    yield (next(member_ids), list_id, "list", rid, entity, entity, stamp, stamp)
             last = chunk[-1][0]
 
     lm = store.schema.entity("listmember")
