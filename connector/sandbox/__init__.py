@@ -198,7 +198,12 @@ def start_sandbox(data_dir: Path | str, *, seed: int = 1, contacts: int = 200, t
             except ImportError as exc:
                 missing.append(f"Marketing Cloud sandbox ({exc})")
             else:
-                esp_handle = start_esp_sandbox(data_dir / "esp", ca, tls=tls, import_root=sftp_root, seed=seed)
+                creds = _private_json(data_dir / "esp-credentials.json", lambda: {
+                    "client_id": "cesp" + secrets.token_hex(10), "client_secret": secrets.token_urlsafe(24),
+                    "password": secrets.token_urlsafe(16)})
+                esp_handle = start_esp_sandbox(data_dir / "esp", ca, tls=tls, import_root=sftp_root, seed=seed,
+                                               client_id=creds["client_id"], client_secret=creds["client_secret"],
+                                               password=creds["password"])
                 esp_handle.ca_file = crm.ca_file
                 started.append(esp_handle)
         if sftp:
