@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
+        me = client.who_am_i()
+        print(f"connected to {client.http.org_url} as user {me['UserId']}")
         report = CrmSetup(client.http, config.crm.prefix).run(
             dry_run=args.dry_run, progress=lambda item: print(f"created  {item}", flush=True))
     except ConnectorError as exc:

@@ -91,6 +91,11 @@ class DataverseCrmClient(CrmClient):
     def close(self) -> None:
         self.http.close()
 
+    def who_am_i(self) -> dict[str, str]:
+        """``WhoAmI``: the user the connector acts as, its business unit and organization."""
+        body = self.http.get_json("WhoAmI", Call("who am I", idempotent=True)) or {}
+        return {k: str(body.get(k, "")) for k in ("UserId", "BusinessUnitId", "OrganizationId")}
+
     # -- send requests ------------------------------------------------------------
     def pending_send_requests(self, limit: int = 50) -> list[SendRequest]:
         c = self.cols

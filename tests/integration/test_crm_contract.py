@@ -313,6 +313,7 @@ def test_crm_setup_command_dry_run_then_apply(tmp_path, crm_ca, monkeypatch, cap
         assert main(["crm-setup", "-c", str(ini), "--dry-run"]) == 0
         out = capsys.readouterr().out
         assert "missing  table cesp_sendrequest" in out and "would create" in out
+        assert f"as user {org.app_user_id}" in out
         assert main(["crm-setup", "-c", str(ini)]) == 0
         out = capsys.readouterr().out
         assert "created  key campaignresponse.cesp_trackingkey_key" in out
