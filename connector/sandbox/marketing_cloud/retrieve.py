@@ -1,0 +1,178 @@
+"""Retrieve for the Marketing Cloud sandbox: property checks, filters, 2,500-row pages.
+
+A Retrieve becomes a cursor: a generator of rendered ``<Results>`` rows. Each reply
+with ``MoreDataAvailable`` registers the cursor under the reply's ``RequestID``; a
+``ContinueRequest`` with that id gets the next page. Each continuation id answers one
+page only: asked again (a retry after a lost reply) it returns the same page, never
+the following one. Cursors idle for ``CURSOR_SECONDS`` are forgotten.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from itertools import islice
+from typing import Any, Callable, Iterator
+
+from connector.sandbox.marketing_cloud import events as ev
+from connector.sandbox.marketing_cloud.filters import FilterError, compile_filter, key_hint
+from connector.sandbox.marketing_cloud.soap import Obj, SoapFault, message, render_fields
+from connector.sandbox.marketing_cloud.store import EspStore
+from connector.sandbox.marketing_cloud.wsdl import field_names
+
+PAGE_SIZE = 2500
+MAX_CURSORS = 2000
+CURSOR_SECONDS = 20 * 60
+RETRIEVABLE = ("Subscriber", "List", "ListSubscriber", "Email", "SendClassification", "EmailSendDefinition", "Send",
+               "ImportDefinition", "ImportResultsSummary") + ev.EVENT_OBJECTS
+DOTTED = {
+    "Send": {"Email.ID", "EmailSendDefinition.CustomerKey", "List.ID"},
+    "EmailSendDefinition": {"Email.ID", "SendClassification.CustomerKey"},
+    "UnsubEvent": {"List.ID"},
+}
+
+
+class _Cursor:
+    """One Retrieve's remaining rows."""
+
+    def __init__(self, rows: Iterator[str], page_size: int) -> None:
+        self.rows = rows
+        self.page_size = page_size
+        self.pending: str | None = None
+        self.lock = threading.Lock()
+        self.answers: OrderedDict[str, bytes] = OrderedDict()
+
+
+class Retriever:
+    """Answers RetrieveRequestMsg bodies from the store."""
+
+    def __init__(self, store: EspStore) -> None:
+        self.store = store
+        self._cursors: OrderedDict[str, tuple[_Cursor, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retrieve(self, request: Obj, request_id: str) -> str:
+        rr = request.get("RetrieveRequest")
+        if not isinstance(rr, Obj):
+            raise SoapFault("soap:Client", "RetrieveRequest is required.")
+        continue_id = rr.text("ContinueRequest")
+        if continue_id:
+            return self._continue(continue_id, request_id)
+        obj_type = rr.text("ObjectType")
+        properties = [p for p in rr.all("Properties") if isinstance(p, str) and p]
+        problem = check_request(obj_type, properties)
+        if problem:
+            return retrieve_msg(problem, request_id, "")
+        try:
+            predicate = compile_filter(rr.get("Filter"), field_names(obj_type) | DOTTED.get(obj_type, set()))
+        except (FilterError, ValueError) as exc:
+            text = str(exc)
+            return retrieve_msg(text if text.startswith("Error") else f"Error: {text}", request_id, "")
+        options = rr.get("Options")
+        batch = _positive_int(options.get("BatchSize") if isinstance(options, Obj) else None) or PAGE_SIZE
+        rows = self._rows(obj_type, rr.get("Filter"), predicate, properties)
+        return self._page(_Cursor(rows, min(PAGE_SIZE, batch)), request_id)
+
+    def _rows(self, obj_type: str, filter_part: Any, predicate: Callable[[dict], bool],
+              properties: list[str]) -> Iterator[str]:
+        if obj_type in ev.EVENT_OBJECTS:
+            now_ts = self.store.clock.now_ts()
+            self.store.apply_due_changes()
+            with self.store.lock:
+                blocks = list(self.store.blocks)
+            return ev.iter_event_rows(blocks, obj_type, filter_part, predicate, properties, now_ts)
+        keys = key_hint(filter_part, "SubscriberKey") if obj_type in ("Subscriber", "ListSubscriber") else None
+        return self._object_rows(obj_type, predicate, properties, keys)
+
+    def _object_rows(self, obj_type: str, predicate: Callable[[dict], bool], properties: list[str],
+                     keys: list[str] | None) -> Iterator[str]:
+        plain = [p for p in properties if "." not in p]
+        nested: dict[str, set[str]] = {}
+        for p in properties:
+            if "." in p:
+                head, _, tail = p.partition(".")
+                nested.setdefault(head, set()).add(tail)
+        only = set(plain) | set(nested)
+        head = f'<Results xsi:type="{obj_type}">'
+        for row in self.store.rows(obj_type, keys):
+            if predicate(row):
+                values = _narrow_nested(row, nested, plain) if nested else row
+                yield f"{head}{render_fields(obj_type, values, only)}</Results>"
+
+    def _page(self, cursor: _Cursor, request_id: str) -> str:
+        rows = [cursor.pending] if cursor.pending is not None else []
+        cursor.pending = None
+        rows.extend(islice(cursor.rows, cursor.page_size - len(rows)))
+        more = False
+        if len(rows) == cursor.page_size:
+            cursor.pending = next(cursor.rows, None)
+            more = cursor.pending is not None
+        if more:
+            now = time.monotonic()
+            with self._lock:
+                self._cursors[request_id] = (cursor, now)
+                while self._cursors and (len(self._cursors) > MAX_CURSORS
+                                         or next(iter(self._cursors.values()))[1] < now - CURSOR_SECONDS):
+                    self._cursors.popitem(last=False)
+        return retrieve_msg("MoreDataAvailable" if more else "OK", request_id, "".join(rows))
+
+    def _continue(self, continue_id: str, request_id: str) -> str:
+        with self._lock:
+            entry = self._cursors.get(continue_id)
+        if entry is None:
+            return retrieve_msg(f"Error: ContinueRequest '{continue_id}' is not valid or has expired.", request_id, "")
+        cursor = entry[0]
+        with cursor.lock:
+            cached = cursor.answers.get(continue_id)
+            if cached is not None:  # the same page asked again (a retry after a lost reply)
+                return cached.decode("utf-8")
+            text = self._page(cursor, request_id)
+            cursor.answers[continue_id] = text.encode("utf-8")
+            while len(cursor.answers) > 2:
+                cursor.answers.popitem(last=False)
+            return text
+
+
+def check_request(obj_type: str, properties: list[str]) -> str:
+    """The OverallStatus error text for a bad object type or property list, or ''."""
+    if obj_type not in RETRIEVABLE:
+        return f"Error: The Request ObjectType '{obj_type}' is not retrievable."
+    if not properties:
+        return f"Error: The Request Properties are required for {obj_type}."
+    allowed = field_names(obj_type) | DOTTED.get(obj_type, set())
+    bad = [p for p in properties if p not in allowed]
+    if bad:
+        return f"Error: The Request Property(s) {', '.join(bad)} do not match with the fields of {obj_type} retrieve"
+    return ""
+
+
+def _narrow_nested(row: dict, nested: dict[str, set[str]], plain: list[str]) -> dict:
+    """Keep only the requested children of nested objects ("Email.ID" → Email with ID)."""
+    values = dict(row)
+    for name, subs in nested.items():
+        if name in plain:
+            continue
+        value = row.get(name)
+        if isinstance(value, tuple):
+            values[name] = (value[0], {k: v for k, v in value[1].items() if k in subs})
+        elif isinstance(value, list):
+            values[name] = [(v[0], {k: x for k, x in v[1].items() if k in subs}) for v in value]
+    return values
+
+
+def retrieve_msg(status: str, request_id: str, rows: str) -> str:
+    return message("RetrieveResponseMsg", f"<OverallStatus>{esc(status)}</OverallStatus>"
+                   f"<RequestID>{request_id}</RequestID>{rows}")
+
+
+def esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _positive_int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return number if number > 0 else 0
