@@ -160,6 +160,7 @@ class Resolver:
             if done is not None:
                 workspace.add_finished(done.seq, done.rows, done.size)
                 finished.append(done)
+                crashpoint("after_batch_finished")  # mid-chunk: file renamed, chunk not committed
         workspace.add_skips(skips)
         for skip in skips:
             point.skipped_by_reason[skip.reason.value] = point.skipped_by_reason.get(skip.reason.value, 0) + 1
