@@ -32,8 +32,8 @@ from connector.sandbox.tls import SandboxCA
 
 log = structlog.get_logger(__name__)
 
-IDLE_TIMEOUT_SECONDS = 30.0
-"""A keep-alive connection idle this long is closed by the server."""
+IDLE_TIMEOUT_SECONDS = 120.0
+"""A keep-alive connection idle this long is closed by the server (IIS's default)."""
 
 SLOW_DEFAULT_SECONDS = 2.0
 """Delay of the ``slow`` fault when the knob gives no ``seconds``."""
@@ -184,6 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, app: WsgiApp, tls_context: ssl.SSLContext | None, faults: FaultKnobs) -> None:
         self.app = app
