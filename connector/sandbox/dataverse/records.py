@@ -334,6 +334,9 @@ class Records:
             return self.fetch(req, e)
         if "$skip" in req.query:
             raise StoreError(400, "0x80060888", "The query parameter $skip is not supported.")
+        if "$expand" in req.query and not ("$deltatoken" in req.query or "odata.track-changes" in req.prefer):
+            raise StoreError(501, "0x8004800d", "$expand is not implemented by the sandbox (the real service"
+                             " supports it); read the related records with their own query.")
         if "$deltatoken" in req.query or "odata.track-changes" in req.prefer:
             return self.delta(req, e)
         select = parse_select(e, req.query.get("$select"))
