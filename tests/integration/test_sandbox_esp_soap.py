@@ -207,3 +207,31 @@ def test_import_from_the_sftp_drop(wsse_client, mcsb_esp):
     result = reply.Results[0]
     assert (result.ImportStatus, result.NumberSuccessful, result.NumberErrors, result.TotalRows) == ("Completed", 1500, 1, 1501)
     assert mcsb_esp.store.subscriber("u7").attributes["City"] == "Köln"
+
+
+def test_account_and_credentials_survive_a_restart(tmp_path, mcsb_ca, mcsb_session):
+    from connector.sandbox.marketing_cloud import start_esp_sandbox
+
+    esp = start_esp_sandbox(tmp_path / "esp", mcsb_ca, import_root=tmp_path / "drop", import_delay=0.0)
+    try:
+        esp.store.add_subscriber("keep-1", "keep@example.com")
+        job = esp.store.generate_events(100, event_types=("OpenEvent", "ClickEvent"), arrival_lag_minutes=1)
+        secret, clock_before = esp.client_secret, esp.store.clock.now_ts()
+    finally:
+        esp.stop()
+    assert oct((tmp_path / "esp" / "esp-state.json").stat().st_mode & 0o777) == "0o600"
+    again = start_esp_sandbox(tmp_path / "esp", mcsb_ca, import_root=tmp_path / "drop", import_delay=0.0)
+    try:
+        assert again.client_secret == secret
+        assert again.store.subscriber("keep-1").email == "keep@example.com"
+        assert again.store.clock.now_ts() >= clock_before
+        again.advance(1)
+        assert again.store.event_count("ClickEvent", send_id=job) == 100
+        token = oauth_token(again, mcsb_session)
+        client = zeep.Client(again.wsdl_url, transport=Transport(session=mcsb_session, timeout=10))
+        rr = client.get_type("ns0:RetrieveRequest")(ObjectType="Send", Properties=["ID", "UniqueOpens"])
+        reply = client.service.Retrieve(RetrieveRequest=rr, _soapheaders=[fuel_header(token["access_token"])])
+        assert [(r.ID, r.UniqueOpens) for r in reply.Results] == [(job, 100)]
+        assert again.store.generate_events(1, event_types=("SentEvent",)) > job  # ids keep counting up
+    finally:
+        again.stop()

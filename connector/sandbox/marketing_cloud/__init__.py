@@ -25,6 +25,7 @@ from typing import Any
 from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.marketing_cloud.app import Credentials, MarketingCloudApp
 from connector.sandbox.marketing_cloud.events import EventRates
+from connector.sandbox.marketing_cloud.persist import load_credentials, load_store, save_credentials, save_store
 from connector.sandbox.marketing_cloud.records import SimClock
 from connector.sandbox.marketing_cloud.store import EspStore
 
@@ -42,6 +43,7 @@ class EspSandbox:
     faults: FaultKnobs
     credentials: Credentials
     import_root: Path
+    data_dir: Path | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -89,9 +91,14 @@ class EspSandbox:
         """Wait until started imports and send simulations have finished."""
         return self.store.wait_idle(timeout)
 
+    def save(self) -> Path | None:
+        """Write the account to ``<data_dir>/esp-state.json`` (done by ``stop()`` too)."""
+        return save_store(self.store, self.data_dir) if self.data_dir is not None else None
+
     def stop(self) -> None:
         self.server.stop()
         self.store.wait_idle(10.0)
+        self.save()
 
     def __enter__(self) -> "EspSandbox":
         return self
@@ -102,24 +109,41 @@ class EspSandbox:
 
 def start_esp_sandbox(data_dir: Path, ca: Any, *, tls: bool = True, import_root: Path, seed: int = 1,
                       rates: EventRates | None = None, speed: float = 1.0, client_id: str | None = None,
-                      client_secret: str | None = None, username: str = "cesp-api-user",
-                      password: str | None = None, account_id: str = "7281698",
-                      import_delay: float = 0.2) -> EspSandbox:
-    """Start the sandbox on 127.0.0.1 (a free port). ``import_root`` is the SFTP root (has ``Import/``)."""
+                      client_secret: str | None = None, username: str | None = None,
+                      password: str | None = None, account_id: str | None = None,
+                      import_delay: float = 0.2, persist: bool = True) -> EspSandbox:
+    """Start the sandbox on 127.0.0.1 (a free port). ``import_root`` is the SFTP root (has ``Import/``).
+
+    With ``persist`` (the default) the account and its credentials are kept in ``data_dir``
+    and found again by the next start on the same folder.
+    """
     from connector.sandbox.httpserver import SandboxHttpServer
 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     import_root = Path(import_root)
     (import_root / "Import").mkdir(parents=True, exist_ok=True)
-    credentials = Credentials(
-        client_id or "cesp" + secrets.token_hex(10), client_secret or secrets.token_urlsafe(24), account_id,
-        username, password or secrets.token_urlsafe(16),
-    )
+    credentials = _credentials(data_dir if persist else None, client_id=client_id, client_secret=client_secret,
+                               username=username, password=password, account_id=account_id)
     store = EspStore(import_root=import_root, clock=SimClock(speed), rates=rates, seed=seed,
-                     account_id=int(account_id), import_delay=import_delay)
+                     account_id=int(credentials.account_id), import_delay=import_delay)
+    if persist:
+        load_store(store, data_dir)
     faults = FaultKnobs(seed)
     app = MarketingCloudApp(store, credentials, faults)
     server = SandboxHttpServer(app, ca=ca if tls else None, tls=tls, faults=faults)
     server.start()
-    return EspSandbox(server.url, app, server, store, faults, credentials, import_root)
+    return EspSandbox(server.url, app, server, store, faults, credentials, import_root,
+                      data_dir if persist else None)
+
+
+def _credentials(data_dir: Path | None, **given: str | None) -> Credentials:
+    """Given values win; then the ones kept in data_dir; then fresh random ones (kept for next time)."""
+    kept = (load_credentials(data_dir) if data_dir is not None else None) or {}
+    fresh = {"client_id": "cesp" + secrets.token_hex(10), "client_secret": secrets.token_urlsafe(24),
+             "account_id": "7281698", "username": "cesp-api-user", "password": secrets.token_urlsafe(16)}
+    values = {k: given.get(k) or kept.get(k) or fresh[k] for k in fresh}
+    credentials = Credentials(**values)
+    if data_dir is not None:
+        save_credentials(data_dir, credentials)
+    return credentials
