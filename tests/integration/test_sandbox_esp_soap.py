@@ -212,7 +212,7 @@ def test_import_from_the_sftp_drop(wsse_client, mcsb_esp):
 def test_account_and_credentials_survive_a_restart(tmp_path, mcsb_ca, mcsb_session):
     from connector.sandbox.marketing_cloud import start_esp_sandbox
 
-    esp = start_esp_sandbox(tmp_path / "esp", mcsb_ca, import_root=tmp_path / "drop", import_delay=0.0)
+    esp = start_esp_sandbox(tmp_path / "esp", mcsb_ca, import_root=tmp_path / "drop", import_delay=0.0, persist=True)
     try:
         esp.store.add_subscriber("keep-1", "keep@example.com")
         job = esp.store.generate_events(100, event_types=("OpenEvent", "ClickEvent"), arrival_lag_minutes=1)
@@ -220,7 +220,7 @@ def test_account_and_credentials_survive_a_restart(tmp_path, mcsb_ca, mcsb_sessi
     finally:
         esp.stop()
     assert oct((tmp_path / "esp" / "esp-state.json").stat().st_mode & 0o777) == "0o600"
-    again = start_esp_sandbox(tmp_path / "esp", mcsb_ca, import_root=tmp_path / "drop", import_delay=0.0)
+    again = start_esp_sandbox(tmp_path / "esp", mcsb_ca, import_root=tmp_path / "drop", import_delay=0.0, persist=True)
     try:
         assert again.client_secret == secret
         assert again.store.subscriber("keep-1").email == "keep@example.com"
@@ -235,3 +235,8 @@ def test_account_and_credentials_survive_a_restart(tmp_path, mcsb_ca, mcsb_sessi
         assert again.store.generate_events(1, event_types=("SentEvent",)) > job  # ids keep counting up
     finally:
         again.stop()
+    fresh = start_esp_sandbox(tmp_path / "esp", mcsb_ca, import_root=tmp_path / "drop", import_delay=0.0)
+    try:
+        assert fresh.store.subscriber("keep-1") is None and fresh.client_secret != secret
+    finally:
+        fresh.stop()

@@ -111,11 +111,12 @@ def start_esp_sandbox(data_dir: Path, ca: Any, *, tls: bool = True, import_root:
                       rates: EventRates | None = None, speed: float = 1.0, client_id: str | None = None,
                       client_secret: str | None = None, username: str | None = None,
                       password: str | None = None, account_id: str | None = None,
-                      import_delay: float = 0.2, persist: bool = True) -> EspSandbox:
+                      import_delay: float = 0.2, persist: bool = False) -> EspSandbox:
     """Start the sandbox on 127.0.0.1 (a free port). ``import_root`` is the SFTP root (has ``Import/``).
 
-    With ``persist`` (the default) the account and its credentials are kept in ``data_dir``
-    and found again by the next start on the same folder.
+    With ``persist=True`` the account and its credentials are kept in ``data_dir`` and
+    found again by the next start on the same folder (``connector sandbox``); without it
+    every start is a fresh account (tests, benchmarks).
     """
     from connector.sandbox.httpserver import SandboxHttpServer
 
