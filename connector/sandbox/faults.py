@@ -8,8 +8,9 @@ fault (the delay of "slow", the Retry-After of "throttle"); given alone it turns
 the fault on for every request.
 
 Generic kinds (applied by :class:`~connector.sandbox.httpserver.SandboxHttpServer`):
-``drop`` (close the connection without an answer), ``http500``, ``http502``,
-``http503``, ``slow``; ``throttle`` is applied by each protocol app in its own
+``drop`` (close the connection without an answer), ``drop_after`` (handle the
+request, then close without the answer), ``http500``, ``http502``, ``http503``,
+``http504``, ``slow``; ``throttle`` is applied by each protocol app in its own
 dialect. Apps may use any other kind name (e.g. ``has_errors``).
 """
 
@@ -19,7 +20,7 @@ import random
 import threading
 from dataclasses import dataclass
 
-GENERIC_KINDS = ("drop", "http500", "http502", "http503", "slow", "throttle")
+GENERIC_KINDS = ("drop", "drop_after", "http500", "http502", "http503", "http504", "slow", "throttle")
 
 
 @dataclass

@@ -6,7 +6,9 @@ each request through the generic fault knobs before the app sees it:
 
 - ``drop``: the request is read, then the connection is closed without an answer
   (the client sees a connection reset / remote disconnect);
-- ``http500`` / ``http502`` / ``http503``: that status with a short body;
+- ``drop_after``: the app handles the request (a write is applied), then the
+  connection is closed without the answer: the client cannot know it worked;
+- ``http500`` / ``http502`` / ``http503`` / ``http504``: that status with a short body;
 - ``slow``: the answer is delayed by the knob's ``seconds`` (default 2 s).
 
 The TLS handshake runs in the connection's own thread, so a stuck client never
@@ -41,7 +43,8 @@ SLOW_DEFAULT_SECONDS = 2.0
 MAX_BODY_BYTES = 512 * 1024 * 1024
 """Largest request body the sandbox accepts."""
 
-_STATUS_TEXT = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_STATUS_TEXT = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                504: "Gateway Timeout"}
 
 WsgiApp = Callable[[dict, Callable], Any]
 
@@ -134,14 +137,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise _DropConnection()
         if faults.take("slow"):
             time.sleep(faults.seconds("slow", SLOW_DEFAULT_SECONDS))
-        for status in (500, 502, 503):
+        for status in (500, 502, 503, 504):
             if faults.take(f"http{status}"):
                 self._send(f"{status} {_STATUS_TEXT[status]}", [("Content-Type", "text/plain")],
                            [f"{status} {_STATUS_TEXT[status]} (sandbox fault)\n".encode()])
                 return
-        self._run_app(self._environ(body))
+        drop_after = faults.take("drop_after")
+        self._run_app(self._environ(body), drop_after)
 
-    def _run_app(self, environ: dict) -> None:
+    def _run_app(self, environ: dict, drop_after: bool = False) -> None:
         state: dict[str, Any] = {}
 
         def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
@@ -162,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send("500 Internal Server Error", [("Content-Type", "text/plain")],
                        [b"sandbox app error\n"])
             return
+        if drop_after:
+            raise _DropConnection()
         self._send(state["status"], state["headers"], state.get("extra", []) + chunks)
 
     def _send(self, status: str, headers: list, chunks: list[bytes]) -> None:

@@ -79,6 +79,8 @@ def test_generic_faults(ca):
         with pytest.raises(requests.exceptions.ConnectionError):
             s.post(server.url, data="lost", verify=verify)
         assert s.get(server.url, verify=verify).status_code == 200
+        faults.set("http504", next_n=1)
+        assert s.get(server.url, verify=verify).status_code == 504
         faults.set("slow", next_n=1, seconds=0.01)
         assert s.get(server.url, verify=verify).status_code == 200
         assert faults.taken("slow") == 1
@@ -103,3 +105,20 @@ def test_fault_knobs_semantics():
     assert knobs.active() == {}
     with pytest.raises(ValueError):
         knobs.set("drop", rate=2)
+
+
+def test_drop_after_applies_the_request_but_loses_the_answer(ca):
+    seen = []
+
+    def recording_app(environ, start_response):
+        seen.append(environ["wsgi.input"].read())
+        start_response("204 No Content", [])
+        return [b""]
+
+    faults = FaultKnobs()
+    with SandboxHttpServer(recording_app, ca=ca, faults=faults) as server, requests.Session() as s:
+        faults.set("drop_after", next_n=1)
+        with pytest.raises(requests.exceptions.ConnectionError):
+            s.post(server.url + "/x", data="applied", verify=str(ca.ca_file))
+        assert seen == [b"applied"]
+        assert s.post(server.url + "/x", data="again", verify=str(ca.ca_file)).status_code == 204
