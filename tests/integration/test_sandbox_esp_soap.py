@@ -240,3 +240,16 @@ def test_account_and_credentials_survive_a_restart(tmp_path, mcsb_ca, mcsb_sessi
         assert fresh.store.subscriber("keep-1") is None and fresh.client_secret != secret
     finally:
         fresh.stop()
+
+
+def test_describe_lists_the_retrievable_properties(wsse_client):
+    reply = wsse_client.service.Describe(DescribeRequests={"ObjectDefinitionRequest": [
+        {"ObjectType": "ClickEvent"}, {"ObjectType": "Send"}]})
+    click, send = reply.ObjectDefinition
+    assert click.ObjectType == "ClickEvent" and click.IsRetrievable and not click.IsCreatable
+    names = {p.Name for p in click.Properties if p.IsRetrievable}
+    assert {"SendID", "SubscriberKey", "EventDate", "EventType", "URL", "URLID"} <= names
+    assert {p.Name: p.DataType for p in click.Properties}["EventDate"] == "DateTime"
+    assert "EmailSendDefinition.CustomerKey" in {p.Name for p in send.Properties}
+    with pytest.raises(zeep.exceptions.Fault):
+        wsse_client.service.Describe(DescribeRequests={"ObjectDefinitionRequest": [{"ObjectType": "Nope"}]})

@@ -356,3 +356,9 @@ def test_soap_12_with_ws_addressing_action(mcsb_call):
     root = xml(body)
     assert root.nsmap["soap"] == "http://www.w3.org/2003/05/soap-envelope"
     assert sorted(texts(root, "//p:Results/p:CustomerKey")) == ["Default Commercial", "Default Transactional"]
+
+
+def test_real_operations_the_sandbox_lacks_get_a_clear_client_fault(mcsb_call):
+    status, body = mcsb_call.soap("Extract", f"<ExtractRequestMsg {P}/>")
+    assert status == 500
+    assert "not available in the connector's sandbox" in texts(xml(body), "//faultstring")[0]

@@ -5,7 +5,7 @@ Routes (paths are case-insensitive, as on IIS):
 - ``GET /Service.asmx?wsdl`` and ``GET /etframework.wsdl``: the sandbox's own WSDL;
 - ``POST /Service.asmx``: SOAP 1.1 (``SOAPAction`` header, quoted or not) or SOAP 1.2
   (``action=`` in the content type or ``wsa:Action``): Create, Retrieve, Update,
-  Delete, Perform;
+  Delete, Perform, Describe (the other real actions get a clear Client fault);
 - ``POST /v2/token``: OAuth client credentials in Marketing Cloud's JSON shape.
 
 App-level fault kinds (on top of the HTTP server's generic ones): ``has_errors``
@@ -25,6 +25,7 @@ import structlog
 
 from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.marketing_cloud.auth import Credentials, authenticate, token_reply
+from connector.sandbox.marketing_cloud.describe import describe
 from connector.sandbox.marketing_cloud.retrieve import Retriever, esc
 from connector.sandbox.marketing_cloud.soap import (
     SOAP12_ENV,
@@ -48,8 +49,9 @@ log = structlog.get_logger(__name__)
 
 INPUT_ELEMENT = {
     "Create": "CreateRequest", "Retrieve": "RetrieveRequestMsg", "Update": "UpdateRequest",
-    "Delete": "DeleteRequest", "Perform": "PerformRequestMsg",
+    "Delete": "DeleteRequest", "Perform": "PerformRequestMsg", "Describe": "DefinitionRequestMsg",
 }
+OTHER_ACTIONS = {"Query", "Execute", "Configure", "Schedule", "VersionInfo", "Extract", "GetSystemStatus"}
 _ACTION_RE = re.compile(r'action="?([^";]+)"?')
 
 
@@ -118,7 +120,8 @@ class MarketingCloudApp:
                 raise SoapFault("soap:Client", f"The {action} operation expects a {expected} element in the Body.")
             self.calls[action] = self.calls.get(action, 0) + 1
             request_id = str(uuid.uuid4())
-            handler = self.retriever.retrieve if action == "Retrieve" else getattr(self, f"_op_{action.lower()}")
+            handler = {"Retrieve": self.retriever.retrieve, "Describe": describe}.get(action) \
+                or getattr(self, f"_op_{action.lower()}")
             request = parse_value(payload)
             if not isinstance(request, Obj):
                 request = Obj(type="")
@@ -141,6 +144,8 @@ class MarketingCloudApp:
         action = action.rsplit("/", 1)[-1]
         if not action:
             raise SoapFault("soap:Client", "Server did not recognize the value of HTTP Header SOAPAction: .", api_code=2)
+        if action in OTHER_ACTIONS:
+            raise SoapFault("soap:Client", f"The {action} operation is not available in the connector's sandbox.")
         if action not in OPERATION_NAMES:
             raise SoapFault("soap:Client", f"Server did not recognize the value of HTTP Header SOAPAction: {action}.")
         return action

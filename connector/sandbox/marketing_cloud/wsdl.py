@@ -221,6 +221,23 @@ TYPES: dict[str, tuple[str | None, bool, tuple]] = {
         ("DeleteFile", B, 0, 1), ("SourceObject", "tns:APIObject", 0, 1), ("DestinationType", I, 0, 1),
         ("SubscriptionDefinitionId", S, 0, 1), ("EncodingCodePage", I, 0, 1),
     )),
+    "ArrayOfObjectDefinitionRequest": (None, False, (
+        ("ObjectDefinitionRequest", "tns:ObjectDefinitionRequest", 0, N),
+    )),
+    "ObjectDefinitionRequest": (None, False, (("Client", "tns:ClientID", 0, 1), ("ObjectType", S, 0, 1))),
+    "PropertyDefinition": ("APIObject", False, (
+        ("Name", S, 0, 1), ("DataType", S, 0, 1), ("IsCreatable", B, 0, 1), ("IsUpdatable", B, 0, 1),
+        ("IsRetrievable", B, 0, 1), ("IsQueryable", B, 0, 1), ("IsFilterable", B, 0, 1),
+        ("IsPartnerProperty", B, 0, 1), ("IsAccountProperty", B, 0, 1), ("Label", S, 0, 1),
+        ("Description", S, 0, 1), ("IsRequired", B, 0, 1), ("IsViewable", B, 0, 1), ("IsEditable", B, 0, 1),
+        ("IsNillable", B, 0, 1),
+    )),
+    "ObjectDefinition": (None, False, (
+        ("ObjectType", S, 0, 1), ("Name", S, 0, 1), ("IsCreatable", B, 0, 1), ("IsUpdatable", B, 0, 1),
+        ("IsRetrievable", B, 0, 1), ("IsQueryable", B, 0, 1), ("IsReference", B, 0, 1),
+        ("ReferencedType", S, 0, 1), ("IsPropertyCollection", S, 0, 1), ("IsObjectCollection", B, 0, 1),
+        ("Properties", "tns:PropertyDefinition", 0, N),
+    )),
     "ImportResultsSummary": ("APIObject", False, (
         ("ImportDefinitionCustomerKey", S, 0, 1), ("StartDate", S, 0, 1), ("EndDate", S, 0, 1),
         ("DestinationID", S, 0, 1), ("NumberSuccessful", I, 0, 1), ("NumberDuplicated", I, 0, 1),
@@ -243,6 +260,8 @@ ELEMENTS: dict[str, tuple] = {
         ("Options", "tns:PerformOptions", 0, 1), ("Action", S, 0, 1),
         ("Definitions", "{Definition:tns:APIObject}", 0, 1),
     ),
+    "DefinitionRequestMsg": (("DescribeRequests", "tns:ArrayOfObjectDefinitionRequest", 0, 1),),
+    "DefinitionResponseMsg": (("ObjectDefinition", "tns:ObjectDefinition", 0, N), ("RequestID", S, 0, 1)),
     "PerformResponseMsg": (
         ("Results", "{Result:tns:PerformResult}", 0, 1), ("OverallStatus", S, 1, 1),
         ("OverallStatusMessage", S, 1, 1), ("RequestID", S, 0, 1),
@@ -256,6 +275,7 @@ OPERATIONS = (
     ("Update", "updateRequest", "UpdateRequest", "updateResponse", "UpdateResponse"),
     ("Delete", "deleteRequest", "DeleteRequest", "deleteResponse", "DeleteResponse"),
     ("Perform", "performRequest", "PerformRequestMsg", "performResponse", "PerformResponseMsg"),
+    ("Describe", "definitionRequest", "DefinitionRequestMsg", "definitionResponse", "DefinitionResponseMsg"),
 )
 OPERATION_NAMES = frozenset(op[0] for op in OPERATIONS)
 
