@@ -14,7 +14,7 @@ from pathlib import Path
 from lxml import etree
 
 from connector.esp.events import PARTNER_NS, events_from_rows, flatten
-from connector.esp.soap import load_client
+from connector.esp.wsdl import load_client
 from connector.models import EventType
 
 ROWS = 2500

@@ -20,16 +20,11 @@ from lxml import etree
 from connector.config import Config
 from connector.errors import ConfigError, PeerError, PermanentPeerError, TransientPeerError
 from connector.esp.base import EspClient
-from connector.esp.events import (
-    EVENT_OBJECTS,
-    EVENT_PROPERTIES,
-    PARTNER_NS,
-    events_from_rows,
-    flatten,
-    parse_esp_datetime,
-    to_esp_datetime,
-)
-from connector.esp.soap import SoapCaller, load_client, wsdl_address
+from connector.esp.events import EVENT_OBJECTS, EVENT_PROPERTIES, events_from_rows, parse_esp_datetime, to_esp_datetime
+from connector.esp.partner import PartnerApi, number, q
+from connector.esp.partner import results as result_rows
+from connector.esp.soap import SoapCaller
+from connector.esp.wsdl import load_client, wsdl_address
 from connector.esp.soap_auth import OAuthAuth, SoapAuth, WsseAuth
 from connector.models import (
     EspSend,
@@ -66,10 +61,6 @@ _SEND_COUNTS = {
 _SEND_PROPERTIES = ("ID", "Status", "SendDate", "SentDate", "EmailName", *_SEND_COUNTS)
 
 
-def _q(name: str) -> str:
-    return f"{{{PARTNER_NS}}}{name}"
-
-
 class MarketingCloudEspClient(EspClient):
     """``EspClient`` for Marketing Cloud over SOAP (zeep requests, lxml replies)."""
 
@@ -77,10 +68,10 @@ class MarketingCloudEspClient(EspClient):
         self, soap: SoapCaller, session: requests.Session, *, account: str = "default", chunk_size: int = 50
     ) -> None:
         self._soap = soap
+        self._api = PartnerApi(soap)
         self._session = session
         self._account = account
         self._chunk_size = chunk_size
-        self._types: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> "MarketingCloudEspClient":
@@ -101,108 +92,25 @@ class MarketingCloudEspClient(EspClient):
     def close(self) -> None:
         self._session.close()
 
-    # -- helpers -------------------------------------------------------------------------
-
-    def _t(self, name: str) -> Any:
-        factory = self._types.get(name)
-        if factory is None:
-            factory = self._types[name] = self._soap.client.get_type(_q(name))
-        return factory
-
-    def _simple(self, prop: str, operator: str, values: Sequence[str] = (), dates: Sequence[datetime] = ()) -> Any:
-        kwargs: dict[str, Any] = {"Property": prop, "SimpleOperator": operator}
-        if values:
-            kwargs["Value"] = list(values)
-        if dates:
-            kwargs["DateValue"] = list(dates)
-        return self._t("SimpleFilterPart")(**kwargs)
-
-    def _and(self, left: Any, right: Any) -> Any:
-        return self._t("ComplexFilterPart")(LeftOperand=left, LogicalOperator="AND", RightOperand=right)
-
-    def _pages(
-        self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
-    ) -> Iterator[list[dict[str, str]]]:
-        """Retrieve, page by page (2,500 rows at most), following ContinueRequest."""
-        request: dict[str, Any] = {"ObjectType": object_type, "Properties": list(properties), "Filter": filter_part}
-        while True:
-            reply = self._soap.call("Retrieve", safe=True, what=what, RetrieveRequest=request)
-            status = (reply.findtext(_q("OverallStatus")) or "").strip()
-            if status not in ("OK", "MoreDataAvailable"):
-                raise PermanentPeerError(f"Marketing Cloud Retrieve of {what} failed: {status or 'no OverallStatus'}",
-                                         peer="esp", operation="Retrieve")
-            yield [flatten(row) for row in reply.iterfind(_q("Results"))]
-            if status != "MoreDataAvailable":
-                return
-            request_id = (reply.findtext(_q("RequestID")) or "").strip()
-            if not request_id:
-                raise PermanentPeerError(f"Marketing Cloud Retrieve of {what}: MoreDataAvailable without a RequestID",
-                                         peer="esp", operation="Retrieve")
-            # zeep insists on ObjectType; the server continues from the RequestID alone
-            request = {"ObjectType": object_type, "Properties": list(properties), "ContinueRequest": request_id}
-
-    def _rows(
-        self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
-    ) -> Iterator[dict[str, str]]:
-        for page in self._pages(object_type, properties, filter_part, what):
-            yield from page
-
-    def _find_by_key(self, object_type: str, key: str, properties: Sequence[str]) -> dict[str, str] | None:
-        what = f"{object_type} {key!r}"
-        for row in self._rows(object_type, properties, self._simple("CustomerKey", "equals", [key]), what):
-            return row
-        return None
-
-    @staticmethod
-    def _results(reply: etree._Element) -> list[dict[str, str]]:
-        return [flatten(r) for r in reply.iterfind(_q("Results"))]
-
-    def _create_one(self, obj: Any, what: str) -> dict[str, str]:
-        reply = self._soap.call("Create", safe=False, what=what, Options={}, Objects=[obj])
-        results = self._results(reply)
-        if not results or results[0].get("StatusCode") != "OK":
-            detail = results[0] if results else {}
-            message = detail.get("StatusMessage") or reply.findtext(_q("OverallStatus"))
-            raise PermanentPeerError(
-                f"Marketing Cloud could not create {what}: {message}"
-                + (f" (ErrorCode {detail['ErrorCode']})" if detail.get("ErrorCode") else ""),
-                peer="esp", operation="Create",
-            )
-        return results[0]
-
-    def _perform_start(self, object_type: str, key: str) -> str:
-        what = f"{object_type} {key!r}"
-        definition = self._t(object_type)(CustomerKey=key)
-        reply = self._soap.call("Perform", safe=False, what=what, Action="start",
-                                Definitions={"Definition": [definition]})
-        results = [flatten(r) for r in reply.iterfind(f"{_q('Results')}/{_q('Result')}")]
-        result = results[0] if results else {}
-        if result.get("StatusCode") != "OK":
-            message = (result.get("StatusMessage") or reply.findtext(_q("OverallStatusMessage"))
-                       or reply.findtext(_q("OverallStatus")))
-            raise PermanentPeerError(f"Marketing Cloud could not start {what}: {message}",
-                                     peer="esp", operation="Perform")
-        return result.get("Task.ID", "")
-
     # -- lists and subscribers -----------------------------------------------------------
 
     def ensure_list(self, customer_key: str, name: str) -> str:
-        found = self._find_by_key("List", customer_key, ("ID", "CustomerKey", "ListName"))
+        found = self._api.find_by_key("List", customer_key, ("ID", "CustomerKey", "ListName"))
         if found:
             return found["ID"]
-        new = self._t("List")(CustomerKey=customer_key, ListName=name[:100], Type="Private",
+        new = self._api.type("List")(CustomerKey=customer_key, ListName=name[:100], Type="Private",
                               Description="Recipients of one CRM send, created by the connector")
         try:
-            result = self._create_one(new, f"List {customer_key!r}")
+            result = self._api.create_one(new, f"List {customer_key!r}")
         except PeerError:
             # a concurrent or earlier attempt may have made it after all
-            found = self._find_by_key("List", customer_key, ("ID", "CustomerKey", "ListName"))
+            found = self._api.find_by_key("List", customer_key, ("ID", "CustomerKey", "ListName"))
             if found:
                 return found["ID"]
             raise
         list_id = result.get("NewID") or result.get("Object.ID", "")
         if not list_id or list_id == "0":
-            found = self._find_by_key("List", customer_key, ("ID",))
+            found = self._api.find_by_key("List", customer_key, ("ID",))
             list_id = found["ID"] if found else ""
         log.info("esp_list_created", peer="esp", customer_key=customer_key, list_id=list_id)
         return list_id
@@ -216,7 +124,7 @@ class MarketingCloudEspClient(EspClient):
             objects = [self._subscriber(s, list_id) for s in chunk]
             what = f"{len(objects)} Subscribers for List {list_id}"
             reply = self._soap.call("Create", safe=True, what=what, Options=options, Objects=objects)
-            results.extend(self._update_already_listed(chunk, self._write_results(chunk, self._results(reply), reply),
+            results.extend(self._update_already_listed(chunk, self._write_results(chunk, result_rows(reply), reply),
                                                        list_id))
         return results
 
@@ -231,16 +139,16 @@ class MarketingCloudEspClient(EspClient):
         options = {"SaveOptions": {"SaveOption": [{"PropertyName": "*", "SaveAction": "UpdateAdd"}]}}
         reply = self._soap.call("Update", safe=True, what=f"{len(objects)} Subscribers on List {list_id}",
                                 Options=options, Objects=objects)
-        fixed = self._write_results(subs, self._results(reply), reply)
+        fixed = self._write_results(subs, result_rows(reply), reply)
         merged = list(results)
         for index, result in zip(again, fixed):
             merged[index] = result
         return merged
 
     def _subscriber(self, sub: Subscriber, list_id: str, action: str = "create") -> Any:
-        attribute = self._t("Attribute")
-        membership = self._t("SubscriberList")(ID=int(list_id), Status="Active", Action=action)
-        return self._t("Subscriber")(
+        attribute = self._api.type("Attribute")
+        membership = self._api.type("SubscriberList")(ID=int(list_id), Status="Active", Action=action)
+        return self._api.type("Subscriber")(
             SubscriberKey=sub.subscriber_key,
             EmailAddress=sub.email,
             Attributes=[attribute(Name=k, Value=v) for k, v in sub.attributes.items()],
@@ -255,7 +163,7 @@ class MarketingCloudEspClient(EspClient):
         for position, result in enumerate(results):
             ordinal = result.get("OrdinalID", "")
             by_ordinal[int(ordinal) if ordinal.isdigit() else position] = result
-        overall = reply.findtext(_q("OverallStatus")) or ""
+        overall = reply.findtext(q("OverallStatus")) or ""
         out = []
         for index, sub in enumerate(subs):
             result = by_ordinal.get(index)
@@ -273,7 +181,7 @@ class MarketingCloudEspClient(EspClient):
         for start in range(0, len(keys), STATUS_KEYS_PER_CALL):
             chunk = keys[start:start + STATUS_KEYS_PER_CALL]
             operator = "IN" if len(chunk) > 1 else "equals"
-            rows = self._rows("Subscriber", ("SubscriberKey", "Status"), self._simple("SubscriberKey", operator, chunk),
+            rows = self._api.rows("Subscriber", ("SubscriberKey", "Status"), self._api.simple("SubscriberKey", operator, chunk),
                               f"{len(chunk)} Subscribers")
             for row in rows:
                 try:
@@ -288,20 +196,20 @@ class MarketingCloudEspClient(EspClient):
     def _import_summaries(self, customer_key: str) -> list[dict[str, str]]:
         props = ("ImportDefinitionCustomerKey", "StartDate", "EndDate", "NumberSuccessful", "NumberDuplicated",
                  "NumberErrors", "TotalRows", "ImportStatus", "TaskResultID")
-        rows = list(self._rows("ImportResultsSummary", props,
-                               self._simple("ImportDefinitionCustomerKey", "equals", [customer_key]),
+        rows = list(self._api.rows("ImportResultsSummary", props,
+                               self._api.simple("ImportDefinitionCustomerKey", "equals", [customer_key]),
                                f"ImportResultsSummary {customer_key!r}"))
-        return sorted(rows, key=lambda r: _number(r.get("TaskResultID", "")))
+        return sorted(rows, key=lambda r: number(r.get("TaskResultID", "")))
 
     def start_import(self, customer_key: str, file_name: str, list_id: str) -> str:
         started = self._import_summaries(customer_key)
         if started:
             log.info("esp_import_already_started", peer="esp", customer_key=customer_key)
             return started[-1].get("TaskResultID", "")
-        if self._find_by_key("ImportDefinition", customer_key, ("ObjectID", "CustomerKey")) is None:
+        if self._api.find_by_key("ImportDefinition", customer_key, ("ObjectID", "CustomerKey")) is None:
             self._create_import_definition(customer_key, file_name, list_id)
         try:
-            task_id = self._perform_start("ImportDefinition", customer_key)
+            task_id = self._api.perform_start("ImportDefinition", customer_key)
         except TransientPeerError:
             started = self._import_summaries(customer_key)
             if started:
@@ -311,23 +219,23 @@ class MarketingCloudEspClient(EspClient):
         return task_id
 
     def _create_import_definition(self, customer_key: str, file_name: str, list_id: str) -> None:
-        definition = self._t("ImportDefinition")(
+        definition = self._api.type("ImportDefinition")(
             Name=customer_key,
             CustomerKey=customer_key,
             Description=f"Batch file {file_name}, created by the connector",
             AllowErrors=True,
-            DestinationObject=self._t("List")(ID=int(list_id)),
+            DestinationObject=self._api.type("List")(ID=int(list_id)),
             FieldMappingType="InferFromColumnHeadings",
             FileSpec=file_name,
             FileType="CSV",
-            RetrieveFileTransferLocation=self._t("FileTransferLocation")(CustomerKey=FTP_LOCATION_KEY),
+            RetrieveFileTransferLocation=self._api.type("FileTransferLocation")(CustomerKey=FTP_LOCATION_KEY),
             SubscriberImportType="Email",
             UpdateType="AddAndUpdate",
         )
         try:
-            self._create_one(definition, f"ImportDefinition {customer_key!r}")
+            self._api.create_one(definition, f"ImportDefinition {customer_key!r}")
         except PeerError:
-            if self._find_by_key("ImportDefinition", customer_key, ("ObjectID",)) is None:
+            if self._api.find_by_key("ImportDefinition", customer_key, ("ObjectID",)) is None:
                 raise
 
     def import_status(self, customer_key: str) -> ImportStatus:
@@ -339,7 +247,7 @@ class MarketingCloudEspClient(EspClient):
         state = _IMPORT_STATES.get(raw.replace(" ", "").lower(), "processing")
 
         def count(name: str) -> int:
-            return _number(row.get(name, ""))
+            return number(row.get(name, ""))
 
         return ImportStatus(
             customer_key=customer_key,
@@ -353,12 +261,12 @@ class MarketingCloudEspClient(EspClient):
     # -- sends ---------------------------------------------------------------------------
 
     def find_send(self, customer_key: str) -> EspSend | None:
-        rows = list(self._rows("Send", _SEND_PROPERTIES,
-                               self._simple("EmailSendDefinition.CustomerKey", "equals", [customer_key]),
+        rows = list(self._api.rows("Send", _SEND_PROPERTIES,
+                               self._api.simple("EmailSendDefinition.CustomerKey", "equals", [customer_key]),
                                f"Send of EmailSendDefinition {customer_key!r}"))
         if not rows:
             return None
-        row = max(rows, key=lambda r: _number(r.get("ID", "")))
+        row = max(rows, key=lambda r: number(r.get("ID", "")))
         return _send_from_row(row, customer_key)
 
     def start_send(
@@ -368,10 +276,10 @@ class MarketingCloudEspClient(EspClient):
         if existing is not None:
             log.info("esp_send_found", peer="esp", customer_key=customer_key, job_id=existing.job_id)
             return existing
-        if self._find_by_key("EmailSendDefinition", customer_key, ("ObjectID", "CustomerKey")) is None:
+        if self._api.find_by_key("EmailSendDefinition", customer_key, ("ObjectID", "CustomerKey")) is None:
             self._create_send_definition(customer_key, list_id, email_key, send_classification_key, name)
         try:
-            job_id = self._perform_start("EmailSendDefinition", customer_key)
+            job_id = self._api.perform_start("EmailSendDefinition", customer_key)
         except TransientPeerError as exc:
             # the request may have reached the ESP: look, never repeat
             found = self.find_send(customer_key)
@@ -394,30 +302,30 @@ class MarketingCloudEspClient(EspClient):
     def _create_send_definition(
         self, customer_key: str, list_id: str, email_key: str, send_classification_key: str, name: str
     ) -> None:
-        email = self._find_by_key("Email", email_key, ("ID", "CustomerKey", "Name"))
-        if email is None or not _number(email.get("ID", "")):
+        email = self._api.find_by_key("Email", email_key, ("ID", "CustomerKey", "Name"))
+        if email is None or not number(email.get("ID", "")):
             raise PermanentPeerError(
                 f"Marketing Cloud has no Email with customer key {email_key!r}: set the send request's email key "
                 "or [sends] default_email_key to an existing Email", peer="esp", operation="Retrieve",
             )
-        audience = self._t("SendDefinitionList")(List=self._t("List")(ID=int(list_id)),
+        audience = self._api.type("SendDefinitionList")(List=self._api.type("List")(ID=int(list_id)),
                                                  SendDefinitionListType="SourceList")
-        definition = self._t("EmailSendDefinition")(
+        definition = self._api.type("EmailSendDefinition")(
             Name=name[:100] or customer_key,
             CustomerKey=customer_key,
             Description="Released from CRM by the connector",
-            SendClassification=self._t("SendClassification")(CustomerKey=send_classification_key),
+            SendClassification=self._api.type("SendClassification")(CustomerKey=send_classification_key),
             SendDefinitionList=[audience],
-            Email=self._t("Email")(ID=_number(email["ID"])),
+            Email=self._api.type("Email")(ID=number(email["ID"])),
         )
         try:
-            self._create_one(definition, f"EmailSendDefinition {customer_key!r}")
+            self._api.create_one(definition, f"EmailSendDefinition {customer_key!r}")
         except PeerError:
-            if self._find_by_key("EmailSendDefinition", customer_key, ("ObjectID",)) is None:
+            if self._api.find_by_key("EmailSendDefinition", customer_key, ("ObjectID",)) is None:
                 raise
 
     def send_summary(self, job_id: str) -> EspSend:
-        rows = list(self._rows("Send", _SEND_PROPERTIES, self._simple("ID", "equals", [str(job_id)]), f"Send {job_id}"))
+        rows = list(self._api.rows("Send", _SEND_PROPERTIES, self._api.simple("ID", "equals", [str(job_id)]), f"Send {job_id}"))
         if not rows:
             raise PermanentPeerError(f"Marketing Cloud has no Send with ID {job_id}", peer="esp", operation="Retrieve")
         return _send_from_row(rows[0], "")
@@ -428,11 +336,11 @@ class MarketingCloudEspClient(EspClient):
         self, event_type: EventType, since: datetime, until: datetime | None = None
     ) -> Iterator[list[TrackingEvent]]:
         object_type = EVENT_OBJECTS[event_type]
-        filter_part = self._simple("EventDate", "greaterThan", dates=[to_esp_datetime(since)])
+        filter_part = self._api.simple("EventDate", "greaterThan", dates=[to_esp_datetime(since)])
         if until is not None:
-            upper = self._simple("EventDate", "lessThanOrEqual", dates=[to_esp_datetime(until)])
-            filter_part = self._and(filter_part, upper)
-        pages = self._pages(object_type, EVENT_PROPERTIES[event_type], filter_part, object_type)
+            upper = self._api.simple("EventDate", "lessThanOrEqual", dates=[to_esp_datetime(until)])
+            filter_part = self._api.and_(filter_part, upper)
+        pages = self._api.pages(object_type, EVENT_PROPERTIES[event_type], filter_part, object_type)
         for number, rows in enumerate(pages, 1):
             skipped: list[Mapping[str, str]] = []
             events = [
@@ -444,12 +352,6 @@ class MarketingCloudEspClient(EspClient):
             log.debug("tracking_page_fetched", peer="esp", esp_account=self._account, event_type=event_type.value,
                       page=number, count=len(events))
             yield events
-
-
-def _number(text: str) -> int:
-    """An integer field of a reply; blank or malformed counts as 0."""
-    text = text.strip()
-    return int(text) if text.lstrip("-").isdigit() else 0
 
 
 def _send_from_row(row: Mapping[str, str], customer_key: str) -> EspSend:

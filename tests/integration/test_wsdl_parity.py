@@ -197,7 +197,7 @@ def test_zeep_objects_from_the_real_wsdl_read_sandbox_replies(real_wsdl_sandbox)
     from zeep.transports import Transport
     from zeep.wsse.username import UsernameToken
 
-    from connector.esp.soap import _PartnerTransport  # noqa: PLC2701 - the offline fault-schema loader
+    from connector.esp.wsdl import _PartnerTransport  # noqa: PLC2701 - the offline fault-schema loader
 
     sandbox, ca = real_wsdl_sandbox
     sandbox.store.add_subscriber("z-1", "z1@example.com", status="Held")

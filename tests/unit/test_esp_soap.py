@@ -10,7 +10,8 @@ import requests
 import responses
 
 from connector.errors import AuthError, PermanentPeerError, ThrottledError, TransientPeerError
-from connector.esp.soap import SoapCaller, load_client
+from connector.esp.soap import SoapCaller
+from connector.esp.wsdl import load_client
 from connector.esp.soap_auth import OAuthAuth, WsseAuth
 
 ENDPOINT = "https://esp.test/Service.asmx"

@@ -1,0 +1,119 @@
+"""Typed building blocks of PartnerAPI calls: types, filters, paged Retrieve, Create, Perform.
+
+``PartnerApi`` wraps a ``SoapCaller`` with the few request shapes the adapter
+needs, built from the WSDL's own types so element order and ``xsi:type`` are right
+for whichever WSDL is configured. Replies come back as flat ``{"Field": text}``
+rows (``connector.esp.events.flatten``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterator, Sequence
+
+from lxml import etree
+
+from connector.errors import PermanentPeerError
+from connector.esp.events import PARTNER_NS, flatten
+from connector.esp.soap import SoapCaller
+
+
+def q(name: str) -> str:
+    """The qualified PartnerAPI name of an element or type."""
+    return f"{{{PARTNER_NS}}}{name}"
+
+
+def number(text: str) -> int:
+    """An integer field of a reply; blank or malformed counts as 0."""
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else 0
+
+
+def results(reply: etree._Element) -> list[dict[str, str]]:
+    """The per-object ``Results`` of a Create / Update / Delete reply, in order."""
+    return [flatten(r) for r in reply.iterfind(q("Results"))]
+
+
+class PartnerApi:
+    """Request shapes over one ``SoapCaller``; type factories are looked up once."""
+
+    def __init__(self, soap: SoapCaller) -> None:
+        self.soap = soap
+        self._types: dict[str, Any] = {}
+
+    def type(self, name: str) -> Any:
+        factory = self._types.get(name)
+        if factory is None:
+            factory = self._types[name] = self.soap.client.get_type(q(name))
+        return factory
+
+    def simple(self, prop: str, operator: str, values: Sequence[str] = (), dates: Sequence[datetime] = ()) -> Any:
+        kwargs: dict[str, Any] = {"Property": prop, "SimpleOperator": operator}
+        if values:
+            kwargs["Value"] = list(values)
+        if dates:
+            kwargs["DateValue"] = list(dates)
+        return self.type("SimpleFilterPart")(**kwargs)
+
+    def and_(self, left: Any, right: Any) -> Any:
+        return self.type("ComplexFilterPart")(LeftOperand=left, LogicalOperator="AND", RightOperand=right)
+
+    def pages(
+        self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
+    ) -> Iterator[list[dict[str, str]]]:
+        """Retrieve, page by page (2,500 rows at most), following ContinueRequest."""
+        request: dict[str, Any] = {"ObjectType": object_type, "Properties": list(properties), "Filter": filter_part}
+        while True:
+            reply = self.soap.call("Retrieve", safe=True, what=what, RetrieveRequest=request)
+            status = (reply.findtext(q("OverallStatus")) or "").strip()
+            if status not in ("OK", "MoreDataAvailable"):
+                raise PermanentPeerError(f"Marketing Cloud Retrieve of {what} failed: {status or 'no OverallStatus'}",
+                                         peer="esp", operation="Retrieve")
+            yield [flatten(row) for row in reply.iterfind(q("Results"))]
+            if status != "MoreDataAvailable":
+                return
+            request_id = (reply.findtext(q("RequestID")) or "").strip()
+            if not request_id:
+                raise PermanentPeerError(f"Marketing Cloud Retrieve of {what}: MoreDataAvailable without a RequestID",
+                                         peer="esp", operation="Retrieve")
+            # zeep insists on ObjectType; the server continues from the RequestID alone
+            request = {"ObjectType": object_type, "Properties": list(properties), "ContinueRequest": request_id}
+
+    def rows(
+        self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
+    ) -> Iterator[dict[str, str]]:
+        for page in self.pages(object_type, properties, filter_part, what):
+            yield from page
+
+    def find_by_key(self, object_type: str, key: str, properties: Sequence[str]) -> dict[str, str] | None:
+        what = f"{object_type} {key!r}"
+        for row in self.rows(object_type, properties, self.simple("CustomerKey", "equals", [key]), what):
+            return row
+        return None
+
+    def create_one(self, obj: Any, what: str) -> dict[str, str]:
+        reply = self.soap.call("Create", safe=False, what=what, Options={}, Objects=[obj])
+        rows = results(reply)
+        if not rows or rows[0].get("StatusCode") != "OK":
+            detail = rows[0] if rows else {}
+            message = detail.get("StatusMessage") or reply.findtext(q("OverallStatus"))
+            raise PermanentPeerError(
+                f"Marketing Cloud could not create {what}: {message}"
+                + (f" (ErrorCode {detail['ErrorCode']})" if detail.get("ErrorCode") else ""),
+                peer="esp", operation="Create",
+            )
+        return rows[0]
+
+    def perform_start(self, object_type: str, key: str) -> str:
+        what = f"{object_type} {key!r}"
+        definition = self.type(object_type)(CustomerKey=key)
+        reply = self.soap.call("Perform", safe=False, what=what, Action="start",
+                               Definitions={"Definition": [definition]})
+        rows = [flatten(r) for r in reply.iterfind(f"{q('Results')}/{q('Result')}")]
+        result = rows[0] if rows else {}
+        if result.get("StatusCode") != "OK":
+            message = (result.get("StatusMessage") or reply.findtext(q("OverallStatusMessage"))
+                       or reply.findtext(q("OverallStatus")))
+            raise PermanentPeerError(f"Marketing Cloud could not start {what}: {message}",
+                                     peer="esp", operation="Perform")
+        return result.get("Task.ID", "")
