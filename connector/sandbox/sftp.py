@@ -5,8 +5,10 @@
 Cloud's Enhanced FTP) on 127.0.0.1 at a free port. The host key is kept in
 ``data_dir`` (so it survives restarts) and written to ``known_hosts`` in the
 ``[127.0.0.1]:PORT`` form a client must check against. Password and public-key
-auth. Fault kind ``drop`` closes the connection in the middle of an operation
-(an upload's write, an open, a rename), as a flaky network would.
+auth; like the real service it allows 10 simultaneous connections and locks the
+account for 30 minutes after 5 failed password logins in a row. Fault kind ``drop``
+closes the connection in the middle of an operation (an upload's write, an open, a
+rename), as a flaky network would.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,6 +30,15 @@ from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_OP_UNSU
 from connector.sandbox.faults import FaultKnobs
 
 log = structlog.get_logger(__name__)
+
+MAX_CONNECTIONS = 10
+"""Simultaneous connections per account, as on Marketing Cloud's SFTP."""
+
+LOCKOUT_AFTER = 5
+"""Failed password logins in a row that lock the account (0 = never)."""
+
+LOCKOUT_SECONDS = 30 * 60
+"""How long a lock-out lasts (Marketing Cloud: 30 minutes)."""
 
 HOST_KEY_FILE = "sftp_host_key"
 KNOWN_HOSTS_FILE = "sftp_known_hosts"
@@ -65,8 +77,14 @@ class _Server(ServerInterface):
         return "password,publickey" if self.sandbox.authorized_keys else "password"
 
     def check_auth_password(self, username: str, password: str) -> int:
-        if username == self.sandbox.username and password == self.sandbox.password and self.sandbox.password:
+        sandbox = self.sandbox
+        if sandbox.locked_out():
+            log.info("sftp_sandbox_login_refused", user=username, reason="locked out")
+            return paramiko.AUTH_FAILED
+        if username == sandbox.username and password == sandbox.password and sandbox.password:
+            sandbox.login_failures = 0
             return paramiko.AUTH_SUCCESSFUL
+        sandbox.note_login_failure()
         log.info("sftp_sandbox_login_failed", user=username, method="password")
         return paramiko.AUTH_FAILED
 
@@ -245,6 +263,25 @@ class SftpSandbox:
     _transports: list[paramiko.Transport] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: threading.Event = field(default_factory=threading.Event)
+    max_connections: int = MAX_CONNECTIONS
+    lockout_after: int = LOCKOUT_AFTER
+    lockout_seconds: float = LOCKOUT_SECONDS
+    login_failures: int = 0
+    locked_until: float = 0.0
+
+    def note_login_failure(self) -> None:
+        with self._lock:
+            self.login_failures += 1
+            if self.lockout_after and self.login_failures >= self.lockout_after:
+                self.locked_until = time.monotonic() + self.lockout_seconds
+
+    def locked_out(self) -> bool:
+        return time.monotonic() < self.locked_until
+
+    def unlock(self) -> None:
+        """Lift a lock-out (as support would)."""
+        with self._lock:
+            self.login_failures, self.locked_until = 0, 0.0
 
     @property
     def import_folder(self) -> Path:
@@ -278,9 +315,15 @@ class SftpSandbox:
             threading.Thread(target=self._serve, args=(conn,), daemon=True, name="sftp-sandbox-conn").start()
 
     def _serve(self, conn: socket.socket) -> None:
-        transport = paramiko.Transport(conn)
         with self._lock:
             self._transports = [t for t in self._transports if t.is_active()]
+            busy = len(self._transports) >= self.max_connections
+        if busy:  # the account's simultaneous-connection limit: refused before the SSH banner
+            log.info("sftp_sandbox_connection_refused", reason="too many connections")
+            conn.close()
+            return
+        transport = paramiko.Transport(conn)
+        with self._lock:
             self._transports.append(transport)
         try:
             transport.add_server_key(self.host_key)

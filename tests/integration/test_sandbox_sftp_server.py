@@ -108,3 +108,24 @@ def test_drop_fault_closes_the_connection_mid_upload(server):
         assert "Import" in client.open_sftp().listdir("/")
     finally:
         client.close()
+
+
+def test_repeated_bad_passwords_lock_the_account(server):
+    for _ in range(server.lockout_after):
+        with pytest.raises(paramiko.AuthenticationException):
+            connect(server, password="wrong").close()
+    with pytest.raises(paramiko.AuthenticationException):
+        connect(server).close()  # the right password is refused while locked out
+    server.unlock()
+    connect(server).close()
+
+
+def test_connections_beyond_the_limit_are_refused(server):
+    server.max_connections = 2
+    clients = [connect(server), connect(server)]
+    try:
+        with pytest.raises((paramiko.SSHException, EOFError, OSError)):
+            connect(server).close()
+    finally:
+        for client in clients:
+            client.close()
