@@ -24,8 +24,8 @@ from connector.esp.events import EVENT_OBJECTS, EVENT_PROPERTIES, events_from_ro
 from connector.esp.partner import PartnerApi, number, q
 from connector.esp.partner import results as result_rows
 from connector.esp.soap import SoapCaller
-from connector.esp.wsdl import load_client, wsdl_address
 from connector.esp.soap_auth import OAuthAuth, SoapAuth, WsseAuth
+from connector.esp.wsdl import load_client, wsdl_address
 from connector.models import (
     EspSend,
     EventType,
@@ -181,8 +181,8 @@ class MarketingCloudEspClient(EspClient):
         for start in range(0, len(keys), STATUS_KEYS_PER_CALL):
             chunk = keys[start:start + STATUS_KEYS_PER_CALL]
             operator = "IN" if len(chunk) > 1 else "equals"
-            rows = self._api.rows("Subscriber", ("SubscriberKey", "Status"), self._api.simple("SubscriberKey", operator, chunk),
-                              f"{len(chunk)} Subscribers")
+            by_key = self._api.simple("SubscriberKey", operator, chunk)
+            rows = self._api.rows("Subscriber", ("SubscriberKey", "Status"), by_key, f"{len(chunk)} Subscribers")
             for row in rows:
                 try:
                     statuses[row["SubscriberKey"]] = SubscriberStatus(row.get("Status", ""))
@@ -325,7 +325,8 @@ class MarketingCloudEspClient(EspClient):
                 raise
 
     def send_summary(self, job_id: str) -> EspSend:
-        rows = list(self._api.rows("Send", _SEND_PROPERTIES, self._api.simple("ID", "equals", [str(job_id)]), f"Send {job_id}"))
+        by_id = self._api.simple("ID", "equals", [str(job_id)])
+        rows = list(self._api.rows("Send", _SEND_PROPERTIES, by_id, f"Send {job_id}"))
         if not rows:
             raise PermanentPeerError(f"Marketing Cloud has no Send with ID {job_id}", peer="esp", operation="Retrieve")
         return _send_from_row(rows[0], "")
