@@ -9,8 +9,6 @@ import stat
 import threading
 import time
 
-import pytest
-
 from connector.sandbox.dataverse.generate import seed_organization
 from connector.sandbox.dataverse.store import DataverseStore
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from connector.sandbox.dataverse.odata import FilterCompiler, bad_query
+from connector.sandbox.dataverse.odata import FilterCompiler
 from connector.sandbox.dataverse.schema import LOOKUP_TYPES, STRING_TYPES, Entity
 from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire
 

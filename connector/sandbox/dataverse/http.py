@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from connector.sandbox.dataverse.schema import Entity
 from connector.sandbox.dataverse.store import StoreError
 
 API_VERSIONS = ("v9.0", "v9.1", "v9.2")
@@ -164,3 +165,18 @@ def parse_key(text: str) -> dict[str, Any] | str:
 def decode_path(raw_uri: str) -> tuple[str, str]:
     path, _, query = raw_uri.partition("?")
     return unquote(path, encoding="utf-8"), query
+
+
+def not_found(e: Entity, rid: Any) -> StoreError:
+    if isinstance(rid, dict):
+        keys = ",".join(f"{k}:{v}" for k, v in rid.items())
+        return StoreError(404, "0x80040217", f"A record with the specified key values does not exist in"
+                          f" {e.logical_name} entity ({keys}).")
+    return StoreError(404, "0x80040217", f"{e.logical_name} With Id = {rid} Does Not Exist")
+
+
+def payload_error(e: Entity, text: str) -> StoreError:
+    return StoreError(400, "0x80048d19", f"Error identified in Payload provided by the user for Entity :"
+                      f"'{e.entity_set}', For more information on this error please follow this help link"
+                      f" https://go.microsoft.com/fwlink/?linkid=2195293  ---->  InnerException :"
+                      f" Microsoft.OData.ODataException: {text}")
