@@ -97,3 +97,13 @@ def test_arrival_lag_makes_older_events_appear_after_newer_ones():
     assert block.visible(now + 300) == 600
     rows = list(ev.iter_event_rows([block], "OpenEvent", None, lambda r: True, ["SubscriberKey"], now))
     assert len(rows) == len(arrived)
+
+
+def test_send_id_filters_skip_other_sends():
+    a = ev.synthetic_blocks(1, 1, 50, ("OpenEvent",), 1_700_000_000, 60, seed=1)[0]
+    b = ev.synthetic_blocks(2, 1, 70, ("OpenEvent",), 1_700_000_000, 60, seed=2)[0]
+    flt = complex_(simple("SendID", "IN", "2", "3"), "AND",
+                   simple("EventDate", "greaterThanOrEqual", "2001-01-01T00:00:00Z", date=True))
+    pred = compile_filter(flt, ALLOWED)
+    rows = list(ev.iter_event_rows([a, b], "OpenEvent", flt, pred, ["SendID"], 1_800_000_000))
+    assert len(rows) == 70 and all("<SendID>2</SendID>" in r for r in rows)

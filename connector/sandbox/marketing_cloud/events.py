@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterator, Sequence
 from xml.sax.saxutils import escape
 
-from connector.sandbox.marketing_cloud.filters import Bounds, date_bounds
+from connector.sandbox.marketing_cloud.filters import Bounds, date_bounds, key_hint
 from connector.sandbox.marketing_cloud.wsdl import fields_of
 
 EVENT_OBJECTS = ("SentEvent", "OpenEvent", "ClickEvent", "BounceEvent", "UnsubEvent", "NotSentEvent")
@@ -245,8 +245,9 @@ def iter_event_rows(blocks: Sequence[EventBlock], obj_type: str, filter_part: ob
     """Rendered rows of every visible event of ``obj_type`` matching the filter."""
     bounds = date_bounds(filter_part)
     render = row_renderer(obj_type, properties)
+    send_ids = _send_ids(filter_part)
     for block in blocks:
-        if block.obj_type != obj_type:
+        if block.obj_type != obj_type or (send_ids is not None and block.send_id not in send_ids):
             continue
         lo, hi = block.span(bounds, now_ts)
         if bounds.exact and block.lag is None:
@@ -256,6 +257,20 @@ def iter_event_rows(blocks: Sequence[EventBlock], obj_type: str, filter_part: ob
             for i in range(lo, hi):
                 if block.arrived(i, now_ts) and (bounds.exact or predicate(block.row(i))):
                     yield render(block, i)
+
+
+def _send_ids(filter_part: object) -> set[int] | None:
+    """The SendIDs a filter pins down (equals / IN inside ANDs), to skip other sends' blocks."""
+    values = key_hint(filter_part, "SendID")
+    if values is None:
+        return None
+    out = set()
+    for value in values:
+        try:
+            out.add(int(value))
+        except ValueError:
+            pass
+    return out
 
 
 # ------------------------------------------------------------------ simulation
