@@ -122,3 +122,32 @@ def test_missing_folder_is_a_permanent_error(sshd_server, tmp_path: Path) -> Non
             drop.upload(_payload(tmp_path, "c", 10), "cesp_s5_1.csv")
     finally:
         drop.close()
+
+
+def test_key_with_a_passphrase(sshd_server, tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from connector.errors import ConfigError
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    path = tmp_path / "client_locked"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.BestAvailableEncryption(b"open sesame")))
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    authorized = sshd_server.client_key.parent / "authorized_keys"
+    authorized.write_text(authorized.read_text() + public + "\n")
+
+    def drop_with(passphrase: str) -> SftpFileDrop:
+        return SftpFileDrop.from_config(Config(sftp=SftpSettings(
+            host=sshd_server.host, port=sshd_server.port, username=sshd_server.username, private_key_file=path,
+            private_key_passphrase=SecretStr(passphrase), known_hosts=sshd_server.known_hosts,
+            import_folder=str(sshd_server.root))))
+
+    drop = drop_with("open sesame")
+    try:
+        assert drop.size("nothing-here.csv") is None
+    finally:
+        drop.close()
+    with pytest.raises(ConfigError, match="private_key_file") as caught:
+        drop_with("wrong guess").size("nothing-here.csv")
+    assert "wrong guess" not in str(caught.value)
