@@ -90,32 +90,38 @@ class SendOps:
             send = SendRec(next(self._send_ids), definition.customer_key, email.id, email.name, definition.subject,
                            list(definition.list_ids), utc(start_ts), from_name=definition.from_name,
                            from_address=definition.from_address)
-            recipients, excluded, seen = [], [], set()
-            for list_id in definition.list_ids:
-                lst = self.lists[list_id]
-                keys = self.subscribers.keys() if lst.all_subscribers else list(lst.members)
-                for key in keys:
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    sub = self.subscribers.get(key)
-                    member_status = "Active" if lst.all_subscribers else lst.members.get(key, "Active")
-                    if sub is None:
-                        continue
-                    if sub.status in ("Unsubscribed", "Held", "Deleted") or member_status != "Active":
-                        excluded.append(key)
-                        if sub.status == "Held":
-                            send.existing_undeliverables += 1
-                        else:
-                            send.existing_unsubscribes += 1
-                    else:
-                        recipients.append(key)
+            recipients, excluded = self._audience(definition, send)
             send.targeted, send.excluded = len(recipients) + len(excluded), len(excluded)
             self.sends[send.id] = send
         self.spawn(lambda: self._simulate(send, recipients, excluded, start_ts), f"esp-send-{send.id}")
         task = {"StatusCode": "OK", "StatusMessage": "OK", "ID": str(send.id)}
         return ok("Email Send Definition started", ("EmailSendDefinition", {"CustomerKey": definition.customer_key}),
                   Task=("TaskResult", task))
+
+    def _audience(self, definition: SendDefinitionRec, send: SendRec) -> tuple[list[str], list[str]]:
+        """(recipients, excluded) of a send: each subscriber once; unsubscribed/held ones excluded."""
+        recipients: list[str] = []
+        excluded: list[str] = []
+        seen: set[str] = set()
+        for list_id in definition.list_ids:
+            lst = self.lists.get(list_id)
+            if lst is None:  # deleted since the definition was made
+                continue
+            members = {k: "Active" for k in self.subscribers} if lst.all_subscribers else lst.members
+            for key, member_status in list(members.items()):
+                sub = self.subscribers.get(key)
+                if key in seen or sub is None:
+                    continue
+                seen.add(key)
+                if sub.status in ("Unsubscribed", "Held", "Deleted") or member_status != "Active":
+                    excluded.append(key)
+                    if sub.status == "Held":
+                        send.existing_undeliverables += 1
+                    else:
+                        send.existing_unsubscribes += 1
+                else:
+                    recipients.append(key)
+        return recipients, excluded
 
     def _simulate(self, send: SendRec, recipients: list[str], excluded: list[str], start_ts: int) -> None:
         list_id = send.list_ids[0] if send.list_ids else 0
