@@ -21,6 +21,8 @@ def test_create_read_update_delete(crm_sandbox, crm_session):
     uuid.UUID(cid)
     got = crm_session.get(url, params={"$select": "fullname,emailaddress1"}).json()
     assert got["fullname"] == "Zoë Ørsted" and got["contactid"] == cid
+    owner = crm_session.get(url, params={"$select": "_ownerid_value"}).json()["_ownerid_value"]
+    assert owner == crm_sandbox.app_user_id  # the caller owns what it creates
     assert got["@odata.etag"].startswith('W/"')
     assert got["@odata.context"].endswith("$metadata#contacts(fullname,emailaddress1)/$entity")
     # optimistic concurrency

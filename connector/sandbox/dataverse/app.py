@@ -88,6 +88,7 @@ class DataverseApp:
     def bind(self, org_url: str) -> None:
         self.org_url = org_url
         self.records = Records(self.store, org_url)
+        self.records.default_owner = self.app_user_id
         self.metadata = Metadata(self.store, org_url)
 
     # -- WSGI ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ class Records(QueryOps, NavigationOps):
         self.org_url = org_url
         self.change_tracking_days = CHANGE_TRACKING_DAYS
         self.min_delta_version = 0
+        self.default_owner = ""  # the calling application user owns what it creates
 
     def api(self, req: Request) -> str:
         return f"{self.org_url}/api/data/{req.version}/"
@@ -169,6 +170,8 @@ class Records(QueryOps, NavigationOps):
     def create_row(self, req: Request, e: Entity, body: Any, extra: dict | None = None) -> str:
         row, deep = self.convert(req, e, body, creating=True)
         row.update(extra or {})
+        if "ownerid" in e.attributes and not row.get("ownerid") and self.default_owner:
+            row["ownerid"], row["ownerid__type"] = self.default_owner, "systemuser"
         with self.store.transaction():
             try:
                 rid = self.store.insert_many(e, [row])[0]
