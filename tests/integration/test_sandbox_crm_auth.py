@@ -7,11 +7,16 @@ import pytest
 import requests
 
 
-def _app(crm, **kw):
+@pytest.fixture
+def http():
     # requests lets REQUESTS_CA_BUNDLE override a session's verify: give msal a session that
     # ignores the environment, so the sandbox CA is what is checked
-    http = requests.Session()
-    http.trust_env = False
+    with requests.Session() as session:
+        session.trust_env = False
+        yield session
+
+
+def _app(crm, http, **kw):
     http.verify = str(crm.ca_file)
     return msal.ConfidentialClientApplication(
         crm.client_id, authority=crm.authority, client_credential=kw.pop("secret", crm.client_secret),
@@ -19,11 +24,11 @@ def _app(crm, **kw):
 
 
 @pytest.mark.parametrize("discovery", ["endpoint", "off", "no-validate"])
-def test_msal_confidential_client_gets_a_token(crm_sandbox, discovery):
+def test_msal_confidential_client_gets_a_token(crm_sandbox, http, discovery):
     kw = {"endpoint": {"instance_discovery": f"{crm_sandbox.authority_url}/common/discovery/instance"},
           "off": {"instance_discovery": False},
           "no-validate": {"validate_authority": False}}[discovery]
-    app = _app(crm_sandbox, **kw)
+    app = _app(crm_sandbox, http, **kw)
     result = app.acquire_token_for_client(scopes=[crm_sandbox.scope])
     assert "access_token" in result, result
     assert result["token_type"] == "Bearer" and result["expires_in"] > 3000
@@ -33,8 +38,8 @@ def test_msal_confidential_client_gets_a_token(crm_sandbox, discovery):
     assert r.json()["UserId"] == crm_sandbox.app_user_id
 
 
-def test_wrong_secret_is_rejected_like_entra(crm_sandbox):
-    result = _app(crm_sandbox, secret="wrong", instance_discovery=False).acquire_token_for_client(
+def test_wrong_secret_is_rejected_like_entra(crm_sandbox, http):
+    result = _app(crm_sandbox, http, secret="wrong", instance_discovery=False).acquire_token_for_client(
         scopes=[crm_sandbox.scope])
     assert result["error"] == "invalid_client"
     assert result["error_description"].startswith("AADSTS7000215: Invalid client secret provided")
