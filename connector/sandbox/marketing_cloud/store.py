@@ -181,54 +181,23 @@ class EspStore(SendOps, ImportOps):
             return rec
 
     def upsert_subscriber(self, obj: Obj, *, add: bool, update: bool, list_conflict_ok: bool) -> Result:
+        """Create and/or update one subscriber and its list memberships, as Create/Update do."""
         key = obj.text("SubscriberKey") or obj.text("EmailAddress")
         email = obj.text("EmailAddress")
         echo = ("Subscriber", {"SubscriberKey": key, "EmailAddress": email} if email else {"SubscriberKey": key})
-        if not key:
-            return error("SubscriberKey or EmailAddress is required.", 12000, echo)
         with self.lock:
             rec = self.subscribers.get(key)
-            if rec is None and not add:
-                return error(f"Subscriber with SubscriberKey '{key}' was not found.", 12001, echo)
-            if rec is not None and not update:
-                return error("The subscriber is already on the list", 12014, echo)
-            if email and not valid_email(email):
-                return error(f"Invalid email address: '{email}'.", 12000, echo)
-            if rec is None and not email:
-                return error("EmailAddress is required to create a subscriber.", 12000, echo)
-            status = obj.text("Status")
-            if status and status not in SUBSCRIBER_STATUSES:
-                return error(f"Status '{status}' is not a valid SubscriberStatus.", 12000, echo)
-            memberships = []
-            for item in obj.all("Lists"):
-                if not isinstance(item, Obj):
-                    continue
-                list_id = as_int(item.get("ID")) or as_int(nested(item, "List", "ID"))
-                if list_id not in self.lists:
-                    return error(f"List with ID '{item.get('ID')}' does not exist.", 12009, echo)
-                action = (item.text("Action") or "create").lower()
-                member_status = item.text("Status") or "Active"
-                memberships.append((list_id, action, member_status))
-            now = self.clock.now()
+            problem = self._subscriber_problem(obj, key, rec, add=add, update=update)
+            memberships = self._memberships(obj) if not problem else []
+            if isinstance(memberships, str):
+                problem = (memberships, 12009)
+            elif not list_conflict_ok and rec is not None and any(
+                    action == "create" and key in self.lists[list_id].members for list_id, action, _ in memberships):
+                problem = ("The subscriber is already on the list", 12014)
+            if problem:
+                return error(problem[0], problem[1], echo)
             created = rec is None
-            for list_id, action, _member_status in memberships:
-                if action == "create" and not list_conflict_ok and not created and key in self.lists[list_id].members:
-                    return error("The subscriber is already on the list", 12014, echo)
-            if created:
-                rec = self.subscribers[key] = SubscriberRec(next(self._ids), key, email, status or "Active",
-                                                            {}, now, now)
-            else:
-                if email:
-                    rec.email = email
-                if status:
-                    rec.status = status
-                    rec.unsubscribed = now if status == "Unsubscribed" else None
-                rec.modified = now
-            for attr in obj.all("Attributes"):
-                if isinstance(attr, Obj) and attr.text("Name"):
-                    rec.attributes[attr.text("Name")] = attr.text("Value")
-            if obj.text("EmailTypePreference") in ("HTML", "Text"):
-                rec.email_type = obj.text("EmailTypePreference")
+            rec = self._write_subscriber(obj, key, rec)
             for list_id, action, member_status in memberships:
                 members = self.lists[list_id].members
                 if action == "delete":
@@ -237,6 +206,53 @@ class EspStore(SendOps, ImportOps):
                     members[key] = member_status
             message = "Created Subscriber." if created else "Updated Subscriber."
             return ok(message, ("Subscriber", subscriber_values(rec)), rec.id)
+
+    @staticmethod
+    def _subscriber_problem(obj: Obj, key: str, rec: SubscriberRec | None, *, add: bool,
+                            update: bool) -> tuple[str, int] | None:
+        email, status = obj.text("EmailAddress"), obj.text("Status")
+        if not key:
+            return "SubscriberKey or EmailAddress is required.", 12000
+        if rec is None and not add:
+            return f"Subscriber with SubscriberKey '{key}' was not found.", 12001
+        if rec is not None and not update:
+            return "The subscriber is already on the list", 12014
+        if email and not valid_email(email):
+            return f"Invalid email address: '{email}'.", 12000
+        if rec is None and not email:
+            return "EmailAddress is required to create a subscriber.", 12000
+        if status and status not in SUBSCRIBER_STATUSES:
+            return f"Status '{status}' is not a valid SubscriberStatus.", 12000
+        return None
+
+    def _memberships(self, obj: Obj) -> list[tuple[int, str, str]] | str:
+        """(list id, action, status) per SubscriberList, or the error text for an unknown list."""
+        out = []
+        for item in obj.all("Lists"):
+            if not isinstance(item, Obj):
+                continue
+            list_id = as_int(item.get("ID")) or as_int(nested(item, "List", "ID"))
+            if list_id not in self.lists:
+                return f"List with ID '{item.get('ID')}' does not exist."
+            out.append((list_id, (item.text("Action") or "create").lower(), item.text("Status") or "Active"))
+        return out
+
+    def _write_subscriber(self, obj: Obj, key: str, rec: SubscriberRec | None) -> SubscriberRec:
+        now, email, status = self.clock.now(), obj.text("EmailAddress"), obj.text("Status")
+        if rec is None:
+            rec = self.subscribers[key] = SubscriberRec(next(self._ids), key, email, status or "Active", {}, now, now)
+        else:
+            rec.email = email or rec.email
+            if status:
+                rec.status = status
+                rec.unsubscribed = now if status == "Unsubscribed" else None
+            rec.modified = now
+        for attr in obj.all("Attributes"):
+            if isinstance(attr, Obj) and attr.text("Name"):
+                rec.attributes[attr.text("Name")] = attr.text("Value")
+        if obj.text("EmailTypePreference") in ("HTML", "Text"):
+            rec.email_type = obj.text("EmailTypePreference")
+        return rec
 
     def delete_subscriber(self, obj: Obj) -> Result:
         key = obj.text("SubscriberKey") or obj.text("EmailAddress")
