@@ -11,7 +11,6 @@ chunk without counting or handing anyone twice.
 
 from __future__ import annotations
 
-import time
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -58,7 +57,8 @@ class Resolver:
     """Runs (or resumes) the resolve phase of one send job."""
 
     def __init__(self, ctx, job, request: SendRequest, work: Path, first_seq: int, keep_alive: Callable[[], None],
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 on_batches: Callable[[int], None] | None = None) -> None:
         self.ctx, self.job, self.request = ctx, job, request
         self.config = ctx.config
         self.mapper = Mapper(self.config)
@@ -68,6 +68,7 @@ class Resolver:
         self.first_seq = first_seq
         self.keep_alive = keep_alive
         self.progress = progress
+        self.on_batches = on_batches  # hands finished batches over while resolving goes on
         self.key_by_email = self.mapper.key_by_email
         self._known: set[int] | None = None
 
@@ -126,6 +127,8 @@ class Resolver:
             for batch in finished:
                 self._log_batch(batch, point)
             self._save_progress(workspace, point, bool(finished))
+            if finished and self.on_batches is not None:
+                self.on_batches(point.written)
             if self.ctx.stopping.is_set():
                 raise Interrupted()
 
@@ -192,6 +195,3 @@ class Resolver:
         if self.progress is not None:
             self.progress("resolving")
 
-
-def monotonic() -> float:
-    return time.monotonic()

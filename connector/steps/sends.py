@@ -237,10 +237,17 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
     work = work_folder(ctx.config, job.request_id)
     first_seq = max((b.seq for b in ctx.state.batches(job.request_id)), default=0) + 1
     with SendWorkspace(work / "work.db") as workspace:
-        point = Resolver(ctx, job, request, work, first_seq, keep_alive, report).run(workspace)
+        def early(written: int) -> None:
+            if job.path == "files" or _choose_path(ctx, request, written, final=False) == "files":
+                if job.path != "files":
+                    job.path = "files"
+                    ctx.state.save_send_job(job)
+                hand_over_files(ctx, job, work, keep_alive)
+
+        point = Resolver(ctx, job, request, work, first_seq, keep_alive, report, early).run(workspace)
         job.resolved, job.handed_over = point.resolved, 0
         job.skipped, job.skipped_by_reason = point.skipped, dict(point.skipped_by_reason)
-        job.path = _choose_path(ctx, request, point.written)
+        job.path = "files" if job.path == "files" else _choose_path(ctx, request, point.written)
         job.status = "handing_over"
         job.phase_detail = f"{point.written} recipients to hand over by {job.path}"
         rows = (QuarantineRow(job.request_id, *row) for row in workspace.iter_skips())
@@ -254,13 +261,14 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
         fail(ctx, job, f"nobody is left to send to after skipping: {summary(job)}.")
 
 
-def _choose_path(ctx: StepContext, request: SendRequest, count: int) -> str:
+def _choose_path(ctx: StepContext, request: SendRequest, count: int, final: bool = True) -> str:
+    """Files above the threshold (or forced); while resolving, "" until that is certain."""
     batching = ctx.config.batching
     if not batching.enabled:
         return "soap"
     if request.force_batching or batching.threshold == 0 or count > batching.threshold:
         return "files"
-    return "soap"
+    return "soap" if final else ""
 
 
 def _report_progress(ctx: StepContext, job: SendJob) -> None:
