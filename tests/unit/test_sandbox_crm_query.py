@@ -44,6 +44,11 @@ def test_filter_semantics(store):
     assert run("contains(emailaddress1,'%')") == set()  # LIKE wildcards are escaped
     assert run("Microsoft.Dynamics.CRM.NotIn(PropertyName='firstname',PropertyValues=['Ann','Bob'])") == {
         "Åse", "O'Neil"}
+    assert run('Microsoft.Dynamics.CRM.In(PropertyName=\'firstname\',PropertyValues=["Ann","O\'Neil"])') == {
+        "Ann", "O'Neil"}
+    sql, params = compile_filter(c, "Microsoft.Dynamics.CRM.In(PropertyName=@p1,PropertyValues=@p2)", alias="t0",
+                                 aliases={"@p1": "'lastname'", "@p2": '["X","Y"]'})
+    assert params == ["X", "Y"] and '"lastname"' in sql
     assert run("createdon gt 2000-01-01T00:00:00Z") == {"Ann", "Bob", "Åse", "O'Neil"}
     with pytest.raises(StoreError):
         run("firstname eq")

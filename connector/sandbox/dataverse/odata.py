@@ -11,6 +11,7 @@ comparisons are case-insensitive, as in Dataverse.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from connector.sandbox.dataverse.store import StoreError
 _TOKEN = re.compile(r"""
     \s*(?:
       (?P<string>'(?:[^']|'')*')
+    | (?P<dqstring>"(?:[^"\\]|\\.)*")
     | (?P<datetime>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?(?![\w-]))
     | (?P<guid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})
     | (?P<number>-?\d+(?:\.\d+)?(?![\w-]))
@@ -54,6 +56,8 @@ def tokenize(text: str) -> list[Tok]:
         value = m.group(kind)
         if kind == "string":
             value = value[1:-1].replace("''", "'")
+        elif kind == "dqstring":  # JSON string (PropertyValues=["a","b"])
+            kind, value = "string", json.loads(value)
         elif kind == "number":
             value = float(value) if "." in value else int(value)
         toks.append(Tok(kind, value))
@@ -181,7 +185,10 @@ def _datetime_literal(text: str) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_filter(text: str) -> tuple:
+def parse_filter(text: str, aliases: dict[str, str] | None = None) -> tuple:
+    """Parse ``$filter``; ``aliases`` are the request's parameter aliases (``@p1=...``)."""
+    if aliases:
+        text = re.sub(r"@(\w+)", lambda m: aliases.get("@" + m.group(1), m.group(0)), text)
     return _Parser(text).parse()
 
 
@@ -298,9 +305,10 @@ class FilterCompiler:
         raise bad_query(f"The function '{name}' is not supported by the sandbox.")
 
 
-def compile_filter(entity: Entity, text: str, alias: str = "") -> tuple[str, list[Any]]:
+def compile_filter(entity: Entity, text: str, alias: str = "",
+                   aliases: dict[str, str] | None = None) -> tuple[str, list[Any]]:
     compiler = FilterCompiler(entity, alias)
-    sql = compiler.compile(parse_filter(text))
+    sql = compiler.compile(parse_filter(text, aliases))
     return sql, compiler.params
 
 

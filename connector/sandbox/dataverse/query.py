@@ -71,7 +71,7 @@ class QueryOps:
         if base:
             where.append(base)
         if req.query.get("$filter"):
-            sql, fparams = compile_filter(e, req.query["$filter"], alias="t0")
+            sql, fparams = compile_filter(e, req.query["$filter"], alias="t0", aliases=req.query)
             where.append(sql)
             params += fparams
         order = parse_orderby(e, req.query.get("$orderby"), alias="t0")
@@ -138,7 +138,7 @@ class QueryOps:
     def count(self, req: Request, e: Entity) -> Response:
         where, params = "", []
         if req.query.get("$filter"):
-            where, params = compile_filter(e, req.query["$filter"], alias="t0")
+            where, params = compile_filter(e, req.query["$filter"], alias="t0", aliases=req.query)
         total = self.store.execute(f"SELECT count(*) FROM {_q('e_' + e.logical_name)} AS t0"
                                    + (f" WHERE {where}" if where else ""), params)[0][0]
         return Response(200, [("Content-Type", "text/plain; charset=utf-8"), ("OData-Version", "4.0")],
