@@ -281,6 +281,14 @@ def test_roles_campaign_lists_and_bulk_actions(crm_sandbox, crm_session):
     roles = crm_session.get(f"{api}systemusers({user})/systemuserroles_association",
                             params={"$select": "name"}).json()["value"]
     assert [r["name"] for r in roles] == ["Marketing Manager"]
+    team = store.insert("teams", {"name": "T"})
+    store.associate("teammembership_association", user, team)
+    store.associate("teamroles_association", team, role)
+    teams = crm_session.get(f"{api}systemusers({user})/teammembership_association",
+                            params={"$select": "teamid"}).json()["value"]
+    assert [t["teamid"] for t in teams] == [team]
+    team_roles = crm_session.get(f"{api}teams({team})/teamroles_association", params={"$select": "name"}).json()
+    assert [r["name"] for r in team_roles["value"]] == ["Marketing Manager"]
     camp = store.insert("campaigns", {"name": "C"})
     lst = store.insert("lists", {"listname": "L", "createdfromcode": 2})
     r = crm_session.post(f"{api}campaigns({camp})/campaignlist_association/$ref",

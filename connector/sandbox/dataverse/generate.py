@@ -4,7 +4,8 @@
 same data for the same seed: contacts (non-ASCII names, some invalid, missing or
 duplicate email addresses, do-not-bulk-email flags, inactive records), leads,
 accounts, static and dynamic marketing lists, campaigns with their lists, security
-roles and users with and without "Marketing Manager". Rows are generated lazily
+roles and users with and without "Marketing Manager" (one only through her team). Rows are
+generated lazily
 and bulk-inserted as plain tuples, so a million contacts take seconds, not minutes.
 """
 
@@ -43,6 +44,7 @@ class SeededOrg:
     campaigns: dict[str, str] = field(default_factory=dict)
     users: dict[str, str] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
+    teams: dict[str, str] = field(default_factory=dict)
 
 
 def _ids(rng: random.Random) -> Iterator[str]:
@@ -155,6 +157,14 @@ def seed_organization(store: DataverseStore, *, seed: int = 1, contacts: int = 1
         org.users[key] = uid
         for role in roles:
             store.associate("systemuserroles_association", uid, org.roles[role])
+    # a user who is a Marketing Manager only through her team
+    team = store.insert_many(ent("team"), [{"teamid": next(ids), "name": "Marketing team", "teamtype": 0}])[0]
+    store.associate("teamroles_association", team, org.roles["Marketing Manager"])
+    tia = store.insert_many(ent("systemuser"), [{"systemuserid": next(ids), "firstname": "Tia", "lastname": "Team",
+                                                "domainname": "tia@sandbox.local"}])[0]
+    store.associate("teammembership_association", tia, team)
+    org.users["tia"] = tia
+    org.teams = {"marketing": team}
     owner = org.users["mia"]
     account_rows = []
     for i in range(accounts):

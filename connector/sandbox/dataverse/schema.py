@@ -236,6 +236,13 @@ def standard_entities() -> dict[str, Entity]:
             _a("createdon", "DateTime", readonly=True), _a("modifiedon", "DateTime", readonly=True),
             _a("versionnumber", "BigInt", readonly=True),
         ]),
+        _entity("team", "teams", "teamid", "name", 9, [
+            _a("name", "String", 160), _a("teamtype", "Picklist", options={0: "Owner", 1: "Access",
+                                                                          2: "Security Group", 3: "Office Group"}),
+            _a("businessunitid", "Lookup", None, "businessunit"), _a("description", "Memo", 2000),
+            _a("createdon", "DateTime", readonly=True), _a("modifiedon", "DateTime", readonly=True),
+            _a("versionnumber", "BigInt", readonly=True),
+        ]),
         _entity("businessunit", "businessunits", "businessunitid", "name", 10, [
             _a("name", "String", 160), _a("versionnumber", "BigInt", readonly=True),
         ]),
@@ -258,6 +265,8 @@ MANY_TO_MANY = {
     "listaccount_association": ("list", "account", "listmember"),
     "campaignlist_association": ("campaign", "list", "campaignitem"),
     "systemuserroles_association": ("systemuser", "role", "systemuserroles"),
+    "teammembership_association": ("systemuser", "team", "teammembership"),
+    "teamroles_association": ("team", "role", "teamroles"),
 }
 
 # 1:N collection navigation properties: (entity, nav) -> (child entity, lookup attribute)
