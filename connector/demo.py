@@ -316,27 +316,46 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
         sandbox_log.close()
 
 
-def _log_sandbox_to(path: Path) -> TextIO:
+def _log_sandbox_to(path: Path) -> "_SandboxLog":
     """The sandbox runs in this process: its own log lines go to a file, not over the progress."""
-    import logging
+    return _SandboxLog(path)
 
-    import structlog
 
-    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by run_demo
-    # library loggers (paramiko's server threads, urllib3) too
-    stdlib = logging.StreamHandler(handle)
-    stdlib.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [stdlib]
-    root.setLevel(logging.INFO)
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer()],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.WriteLoggerFactory(file=handle),
-        cache_logger_on_first_use=False,
-    )
-    return handle
+class _SandboxLog:
+    """Routes structlog and library loggers to a file until ``close()``, then restores them."""
+
+    def __init__(self, path: Path) -> None:
+        import logging
+
+        import structlog
+
+        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.previous = structlog.get_config()
+        root = logging.getLogger()
+        self.previous_root = (list(root.handlers), root.level)
+        structlog.configure(
+            processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                        structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer()],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            logger_factory=structlog.WriteLoggerFactory(file=self.handle),
+            cache_logger_on_first_use=False,
+        )
+        # library loggers (paramiko's server threads, urllib3) too
+        self.stdlib = logging.StreamHandler(self.handle)
+        self.stdlib.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.handlers[:] = [self.stdlib]
+        root.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        import logging
+
+        import structlog
+
+        structlog.configure(**self.previous)
+        root = logging.getLogger()
+        root.handlers[:], level = self.previous_root
+        root.setLevel(level)
+        self.handle.close()
 
 
 def _summarize(sandbox: Any, config: Any, state: Any, planned: list[PlannedSend], progress: Progress) -> DemoResult:
