@@ -105,3 +105,28 @@ def test_windows_wrapper_imports_and_parses_its_command_line() -> None:
     if not winservice.HAVE_PYWIN32:
         with pytest.raises(SystemExit, match="pywin32 is needed"):
             winservice.main(["remove"])
+
+
+def test_a_restart_picks_up_the_edited_config(tmp_path: Path) -> None:
+    """The config is read at every start: what systemctl restart relies on after an edit."""
+    ini = tmp_path / "service.ini"
+
+    def run_once(log_folder: str) -> subprocess.CompletedProcess[str]:
+        ini.write_text(f"[service]\ndata_dir = data\n\n[logging]\nfolder = {log_folder}\nconsole = off\n",
+                       encoding="utf-8")
+        return subprocess.run([sys.executable, "-m", "connector", "run", "-c", str(ini), "--once"],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    first = run_once("logs-before")
+    assert first.returncode in (0, 1), first.stderr  # no CRM/ESP configured: steps fail cleanly
+    second = run_once("logs-after")
+    assert second.returncode in (0, 1), second.stderr
+    before = (tmp_path / "logs-before" / "connector.log").read_text()
+    after = (tmp_path / "logs-after" / "connector.log").read_text()
+    assert before and after, "each start logs to the folder its config names"
+    # a broken edit: the next start refuses with the check-config report, exit 3
+    ini.write_text("[logging]\nfolder = logs-after\nkeep_dayz = 3\n", encoding="utf-8")
+    broken = subprocess.run([sys.executable, "-m", "connector", "run", "-c", str(ini)],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert broken.returncode == 3
+    assert "keep_dayz" in broken.stderr and "keep_days" in broken.stderr
