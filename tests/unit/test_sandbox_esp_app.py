@@ -362,3 +362,17 @@ def test_real_operations_the_sandbox_lacks_get_a_clear_client_fault(mcsb_call):
     status, body = mcsb_call.soap("Extract", f"<ExtractRequestMsg {P}/>")
     assert status == 500
     assert "not available in the connector's sandbox" in texts(xml(body), "//faultstring")[0]
+
+
+def test_repeated_bounces_over_two_weeks_make_a_subscriber_held(mcsb_call):
+    store = mcsb_call.app.store
+    store.add_subscriber("b1", "b1@example.com")
+    start = store.clock.now()
+    for days in (1, 8, 16):
+        store.add_status_change(start + timedelta(days=days), "b1", "Bounced")
+    store.clock.advance(24 * 9)
+    store.apply_due_changes()
+    assert store.subscriber("b1").status == "Bounced"
+    store.clock.advance(24 * 8)
+    root = retrieve(mcsb_call, "Subscriber", ["SubscriberKey", "Status"])
+    assert texts(root, "//p:Results/p:Status") == ["Held"]

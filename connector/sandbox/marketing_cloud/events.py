@@ -302,9 +302,9 @@ def simulate_send(send_id: int, list_id: int, recipients: Sequence[str], exclude
         r = rnd()
         if r < thresholds[-1]:
             category = next(c for c, limit in enumerate(thresholds) if r < limit)
-            bounces.append((ts + 1 + int(rnd() * 600), i, category))
-            if category == 0:
-                changes.append((ts + 1, recipients[i], "Bounced"))
+            bounced = ts + 1 + int(rnd() * 600)
+            bounces.append((bounced, i, category))
+            changes.append((bounced, recipients[i], "Bounced"))
             continue
         if rnd() >= rates.open:
             continue

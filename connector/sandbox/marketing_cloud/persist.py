@@ -32,7 +32,7 @@ _TABLES = {
     "send_definitions": (rec.SendDefinitionRec, "customer_key"),
     "import_definitions": (rec.ImportDefinitionRec, "customer_key"), "import_runs": (rec.ImportRunRec, "task_id"),
 }
-_DATE_FIELDS = {"created", "modified", "unsubscribed", "send_date", "sent_date", "start", "end"}
+_DATE_FIELDS = {"created", "modified", "unsubscribed", "send_date", "sent_date", "start", "end", "first_bounce"}
 
 
 def write_private(path: Path, text: str) -> None:

@@ -46,6 +46,8 @@ class SubscriberRec:
     modified: datetime | None = None
     unsubscribed: datetime | None = None
     email_type: str = "HTML"
+    bounce_count: int = 0
+    first_bounce: datetime | None = None
 
 
 @dataclass

@@ -17,6 +17,7 @@ import heapq
 import itertools
 import threading
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -54,6 +55,8 @@ from connector.sandbox.marketing_cloud.values import (
 )
 
 SUBSCRIBER_STATUSES = ("Active", "Bounced", "Held", "Unsubscribed", "Deleted")
+HELD_AFTER_BOUNCES = 3
+HELD_SPAN = timedelta(days=14)
 __all__ = ["ALL_SUBSCRIBERS_ID", "EspStore", "Result", "error", "ok", "valid_email"]
 
 
@@ -106,7 +109,11 @@ class EspStore(SendOps, ImportOps):
         return self.clock.now()
 
     def apply_due_changes(self) -> None:
-        """Subscriber status changes (hard bounces, unsubscribes) whose events are now visible."""
+        """Subscriber status changes (bounces, unsubscribes) whose events are now visible.
+
+        A bounce makes the subscriber Bounced; the third bounce, more than 14 days after
+        the first, makes it Held (no more sends), as Marketing Cloud does.
+        """
         now_ts = self.clock.now_ts()
         with self.lock:
             while self._pending_status and self._pending_status[0][0] <= now_ts:
@@ -114,10 +121,20 @@ class EspStore(SendOps, ImportOps):
                 sub = self.subscribers.get(key)
                 if sub is None or sub.status in ("Unsubscribed", "Held", "Deleted"):
                     continue
-                sub.status = status
-                sub.modified = utc(ts)
+                when = utc(ts)
+                if status == "Bounced":
+                    sub.bounce_count += 1
+                    sub.first_bounce = sub.first_bounce or when
+                    if sub.bounce_count >= HELD_AFTER_BOUNCES and when - sub.first_bounce > HELD_SPAN:
+                        status = "Held"
+                sub.status, sub.modified = status, when
                 if status == "Unsubscribed":
-                    sub.unsubscribed = utc(ts)
+                    sub.unsubscribed = when
+
+    def add_status_change(self, when: datetime, key: str, status: str) -> None:
+        """Schedule a status change for when the clock passes ``when`` (tests, seeding)."""
+        with self.lock:
+            heapq.heappush(self._pending_status, (int(when.timestamp()), key, status))
 
     def spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
