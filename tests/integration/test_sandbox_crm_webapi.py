@@ -333,3 +333,21 @@ def test_concurrent_clients(crm_sandbox):
     with ThreadPoolExecutor(8) as pool:
         assert sorted(pool.map(work, range(8))) == list(range(8))
     assert crm_sandbox.store.count("contacts") == 80
+
+
+def test_expand_single_and_collection(crm_sandbox, crm_session):
+    api = crm_sandbox.api_url
+    store = crm_sandbox.store
+    acct = store.insert("accounts", {"name": "Acme"})
+    cid = store.insert("contacts", {"lastname": "E", "parentcustomerid": ("account", acct)})
+    lst = store.insert("lists", {"listname": "L", "createdfromcode": 2})
+    store.associate("listcontact_association", lst, cid)
+    rows = crm_session.get(api + "contacts", params={
+        "$select": "lastname", "$expand": "parentcustomerid_account($select=name),parentcustomerid_contact"}).json()
+    assert rows["value"][0]["parentcustomerid_account"]["name"] == "Acme"
+    assert rows["value"][0]["parentcustomerid_contact"] is None
+    one = crm_session.get(f"{api}lists({lst})", params={
+        "$select": "listname", "$expand": "listcontact_association($select=lastname;$filter=lastname eq 'E')"}).json()
+    assert [m["lastname"] for m in one["listcontact_association"]] == ["E"]
+    bad = crm_session.get(api + "contacts", params={"$expand": "nosuch"})
+    assert bad.status_code == 400

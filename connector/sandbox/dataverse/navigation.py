@@ -11,6 +11,30 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def collection_base(store: DataverseStore, e: Entity, nav_name: str, rid: str
+                    ) -> tuple[Entity, str, tuple, bool] | None:
+    """For a collection navigation property: (other table, SQL restriction on ``t0``, params,
+    forward direction); None when ``nav_name`` is not a collection of ``e``."""
+    if nav_name in MANY_TO_MANY:
+        one, two, _ = MANY_TO_MANY[nav_name]
+        if e.logical_name not in (one, two):
+            return None
+        forward = e.logical_name == one
+        other = store.schema.entity(two if forward else one)
+        pk = _q(other.primary_id)
+        if one == "list":
+            base = (f"t0.{pk} IN (SELECT entityid FROM e_listmember WHERE listid = ?)" if forward
+                    else f"t0.{pk} IN (SELECT listid FROM e_listmember WHERE entityid = ?)")
+            return other, base, (rid,), forward
+        base = (f"t0.{pk} IN (SELECT id2 FROM _assoc WHERE rel = ? AND id1 = ?)" if forward
+                else f"t0.{pk} IN (SELECT id1 FROM _assoc WHERE rel = ? AND id2 = ?)")
+        return other, base, (nav_name, rid), forward
+    rel = ONE_TO_MANY.get((e.logical_name, nav_name))
+    if rel is not None:
+        return store.schema.entity(rel[0]), f"t0.{_q(rel[1])} = ?", (rid,), True
+    return None
+
+
 class NavigationOps:
     """Mixed into :class:`~connector.sandbox.dataverse.records.Records`."""
 
@@ -23,33 +47,16 @@ class NavigationOps:
         rid = row[e.primary_id]
         nav_name, nav_key = parse_segment(nav)
         is_ref = bool(rest) and rest[0] == "$ref"
-        if nav_name in MANY_TO_MANY:
-            one, two, _ = MANY_TO_MANY[nav_name]
-            if e.logical_name not in (one, two):
-                raise self.no_nav(e, nav_name)
-            forward = e.logical_name == one
-            other = self.store.schema.entity(two if forward else one)
-            if one == "list":
-                base = ("t0.{pk} IN (SELECT entityid FROM e_listmember WHERE listid = ?)" if forward
-                        else "t0.{pk} IN (SELECT listid FROM e_listmember WHERE entityid = ?)")
-                params: tuple = (rid,)
-            else:
-                base = ("t0.{pk} IN (SELECT id2 FROM _assoc WHERE rel = ? AND id1 = ?)" if forward
-                        else "t0.{pk} IN (SELECT id1 FROM _assoc WHERE rel = ? AND id2 = ?)")
-                params = (nav_name, rid)
-            if is_ref:
+        if nav_name in MANY_TO_MANY and e.logical_name not in MANY_TO_MANY[nav_name][:2]:
+            raise self.no_nav(e, nav_name)
+        collection = collection_base(self.store, e, nav_name, rid)
+        if collection is not None:
+            other, base, params, forward = collection
+            if is_ref and nav_name in MANY_TO_MANY:
                 return self.ref_many(req, nav_name, forward, rid, other, nav_key)
             if req.method != "GET":
                 raise StoreError(405, "0x80060888", f"The HTTP method '{req.method}' is not allowed here.")
-            return self.query(req, other, base.format(pk=_q(other.primary_id)), params,
-                              context=f"{e.entity_set}({rid})/{nav_name}")
-        rel = ONE_TO_MANY.get((e.logical_name, nav_name))
-        if rel is not None:
-            child = self.store.schema.entity(rel[0])
-            if req.method != "GET":
-                raise StoreError(405, "0x80060888", f"The HTTP method '{req.method}' is not allowed here.")
-            return self.query(req, child, f"t0.{_q(rel[1])} = ?", (rid,),
-                              context=f"{e.entity_set}({rid})/{nav_name}")
+            return self.query(req, other, base, params, context=f"{e.entity_set}({rid})/{nav_name}")
         found = e.nav(nav_name)
         if found is None:
             raise self.no_nav(e, nav_name)

@@ -61,9 +61,6 @@ class QueryOps:
             return self.fetch(req, e)
         if "$skip" in req.query:
             raise StoreError(400, "0x80060888", "The query parameter $skip is not supported.")
-        if "$expand" in req.query and not ("$deltatoken" in req.query or "odata.track-changes" in req.prefer):
-            raise StoreError(501, "0x8004800d", "$expand is not implemented by the sandbox (the real service"
-                             " supports it); read the related records with their own query.")
         if "$deltatoken" in req.query or "odata.track-changes" in req.prefer:
             return self.delta(req, e)
         select = parse_select(e, req.query.get("$select"))
@@ -117,7 +114,12 @@ class QueryOps:
                 body["@Microsoft.Dynamics.CRM.totalrecordcount"] = min(total, COUNT_LIMIT)
                 body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = total > COUNT_LIMIT
         annotate = self.annotate(req)
-        body["value"] = [to_wire(e, dict(zip(cols, r[1:])), select, annotate=annotate) for r in rows]
+        raws = [dict(zip(cols, r[1:])) for r in rows]
+        body["value"] = [to_wire(e, raw, select, annotate=annotate) for raw in raws]
+        if req.query.get("$expand"):
+            from connector.sandbox.dataverse.expand import expand_rows
+
+            expand_rows(self.store, e, raws, body["value"], req.query["$expand"], annotate)
         headers = []
         if pref_size:
             headers.append(("Preference-Applied", f"odata.maxpagesize={size}"))

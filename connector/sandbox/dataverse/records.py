@@ -218,6 +218,10 @@ class Records(QueryOps, NavigationOps):
         body = {"@odata.context": f"{self.api(req)}$metadata#{e.entity_set}"
                 + (f"({','.join(select)})" if select else "") + "/$entity"}
         body.update(to_wire(e, row, select, annotate=self.annotate(req)))
+        if req.query.get("$expand"):
+            from connector.sandbox.dataverse.expand import expand_rows
+
+            expand_rows(self.store, e, [row], [body], req.query["$expand"], self.annotate(req))
         return Response.json(200, body, [("ETag", etag)])
 
     def check_preconditions(self, req: Request, e: Entity, row: dict | None, rid: Any) -> None:
