@@ -253,3 +253,36 @@ def test_describe_lists_the_retrievable_properties(wsse_client):
     assert "EmailSendDefinition.CustomerKey" in {p.Name for p in send.Properties}
     with pytest.raises(zeep.exceptions.Fault):
         wsse_client.service.Describe(DescribeRequests={"ObjectDefinitionRequest": [{"ObjectType": "Nope"}]})
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="reference WSDL not present")
+def test_every_object_with_every_property_parses_with_the_real_wsdl_in_strict_mode(mcsb_esp, mcsb_session, tmp_path):
+    from connector.sandbox.marketing_cloud.retrieve import DOTTED, RETRIEVABLE
+    from connector.sandbox.marketing_cloud.wsdl import fields_of
+
+    local = tmp_path / "etframework.wsdl"
+    local.write_text(re.sub(r'<import id="APIFault"[^>]*/>', "", REFERENCE.read_text(encoding="utf-8")), encoding="utf-8")
+    client = zeep.Client(str(local), transport=Transport(session=mcsb_session, timeout=10),
+                         wsse=UsernameToken(mcsb_esp.username, mcsb_esp.password), settings=zeep.Settings(strict=True))
+    service = client.create_service(BINDING, mcsb_esp.soap_url)
+    T = client.get_type
+    store = mcsb_esp.store
+    list_id = service.Create(Options={}, Objects=[T("ns0:List")(ListName="All", CustomerKey="all")]).Results[0].NewID
+    store.add_subscriber("s1", "s1@example.com", attributes={"City": "Köln"}, list_ids=(list_id,))
+    store.generate_events(3, event_types=("SentEvent", "OpenEvent", "ClickEvent", "BounceEvent", "UnsubEvent",
+                                          "NotSentEvent"))
+    definition = T("ns0:EmailSendDefinition")(
+        CustomerKey="esd", SendDefinitionList=[T("ns0:SendDefinitionList")(List=T("ns0:List")(ID=list_id))],
+        Email=T("ns0:Email")(CustomerKey="welcome"))
+    service.Create(Options={}, Objects=[definition])
+    service.Create(Options={}, Objects=[T("ns0:ImportDefinition")(
+        CustomerKey="imp", DestinationObject=T("ns0:List")(ID=list_id), FileSpec="x.csv")])
+    service.Perform(Action="start", Definitions={"Definition": [T("ns0:ImportDefinition")(CustomerKey="imp"),
+                                                                T("ns0:EmailSendDefinition")(CustomerKey="esd")]})
+    assert mcsb_esp.wait_idle(10)
+    for obj_type in RETRIEVABLE:
+        props = [f[0] for f in fields_of(obj_type) if f[0] not in ("Client", "PartnerProperties")]
+        props += sorted(DOTTED.get(obj_type, ()))
+        reply = service.Retrieve(RetrieveRequest=T("ns0:RetrieveRequest")(ObjectType=obj_type, Properties=props))
+        assert reply.OverallStatus == "OK", (obj_type, reply.OverallStatus)
+        assert reply.Results, obj_type
