@@ -90,3 +90,17 @@ def test_full_sandbox_fixture(sandbox, tmp_path):
     config = load_config(sandbox.write_service_ini(tmp_path / "c" / "service.ini"), env={})
     assert config.sftp.port == sandbox.sftp.port and config.esp.client_id == sandbox.esp.client_id
     assert config.tracking.default_campaign == sandbox.seeded.campaigns["default"]
+
+
+def test_plain_http_only_when_asked(tmp_path):
+    import requests
+
+    from connector.sandbox.dataverse import start_crm_sandbox
+
+    with start_crm_sandbox(tmp_path / "plain", None, tls=False) as crm:
+        assert crm.url.startswith("http://127.0.0.1:") and crm.authority.startswith("http://")
+        token = requests.post(f"{crm.authority}/oauth2/v2.0/token", timeout=10, data={
+            "grant_type": "client_credentials", "client_id": crm.client_id, "client_secret": crm.client_secret,
+            "scope": crm.scope}).json()["access_token"]
+        r = requests.get(crm.api_url + "WhoAmI", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 200
