@@ -112,8 +112,7 @@ FILE_POINTS = [
     "after_batch_uploaded:2", "after_import_started:2", "before_send_started", "after_send_started",
     "after_send_recorded", "after_crm_updated",
 ]
-SOAP_POINTS = ["after_chunk_committed:2", "after_resolved", "after_soap_chunk:3", "after_send_started",
-               "after_send_recorded"]
+SOAP_POINTS = ["after_resolved", "after_soap_chunk:3", "after_send_started"]
 
 
 @pytest.mark.parametrize("path, point", [("files", p) for p in FILE_POINTS] + [("soap", p) for p in SOAP_POINTS])
