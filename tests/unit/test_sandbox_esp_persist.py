@@ -1,0 +1,44 @@
+"""The Marketing Cloud sandbox's account written to JSON and read back."""
+
+from __future__ import annotations
+
+import json
+
+from connector.sandbox.marketing_cloud.persist import STATE_FILE, load_store, save_store
+from connector.sandbox.marketing_cloud.records import SimClock
+from connector.sandbox.marketing_cloud.soap import Obj
+from connector.sandbox.marketing_cloud.store import EspStore
+
+
+def test_round_trip_keeps_objects_runs_and_events(tmp_path):
+    (tmp_path / "drop" / "Import").mkdir(parents=True)
+    store = EspStore(import_root=tmp_path / "drop", clock=SimClock(), import_delay=0.0)
+    list_id = store.create_list(Obj("List", {"ListName": ["L"], "CustomerKey": ["L"]}))["NewID"]
+    store.add_subscriber("k1", "k1@example.com", attributes={"City": "Zürich"}, list_ids=(list_id,))
+    (tmp_path / "drop" / "Import" / "f.csv").write_text("SubscriberKey,EmailAddress\nk2,bad\nk3,k3@example.com\n")
+    store.create_import_definition(Obj("ImportDefinition", {
+        "CustomerKey": ["imp"], "DestinationObject": [Obj("List", {"ID": [str(list_id)]})], "FileSpec": ["f.csv"]}))
+    store.start_import(Obj("ImportDefinition", {"CustomerKey": ["imp"]}))
+    job = store.generate_events(20, event_types=("ClickEvent",), arrival_lag_minutes=5)
+    assert store.wait_idle(10)
+    path = save_store(store, tmp_path)
+    assert path.name == STATE_FILE and json.loads(path.read_text())["version"] == 1
+
+    again = EspStore(import_root=tmp_path / "drop", clock=SimClock(), import_delay=0.0)
+    assert load_store(again, tmp_path)
+    assert again.subscriber("k1").attributes == {"City": "Zürich"}
+    assert set(again.lists[list_id].members) == {"k1", "k3"}
+    run = again.runs_for("imp")[0]
+    assert (run.status, run.ok, run.errors, run.row_errors[0].subscriber_key) == ("Completed", 1, 1, "k2")
+    click = next(b for b in again.blocks if b.send_id == job)
+    original = next(b for b in store.blocks if b.send_id == job)
+    assert list(click.ts) == list(original.ts) and list(click.lag) == list(original.lag)
+    assert again.sends[job].blocks == [click]
+    new_list = again.create_list(Obj("List", {"ListName": ["M"], "CustomerKey": ["M"]}))["NewID"]
+    assert new_list > list_id
+
+
+def test_no_state_file_means_a_fresh_store(tmp_path):
+    store = EspStore(import_root=tmp_path, clock=SimClock())
+    assert not load_store(store, tmp_path)
+    assert [e.customer_key for e in store.emails.values()] == ["cesp-demo-email", "welcome"]
