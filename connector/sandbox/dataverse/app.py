@@ -108,10 +108,11 @@ class DataverseApp:
             return Response.error(404, "0x80060888", f"Resource not found for the segment '{raw_path}'.")
         token, why = self.authority.check(environ.get("HTTP_AUTHORIZATION"))
         if token is None:
-            challenge = (f"Bearer authorization_uri={self.authority.base_url}/{self.authority.tenant_id}/oauth2/"
-                         f"authorize, resource_id={self.org_url}/")
-            return Response.error(401, "0x80072560" if "expired" not in why else "0x80044184", why,
-                                  [("WWW-Authenticate", challenge)])
+            # as Dataverse: no body, the reason and the authority in the challenge header
+            challenge = (f"Bearer error=invalid_token, error_description={why}, authorization_uri="
+                         f"{self.authority.base_url}/{self.authority.tenant_id}/oauth2/authorize,"
+                         f" resource_id={self.org_url}/")
+            return Response.empty(401, [("WWW-Authenticate", challenge)])
         caller = token.object_id
         if self.faults.take("throttle"):
             return Response.error(429, "0x80072322", "Number of requests exceeded the limit of 6000 over time"
