@@ -376,3 +376,11 @@ def test_repeated_bounces_over_two_weeks_make_a_subscriber_held(mcsb_call):
     store.clock.advance(24 * 8)
     root = retrieve(mcsb_call, "Subscriber", ["SubscriberKey", "Status"])
     assert texts(root, "//p:Results/p:Status") == ["Held"]
+
+
+def test_events_answer_list_id_after_the_wsdl_fields(mcsb_call):
+    mcsb_call.app.store.generate_events(1, event_types=("OpenEvent",), list_id=77)
+    root = retrieve(mcsb_call, "OpenEvent", ["ListID", "SendID", "EventDate"])
+    row = root.xpath("//p:Results", namespaces=NS)[0]
+    assert [etree.QName(c).localname for c in row] == ["PartnerKey", "ObjectID", "SendID", "EventDate", "ListID"]
+    assert texts(root, "//p:Results/p:ListID") == ["77"]

@@ -8,7 +8,7 @@ The reply has no OverallStatus, like the real one.
 
 from __future__ import annotations
 
-from connector.sandbox.marketing_cloud.retrieve import DOTTED, RETRIEVABLE
+from connector.sandbox.marketing_cloud.retrieve import EXTRA, RETRIEVABLE
 from connector.sandbox.marketing_cloud.soap import Obj, SoapFault, message, render_fields
 from connector.sandbox.marketing_cloud.wsdl import ENUMS, fields_of
 
@@ -40,7 +40,7 @@ def _definition(obj_type: str) -> dict:
             continue
         scalar = typ in DATA_TYPES or typ in ENUMS
         properties.append(_property(obj_type, name, DATA_TYPES.get(typ, "String" if scalar else typ), retrievable))
-    for dotted in sorted(DOTTED.get(obj_type, ())):
+    for dotted in sorted(EXTRA.get(obj_type, ())):
         properties.append(_property(obj_type, dotted, "String", retrievable))
     return {
         "ObjectType": obj_type, "Name": obj_type, "IsCreatable": obj_type in CREATABLE,

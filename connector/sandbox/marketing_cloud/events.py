@@ -154,6 +154,7 @@ class EventBlock:
             "SendID": self.send_id, "SubscriberKey": self.keys[self.idx[i]], "BatchID": 0,
             "EventDate": datetime.fromtimestamp(ts, timezone.utc), "CreatedDate": datetime.fromtimestamp(ts, timezone.utc),
             "EventType": event_type_of(self.obj_type, self.code[i]), "TriggeredSendDefinitionObjectID": None,
+            "ListID": self.list_id,
         }
         if self.obj_type == "ClickEvent":
             row["URLID"], row["URL"] = LINKS[self.code[i]]
@@ -204,7 +205,10 @@ _GETTERS: dict[str, Getter] = {
     "SMTPCode": lambda b, i: BOUNCES[b.code[i]][3],
     "SMTPReason": lambda b, i: escape(BOUNCES[b.code[i]][4]),
     "IsMasterUnsubscribed": lambda b, i: "false",
+    "ListID": lambda b, i: str(b.list_id),
 }
+EXTRA_PROPERTIES = frozenset({"ListID"})
+"""Event properties outside the WSDL that the real service still returns (strict clients choke on them)."""
 
 
 def row_renderer(obj_type: str, properties: Sequence[str]) -> Callable[[EventBlock, int], str]:
@@ -219,6 +223,8 @@ def row_renderer(obj_type: str, properties: Sequence[str]) -> Callable[[EventBlo
             steps.append(("List", None))
         elif name in wanted and name in _GETTERS:
             steps.append((name, _GETTERS[name]))
+    if "ListID" in wanted:  # answered by the real service although the WSDL lacks it (see docs)
+        steps.append(("ListID", _GETTERS["ListID"]))
     head = f'<Results xsi:type="{obj_type}">'
 
     def render(block: EventBlock, i: int) -> str:

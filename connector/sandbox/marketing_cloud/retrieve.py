@@ -26,11 +26,15 @@ MAX_CURSORS = 2000
 CURSOR_SECONDS = 20 * 60
 RETRIEVABLE = ("Subscriber", "List", "ListSubscriber", "Email", "SendClassification", "EmailSendDefinition", "Send",
                "ImportDefinition", "ImportResultsSummary") + ev.EVENT_OBJECTS
-DOTTED = {
+# Properties beyond the object's WSDL fields: nested ones ("Email.ID") and the few the
+# real service answers outside its WSDL (ListID on events).
+EXTRA = {
     "Send": {"Email.ID", "EmailSendDefinition.CustomerKey", "List.ID"},
     "EmailSendDefinition": {"Email.ID", "SendClassification.CustomerKey"},
     "UnsubEvent": {"List.ID"},
 }
+for _event in ev.EVENT_OBJECTS:
+    EXTRA[_event] = EXTRA.get(_event, set()) | ev.EXTRA_PROPERTIES
 
 
 class _Cursor:
@@ -65,7 +69,7 @@ class Retriever:
         if problem:
             return retrieve_msg(problem, request_id, "")
         try:
-            predicate = compile_filter(rr.get("Filter"), field_names(obj_type) | DOTTED.get(obj_type, set()))
+            predicate = compile_filter(rr.get("Filter"), field_names(obj_type) | EXTRA.get(obj_type, set()))
         except (FilterError, ValueError) as exc:
             text = str(exc)
             return retrieve_msg(text if text.startswith("Error") else f"Error: {text}", request_id, "")
@@ -140,7 +144,7 @@ def check_request(obj_type: str, properties: list[str]) -> str:
         return f"Error: The Request ObjectType '{obj_type}' is not retrievable."
     if not properties:
         return f"Error: The Request Properties are required for {obj_type}."
-    allowed = field_names(obj_type) | DOTTED.get(obj_type, set())
+    allowed = field_names(obj_type) | EXTRA.get(obj_type, set())
     bad = [p for p in properties if p not in allowed]
     if bad:
         return f"Error: The Request Property(s) {', '.join(bad)} do not match with the fields of {obj_type} retrieve"
