@@ -55,7 +55,13 @@ class Sandbox:
 
     def service_ini_sections(self, ini_dir: Path) -> dict[str, dict[str, str]]:
         ca = str(self.ca_file) if self.ca_file else ""
-        default_campaign = (self.seeded.campaigns.get("default", "") if self.seeded else "")
+        default_campaign = self.seeded.campaigns.get("default", "") if self.seeded else ""
+        if not default_campaign:  # a kept organization: find the generated default campaign by name
+            from connector.sandbox.dataverse.generate import DEFAULT_CAMPAIGN_NAME
+
+            hit = self.crm.store.execute("SELECT campaignid FROM e_campaign WHERE name = ? LIMIT 1",
+                                         (DEFAULT_CAMPAIGN_NAME,))
+            default_campaign = hit[0][0] if hit else ""
         sections: dict[str, dict[str, str]] = {
             "service": {"data_dir": "var", "secrets_file": "secrets.ini", "drain_seconds": "30"},
             "logging": {"folder": "var/log", "keep_days": "14", "level": "INFO", "console": "auto"},

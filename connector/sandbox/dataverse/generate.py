@@ -30,6 +30,7 @@ CITIES = [("Oslo", "Norway"), ("Bergen", "Norway"), ("Stockholm", "Sweden"), ("K
 DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com"]
 BAD_EMAILS = ["not-an-email", "a@b", "double@@example.com", "space in@example.com", "trailing.dot@example.com.",
               "@example.com", "ünïcode@exämple.com"]
+DEFAULT_CAMPAIGN_NAME = "Email connector (default campaign)"
 ROLES = ["System Administrator", "Marketing Manager", "Salesperson", "Marketing Professional"]
 
 
@@ -202,7 +203,7 @@ def seed_organization(store: DataverseStore, *, seed: int = 1, contacts: int = 1
     _members(store, org.lists["vip"], "contact", "contactid", 50, 1)
     _members(store, org.lists["leads"], "lead", "leadid", 2, 1)
     _members(store, org.lists["accounts"], "account", "accountid", 3, 2)
-    for key, name in (("spring", "Spring newsletter 2026"), ("default", "Email connector (default campaign)")):
+    for key, name in (("spring", "Spring newsletter 2026"), ("default", DEFAULT_CAMPAIGN_NAME)):
         org.campaigns[key] = store.insert_many(ent("campaign"), [{"campaignid": next(ids), "name": name,
                                                                    "ownerid": owner}])[0]
     for key in ("newsletter", "oslo", "vip"):
