@@ -99,7 +99,7 @@ class MarketingCloudEspClient(EspClient):
         if found:
             return found["ID"]
         new = self._api.type("List")(CustomerKey=customer_key, ListName=name[:100], Type="Private",
-                              Description="Recipients of one CRM send, created by the connector")
+                                     Description="Recipients of one CRM send, created by the connector")
         try:
             result = self._api.create_one(new, f"List {customer_key!r}")
         except PeerError:
@@ -151,7 +151,7 @@ class MarketingCloudEspClient(EspClient):
         return self._api.type("Subscriber")(
             SubscriberKey=sub.subscriber_key,
             EmailAddress=sub.email,
-            Attributes=[attribute(Name=k, Value=v) for k, v in sub.attributes.items()],
+            Attributes=[attribute(Name=k, Value="" if v is None else str(v)) for k, v in sub.attributes.items()],
             Lists=[membership],
         )
 
@@ -196,9 +196,8 @@ class MarketingCloudEspClient(EspClient):
     def _import_summaries(self, customer_key: str) -> list[dict[str, str]]:
         props = ("ImportDefinitionCustomerKey", "StartDate", "EndDate", "NumberSuccessful", "NumberDuplicated",
                  "NumberErrors", "TotalRows", "ImportStatus", "TaskResultID")
-        rows = list(self._api.rows("ImportResultsSummary", props,
-                               self._api.simple("ImportDefinitionCustomerKey", "equals", [customer_key]),
-                               f"ImportResultsSummary {customer_key!r}"))
+        by_key = self._api.simple("ImportDefinitionCustomerKey", "equals", [customer_key])
+        rows = list(self._api.rows("ImportResultsSummary", props, by_key, f"ImportResultsSummary {customer_key!r}"))
         return sorted(rows, key=lambda r: number(r.get("TaskResultID", "")))
 
     def start_import(self, customer_key: str, file_name: str, list_id: str) -> str:

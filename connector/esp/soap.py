@@ -20,6 +20,7 @@ from typing import Any, Callable
 import requests
 import structlog
 import zeep
+import zeep.exceptions
 from lxml import etree
 
 from connector.errors import AuthError, PeerError, PermanentPeerError, ThrottledError, TransientPeerError
@@ -139,9 +140,15 @@ class SoapCaller:
         return min(60.0, self._backoff * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
 
     def _call_once(self, operation: str, what: str, kwargs: dict[str, Any]) -> etree._Element:
-        envelope = self.client.create_message(
-            self.client.service, operation, _soapheaders=self._auth.soap_headers(), **kwargs
-        )
+        try:
+            envelope = self.client.create_message(
+                self.client.service, operation, _soapheaders=self._auth.soap_headers(), **kwargs
+            )
+        except (zeep.exceptions.Error, TypeError, ValueError) as exc:
+            raise PermanentPeerError(
+                f"Marketing Cloud {operation} of {what}: the request does not fit the WSDL ({exc})",
+                peer="esp", operation=operation,
+            ) from exc
         envelope = self._auth.apply(envelope)
         body = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{operation}"'}

@@ -279,3 +279,9 @@ def test_already_on_the_list_is_repeated_as_an_update(wsdl_client, session) -> N
     update = responses.calls[1].request
     assert update.headers["SOAPAction"] == '"Update"' and b"<ns0:Action>update</ns0:Action>" in update.body
     assert b"<ns0:SubscriberKey>b</ns0:SubscriberKey>" in update.body and b">a<" not in update.body
+
+
+def test_a_request_that_does_not_fit_the_wsdl_is_a_clear_error(wsdl_client, session) -> None:
+    caller = _caller(wsdl_client, session)
+    with pytest.raises(PermanentPeerError, match="does not fit the WSDL"):
+        caller.call("Retrieve", safe=True, what="List 'k'", RetrieveRequest={"ObjectType": "List", "NoSuchField": 1})
