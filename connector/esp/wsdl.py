@@ -7,15 +7,19 @@ request building is used from the zeep client, which is safe across threads.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
 import requests
+import structlog
 import zeep
 from zeep.cache import SqliteCache
 from zeep.transports import Transport
 
 from connector.errors import PermanentPeerError, TransientPeerError
+
+log = structlog.get_logger(__name__)
 
 FAULT_XSD_URL = "https://webservice.exacttarget.com/ETFrameworkFault.xsd"
 WSDL_CACHE_SECONDS = 24 * 3600
@@ -75,10 +79,7 @@ def load_client(wsdl: str, *, verify: str | bool, cache_dir: Path | None, timeou
         session = requests.Session()
         session.verify = verify
         try:
-            cache = None
-            if cache_dir is not None:
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                cache = SqliteCache(path=str(cache_dir / "esp-wsdl-cache.sqlite"), timeout=WSDL_CACHE_SECONDS)
+            cache = _cache(cache_dir)
             transport = _PartnerTransport(session=session, cache=cache, timeout=timeout, operation_timeout=timeout)
             settings = zeep.Settings(strict=False, xml_huge_tree=True)
             client = zeep.Client(wsdl, transport=transport, settings=settings)
@@ -99,6 +100,18 @@ def load_client(wsdl: str, *, verify: str | bool, cache_dir: Path | None, timeou
             session.close()
         _clients[key] = client
         return client
+
+
+def _cache(cache_dir: Path | None) -> SqliteCache | None:
+    """The on-disk WSDL cache; without a writable folder the WSDL is simply fetched each start."""
+    if cache_dir is None:
+        return None
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteCache(path=str(cache_dir / "esp-wsdl-cache.sqlite"), timeout=WSDL_CACHE_SECONDS)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("esp_wsdl_cache_unavailable", folder=str(cache_dir), error=str(exc))
+        return None
 
 
 def wsdl_address(client: zeep.Client) -> str:
