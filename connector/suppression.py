@@ -79,6 +79,11 @@ class ResolveCheckpoint:
         return sum(self.skipped_by_reason.values())
 
 
+def _digest(key: str) -> bytes:
+    """16 bytes of BLAKE2b: compact on disk, no collision in any realistic send."""
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+
+
 class SendWorkspace:
     """The per-send SQLite work file (``work.db``)."""
 
@@ -142,8 +147,22 @@ class SendWorkspace:
     # -- de-duplication --------------------------------------------------------------
     def first_time(self, key: str) -> bool:
         """Record the key; True if it had not been seen before in this send."""
-        digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
-        return self.db.execute("insert or ignore into seen (k) values (?)", (digest,)).rowcount == 1
+        return self.db.execute("insert or ignore into seen (k) values (?)", (_digest(key),)).rowcount == 1
+
+    def seen_before(self, keys: list[str]) -> set[str]:
+        """Which of these keys were recorded before (one query per 500 keys); records nothing."""
+        digests = {_digest(k): k for k in keys}
+        found: set[str] = set()
+        items = list(digests)
+        for start in range(0, len(items), 500):
+            part = items[start : start + 500]
+            marks = ",".join("?" * len(part))
+            found.update(digests[r[0]] for r in self.db.execute(f"select k from seen where k in ({marks})", part))
+        return found
+
+    def record(self, keys: Iterable[str]) -> None:
+        """Record keys as seen (bulk)."""
+        self.db.executemany("insert or ignore into seen (k) values (?)", ((_digest(k),) for k in keys))
 
     # -- skips and finished batches --------------------------------------------------
     def add_skips(self, skips: Iterable[Skip]) -> None:

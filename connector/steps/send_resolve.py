@@ -133,20 +133,15 @@ class Resolver:
                 raise Interrupted()
 
     def _screen(self, chunk, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint, esp) -> list[FinishedBatch]:
-        candidates: list[Subscriber] = []
+        mapped: list[Subscriber] = []
         skips: list[Skip] = []
         for recipient in chunk:
             outcome = self.mapper.map(recipient)
             if isinstance(outcome, Skip):
                 skips.append(outcome)
-                continue
-            email_key = "e:" + normalize_email(outcome.email)
-            first_key = self.key_by_email or workspace.first_time("k:" + outcome.subscriber_key)
-            if not first_key or not workspace.first_time(email_key):
-                skips.append(Skip(outcome.ref, outcome.email, SkipReason.DUPLICATE,
-                                  "the same record or email address is already in this send"))
-                continue
-            candidates.append(outcome)
+            else:
+                mapped.append(outcome)
+        candidates = self._first_seen(mapped, workspace, skips)
         suppressed = workspace.suppressed([normalize_email(s.email) for s in candidates]) if candidates else set()
         statuses = esp.subscriber_statuses([s.subscriber_key for s in candidates]) if candidates else {}
         finished: list[FinishedBatch] = []
@@ -168,6 +163,27 @@ class Resolver:
         for skip in skips:
             point.skipped_by_reason[skip.reason.value] = point.skipped_by_reason.get(skip.reason.value, 0) + 1
         return finished
+
+    def _first_seen(self, mapped: list[Subscriber], workspace: SendWorkspace, skips: list[Skip]) -> list[Subscriber]:
+        """Drop subscribers whose record or address is already in this send (earlier chunk or this one)."""
+        keys = [("" if self.key_by_email else "k:" + s.subscriber_key, "e:" + normalize_email(s.email)) for s in mapped]
+        before = workspace.seen_before([k for pair in keys for k in pair if k])
+        now: set[str] = set()
+        out: list[Subscriber] = []
+        for sub, (record_key, email_key) in zip(mapped, keys):
+            new_record = not record_key or (record_key not in before and record_key not in now)
+            if record_key:
+                now.add(record_key)
+            new_email = new_record and email_key not in before and email_key not in now
+            if new_record:
+                now.add(email_key)
+            if new_email:
+                out.append(sub)
+            else:
+                skips.append(Skip(sub.ref, sub.email, SkipReason.DUPLICATE,
+                                  "the same record or email address is already in this send"))
+        workspace.record(now - before)
+        return out
 
     def _log_batch(self, batch: FinishedBatch, point: ResolveCheckpoint) -> None:
         log.info("batch_written", send=self.request.id, batch=batch.seq, rows=batch.rows,
