@@ -32,19 +32,23 @@ class AdapterUnavailable(ConnectorError):
     """The adapter's implementation is not installed in this build."""
 
 
-def load_adapter_factory(role: str) -> Callable[[Any], Any]:
-    target = ADAPTER_CLASSES[role]
+def import_target(target: str, what: str, unavailable: type[Exception]) -> Any:
+    """``"package.module:attr"`` -> the attribute; ``unavailable`` when it is not in this build."""
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise AdapterUnavailable(f"the {role} adapter ({module_name}) is not installed") from exc
+            raise unavailable(f"the {what} ({module_name}) is not installed") from exc
         raise
-    cls = getattr(module, attr, None)
-    if cls is None:
-        raise AdapterUnavailable(f"the {role} adapter class {target} does not exist")
-    return cls.from_config
+    found = getattr(module, attr, None)
+    if found is None:
+        raise unavailable(f"the {what} {target} does not exist")
+    return found
+
+
+def load_adapter_factory(role: str) -> Callable[[Any], Any]:
+    return import_target(ADAPTER_CLASSES[role], f"{role} adapter", AdapterUnavailable).from_config
 
 
 class AdapterPool:

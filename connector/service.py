@@ -20,7 +20,6 @@ scheduling, wait up to ``[service] drain_seconds`` for in-flight runs.
 
 from __future__ import annotations
 
-import importlib
 import socket
 import threading
 import time
@@ -36,7 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from connector.errors import ConnectorError, ShutdownRequested, StateError
-from connector.runtime import AdapterPool, AdapterUnavailable
+from connector.runtime import AdapterPool, AdapterUnavailable, import_target
 from connector.state.audit import OUTCOME_NOT_AVAILABLE
 from connector.state.store import StateStore
 from connector.steps import StepContext, StepOutcome
@@ -77,17 +76,7 @@ def step_workers(config: Any) -> dict[str, int]:
 
 
 def load_step(target: str) -> StepFunc:
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise StepUnavailable(f"step module {module_name} is not installed") from exc
-        raise
-    func = getattr(module, attr, None)
-    if func is None:
-        raise StepUnavailable(f"{module_name} has no function {attr}")
-    return func
+    return import_target(target, "step", StepUnavailable)
 
 
 class Service:
