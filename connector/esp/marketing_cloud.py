@@ -341,7 +341,7 @@ class MarketingCloudEspClient(EspClient):
             upper = self._api.simple("EventDate", "lessThanOrEqual", dates=[to_esp_datetime(until)])
             filter_part = self._api.and_(filter_part, upper)
         pages = self._api.pages(object_type, EVENT_PROPERTIES[event_type], filter_part, object_type)
-        for number, rows in enumerate(pages, 1):
+        for page_no, rows in enumerate(pages, 1):
             skipped: list[Mapping[str, str]] = []
             events = [
                 e for e in events_from_rows(event_type, rows, skipped)
@@ -350,7 +350,7 @@ class MarketingCloudEspClient(EspClient):
             if skipped:
                 log.warning("esp_events_without_key", peer="esp", event_type=event_type.value, count=len(skipped))
             log.debug("tracking_page_fetched", peer="esp", esp_account=self._account, event_type=event_type.value,
-                      page=number, count=len(events))
+                      page=page_no, count=len(events))
             yield events
 
 

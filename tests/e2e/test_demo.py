@@ -8,7 +8,6 @@ with what the summary says.
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 from pathlib import Path
