@@ -339,9 +339,10 @@ class EventTypeRun:
     # -- one page ----------------------------------------------------------------------
 
     def _page(self, page: Sequence[TrackingEvent], last: bool) -> None:
-        for event in page:
-            if self.max_seen is None or event.event_time > self.max_seen:
-                self.max_seen = event.event_time
+        if page:
+            page_max = max(e.event_time for e in page)
+            if self.max_seen is None or page_max > self.max_seen:
+                self.max_seen = page_max
         wanted = {seen_key(self.account, e): e for e in page if self._wanted(e)}
         fresh_keys = self._unseen(list(wanted))
         fresh = [e for k, e in wanted.items() if k in fresh_keys]
@@ -420,16 +421,19 @@ class EventTypeRun:
         if self.etype not in RESPONDER_TYPES and not (self.etype is EventType.SENT and self.mode is TrackingMode.ALL):
             return set()
         by_key: dict[str, list[TrackingEvent]] = defaultdict(list)
-        responses: dict[str, CampaignResponse] = {}
-        for event in sorted(events, key=lambda e: e.event_time):
-            ref = refs.get(event.subscriber_key)
-            campaign = self._campaign(event.job_id)
-            if ref is None or not campaign:
+        first: dict[str, TrackingEvent] = {}  # tracking key -> earliest event of the kind
+        campaigns = {job: self._campaign(job) for job in {e.job_id for e in events}}
+        for event in events:
+            if event.subscriber_key not in refs or not campaigns[event.job_id]:
                 continue
             key = tracking_key(event)
             by_key[key].append(event)
-            if key not in responses:
-                responses[key] = self._response(event, key, ref, campaign)
+            held = first.get(key)
+            if held is None or event.event_time < held.event_time:
+                first[key] = event
+        responses = {
+            key: self._response(e, key, refs[e.subscriber_key], campaigns[e.job_id]) for key, e in first.items()
+        }
         if not responses:
             return set()
         results = self.crm.create_campaign_responses(list(responses.values()))
