@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 import queue
 import threading
 from collections import Counter, defaultdict
@@ -78,6 +79,10 @@ COUNTER_OF_TYPE = {
 }
 BOUNCE_COUNTERS = {b: f"{b.value}_bounces" for b in BounceType}
 ONE_TICK = timedelta(microseconds=1)
+MAX_ATTEMPTS = 24
+"""Runs an event's failing CRM write is retried (a day at the default hourly pull) before it
+is parked in the quarantine, so one bad record cannot hold the watermark back for ever."""
+MAX_RETRY_ENTRIES = 10_000
 SEEN_RETENTION_DAYS = 180
 """Seen-event keys (and first-open/first-click keys) older than this are pruned. Only the
 overlap behind the watermark is ever re-read, so this is a wide margin; a subscriber who
@@ -263,7 +268,7 @@ def run_tracking(ctx: StepContext) -> StepOutcome:
         except (PeerError, StateError) as exc:
             log.warning("tracking_type_failed", event_type=name, error=str(exc), kind=type(exc).__name__)
             problems.append(f"{name}: {exc}")
-    _push_counts(ctx, shared.touched, problems)
+    _push_counts(ctx, account, shared.touched, problems)
     _prune(ctx)
     message = f"{stats.new} new events of {stats.events} read"
     if problems:
@@ -305,6 +310,9 @@ class EventTypeRun:
         self._crm = None
         self._warned_campaign: set[str] = set()
         self._key_of: dict[int, str] = {}  # id(event) -> seen key, for the page in hand
+        self._retry_meta = f"tracking_retries:{account}:{etype.value}"
+        self.attempts: dict[str, int] = {}  # short hash of a seen key -> failed runs so far
+        self._attempts_dirty = False
 
     @property
     def crm(self) -> Any:
@@ -323,6 +331,7 @@ class EventTypeRun:
             log.debug("tracking_nothing_to_track")
             return
         since = self.since()
+        self.attempts = _load_json(self.state.get_meta(self._retry_meta), {})
         log.info("tracking_pull_started", since=since.isoformat(), sends=len(self.tracked))
         pages = self.ctx.esp().iter_event_pages(self.etype, since)
         for page, last in with_lookahead(prefetch(pages)):
@@ -518,6 +527,9 @@ class EventTypeRun:
             if result.code in PERMANENT_CODES:
                 parked.append((result, events))
                 continue
+            if self._attempt(events):
+                parked.append((result, events))
+                continue
             for event in events:
                 retry.add(self._key_of[id(event)])
                 if self.floor is None or event.event_time < self.floor:
@@ -531,6 +543,20 @@ class EventTypeRun:
         if parked:
             self._quarantine(parked, what)
         return retry
+
+    def _attempt(self, events: list[TrackingEvent]) -> bool:
+        """Count one more failed run for these events; True once they have used up MAX_ATTEMPTS."""
+        exhausted = False
+        for event in events:
+            short = _short(self._key_of[id(event)])
+            tries = self.attempts.get(short, 0) + 1
+            self.attempts[short] = tries
+            exhausted = exhausted or tries >= MAX_ATTEMPTS
+        self._attempts_dirty = True
+        if exhausted:
+            for event in events:
+                self.attempts.pop(_short(self._key_of[id(event)]), None)
+        return exhausted
 
     def _quarantine(self, parked: list[tuple[WriteResult, list[TrackingEvent]]], what: str) -> None:
         from connector.state.records import QuarantineRow
@@ -558,6 +584,7 @@ class EventTypeRun:
             new_keys = self.state.mark_events_seen(list(done), conn)
             new = [e for k, e in done.items() if k in new_keys]
             self._add_counts(new, conn)
+            self._save_attempts(done, conn)
             if last and self.max_seen is not None:
                 watermark = self.max_seen if self.previous is None else max(self.previous, self.max_seen)
                 if self.floor is not None:
@@ -568,6 +595,18 @@ class EventTypeRun:
         if last:
             log.info("tracking_pull_finished", pages=self.pages, max_event_time=str(self.max_seen),
                      retry_later=self.stats.retry_later)
+
+    def _save_attempts(self, done: dict[str, TrackingEvent], conn: Any) -> None:
+        if self.attempts:
+            for key in done:
+                if self.attempts.pop(_short(key), None) is not None:
+                    self._attempts_dirty = True
+        if not self._attempts_dirty:
+            return
+        if len(self.attempts) > MAX_RETRY_ENTRIES:  # keep the newest entries (dicts keep insertion order)
+            self.attempts = dict(list(self.attempts.items())[-MAX_RETRY_ENTRIES:])
+        self.state.set_meta(self._retry_meta, json.dumps(self.attempts), conn)
+        self._attempts_dirty = False
 
     def _add_counts(self, new: list[TrackingEvent], conn: Any) -> None:
         by_job: dict[str, list[TrackingEvent]] = defaultdict(list)
@@ -583,10 +622,24 @@ class EventTypeRun:
             self.touched[job] = self.tracked[job]
 
 
-def _push_counts(ctx: StepContext, touched: dict, problems: list[str]) -> None:
-    """Write the totals of every send whose counts changed to its CRM send request."""
+PENDING_COUNTS_META = "tracking_counts_pending:{account}"
+
+
+def _push_counts(ctx: StepContext, account: str, touched: dict, problems: list[str]) -> None:
+    """Write the totals of every send whose counts changed to its CRM send request.
+
+    Sends whose write failed are remembered in the state database and written by the
+    next run even if no new event comes for them.
+    """
+    meta_key = PENDING_COUNTS_META.format(account=account)
+    pending = set(_load_json(ctx.state.get_meta(meta_key), []))
+    if pending:
+        for send in ctx.state.tracked_sends(account):
+            if send.job_id in pending and send.job_id not in touched:
+                touched[send.job_id] = send
     if not touched:
         return
+    failed: list[str] = []
     crm = ctx.crm()
     for job, send in sorted(touched.items()):
         totals = crm_counts(ctx.state.send_counts(job))
@@ -598,6 +651,20 @@ def _push_counts(ctx: StepContext, touched: dict, problems: list[str]) -> None:
         except PeerError as exc:
             log.warning("tracking_counts_not_written", job_id=job, request_id=send.request_id, error=str(exc))
             problems.append(f"counts of send {send.request_id}: {exc}")
+            failed.append(job)
+    if failed or pending:
+        ctx.state.set_meta(meta_key, json.dumps(sorted(failed)))
+
+
+def _short(key: str) -> str:
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]  # noqa: S324 - a lookup key, not security
+
+
+def _load_json(text: str | None, default: Any) -> Any:
+    try:
+        return json.loads(text) if text else default
+    except ValueError:
+        return default
 
 
 def _select_unseen(state: Any, keys: list[str]) -> set[str]:

@@ -344,3 +344,39 @@ def test_lease_held_elsewhere_skips_the_type(tracking_env) -> None:
     finally:
         other.close()
 
+
+
+def test_a_write_failing_run_after_run_is_parked_after_max_attempts(tracking_env, monkeypatch) -> None:
+    """Mechanism: per-event attempt counts in the state DB; the watermark is not held for ever."""
+    import connector.steps.tracking as tracking
+
+    monkeypatch.setattr(tracking, "MAX_ATTEMPTS", 3)
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="responders", event_types=("open",), overlap_minutes=0)
+    track(ctx)
+    esp.add(make_event(E.OPEN, 1, T0), make_event(E.OPEN, 2, T0 + timedelta(minutes=5)))
+    crm.fail_keys.add(f"{JOB}:{contact_id(1)}:open")
+    assert run_tracking(ctx).details["retry_later"] == 1
+    assert run_tracking(ctx).details["retry_later"] == 1
+    assert ctx.state.get_watermark("default", "open") < T0
+    third = run_tracking(ctx)
+    assert third.details["given_up"] == 1 and third.details["retry_later"] == 0
+    assert ctx.state.get_watermark("default", "open") == T0 + timedelta(minutes=5)
+    assert [q.record_id for q in ctx.state.quarantined(REQUEST)] == [contact_id(1)]
+    assert counts(ctx)["opens"] == 2
+
+
+def test_counts_not_written_are_written_by_the_next_run(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="aggregate", event_types=("open",))
+    track(ctx)
+    esp.add(make_event(E.OPEN, 1, T0))
+    crm.fail_updates = 1
+    first = run_tracking(ctx)
+    assert not first.ok and crm.updates == []
+    second = run_tracking(ctx)  # no new event, but the counts are still owed to CRM
+    assert second.ok
+    (request_id, update), = crm.updates
+    assert update.counts["opens"] == 1
+    run_tracking(ctx)
+    assert len(crm.updates) == 1  # and only once
