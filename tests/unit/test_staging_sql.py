@@ -186,3 +186,31 @@ def test_postgres_schema_name(pg_url: str) -> None:
         assert "events" in sa.inspect(store.engine).get_table_names(schema="crmstage")
     finally:
         store.close()
+
+
+def test_mssql_inserts_stay_under_the_parameter_limit(tmp_path: Path) -> None:
+    """The SQL Server path chunks a page so no statement has more than 2,100 parameters."""
+    from connector.staging import sql as staging_sql
+
+    store = SqlStagingStore(f"sqlite:///{tmp_path / 's.db'}", "events", "dbo")
+    store.dialect = "mssql"  # drive the SQL Server branch against a recording connection
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.params: list[int] = []
+
+        def execute(self, stmt):
+            compiled = stmt.compile(dialect=mssql.dialect())
+            self.params.append(len(compiled.params))
+            return type("R", (), {"rowcount": 1})()
+
+    page = [ev(sub=f"s{i}", t=T0 + timedelta(seconds=i)) for i in range(2500)]
+    rows = [staging_sql._values(e, None, T0.replace(tzinfo=None), False) for e in page]
+    conn = Recorder()
+    try:
+        statements = store._insert(conn, rows)
+    finally:
+        store.close()
+    per_statement = 2000 // len(staging_sql.NAMES)
+    assert statements == len(conn.params) == -(-2500 // per_statement)
+    assert max(conn.params) < 2100
