@@ -211,3 +211,32 @@ def test_kill_9_mid_pull_against_the_sandboxes(rig_factory, tmp_path: Path, sand
     assert rig.crm_sb.store.count("campaignresponses") == 5200
     req = rig.request()
     assert (req["cesp_sentcount"], req["cesp_opencount"], req["cesp_uniqueopencount"]) == (2600, 2600, 2600)
+
+
+def test_batch_partial_failure_parks_only_the_failed_items(rig_factory) -> None:
+    """Contacts deleted between the lookup and the $batch: those items fail, the rest land."""
+    rig = rig_factory(200, types=("OpenEvent",), event_types=("open",), mode="responders")
+    ctx = rig.ctx()
+    crm = ctx.crm()
+    store = rig.crm_sb.store
+    real_find = crm.find_records
+    gone: list[str] = []
+
+    def find_then_delete(ids):
+        found = real_find(ids)
+        for key in sorted(found)[:3]:
+            store.delete(store.schema.entity("contact"), key)
+            gone.append(key)
+        return found
+
+    crm.find_records = find_then_delete
+    from connector.steps.tracking import run_tracking
+
+    outcome = run_tracking(ctx)
+    assert outcome.ok
+    assert outcome.details["given_up"] + outcome.details["retry_later"] == 3
+    assert rig.crm_sb.store.count("campaignresponses") == 197
+    assert rig.request()["cesp_opencount"] == 200 - outcome.details["retry_later"]
+    if outcome.details["given_up"]:
+        parked = rig.state.quarantined(rig.request_id)
+        assert sorted(q.record_id for q in parked) == sorted(gone)
