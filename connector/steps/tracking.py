@@ -321,10 +321,23 @@ class EventTypeRun:
         return self._crm
 
     def since(self) -> datetime:
+        """Watermark - overlap (first time: now - lookback), bounded by the tracked sends.
+
+        With only_connector_sends, the pull never starts more than the lookback before
+        the oldest tracked send was recorded: a stale watermark (months without a
+        tracked send) does not make the ESP page through months of other sends' events,
+        while a send recorded late (after a crash) still gets the whole lookback.
+        """
         self.previous = self.state.get_watermark(self.account, self.etype.value)
+        overlap = timedelta(minutes=self.cfg.overlap_minutes)
         if self.previous is not None:
-            return self.previous - timedelta(minutes=self.cfg.overlap_minutes)
-        return _now(self.state) - timedelta(days=self.cfg.initial_lookback_days)
+            since = self.previous - overlap
+        else:
+            since = _now(self.state) - timedelta(days=self.cfg.initial_lookback_days)
+        added = [t.added_at for t in self.tracked.values()]
+        if self.cfg.only_connector_sends and added and all(a is not None for a in added):
+            since = max(since, min(added) - timedelta(days=self.cfg.initial_lookback_days))
+        return since
 
     def run(self) -> None:
         if self.cfg.only_connector_sends and not self.tracked:

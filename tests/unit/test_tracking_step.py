@@ -380,3 +380,12 @@ def test_counts_not_written_are_written_by_the_next_run(tracking_env) -> None:
     assert update.counts["opens"] == 1
     run_tracking(ctx)
     assert len(crm.updates) == 1  # and only once
+
+
+def test_a_stale_watermark_does_not_reread_months_of_other_sends(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="aggregate", event_types=("open",), initial_lookback_days=3)
+    ctx.state.set_watermark("default", "open", T0 - timedelta(days=200))
+    track(ctx)  # recorded "now" (the state clock: T0 + 1 day)
+    run_tracking(ctx)
+    assert esp.calls[-1][1] == T0 + timedelta(days=1) - timedelta(days=3)
