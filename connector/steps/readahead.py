@@ -11,18 +11,21 @@ from __future__ import annotations
 import queue
 import threading
 from itertools import islice
-from typing import Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 _END = object()
 
 
 class ReadAhead(Iterator[list[T]]):
-    def __init__(self, items: Iterable[T], chunk: int, depth: int = 2) -> None:
+    """Chunks of ``items`` (or ``transform(chunk)`` of each), produced by a helper thread."""
+
+    def __init__(self, items: Iterable[T], chunk: int, depth: int = 2,
+                 transform: Callable[[list[T]], Any] | None = None, name: str = "send-readahead") -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(iter(items), chunk), daemon=True,
-                                        name="send-readahead")
+        self._transform = transform
+        self._thread = threading.Thread(target=self._produce, args=(iter(items), chunk), daemon=True, name=name)
         self._thread.start()
 
     def _put(self, item: object) -> bool:
@@ -40,7 +43,7 @@ class ReadAhead(Iterator[list[T]]):
                 part = list(islice(items, chunk))
                 if not part:
                     break
-                if not self._put(part):
+                if not self._put(self._transform(part) if self._transform else part):
                     return
             self._put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer

@@ -11,6 +11,7 @@ chunk without counting or handing anyone twice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -37,6 +38,16 @@ ESP_SKIPS = {
 }
 
 T = TypeVar("T")
+
+
+@dataclass
+class Prepared:
+    """A chunk of recipients, mapped, with the ESP status of its subscribers."""
+
+    size: int
+    mapped: list[Subscriber]
+    skips: list[Skip]
+    statuses: dict
 
 
 class Interrupted(Exception):
@@ -104,22 +115,40 @@ class Resolver:
 
     def _stream(self, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint) -> None:
         crm = self.ctx.crm()
-        esp = self.ctx.esp()
+        status_esp, own = self._status_client()
         targets = self.request.targets
-        while point.target_index < len(targets):
-            target = targets[point.target_index]
-            stream = islice(crm.iter_recipients(target, self.columns), point.target_offset, None)
-            with ReadAhead(stream, RESOLVE_CHUNK) as chunks:
-                self._target(chunks, workspace, writer, point, esp)
-            point.target_index += 1
-            point.target_offset = 0
-            workspace.commit(point)
+        try:
+            while point.target_index < len(targets):
+                target = targets[point.target_index]
+                stream = islice(crm.iter_recipients(target, self.columns), point.target_offset, None)
+                with ReadAhead(stream, RESOLVE_CHUNK, name="send-crm-pages") as pages:
+                    if own:  # ESP status lookups in their own thread, overlapping paging and writing
+                        with ReadAhead(pages, 1, transform=lambda part: self._prepare(part[0], status_esp),
+                                       name="send-esp-status") as prepared:
+                            self._target(prepared, workspace, writer, point)
+                    else:
+                        self._target((self._prepare(c, status_esp) for c in pages), workspace, writer, point)
+                point.target_index += 1
+                point.target_offset = 0
+                workspace.commit(point)
+        finally:
+            if own:
+                status_esp.close()
 
-    def _target(self, chunks, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint, esp) -> None:
-        for chunk in chunks:
-            finished = self._screen(chunk, workspace, writer, point, esp)
-            point.target_offset += len(chunk)
-            point.resolved += len(chunk)
+    def _status_client(self):
+        """An ESP client of its own for the status lookups (the step's client stays on this thread)."""
+        esp = self.ctx.esp()
+        factory = getattr(type(esp), "from_config", None)
+        if factory is None:
+            return esp, False
+        return factory(self.config), True
+
+    def _target(self, chunks: Iterable[Prepared], workspace: SendWorkspace, writer: BatchWriter,
+                point: ResolveCheckpoint) -> None:
+        for prepared in chunks:
+            finished = self._screen(prepared, workspace, writer, point)
+            point.target_offset += prepared.size
+            point.resolved += prepared.size
             open_batch = writer.checkpoint()
             point.open_seq, point.open_rows, point.open_size = open_batch.seq, open_batch.rows, open_batch.size
             workspace.commit(point)
@@ -132,7 +161,8 @@ class Resolver:
             if self.ctx.stopping.is_set():
                 raise Interrupted()
 
-    def _screen(self, chunk, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint, esp) -> list[FinishedBatch]:
+    def _prepare(self, chunk: list, esp) -> Prepared:
+        """Map a chunk and ask the ESP for the status of its subscribers (no local state touched)."""
         mapped: list[Subscriber] = []
         skips: list[Skip] = []
         for recipient in chunk:
@@ -141,9 +171,16 @@ class Resolver:
                 skips.append(outcome)
             else:
                 mapped.append(outcome)
-        candidates = self._first_seen(mapped, workspace, skips)
+        keys = list(dict.fromkeys(s.subscriber_key for s in mapped))
+        statuses = esp.subscriber_statuses(keys) if keys else {}
+        return Prepared(len(chunk), mapped, skips, statuses)
+
+    def _screen(self, prepared: Prepared, workspace: SendWorkspace, writer: BatchWriter,
+                point: ResolveCheckpoint) -> list[FinishedBatch]:
+        skips = list(prepared.skips)
+        candidates = self._first_seen(prepared.mapped, workspace, skips)
         suppressed = workspace.suppressed([normalize_email(s.email) for s in candidates]) if candidates else set()
-        statuses = esp.subscriber_statuses([s.subscriber_key for s in candidates]) if candidates else {}
+        statuses = prepared.statuses
         finished: list[FinishedBatch] = []
         for sub in candidates:
             if normalize_email(sub.email) in suppressed:
