@@ -8,10 +8,10 @@ table is created by an Alembic migration with its own version table
 
 Conflict-ignoring bulk insert per dialect:
 
-- SQLite: ``INSERT ... ON CONFLICT (event_key) DO NOTHING``, many rows a statement;
+- SQLite: ``INSERT ... ON CONFLICT (<natural key>) DO NOTHING``, a page in one executemany;
 - PostgreSQL: the same, batched by SQLAlchemy's insertmanyvalues;
 - SQL Server: ``INSERT INTO t SELECT ... FROM (VALUES ...) AS src WHERE NOT EXISTS
-  (SELECT 1 FROM t WITH (UPDLOCK, HOLDLOCK) WHERE t.event_key = src.event_key)``, in
+  (SELECT 1 FROM t WITH (UPDLOCK, HOLDLOCK) WHERE <natural key columns equal>)``, in
   chunks under the 2,100-parameter limit. The lock hints keep two writers from racing
   on the same key.
 """
@@ -31,7 +31,7 @@ from alembic.config import Config as AlembicConfig
 from connector.errors import PermanentPeerError, TransientPeerError
 from connector.models import RecordRef, TrackingEvent
 from connector.staging.base import StagingStore
-from connector.staging.schema import COLUMNS, event_key, staging_table, utc_naive
+from connector.staging.schema import COLUMNS, NATURAL_KEY, staging_table, url_key, utc_naive
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector.config import Config
@@ -84,6 +84,7 @@ def staging_ddl(url: str, table: str, schema: str = "") -> str:
 
 NAMES = [name for name, _type, _nullable in COLUMNS]  # insert order (every column but id)
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own SQLite DATETIME text format
+KEY_POSITIONS = tuple(NAMES.index(n) for n in NATURAL_KEY)
 
 
 def _values(event: TrackingEvent, ref: str | RecordRef | None, loaded_at: Any, sqlite: bool) -> tuple:
@@ -94,10 +95,10 @@ def _values(event: TrackingEvent, ref: str | RecordRef | None, loaded_at: Any, s
         record_id, table = ref, None
     when = utc_naive(event.event_time)
     return (
-        event_key(event), event.job_id, event.subscriber_key, record_id, table, event.event_type.value,
+        event.job_id, event.subscriber_key, record_id, table, event.event_type.value,
         when.strftime(SQLITE_DATETIME) if sqlite else when,
         event.email or None, event.list_id or None, event.batch_id or None, event.url or None,
-        event.url_id or None, event.bounce_category or None, event.bounce_type or None, event.smtp_code or None,
+        url_key(event.url), event.url_id or None, event.bounce_category or None, event.bounce_type or None, event.smtp_code or None,
         event.smtp_reason or None, event.reason or None, loaded_at,
     )
 
@@ -111,7 +112,7 @@ def mssql_insert(table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> sa.Inser
     existing = (
         sa.select(sa.literal_column("1"))
         .select_from(table)
-        .where(table.c.event_key == src.c.event_key)
+        .where(*(table.c[n] == src.c[n] for n in NATURAL_KEY))
         .with_hint(table, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
     )
     select = sa.select(*(src.c[n] for n in names)).where(~sa.exists(existing))
@@ -131,7 +132,7 @@ def conflict_ignoring_insert(table: sa.Table, dialect: str) -> sa.Insert:
             peer="staging",
             operation="write_events",
         )
-    stmt = insert(table).on_conflict_do_nothing(index_elements=["event_key"])
+    stmt = insert(table).on_conflict_do_nothing(index_elements=list(NATURAL_KEY))
     # PostgreSQL goes through insertmanyvalues, whose rowcount is not the inserted rows: count RETURNING
     return stmt.returning(table.c.id) if dialect == "postgresql" else stmt
 
@@ -202,10 +203,10 @@ class SqlStagingStore(StagingStore):
         sqlite = self.dialect == "sqlite"
         loaded = utc_naive(datetime.now(timezone.utc))
         loaded_at: Any = loaded.strftime(SQLITE_DATETIME) if sqlite else loaded
-        rows: dict[str, tuple] = {}
+        rows: dict[tuple, tuple] = {}
         for event in events:  # also drops duplicates inside one call
             row = _values(event, refs.get(event.subscriber_key), loaded_at, sqlite)
-            rows.setdefault(row[0], row)
+            rows.setdefault(tuple(row[i] for i in KEY_POSITIONS), row)
         if not rows:
             return 0
         try:
@@ -231,7 +232,7 @@ class SqlStagingStore(StagingStore):
         target = f'"{self.schema}"."{self.table_name}"' if self.schema else f'"{self.table_name}"'
         return (
             f"INSERT INTO {target} ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))}) "
-            "ON CONFLICT (event_key) DO NOTHING"
+            f"ON CONFLICT ({', '.join(NATURAL_KEY)}) DO NOTHING"
         )
 
     def count(self) -> int:

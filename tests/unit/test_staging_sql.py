@@ -11,7 +11,7 @@ from sqlalchemy.dialects import mssql
 
 from connector.config import Config, ServiceSettings, StagingSettings
 from connector.models import CrmTable, EventType, RecordRef, TrackingEvent
-from connector.staging.schema import event_key, staging_table
+from connector.staging.schema import natural_key, staging_table
 from connector.staging.sql import SqlStagingStore, migrate_engine, mssql_insert, staging_ddl
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -50,7 +50,9 @@ def test_migration_matches_the_table_definition(store: SqlStagingStore) -> None:
     for col in expected.columns:
         assert migrated[col.name]["nullable"] == col.nullable or col.primary_key, col.name
     uniques = insp.get_unique_constraints("events")
-    assert [u["column_names"] for u in uniques] == [["event_key"]]
+    assert [u["column_names"] for u in uniques] == [
+        ["job_id", "event_type", "event_time_utc", "subscriber_key", "url_key"]
+    ]
     # running it again is a no-op
     migrate_engine(store.engine, "events")
 
@@ -84,7 +86,7 @@ def test_natural_key_distinguishes_every_part(store: SqlStagingStore) -> None:
 def test_event_time_stored_in_utc_whatever_the_offset(store: SqlStagingStore) -> None:
     cst = timezone(timedelta(hours=-6))
     same = ev(t=T0.astimezone(cst))
-    assert event_key(same) == event_key(ev())
+    assert natural_key(same) == natural_key(ev())
     store.write_events([ev()])
     assert store.write_events([same]) == 0
     assert store.rows()[0]["event_time_utc"] == datetime(2026, 3, 1, 12, 0, 0)
@@ -142,17 +144,18 @@ def test_mssql_create_table_ddl_and_insert_compile() -> None:
     assert "CREATE TABLE dbo.connector_tracking_events" in ddl
     assert "event_time_utc DATETIME2(3) NOT NULL" in ddl
     assert "url NVARCHAR(max)" in ddl
-    assert "CONSTRAINT uq_connector_tracking_events_event_key UNIQUE (event_key)" in ddl
+    assert ("CONSTRAINT uq_connector_tracking_events_natural_key UNIQUE "
+            "(job_id, event_type, event_time_utc, subscriber_key, url_key)") in ddl
     assert "cesp_staging_version" in ddl
     table = staging_table("connector_tracking_events", "dbo")
     rows = [
         {c.name: None for c in table.columns if c.name != "id"}
-        | {"event_key": f"k{i}", "job_id": "1", "subscriber_key": "s", "event_type": "open",
+        | {"url_key": "", "job_id": "1", "subscriber_key": f"s{i}", "event_type": "open",
            "event_time_utc": T0.replace(tzinfo=None), "loaded_at": T0.replace(tzinfo=None)}
         for i in range(3)
     ]
     sql = str(mssql_insert(table, rows).compile(dialect=mssql.dialect()))
-    assert sql.startswith("INSERT INTO dbo.connector_tracking_events (event_key, job_id")
+    assert sql.startswith("INSERT INTO dbo.connector_tracking_events (job_id, subscriber_key")
     assert "FROM (VALUES" in sql
     assert "WITH (UPDLOCK, HOLDLOCK)" in sql
     assert "WHERE NOT (EXISTS (SELECT 1" in sql

@@ -30,7 +30,6 @@ def upgrade() -> None:
     op.create_table(
         table,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-        sa.Column("event_key", sa.String(64), nullable=False),
         sa.Column("job_id", sa.Unicode(50), nullable=False),
         sa.Column("subscriber_key", sa.Unicode(254), nullable=False),
         sa.Column("crm_record_id", sa.Unicode(36), nullable=True),
@@ -41,6 +40,7 @@ def upgrade() -> None:
         sa.Column("list_id", sa.Unicode(50), nullable=True),
         sa.Column("batch_id", sa.Unicode(50), nullable=True),
         sa.Column("url", _TEXT, nullable=True),
+        sa.Column("url_key", sa.String(32), nullable=False),
         sa.Column("url_id", sa.Unicode(50), nullable=True),
         sa.Column("bounce_category", sa.Unicode(100), nullable=True),
         sa.Column("bounce_type", sa.Unicode(100), nullable=True),
@@ -48,10 +48,11 @@ def upgrade() -> None:
         sa.Column("smtp_reason", _TEXT, nullable=True),
         sa.Column("reason", _TEXT, nullable=True),
         sa.Column("loaded_at", _DT, nullable=False),
-        sa.UniqueConstraint("event_key", name=f"uq_{table}_event_key"),
+        # the natural key; url_key stands for the URL, which can be longer than an index key
+        sa.UniqueConstraint("job_id", "event_type", "event_time_utc", "subscriber_key", "url_key",
+                            name=f"uq_{table}_natural_key"),
         schema=schema,
     )
-    op.create_index(f"ix_{table}_job_id_event_type", table, ["job_id", "event_type"], schema=schema)
     op.create_index(f"ix_{table}_event_time_utc", table, ["event_time_utc"], schema=schema)
 
 
