@@ -310,6 +310,8 @@ class EventTypeRun:
         self._crm = None
         self._warned_campaign: set[str] = set()
         self._key_of: dict[int, str] = {}  # id(event) -> seen key, for the page in hand
+        self.resource = f"tracking:{account}:{etype.value}"
+        self.lease_lost = False
         self._retry_meta = f"tracking_retries:{account}:{etype.value}"
         self.attempts: dict[str, int] = {}  # short hash of a seen key -> failed runs so far
         self._attempts_dirty = False
@@ -356,7 +358,10 @@ class EventTypeRun:
             self.stats.events += len(page)
             self._page(page, last)
             crashpoint("tracking_after_page")
-            self.state.extend_lease(f"tracking:{self.account}:{self.etype.value}", self.ctx.config.state.lease_seconds)
+            if self.lease_lost:
+                log.warning("tracking_lease_lost", resource=self.resource,
+                            hint="another instance took over this event type; this run stops here")
+                return
 
     # -- one page ----------------------------------------------------------------------
 
@@ -598,6 +603,10 @@ class EventTypeRun:
             new = [e for k, e in done.items() if k in new_keys]
             self._add_counts(new, conn)
             self._save_attempts(done, conn)
+            if not last:  # one commit per page: the lease is extended with the page's state
+                self.lease_lost = not self.state.extend_lease(
+                    self.resource, self.ctx.config.state.lease_seconds, conn=conn
+                )
             if last and self.max_seen is not None:
                 watermark = self.max_seen if self.previous is None else max(self.previous, self.max_seen)
                 if self.floor is not None:
