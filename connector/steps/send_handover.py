@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -111,27 +112,103 @@ def _rejected_row(job, sub, result) -> QuarantineRow:
 
 
 def hand_over_files(ctx, job, work: Path, keep_alive: Callable[[], None], progress=None) -> None:
-    esp, drop = ctx.esp(), ctx.file_drop()
     list_id = ensure_list(ctx, job)
-    for batch in current_batches(ctx.state, job.request_id):
+    hand_over_batches(ctx.state, job.request_id, list_id, work, ctx.esp(), ctx.file_drop(), ctx.stopping,
+                      keep_alive, progress)
+
+
+def hand_over_batches(state, request_id: str, list_id: str, work: Path, esp, drop, stopping,
+                      keep_alive: Callable[[], None] | None = None, progress=None) -> None:
+    """Upload every written batch and start its import (each step recorded, safe to repeat)."""
+    for batch in current_batches(state, request_id):
         if batch.status == "written":
             size = drop.upload(batches_folder(work) / batch.file_name, batch.file_name)
             batch.status = "uploaded"
-            ctx.state.save_batch(batch)
-            log.info("batch_uploaded", send=job.request_id, batch=batch.seq, rows=batch.rows, bytes=size)
+            state.save_batch(batch)
+            log.info("batch_uploaded", send=request_id, batch=batch.seq, rows=batch.rows, bytes=size)
             crashpoint("after_batch_uploaded")
         if batch.status == "uploaded":
-            batch.import_key = import_key(job.request_id, batch.seq)
+            batch.import_key = import_key(request_id, batch.seq)
             esp.start_import(batch.import_key, batch.file_name, list_id)
             crashpoint("after_import_started")
             batch.status = "importing"
-            ctx.state.save_batch(batch)
-            log.info("import_started", send=job.request_id, batch=batch.seq, import_key=batch.import_key)
-        keep_alive()
+            state.save_batch(batch)
+            log.info("import_started", send=request_id, batch=batch.seq, import_key=batch.import_key)
+        if keep_alive is not None:
+            keep_alive()
         if progress is not None:
             progress("handing_over")
-        if ctx.stopping.is_set():
+        if stopping.is_set():
             raise Interrupted()
+
+
+class BackgroundHandover:
+    """Hands finished batches over in a thread of its own while resolving goes on.
+
+    Uses its own ESP and SFTP clients (built with the adapters' ``from_config``), so the
+    step's clients stay on the step's thread. ``kick()`` after new batches are recorded;
+    ``finish()`` waits for the queue to drain and raises what the thread met; ``close()``
+    stops it. Whatever it did not reach is handed over by the normal phase afterwards.
+    """
+
+    def __init__(self, ctx, request_id: str, list_id: str, work: Path, esp, drop) -> None:
+        self.ctx, self.request_id, self.list_id, self.work = ctx, request_id, list_id, work
+        self.esp, self.drop = esp, drop
+        self.error: BaseException | None = None
+        self._wake = threading.Condition()
+        self._pending = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="send-handover", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def start(cls, ctx, request_id: str, list_id: str, work: Path) -> "BackgroundHandover | None":
+        esp, drop = ctx.esp(), ctx.file_drop()
+        esp_factory = getattr(type(esp), "from_config", None)
+        drop_factory = getattr(type(drop), "from_config", None)
+        if esp_factory is None or drop_factory is None:
+            return None
+        return cls(ctx, request_id, list_id, work, esp_factory(ctx.config), drop_factory(ctx.config))
+
+    def kick(self) -> None:
+        if self.error is not None:
+            raise self.error
+        with self._wake:
+            self._pending = True
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        with structlog.contextvars.bound_contextvars(send=self.request_id):
+            while True:
+                with self._wake:
+                    while not self._pending and not self._closing:
+                        self._wake.wait()
+                    if not self._pending:
+                        return
+                    self._pending = False
+                try:
+                    hand_over_batches(self.ctx.state, self.request_id, self.list_id, self.work, self.esp, self.drop,
+                                      self.ctx.stopping)
+                except BaseException as exc:  # noqa: BLE001 - handed to the step's thread
+                    self.error = exc
+                    return
+
+    def finish(self) -> None:
+        """Wait until every kicked batch is handed over; raise the thread's error if it met one."""
+        self.close()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        for client in (self.esp, self.drop):
+            try:
+                client.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the send's outcome
+                log.warning("handover_client_close_failed", send=self.request_id, error=str(exc))
 
 
 def release(ctx, job, request: SendRequest) -> None:

@@ -26,6 +26,8 @@ from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
 from connector.steps.send_handover import (
     SUPERSEDED,
+    BackgroundHandover,
+    ensure_list,
     fail,
     hand_over_files,
     hand_over_soap,
@@ -236,15 +238,31 @@ def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
 def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, report) -> None:
     work = work_folder(ctx.config, job.request_id)
     first_seq = max((b.seq for b in ctx.state.batches(job.request_id)), default=0) + 1
-    with SendWorkspace(work / "work.db") as workspace:
-        def early(written: int) -> None:
-            if job.path == "files" or _choose_path(ctx, request, written, final=False) == "files":
-                if job.path != "files":
-                    job.path = "files"
-                    ctx.state.save_send_job(job)
-                hand_over_files(ctx, job, work, keep_alive)
+    background: list[BackgroundHandover | None] = []
 
-        point = Resolver(ctx, job, request, work, first_seq, keep_alive, report, early).run(workspace)
+    def early(written: int) -> None:
+        """Once the send surely goes by files, hand finished batches over while resolving goes on."""
+        if job.path != "files" and _choose_path(ctx, request, written, final=False) != "files":
+            return
+        if job.path != "files":
+            job.path = "files"
+            ctx.state.save_send_job(job)
+        if not background:
+            background.append(BackgroundHandover.start(ctx, job.request_id, ensure_list(ctx, job), work))
+        if background[0] is None:
+            hand_over_files(ctx, job, work, keep_alive)
+        else:
+            background[0].kick()
+
+    with SendWorkspace(work / "work.db") as workspace:
+        try:
+            point = Resolver(ctx, job, request, work, first_seq, keep_alive, report, early).run(workspace)
+        except BaseException:
+            if background and background[0] is not None:
+                background[0].close()
+            raise
+        if background and background[0] is not None:
+            background[0].finish()
         job.resolved, job.handed_over = point.resolved, 0
         job.skipped, job.skipped_by_reason = point.skipped, dict(point.skipped_by_reason)
         job.path = "files" if job.path == "files" else _choose_path(ctx, request, point.written)
