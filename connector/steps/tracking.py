@@ -30,6 +30,7 @@ import contextvars
 import hashlib
 import json
 import queue
+import sys
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -211,7 +212,9 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 raise value
     finally:
         stop.set()
-        thread.join(timeout=60)
+        # leaving normally: let the helper close the ESP iterator; on an error or a
+        # second SIGTERM do not wait for an ESP call in flight (the thread is a daemon)
+        thread.join(timeout=0.5 if sys.exc_info()[0] is not None else 60)
 
 
 class _Probe(Exception):
