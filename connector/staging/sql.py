@@ -18,6 +18,7 @@ Conflict-ignoring bulk insert per dialect:
 
 from __future__ import annotations
 
+import operator
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,10 +94,12 @@ def _values(event: TrackingEvent, ref: str | RecordRef | None, loaded_at: Any, s
         record_id, table = ref.id, ref.table.value
     else:
         record_id, table = ref, None
-    when = utc_naive(event.event_time)
+    when = event.event_time
+    if when.tzinfo is not timezone.utc:
+        when = utc_naive(when).replace(tzinfo=timezone.utc)
     return (
         event.job_id, event.subscriber_key, record_id, table, event.event_type.value,
-        when.strftime(SQLITE_DATETIME) if sqlite else when,
+        when.strftime(SQLITE_DATETIME) if sqlite else when.replace(tzinfo=None),
         event.email or None, event.list_id or None, event.batch_id or None, event.url or None,
         url_key(event.url), event.url_id or None, event.bounce_category or None, event.bounce_type or None, event.smtp_code or None,
         event.smtp_reason or None, event.reason or None, loaded_at,
@@ -204,9 +207,10 @@ class SqlStagingStore(StagingStore):
         loaded = utc_naive(datetime.now(timezone.utc))
         loaded_at: Any = loaded.strftime(SQLITE_DATETIME) if sqlite else loaded
         rows: dict[tuple, tuple] = {}
+        natural = operator.itemgetter(*KEY_POSITIONS)
         for event in events:  # also drops duplicates inside one call
             row = _values(event, refs.get(event.subscriber_key), loaded_at, sqlite)
-            rows.setdefault(tuple(row[i] for i in KEY_POSITIONS), row)
+            rows.setdefault(natural(row), row)
         if not rows:
             return 0
         try:

@@ -110,8 +110,11 @@ def bounce_type(category: str, kind: str = "") -> BounceType:
 
 def seen_key(account: str, event: TrackingEvent) -> str:
     """The natural key of an event, as marked seen in the state database."""
-    when = event.event_time.astimezone(timezone.utc).isoformat(timespec="microseconds")
-    return "\x1f".join(("ev", account, event.job_id, event.subscriber_key, event.event_type.value, when, event.url))
+    when = event.event_time
+    if when.tzinfo is not timezone.utc:
+        when = when.astimezone(timezone.utc)
+    return "\x1f".join(("ev", account, event.job_id, event.subscriber_key, event.event_type.value,
+                         when.isoformat(timespec="microseconds"), event.url))
 
 
 def unique_key(account: str, event: TrackingEvent) -> str:
