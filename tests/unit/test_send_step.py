@@ -197,3 +197,28 @@ def test_a_held_lease_keeps_others_out(send_world: SendWorld) -> None:
         other.close()
     run_sends(send_world.ctx())
     assert send_world.state.get_send_job("R11").status == "sent"
+
+
+def test_cancelled_while_importing_is_not_released(send_world: SendWorld) -> None:
+    from dataclasses import replace
+
+    send_world.configure(threshold=0)
+    send_world.crm.members["L1"] = [contact(i) for i in range(3)]
+    send_world.crm.add_request("R12", ["L1"])
+    run_sends(send_world.ctx())
+    request = send_world.crm.requests["R12"]
+    send_world.crm.requests["R12"] = replace(request, status=SendStatus.CANCELLED)
+    run_imports(send_world.ctx())
+    job = send_world.state.get_send_job("R12")
+    assert job.status == "failed" and "cancelled" in job.error
+    assert send_world.esp.start_calls == 0
+
+
+def test_quarantine_names_record_and_reason(send_world: SendWorld) -> None:
+    send_world.crm.members["L1"] = [contact(1), contact(2, email="nope")]
+    send_world.crm.add_request("R13", ["L1"])
+    run_sends(send_world.ctx())
+    rows = send_world.state.quarantined("R13")
+    assert [(r.table, r.record_id, r.reason) for r in rows] == [
+        ("contact", "00000000-0000-0000-0000-000000000002", "malformed_email")]
+    assert "fix it in CRM" in rows[0].detail
