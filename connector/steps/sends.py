@@ -14,6 +14,8 @@ releases the send when the last file is in.
 from __future__ import annotations
 
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -48,20 +50,43 @@ Progress = Callable[[SendJob, str], None]
 
 
 def run_sends(ctx: StepContext) -> StepOutcome:
-    """One poll: resume the jobs in flight, then claim and process new pending requests."""
+    """One poll: resume the jobs in flight, then claim and process new pending requests.
+
+    With ``[sends] workers`` > 1, several requests are worked on at once, each in a
+    thread of a pool that lives as long as the process (so each thread keeps its own
+    adapters); the lease on each request keeps any two threads apart.
+    """
     outcome = StepOutcome()
-    for job in ctx.state.send_jobs(RESUMABLE):
-        if ctx.stopping.is_set():
-            break
-        _tally(outcome, process_request(ctx, job.request_id))
+    work: list[tuple[str, SendRequest | None]] = [(job.request_id, None) for job in ctx.state.send_jobs(RESUMABLE)]
     if not ctx.stopping.is_set():
+        resuming = {rid for rid, _ in work}
         limit = ctx.config.sends.max_requests_per_poll
-        for request in ctx.crm().pending_send_requests(limit=limit):
-            if ctx.stopping.is_set():
-                break
-            _tally(outcome, process_request(ctx, request.id, pending=request))
+        work += [(r.id, r) for r in ctx.crm().pending_send_requests(limit=limit) if r.id not in resuming]
+
+    def one(item: tuple[str, SendRequest | None]) -> SendJob | None:
+        if ctx.stopping.is_set():
+            return None
+        request_id, pending = item
+        return process_request(ctx, request_id, pending=pending)
+
+    workers = min(ctx.config.sends.workers, len(work))
+    results = _pool(workers).map(one, work) if workers > 1 else map(one, work)
+    for job in results:
+        _tally(outcome, job)
     outcome.message = f"{outcome.processed} send request(s) worked on"
     return outcome  # a send that fails for a reason in CRM is reported there, not a failed step run
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    """A process-wide pool per size: its threads are reused, and so are their adapters."""
+    with _POOLS_LOCK:
+        if size not in _POOLS:
+            _POOLS[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="send-worker")
+        return _POOLS[size]
 
 
 def _tally(outcome: StepOutcome, job: SendJob | None) -> None:

@@ -222,3 +222,15 @@ def test_quarantine_names_record_and_reason(send_world: SendWorld) -> None:
     assert [(r.table, r.record_id, r.reason) for r in rows] == [
         ("contact", "00000000-0000-0000-0000-000000000002", "malformed_email")]
     assert "fix it in CRM" in rows[0].detail
+
+
+def test_two_workers_release_each_request_once(send_world: SendWorld) -> None:
+    send_world.config = send_world.config.model_copy(
+        update={"sends": send_world.config.sends.model_copy(update={"workers": 2})})
+    for n in range(4):
+        send_world.crm.members[f"L{n}"] = [contact(10 * n + i) for i in range(5)]
+        send_world.crm.add_request(f"P{n}", [f"L{n}"])
+    run_sends(send_world.ctx())
+    run_sends(send_world.ctx())
+    assert {send_world.state.get_send_job(f"P{n}").status for n in range(4)} == {"sent"}
+    assert send_world.esp.start_calls == 4
