@@ -33,7 +33,13 @@ def sandbox_info(workdir: Path) -> dict[str, Any]:
 def bench_config(workdir: Path, mode: str = "all") -> Any:
     """The connector's Config pointed at the sandbox described in WORKDIR/sandbox.json."""
     from connector.config import (
-        Config, CrmSettings, EspSettings, LoggingSettings, ServiceSettings, StateSettings, TrackingSettings,
+        Config,
+        CrmSettings,
+        EspSettings,
+        LoggingSettings,
+        ServiceSettings,
+        StateSettings,
+        TrackingSettings,
     )
 
     info = sandbox_info(workdir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from connector.models import RecordRef, TrackingEvent
 

@@ -15,7 +15,7 @@ migrated database with ``staging_table()`` so the two cannot drift.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
@@ -69,7 +69,7 @@ def utc_naive(value: datetime) -> datetime:
     """Aware -> naive UTC (the stored form); a naive value is taken as UTC already."""
     if value.tzinfo is None:
         return value
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def url_key(url: str) -> str:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import operator
 import threading
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import structlog
@@ -32,7 +33,13 @@ from alembic.config import Config as AlembicConfig
 from connector.errors import PermanentPeerError, TransientPeerError
 from connector.models import RecordRef, TrackingEvent
 from connector.staging.base import StagingStore
-from connector.staging.schema import COLUMNS, NATURAL_KEY, staging_table, url_key, utc_naive
+from connector.staging.schema import (
+    COLUMNS,
+    NATURAL_KEY,
+    staging_table,
+    url_key,
+    utc_naive,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector.config import Config
@@ -64,7 +71,7 @@ def migrate_engine(engine: sa.Engine, table: str, schema: str = "") -> None:
         command.upgrade(cfg, "head")
 
 
-def migrate_staging(config: "Config") -> None:
+def migrate_staging(config: Config) -> None:
     """Create or upgrade the staging table named in ``[staging]`` (``connector migrate``)."""
     store = SqlStagingStore.from_config(config)
     store.close()
@@ -95,8 +102,8 @@ def _values(event: TrackingEvent, ref: str | RecordRef | None, loaded_at: Any, s
     else:
         record_id, table = ref, None
     when = event.event_time
-    if when.tzinfo is not timezone.utc:
-        when = utc_naive(when).replace(tzinfo=timezone.utc)
+    if when.tzinfo is not UTC:
+        when = utc_naive(when).replace(tzinfo=UTC)
     return (
         event.job_id, event.subscriber_key, record_id, table, event.event_type.value,
         when.strftime(SQLITE_DATETIME) if sqlite else when.replace(tzinfo=None),
@@ -172,7 +179,7 @@ class SqlStagingStore(StagingStore):
             self._insert_stmt = conflict_ignoring_insert(self.table, self.dialect)
 
     @classmethod
-    def from_config(cls, config: "Config") -> "SqlStagingStore":
+    def from_config(cls, config: Config) -> SqlStagingStore:
         store = cls(
             config.staging_url(),
             config.staging.table,
@@ -204,7 +211,7 @@ class SqlStagingStore(StagingStore):
         """Bulk-insert ``events``; events whose natural key is stored already are ignored."""
         refs = crm_records or {}
         sqlite = self.dialect == "sqlite"
-        loaded = utc_naive(datetime.now(timezone.utc))
+        loaded = utc_naive(datetime.now(UTC))
         loaded_at: Any = loaded.strftime(SQLITE_DATETIME) if sqlite else loaded
         rows: dict[tuple, tuple] = {}
         natural = operator.itemgetter(*KEY_POSITIONS)

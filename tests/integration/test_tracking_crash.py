@@ -52,7 +52,7 @@ def run_child(tmp: Path, crash_at: str = "") -> subprocess.CompletedProcess:
     env.pop("CONNECTOR_CRASH_AT", None)
     if crash_at:
         env["CONNECTOR_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-c", CHILD, str(tmp)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-c", CHILD, str(tmp)], cwd=ROOT, env=env, check=False,
                           capture_output=True, text=True, timeout=120)
 
 

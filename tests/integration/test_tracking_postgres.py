@@ -10,7 +10,15 @@ import pytest
 from connector.models import EventType as E
 from connector.steps.tracking import run_tracking
 from tests.fixtures.tracking import (
-    CAMPAIGN, JOB, REQUEST, T0, TrackingFakeCrm, TrackingFakeEsp, contact_id, make_event, tracking_context,
+    CAMPAIGN,
+    JOB,
+    REQUEST,
+    T0,
+    TrackingFakeCrm,
+    TrackingFakeEsp,
+    contact_id,
+    make_event,
+    tracking_context,
 )
 
 pytestmark = pytest.mark.postgres

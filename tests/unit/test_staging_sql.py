@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -12,9 +12,14 @@ from sqlalchemy.dialects import mssql
 from connector.config import Config, ServiceSettings, StagingSettings
 from connector.models import CrmTable, EventType, RecordRef, TrackingEvent
 from connector.staging.schema import natural_key, staging_table
-from connector.staging.sql import SqlStagingStore, migrate_engine, mssql_insert, staging_ddl
+from connector.staging.sql import (
+    SqlStagingStore,
+    migrate_engine,
+    mssql_insert,
+    staging_ddl,
+)
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def ev(sub: str = "s1", kind: EventType = EventType.OPEN, t: datetime = T0, url: str = "", job: str = "42") -> TrackingEvent:

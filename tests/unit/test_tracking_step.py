@@ -9,8 +9,15 @@ from datetime import timedelta
 
 import pytest
 
-from connector.models import BounceType, EventType as E
-from connector.steps.tracking import bounce_type, crm_counts, run_tracking, tracking_key, with_lookahead
+from connector.models import BounceType
+from connector.models import EventType as E
+from connector.steps.tracking import (
+    bounce_type,
+    crm_counts,
+    run_tracking,
+    tracking_key,
+    with_lookahead,
+)
 from tests.fixtures.tracking import CAMPAIGN, JOB, REQUEST, T0, contact_id, make_event
 
 
@@ -156,7 +163,7 @@ def test_unsubscribes_set_opt_out(tracking_env) -> None:
 
 
 def test_only_connector_sends(tracking_env) -> None:
-    make_ctx, esp, crm = tracking_env
+    make_ctx, esp, _crm = tracking_env
     ctx = make_ctx(mode="all", event_types=("open",))
     track(ctx)
     esp.add(make_event(E.OPEN, 1, T0), make_event(E.OPEN, 2, T0, job="9999"))
@@ -209,7 +216,7 @@ def test_events_delivered_twice_land_once(tracking_env) -> None:
 
 def test_event_at_the_exact_window_edge(tracking_env) -> None:
     """Mechanism: since = watermark - overlap; an event AT the watermark is re-read, kept once."""
-    make_ctx, esp, crm = tracking_env
+    make_ctx, esp, _crm = tracking_env
     ctx = make_ctx(mode="all", event_types=("open",), overlap_minutes=0)
     track(ctx)
     esp.add(make_event(E.OPEN, 1, T0))
@@ -242,7 +249,7 @@ def test_two_clicks_same_second_on_different_links(tracking_env) -> None:
 
 def test_events_hours_late_within_the_overlap(tracking_env) -> None:
     """Mechanism: the overlap re-reads behind the watermark (default 120 minutes)."""
-    make_ctx, esp, crm = tracking_env
+    make_ctx, esp, _crm = tracking_env
     ctx = make_ctx(mode="all", event_types=("open",), overlap_minutes=180)
     track(ctx)
     esp.add(make_event(E.OPEN, 1, T0 + timedelta(hours=5)))
@@ -255,7 +262,7 @@ def test_events_hours_late_within_the_overlap(tracking_env) -> None:
 
 def test_unordered_pages_do_not_skip_events_when_a_run_stops(tracking_env) -> None:
     """Mechanism: the watermark moves only after the last page (pages are not in EventDate order)."""
-    make_ctx, esp, crm = tracking_env
+    make_ctx, esp, _crm = tracking_env
     esp.shuffle = True
     esp.page_size = 3
     ctx = make_ctx(mode="all", event_types=("open",), overlap_minutes=0)
@@ -330,7 +337,7 @@ def test_429_storm_leaves_the_page_for_the_next_run(tracking_env) -> None:
 
 
 def test_lease_held_elsewhere_skips_the_type(tracking_env) -> None:
-    make_ctx, esp, crm = tracking_env
+    make_ctx, esp, _crm = tracking_env
     ctx = make_ctx(mode="all", event_types=("open",))
     track(ctx)
     from connector.state.store import StateStore
@@ -348,9 +355,9 @@ def test_lease_held_elsewhere_skips_the_type(tracking_env) -> None:
 
 def test_a_write_failing_run_after_run_is_parked_after_max_attempts(tracking_env, monkeypatch) -> None:
     """Mechanism: per-event attempt counts in the state DB; the watermark is not held for ever."""
-    import connector.steps.tracking as tracking
+    from connector.steps.tracking import rules
 
-    monkeypatch.setattr(tracking, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(rules, "MAX_ATTEMPTS", 3)
     make_ctx, esp, crm = tracking_env
     ctx = make_ctx(mode="responders", event_types=("open",), overlap_minutes=0)
     track(ctx)
@@ -376,14 +383,14 @@ def test_counts_not_written_are_written_by_the_next_run(tracking_env) -> None:
     assert not first.ok and crm.updates == []
     second = run_tracking(ctx)  # no new event, but the counts are still owed to CRM
     assert second.ok
-    (request_id, update), = crm.updates
+    (_request_id, update), = crm.updates
     assert update.counts["opens"] == 1
     run_tracking(ctx)
     assert len(crm.updates) == 1  # and only once
 
 
 def test_a_stale_watermark_does_not_reread_months_of_other_sends(tracking_env) -> None:
-    make_ctx, esp, crm = tracking_env
+    make_ctx, esp, _crm = tracking_env
     ctx = make_ctx(mode="aggregate", event_types=("open",), initial_lookback_days=3)
     ctx.state.set_watermark("default", "open", T0 - timedelta(days=200))
     track(ctx)  # recorded "now" (the state clock: T0 + 1 day)
@@ -401,10 +408,9 @@ def test_prefetch_keeps_order_and_raises_errors_in_place() -> None:
         yield 1
         raise TransientPeerError("ESP gone", peer="esp")
 
-    got = []
+    got: list[int] = []
     with pytest.raises(TransientPeerError, match="ESP gone"):
-        for item in prefetch(failing()):
-            got.append(item)
+        got.extend(prefetch(failing()))
     assert got == [1]
 
 

@@ -1,0 +1,89 @@
+"""The tracking step: ESP events -> send counts, campaign responses, contact updates, staging.
+
+Per ESP account and event type, under the lease ``tracking:<account>:<type>``:
+
+1. read events with EventDate > watermark - overlap (first run: now - initial lookback),
+   page by page (2,500 events at most in memory, plus one page read ahead);
+2. keep the events of sends this connector released (unless ``only_connector_sends`` is
+   off) and drop the ones already processed (the seen-event keys in the state database);
+3. write their effects at the peers, each idempotent: staging rows (unique natural key),
+   campaign responses (tracking key ``<job>:<subscriber>:<type>``), bounce details and
+   opt-outs (setting a value twice is harmless);
+4. then, in ONE state transaction: the seen keys of the events whose effects all
+   succeeded, the per-send counters they add, and - with the last page - the watermark.
+
+Exactly once: a crash anywhere before step 4 commits leaves the keys unseen, so the
+next run redoes the page (the peers ignore what they already have); after it, the keys
+make the re-read of the overlap a no-op. The watermark is written only after the last
+page, because Marketing Cloud does not promise EventDate order across pages: a
+watermark taken from page 1 could pass over an older event still on page 2.
+
+CRM partial failures: an event whose CRM write failed is not marked seen and not
+counted, and the watermark is held just below the earliest such event, so the next run
+reads it again and retries it. A failure the CRM calls permanent (record deleted, table
+without bounce columns) is not retried: it is logged and recorded in the quarantine.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from connector.errors import PeerError, StateError
+from connector.models import EventType, TrackingMode
+from connector.steps import StepContext, StepOutcome
+from connector.steps.tracking.pages import prefetch, with_lookahead
+from connector.steps.tracking.pull import EventTypeRun, RunStats, Shared
+from connector.steps.tracking.rules import (
+    bounce_type,
+    crm_counts,
+    seen_key,
+    tracking_key,
+)
+from connector.steps.tracking.store import prune, push_counts
+
+__all__ = ["bounce_type", "crm_counts", "prefetch", "run_tracking", "seen_key", "tracking_key", "with_lookahead"]
+
+log = structlog.get_logger(__name__)
+
+
+def run_tracking(ctx: StepContext) -> StepOutcome:
+    """Pull every configured event type once; see the module docstring."""
+    cfg = ctx.config.tracking
+    mode = TrackingMode(cfg.mode)
+    if mode is TrackingMode.NONE:
+        log.info("tracking_skipped", reason="[tracking] mode = none")
+        return StepOutcome(message="tracking mode none: nothing pulled")
+    account = ctx.config.esp.name
+    stats = RunStats()
+    shared = Shared()
+    problems: list[str] = []
+    for name in cfg.event_types:
+        if ctx.stopping.is_set():
+            break
+        etype = EventType(name)
+        try:
+            with structlog.contextvars.bound_contextvars(step="tracking", account=account, event_type=name):
+                _run_type_leased(ctx, account, etype, mode, stats, shared)
+        except (PeerError, StateError) as exc:
+            log.warning("tracking_type_failed", event_type=name, error=str(exc), kind=type(exc).__name__)
+            problems.append(f"{name}: {exc}")
+    push_counts(ctx, account, shared.touched, problems)
+    prune(ctx)
+    message = f"{stats.new} new events of {stats.events} read"
+    if problems:
+        message += "; " + " | ".join(problems)[:1000]
+    return StepOutcome(ok=not problems, processed=stats.new, message=message, details=stats.as_dict())
+
+
+def _run_type_leased(
+    ctx: StepContext, account: str, etype: EventType, mode: TrackingMode, stats: RunStats, shared: Shared
+) -> None:
+    resource = f"tracking:{account}:{etype.value}"
+    seconds = ctx.config.state.lease_seconds
+    if not ctx.state.acquire_lease(resource, seconds):
+        log.info("tracking_lease_busy", resource=resource)
+        return
+    try:
+        EventTypeRun(ctx, account, etype, mode, stats, shared).run()
+    finally:
+        ctx.state.release_lease(resource)

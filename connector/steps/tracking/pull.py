@@ -1,0 +1,240 @@
+"""One pass over one event type of one ESP account (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from connector.crashpoints import crashpoint
+from connector.models import EventType, TrackingEvent, TrackingMode
+from connector.steps import StepContext
+from connector.steps.tracking.effects import EffectsMixin
+from connector.steps.tracking.pages import prefetch, with_lookahead
+from connector.steps.tracking.rules import (
+    COUNTER_OF_TYPE,
+    MAX_RETRY_ENTRIES,
+    ONE_TICK,
+    count_events,
+    seen_key,
+    unique_key,
+)
+from connector.steps.tracking.store import load_json, now, select_unseen, short_hash
+
+log = structlog.get_logger(__name__)
+
+
+class _Probe(Exception):
+    """Rolls back the read-only use of ``mark_events_seen``."""
+
+
+@dataclass
+class Shared:
+    """What the event types of one run share."""
+
+    touched: dict[str, Any] = field(default_factory=dict)  # job id -> TrackedSend with new counts
+    checked: set[str] = field(default_factory=set)  # jobs whose CRM send request exists
+
+
+@dataclass
+class RunStats:
+    pages: int = 0
+    events: int = 0
+    new: int = 0
+    staged: int = 0
+    responses: int = 0
+    bounces: int = 0
+    opt_outs: int = 0
+    retry_later: int = 0
+    given_up: int = 0
+    unknown_subscribers: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class EventTypeRun(EffectsMixin):
+    """One pass over one event type of one account."""
+
+    def __init__(
+        self, ctx: StepContext, account: str, etype: EventType, mode: TrackingMode, stats: RunStats, shared: Shared
+    ) -> None:
+        self.ctx, self.account, self.etype, self.mode = ctx, account, etype, mode
+        self.cfg = ctx.config.tracking
+        self.state = ctx.state
+        self.stats = stats
+        self.touched = shared.touched
+        self.checked = shared.checked
+        self.tracked = {t.job_id: t for t in self.state.tracked_sends(account)}
+        self.previous: datetime | None = None
+        self.pages = 0
+        self.max_seen: datetime | None = None
+        self.floor: datetime | None = None  # earliest event left for a retry
+        self._crm = None
+        self._warned_campaign: set[str] = set()
+        self._key_of: dict[int, str] = {}  # id(event) -> seen key, for the page in hand
+        self.resource = f"tracking:{account}:{etype.value}"
+        self.lease_lost = False
+        self._retry_meta = f"tracking_retries:{account}:{etype.value}"
+        self.attempts: dict[str, int] = {}  # short hash of a seen key -> failed runs so far
+        self._attempts_dirty = False
+
+    @property
+    def crm(self) -> Any:
+        if self._crm is None:
+            self._crm = self.ctx.crm()
+        return self._crm
+
+    def since(self) -> datetime:
+        """Watermark - overlap (first time: now - lookback), bounded by the tracked sends.
+
+        With only_connector_sends, the pull never starts more than the lookback before
+        the oldest tracked send was recorded: a stale watermark (months without a
+        tracked send) does not make the ESP page through months of other sends' events,
+        while a send recorded late (after a crash) still gets the whole lookback.
+        """
+        self.previous = self.state.get_watermark(self.account, self.etype.value)
+        overlap = timedelta(minutes=self.cfg.overlap_minutes)
+        if self.previous is not None:
+            since = self.previous - overlap
+        else:
+            since = now(self.state) - timedelta(days=self.cfg.initial_lookback_days)
+        added = [t.added_at for t in self.tracked.values()]
+        if self.cfg.only_connector_sends and added and all(a is not None for a in added):
+            since = max(since, min(added) - timedelta(days=self.cfg.initial_lookback_days))
+        return since
+
+    def run(self) -> None:
+        if self.cfg.only_connector_sends and not self.tracked:
+            log.debug("tracking_nothing_to_track")
+            return
+        since = self.since()
+        self.attempts = load_json(self.state.get_meta(self._retry_meta), {})
+        log.info("tracking_pull_started", since=since.isoformat(), sends=len(self.tracked))
+        pages = self.ctx.esp().iter_event_pages(self.etype, since)
+        for page, last in with_lookahead(prefetch(pages)):
+            if self.ctx.stopping.is_set():
+                log.info("tracking_stopped_early", reason="shutdown; the watermark stays, the next run resumes")
+                return
+            self.stats.pages += 1
+            self.pages += 1
+            self.stats.events += len(page)
+            self._page(page, last)
+            crashpoint("tracking_after_page")
+            if self.lease_lost:
+                log.warning("tracking_lease_lost", resource=self.resource,
+                            hint="another instance took over this event type; this run stops here")
+                return
+
+    # -- one page ----------------------------------------------------------------------
+
+    def _page(self, page: Sequence[TrackingEvent], last: bool) -> None:
+        if page:
+            page_max = max(e.event_time for e in page)
+            if self.max_seen is None or page_max > self.max_seen:
+                self.max_seen = page_max
+        wanted = {seen_key(self.account, e): e for e in page if self._wanted(e)}
+        fresh_keys = self._unseen(list(wanted))
+        fresh = [e for k, e in wanted.items() if k in fresh_keys]
+        self._key_of = {id(e): k for k, e in wanted.items() if k in fresh_keys}
+        failed: set[str] = set()
+        if fresh:
+            fresh = self._drop_deleted_sends(fresh)
+            failed = self._write_effects(fresh)
+        done = {self._key_of[id(e)]: e for e in fresh if self._key_of[id(e)] not in failed}
+        self._commit(done, last)
+
+    def _wanted(self, event: TrackingEvent) -> bool:
+        if event.job_id in self.tracked:
+            return True
+        return not self.cfg.only_connector_sends
+
+    def _unseen(self, keys: list[str]) -> set[str]:
+        """Keys not yet processed (read only)."""
+        if not keys:
+            return set()
+        unseen = getattr(self.state, "unseen_events", None)
+        if callable(unseen):
+            return set(unseen(keys))
+        if hasattr(self.state, "engine"):
+            return select_unseen(self.state, keys)
+        return self._unseen_by_rollback(keys)
+
+    def _unseen_by_rollback(self, keys: list[str]) -> set[str]:
+        """mark_events_seen in a transaction that is rolled back (state stores without unseen_events)."""
+        result: set[str] = set()
+        try:
+            with self.state.transaction() as conn:
+                result = self.state.mark_events_seen(keys, conn)
+                raise _Probe
+        except _Probe:
+            pass
+        return result
+
+    def _drop_deleted_sends(self, events: list[TrackingEvent]) -> list[TrackingEvent]:
+        jobs = {e.job_id for e in events if e.job_id in self.tracked} - self.checked
+        for job in sorted(jobs):
+            send = self.tracked[job]
+            if not send.request_id or self.crm.get_send_request(send.request_id) is not None:
+                self.checked.add(job)
+                continue
+            reason = f"CRM send request {send.request_id} was deleted; tracking of ESP job {job} stopped"
+            log.warning("tracking_send_deleted", job_id=job, request_id=send.request_id, send=send.name)
+            self.state.stop_tracking(job, reason)
+            del self.tracked[job]
+            self.touched.pop(job, None)
+        return [e for e in events if self._wanted(e)]
+
+    # -- the state transaction ---------------------------------------------------------
+
+    def _commit(self, done: dict[str, TrackingEvent], last: bool) -> None:
+        with self.state.transaction() as conn:
+            new_keys = self.state.mark_events_seen(list(done), conn)
+            new = [e for k, e in done.items() if k in new_keys]
+            self._add_counts(new, conn)
+            self._save_attempts(done, conn)
+            if not last:  # one commit per page: the lease is extended with the page's state
+                self.lease_lost = not self.state.extend_lease(
+                    self.resource, self.ctx.config.state.lease_seconds, conn=conn
+                )
+            if last and self.max_seen is not None:
+                watermark = self.max_seen if self.previous is None else max(self.previous, self.max_seen)
+                if self.floor is not None:
+                    watermark = min(watermark, self.floor - ONE_TICK)
+                self.state.set_watermark(self.account, self.etype.value, watermark, conn)
+        self.stats.new += len(new)
+        self.stats.by_type[self.etype.value] = self.stats.by_type.get(self.etype.value, 0) + len(new)
+        if last:
+            log.info("tracking_pull_finished", pages=self.pages, max_event_time=str(self.max_seen),
+                     retry_later=self.stats.retry_later)
+
+    def _save_attempts(self, done: dict[str, TrackingEvent], conn: Any) -> None:
+        if self.attempts:
+            for key in done:
+                if self.attempts.pop(short_hash(key), None) is not None:
+                    self._attempts_dirty = True
+        if not self._attempts_dirty:
+            return
+        if len(self.attempts) > MAX_RETRY_ENTRIES:  # keep the newest entries (dicts keep insertion order)
+            self.attempts = dict(list(self.attempts.items())[-MAX_RETRY_ENTRIES:])
+        self.state.set_meta(self._retry_meta, json.dumps(self.attempts), conn)
+        self._attempts_dirty = False
+
+    def _add_counts(self, new: list[TrackingEvent], conn: Any) -> None:
+        by_job: dict[str, list[TrackingEvent]] = defaultdict(list)
+        for event in new:
+            if event.job_id in self.tracked and self.tracked[event.job_id].request_id:
+                by_job[event.job_id].append(event)
+        for job, events in by_job.items():
+            counts = count_events(events)
+            if self.etype in (EventType.OPEN, EventType.CLICK):
+                firsts = self.state.mark_events_seen({unique_key(self.account, e) for e in events}, conn)
+                counts[f"unique_{COUNTER_OF_TYPE[self.etype]}"] = len(firsts)
+            self.state.add_send_counts(job, counts, conn)
+            self.touched[job] = self.tracked[job]
