@@ -3,7 +3,8 @@
 Per ESP account and event type, under the lease ``tracking:<account>:<type>``:
 
 1. read events with EventDate > watermark - overlap (first run: now - initial lookback),
-   page by page (2,500 events at most in memory, plus one page read ahead);
+   page by page (2,500 events a page; a helper thread retrieves the next page while
+   this one is written, never more than a few pages ahead);
 2. keep the events of sends this connector released (unless ``only_connector_sends`` is
    off) and drop the ones already processed (the seen-event keys in the state database);
 3. write their effects at the peers, each idempotent: staging rows (unique natural key),
