@@ -24,7 +24,7 @@ from connector.steps.tracking.rules import (
     seen_key,
     unique_key,
 )
-from connector.steps.tracking.store import load_json, now, select_unseen, short_hash
+from connector.steps.tracking.store import load_json, now, short_hash
 
 log = structlog.get_logger(__name__)
 
@@ -162,8 +162,6 @@ class EventTypeRun(EffectsMixin):
         unseen = getattr(self.state, "unseen_events", None)
         if callable(unseen):
             return set(unseen(keys))
-        if hasattr(self.state, "engine"):
-            return select_unseen(self.state, keys)
         return self._unseen_by_rollback(keys)
 
     def _unseen_by_rollback(self, keys: list[str]) -> set[str]:

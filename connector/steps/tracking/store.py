@@ -62,27 +62,6 @@ def load_json(text: str | None, default: Any) -> Any:
         return default
 
 
-def select_unseen(state: Any, keys: list[str]) -> set[str]:
-    """Read-only twin of ``StateStore.mark_events_seen``: which keys are not stored yet."""
-    import sqlalchemy as sa
-
-    from connector.state.schema import seen_events
-    from connector.state.tracking import event_key_hash
-
-    by_hash = {event_key_hash(k): k for k in keys}
-    hashes = list(by_hash)
-    found: set[str] = set()
-    try:
-        with state.engine.connect() as conn:
-            for start in range(0, len(hashes), 500):
-                chunk = hashes[start : start + 500]
-                query = sa.select(seen_events.c.key_hash).where(seen_events.c.key_hash.in_(chunk))
-                found.update(conn.execute(query).scalars())
-    except sa.exc.SQLAlchemyError as exc:
-        raise StateError(f"state database: reading seen tracking events failed: {exc}") from exc
-    return {k for h, k in by_hash.items() if h not in found}
-
-
 def prune(ctx: StepContext) -> None:
     keep_days = max(SEEN_RETENTION_DAYS, ctx.config.tracking.initial_lookback_days + 1)
     try:
