@@ -29,10 +29,6 @@ from connector.steps.tracking.store import load_json, now, short_hash
 log = structlog.get_logger(__name__)
 
 
-class _Probe(Exception):
-    """Rolls back the read-only use of ``mark_events_seen``."""
-
-
 @dataclass
 class Shared:
     """What the event types of one run share."""
@@ -156,24 +152,8 @@ class EventTypeRun(EffectsMixin):
         return not self.cfg.only_connector_sends
 
     def _unseen(self, keys: list[str]) -> set[str]:
-        """Keys not yet processed (read only)."""
-        if not keys:
-            return set()
-        unseen = getattr(self.state, "unseen_events", None)
-        if callable(unseen):
-            return set(unseen(keys))
-        return self._unseen_by_rollback(keys)
-
-    def _unseen_by_rollback(self, keys: list[str]) -> set[str]:
-        """mark_events_seen in a transaction that is rolled back (state stores without unseen_events)."""
-        result: set[str] = set()
-        try:
-            with self.state.transaction() as conn:
-                result = self.state.mark_events_seen(keys, conn)
-                raise _Probe
-        except _Probe:
-            pass
-        return result
+        """Keys not yet processed (a read; marking happens in the page's transaction)."""
+        return self.state.unseen_events(keys) if keys else set()
 
     def _drop_deleted_sends(self, events: list[TrackingEvent]) -> list[TrackingEvent]:
         jobs = {e.job_id for e in events if e.job_id in self.tracked} - self.checked
