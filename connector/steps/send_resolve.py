@@ -20,6 +20,7 @@ import structlog
 
 from connector.batchfiles import BatchWriter, FinishedBatch, OpenBatch, batch_file_name
 from connector.crashpoints import crashpoint
+from connector.errors import RecordError
 from connector.steps.readahead import ReadAhead
 from connector.mapping import Mapper, columns_to_read, esp_attribute_names, normalize_email
 from connector.models import SendRequest, Skip, SkipReason, Subscriber, SubscriberStatus
@@ -166,7 +167,11 @@ class Resolver:
         mapped: list[Subscriber] = []
         skips: list[Skip] = []
         for recipient in chunk:
-            outcome = self.mapper.map(recipient)
+            try:
+                outcome = self.mapper.map(recipient)
+            except (ValueError, TypeError, KeyError, RecordError) as exc:  # a value the mapping cannot handle
+                outcome = Skip(recipient.ref, recipient.email, SkipReason.MAPPING_ERROR,
+                               f"the mapping failed for this record: {exc}; check the [mapping.*] sections")
             if isinstance(outcome, Skip):
                 skips.append(outcome)
             else:

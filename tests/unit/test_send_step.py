@@ -234,3 +234,21 @@ def test_two_workers_release_each_request_once(send_world: SendWorld) -> None:
     run_sends(send_world.ctx())
     assert {send_world.state.get_send_job(f"P{n}").status for n in range(4)} == {"sent"}
     assert send_world.esp.start_calls == 4
+
+
+def test_a_record_the_mapping_cannot_handle_is_skipped(send_world: SendWorld, monkeypatch) -> None:
+    from connector.mapping import Mapper
+
+    original = Mapper.map
+
+    def fussy(self, recipient):
+        if recipient.ref.id.endswith("2"):
+            raise ValueError("cannot turn this value into text")
+        return original(self, recipient)
+
+    monkeypatch.setattr(Mapper, "map", fussy)
+    send_world.crm.members["L1"] = [contact(1), contact(2)]
+    send_world.crm.add_request("R14", ["L1"])
+    run_sends(send_world.ctx())
+    job = send_world.state.get_send_job("R14")
+    assert job.status == "sent" and job.skipped_by_reason == {"mapping_error": 1}
