@@ -434,3 +434,35 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops() -> None:
     assert next(it) == 1
     it.close()
     assert closed.wait(5)
+
+
+def test_record_cache_asks_crm_once_per_subscriber_and_stays_bounded() -> None:
+    from connector.models import CrmTable, RecordRef
+    from connector.steps.tracking.effects import RecordCache
+
+    asked: list[list[str]] = []
+
+    def find(ids):
+        asked.append(list(ids))
+        return {i: RecordRef(CrmTable.CONTACT, i) for i in ids if i != "nobody"}
+
+    cache = RecordCache(limit=3)
+    assert set(cache.lookup({"a", "b", "nobody"}, find)) == {"a", "b"}
+    assert set(cache.lookup({"a", "nobody"}, find)) == {"a"}
+    assert asked == [["a", "b", "nobody"]]  # unknown subscribers are remembered too
+    cache.lookup({"c", "d"}, find)
+    assert len(cache._refs) <= 3
+    assert set(cache.lookup({"d"}, find)) == {"d"} and asked[-1] == ["c", "d"]
+
+
+def test_one_crm_lookup_per_subscriber_across_event_types(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="responders", event_types=("sent", "open", "click"))
+    track(ctx)
+    calls: list[int] = []
+    real = crm.find_records
+    crm.find_records = lambda ids: calls.append(len(ids)) or real(ids)
+    esp.add(*(make_event(E.OPEN, i, T0) for i in range(5)))
+    esp.add(*(make_event(E.CLICK, i, T0, url="https://a.test/") for i in range(5)))
+    run_tracking(ctx)
+    assert sum(calls) == 5

@@ -7,6 +7,7 @@ permanent one (or one out of attempts) is parked in the quarantine.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -37,6 +38,39 @@ from connector.steps.tracking.store import short_hash
 log = structlog.get_logger(__name__)
 
 
+class RecordCache:
+    """Subscriber key -> CRM record (or None: not in CRM), for one run, bounded.
+
+    The same recipients come back in the sent, open and click pulls of a send, so one
+    run asks CRM about each at most once while the cache holds them. Oldest entries go
+    first when it is full (about 150 bytes an entry).
+    """
+
+    def __init__(self, limit: int = rules.RECORD_CACHE_SIZE) -> None:
+        self.limit = limit
+        self._refs: dict[str, RecordRef | None] = {}
+
+    def lookup(self, keys: set[str], find: Any) -> dict[str, RecordRef]:
+        missing = sorted(k for k in keys if k not in self._refs)
+        if missing:
+            found = find(missing)
+            for key in missing:
+                self._refs[key] = found.get(key)
+            overflow = len(self._refs) - self.limit
+            if overflow > 0:
+                for key in list(itertools.islice(self._refs, overflow)):
+                    del self._refs[key]
+                for key in missing:  # keep this page's answers even when they were evicted
+                    if key not in self._refs:
+                        self._refs[key] = found.get(key)
+        out: dict[str, RecordRef] = {}
+        for key in keys:
+            ref = self._refs.get(key)
+            if ref is not None:
+                out[key] = ref
+        return out
+
+
 class EffectsMixin:
     """Methods of ``EventTypeRun`` that write to the staging table and the CRM."""
 
@@ -51,6 +85,7 @@ class EffectsMixin:
     _attempts_dirty: bool
     _key_of: dict[int, str]
     _warned_campaign: set[str]
+    records: RecordCache
     crm: Any
     state: Any
 
@@ -62,8 +97,9 @@ class EffectsMixin:
         )
         refs: dict[str, RecordRef] = {}
         if needs_records:
-            refs = self.crm.find_records(sorted({e.subscriber_key for e in events}))
-            self.stats.unknown_subscribers += len({e.subscriber_key for e in events} - set(refs))
+            keys = {e.subscriber_key for e in events}
+            refs = self.records.lookup(keys, self.crm.find_records)
+            self.stats.unknown_subscribers += len(keys) - len(refs)
         if self.mode is TrackingMode.ALL:
             self.stats.staged += self.ctx.staging().write_events(events, refs)
             crashpoint("tracking_after_staging")

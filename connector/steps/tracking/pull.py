@@ -14,7 +14,7 @@ import structlog
 from connector.crashpoints import crashpoint
 from connector.models import EventType, TrackingEvent, TrackingMode
 from connector.steps import StepContext
-from connector.steps.tracking.effects import EffectsMixin
+from connector.steps.tracking.effects import EffectsMixin, RecordCache
 from connector.steps.tracking.pages import prefetch, with_lookahead
 from connector.steps.tracking.rules import (
     COUNTER_OF_TYPE,
@@ -35,6 +35,7 @@ class Shared:
 
     touched: dict[str, Any] = field(default_factory=dict)  # job id -> TrackedSend with new counts
     checked: set[str] = field(default_factory=set)  # jobs whose CRM send request exists
+    records: RecordCache = field(default_factory=RecordCache)  # subscriber key -> CRM record
 
 
 @dataclass
@@ -67,6 +68,7 @@ class EventTypeRun(EffectsMixin):
         self.stats = stats
         self.touched = shared.touched
         self.checked = shared.checked
+        self.records = shared.records
         self.tracked = {t.job_id: t for t in self.state.tracked_sends(account)}
         self.previous: datetime | None = None
         self.pages = 0

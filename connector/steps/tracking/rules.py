@@ -34,6 +34,8 @@ MAX_ATTEMPTS = 24
 """Runs an event's failing CRM write is retried (a day at the default hourly pull) before it
 is parked in the quarantine, so one bad record cannot hold the watermark back for ever."""
 MAX_RETRY_ENTRIES = 10_000
+RECORD_CACHE_SIZE = 100_000
+"""Subscriber-to-CRM-record answers kept for one run (about 15 MB when full)."""
 SEEN_RETENTION_DAYS = 180
 """Seen-event keys (and first-open/first-click keys) older than this are pruned. Only the
 overlap behind the watermark is ever re-read, so this is a wide margin; a subscriber who
