@@ -47,8 +47,9 @@ def main() -> int:
                     j = i - 1 if i % 100 == 99 else i  # every 100th recipient repeats the one before
                     keys += [f"k:{uuid.uuid5(ns, str(j))}", f"e:person{j}@example.com"]
                 before = workspace.seen_before(keys)
-                duplicates += len(before) // 2
-                workspace.record(set(keys) - before)
+                unique = set(keys)
+                duplicates += (len(keys) - len(unique) + len(before)) // 2
+                workspace.record(unique - before)
                 point.resolved = start + args.chunk
                 workspace.commit(point)
                 if start and start % 1_000_000 == 0:
