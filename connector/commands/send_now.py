@@ -12,7 +12,9 @@ service (or another send-now) resumes the request later.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -131,7 +133,9 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
     from connector.steps.imports import poll_send
     from connector.steps.sends import RESUMABLE, process_request
 
-    store = StateStore.from_config(config)
+    # a holder name of its own, so a service with the same instance_id never shares its leases
+    holder = f"{config.service.instance_id or socket.gethostname()}:send-now:{os.getpid()}"
+    store = StateStore.from_config(config, holder=holder)
     adapters = AdapterPool(config)
     try:
         store.migrate()
