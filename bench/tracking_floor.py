@@ -59,6 +59,13 @@ def bench_config(workdir: Path, mode: str = "all") -> Any:
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
