@@ -466,3 +466,25 @@ def test_one_crm_lookup_per_subscriber_across_event_types(tracking_env) -> None:
     esp.add(*(make_event(E.CLICK, i, T0, url="https://a.test/") for i in range(5)))
     run_tracking(ctx)
     assert sum(calls) == 5
+
+
+def test_staging_database_down_leaves_the_page_for_the_next_run(tracking_env) -> None:
+    from connector.errors import TransientPeerError
+
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="all", event_types=("open",))
+    track(ctx)
+    esp.add(*(make_event(E.OPEN, i, T0 + timedelta(minutes=i)) for i in range(8)))
+    staging = ctx.staging()
+    real_write = staging.write_events
+
+    def down(*a, **kw):
+        raise TransientPeerError("staging database unavailable", peer="staging")
+
+    staging.write_events = down
+    outcome = run_tracking(ctx)
+    assert not outcome.ok and "staging database unavailable" in outcome.message
+    assert counts(ctx) == {} and crm.responses == {}
+    staging.write_events = real_write
+    assert run_tracking(ctx).ok
+    assert staging.count() == 8 and counts(ctx)["opens"] == 8 and len(crm.responses) == 8
