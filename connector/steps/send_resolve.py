@@ -11,6 +11,7 @@ chunk without counting or handing anyone twice.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -32,6 +33,12 @@ log = structlog.get_logger(__name__)
 RESOLVE_CHUNK = 2_500
 """Recipients screened and committed together: one ESP status lookup, one work-DB commit."""
 
+STATUS_CLIENTS = 2
+"""ESP clients asking for subscriber statuses at once (round trips overlap)."""
+
+STATUS_SPLIT_MIN = 250
+"""Below twice this many keys a chunk's status lookup is not split."""
+
 ESP_SKIPS = {
     SubscriberStatus.HELD: (SkipReason.ESP_HELD, "held at the ESP after repeated bounces"),
     SubscriberStatus.BOUNCED: (SkipReason.ESP_BOUNCED, "bounced at the ESP"),
@@ -39,6 +46,47 @@ ESP_SKIPS = {
 }
 
 T = TypeVar("T")
+
+
+class StatusLookup:
+    """Asks the ESP for subscriber statuses, split over ``STATUS_CLIENTS`` clients of its own at once.
+
+    The clients are built with the ESP adapter's ``from_config`` and used by one thread
+    each at a time; without a ``from_config`` (a stand-in), the step's own client is used
+    on the step's thread.
+    """
+
+    def __init__(self, clients: list, parallel: bool) -> None:
+        self.clients = clients
+        self.parallel = parallel
+        self._pool = ThreadPoolExecutor(len(clients), thread_name_prefix="send-esp-status") if parallel else None
+
+    @classmethod
+    def start(cls, ctx) -> "StatusLookup":
+        esp = ctx.esp()
+        factory = getattr(type(esp), "from_config", None)
+        if factory is None:
+            return cls([esp], parallel=False)
+        return cls([factory(ctx.config) for _ in range(STATUS_CLIENTS)], parallel=True)
+
+    def statuses(self, keys: list[str]) -> dict:
+        if self._pool is None or len(keys) < 2 * STATUS_SPLIT_MIN:
+            return self.clients[0].subscriber_statuses(keys)
+        size = -(-len(keys) // len(self.clients))
+        parts = [keys[i : i + size] for i in range(0, len(keys), size)]
+        merged: dict = {}
+        for found in self._pool.map(lambda pair: pair[0].subscriber_statuses(pair[1]), zip(self.clients, parts)):
+            merged.update(found)
+        return merged
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            for client in self.clients:
+                try:
+                    client.close()
+                except Exception as exc:  # noqa: BLE001 - closing must not hide the send's outcome
+                    log.warning("status_client_close_failed", error=str(exc))
 
 
 @dataclass
@@ -116,33 +164,24 @@ class Resolver:
 
     def _stream(self, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint) -> None:
         crm = self.ctx.crm()
-        status_esp, own = self._status_client()
+        lookup = StatusLookup.start(self.ctx)
         targets = self.request.targets
         try:
             while point.target_index < len(targets):
                 target = targets[point.target_index]
                 stream = islice(crm.iter_recipients(target, self.columns), point.target_offset, None)
                 with ReadAhead(stream, RESOLVE_CHUNK, name="send-crm-pages") as pages:
-                    if own:  # ESP status lookups in their own thread, overlapping paging and writing
-                        with ReadAhead(pages, 1, transform=lambda part: self._prepare(part[0], status_esp),
+                    if lookup.parallel:  # ESP status lookups in their own thread, overlapping paging and writing
+                        with ReadAhead(pages, 1, transform=lambda part: self._prepare(part[0], lookup),
                                        name="send-esp-status") as prepared:
                             self._target(prepared, workspace, writer, point)
                     else:
-                        self._target((self._prepare(c, status_esp) for c in pages), workspace, writer, point)
+                        self._target((self._prepare(c, lookup) for c in pages), workspace, writer, point)
                 point.target_index += 1
                 point.target_offset = 0
                 workspace.commit(point)
         finally:
-            if own:
-                status_esp.close()
-
-    def _status_client(self):
-        """An ESP client of its own for the status lookups (the step's client stays on this thread)."""
-        esp = self.ctx.esp()
-        factory = getattr(type(esp), "from_config", None)
-        if factory is None:
-            return esp, False
-        return factory(self.config), True
+            lookup.close()
 
     def _target(self, chunks: Iterable[Prepared], workspace: SendWorkspace, writer: BatchWriter,
                 point: ResolveCheckpoint) -> None:
@@ -162,7 +201,7 @@ class Resolver:
             if self.ctx.stopping.is_set():
                 raise Interrupted()
 
-    def _prepare(self, chunk: list, esp) -> Prepared:
+    def _prepare(self, chunk: list, esp: "StatusLookup") -> Prepared:
         """Map a chunk and ask the ESP for the status of its subscribers (no local state touched)."""
         mapped: list[Subscriber] = []
         skips: list[Skip] = []
@@ -177,7 +216,7 @@ class Resolver:
             else:
                 mapped.append(outcome)
         keys = list(dict.fromkeys(s.subscriber_key for s in mapped))
-        statuses = esp.subscriber_statuses(keys) if keys else {}
+        statuses = esp.statuses(keys) if keys else {}
         return Prepared(len(chunk), mapped, skips, statuses)
 
     def _screen(self, prepared: Prepared, workspace: SendWorkspace, writer: BatchWriter,
