@@ -246,24 +246,23 @@ class Resolver:
         return finished
 
     def _first_seen(self, mapped: list[Subscriber], workspace: SendWorkspace, skips: list[Skip]) -> list[Subscriber]:
-        """Drop subscribers whose record or address is already in this send (earlier chunk or this one)."""
-        keys = [("" if self.key_by_email else "k:" + s.subscriber_key, "e:" + normalize_email(s.email)) for s in mapped]
-        before = workspace.seen_before([k for pair in keys for k in pair if k])
+        """Drop subscribers whose address is already in this send (an earlier chunk or this one).
+
+        One key per recipient suffices: the same record read twice carries the same address,
+        and two records with one address must not get the email twice either.
+        """
+        keys = [normalize_email(s.email) for s in mapped]
+        before = workspace.seen_before(keys)
         now: set[str] = set()
         out: list[Subscriber] = []
-        for sub, (record_key, email_key) in zip(mapped, keys):
-            new_record = not record_key or (record_key not in before and record_key not in now)
-            if record_key:
-                now.add(record_key)
-            new_email = new_record and email_key not in before and email_key not in now
-            if new_record:
-                now.add(email_key)
-            if new_email:
-                out.append(sub)
-            else:
+        for sub, key in zip(mapped, keys):
+            if key in before or key in now:
                 skips.append(Skip(sub.ref, sub.email, SkipReason.DUPLICATE,
                                   "the same record or email address is already in this send"))
-        workspace.record(now - before)
+                continue
+            now.add(key)
+            out.append(sub)
+        workspace.record(now)
         return out
 
     def _log_batch(self, batch: FinishedBatch, point: ResolveCheckpoint) -> None:
