@@ -24,6 +24,9 @@ from connector.steps.sends import guarded, release_checked, send_lease
 
 log = structlog.get_logger(__name__)
 
+MAX_WAITING_POLLED = 20
+"""Unfinished imports asked about per poll of one send; later files wait for the next poll."""
+
 
 def run_imports(ctx: StepContext) -> StepOutcome:
     outcome = StepOutcome()
@@ -56,6 +59,9 @@ def _poll(ctx: StepContext, job: SendJob) -> None:
     for batch in current:
         if batch.status != "importing":
             continue
+        if waiting >= MAX_WAITING_POLLED:
+            waiting += 1
+            continue  # the ESP imports in order: no need to ask about every later file each time
         status = esp.import_status(batch.import_key)
         if not status.finished:
             if _timed_out(ctx, batch):
