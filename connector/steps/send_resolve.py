@@ -22,10 +22,10 @@ import structlog
 from connector.batchfiles import BatchWriter, FinishedBatch, OpenBatch, batch_file_name
 from connector.crashpoints import crashpoint
 from connector.errors import RecordError
-from connector.steps.readahead import ReadAhead
 from connector.mapping import Mapper, columns_to_read, esp_attribute_names, normalize_email
 from connector.models import SendRequest, Skip, SkipReason, Subscriber, SubscriberStatus
 from connector.state.store import Batch
+from connector.steps.readahead import ReadAhead
 from connector.suppression import ResolveCheckpoint, SendWorkspace, read_suppression_file
 
 log = structlog.get_logger(__name__)
