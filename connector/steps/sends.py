@@ -67,7 +67,12 @@ def run_sends(ctx: StepContext) -> StepOutcome:
         if ctx.stopping.is_set():
             return None
         request_id, pending = item
-        return process_request(ctx, request_id, pending=pending)
+        try:
+            return process_request(ctx, request_id, pending=pending)
+        except Exception as exc:  # noqa: BLE001 - one request's trouble must not stop the others
+            log.exception("send_request_error", send=request_id, error=f"{type(exc).__name__}: {exc}")
+            outcome.ok = False
+            return None
 
     workers = min(ctx.config.sends.workers, len(work))
     results = _pool(workers).map(one, work) if workers > 1 else map(one, work)
@@ -160,7 +165,16 @@ def _claim(ctx: StepContext, request: SendRequest, job: SendJob | None) -> tuple
     if job is None or not job.in_flight:
         job = _new_attempt(ctx, request, job)
     ctx.state.save_send_job(job)
-    claimed = ctx.crm().claim_send_request(request)
+    try:
+        claimed = ctx.crm().claim_send_request(request)
+    except TransientPeerError as exc:  # the next poll claims it (the job is recorded as claimed)
+        log.warning("send_claim_delayed", send=request.id, error=str(exc))
+        return None
+    except PermanentPeerError as exc:
+        job.status, job.error = "failed", f"could not claim the request in CRM: {exc}"
+        ctx.state.save_send_job(job)
+        log.error("send_claim_failed", send=request.id, error=str(exc))
+        return None
     if claimed is None:
         job.status, job.error = "failed", "another connector instance claimed the request first"
         ctx.state.save_send_job(job)
