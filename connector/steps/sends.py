@@ -205,6 +205,13 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
             job.status, job.error = "failed", "the send request was deleted in CRM"
             ctx.state.save_send_job(job)
             return
+    if job.status == "claimed" and request.status is SendStatus.PENDING:  # the CRM claim did not happen yet
+        claimed = crm.claim_send_request(request)
+        if claimed is None:
+            job.status, job.error = "failed", "another connector instance claimed the request first"
+            ctx.state.save_send_job(job)
+            return
+        request = claimed
     if request.status is SendStatus.CANCELLED and not job.esp_job_id:
         job.status, job.error = "failed", "cancelled in CRM before it was released"
         ctx.state.save_send_job(job)
@@ -245,6 +252,13 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
 
 
 def release_checked(ctx: StepContext, job: SendJob, request: SendRequest) -> None:
+    if job.status == "claimed" and request.status is SendStatus.PENDING:  # the CRM claim did not happen yet
+        claimed = crm.claim_send_request(request)
+        if claimed is None:
+            job.status, job.error = "failed", "another connector instance claimed the request first"
+            ctx.state.save_send_job(job)
+            return
+        request = claimed
     if request.status is SendStatus.CANCELLED and not job.esp_job_id:
         job.status, job.error = "failed", "cancelled in CRM before it was released"
         ctx.state.save_send_job(job)

@@ -252,3 +252,26 @@ def test_a_record_the_mapping_cannot_handle_is_skipped(send_world: SendWorld, mo
     run_sends(send_world.ctx())
     job = send_world.state.get_send_job("R14")
     assert job.status == "sent" and job.skipped_by_reason == {"mapping_error": 1}
+
+
+def test_a_claim_that_failed_transiently_is_made_on_the_next_poll(send_world: SendWorld, monkeypatch) -> None:
+    from connector.errors import TransientPeerError
+
+    send_world.crm.members["L1"] = [contact(1)]
+    send_world.crm.add_request("R15", ["L1"])
+    real = send_world.crm.claim_send_request
+    calls = []
+
+    def flaky(request):
+        calls.append(request.id)
+        if len(calls) == 1:
+            raise TransientPeerError("CRM said 503", peer="crm")
+        return real(request)
+
+    monkeypatch.setattr(send_world.crm, "claim_send_request", flaky)
+    run_sends(send_world.ctx())
+    assert send_world.state.get_send_job("R15").status == "claimed"
+    assert send_world.crm.requests["R15"].status is SendStatus.PENDING
+    run_sends(send_world.ctx())
+    assert len(calls) == 2
+    assert send_world.state.get_send_job("R15").status == "sent"
