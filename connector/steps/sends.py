@@ -165,6 +165,7 @@ def _claim(ctx: StepContext, request: SendRequest, job: SendJob | None) -> tuple
     if job is None or not job.in_flight:
         job = _new_attempt(ctx, request, job)
     ctx.state.save_send_job(job)
+    crashpoint("before_crm_claim")
     try:
         claimed = ctx.crm().claim_send_request(request)
     except TransientPeerError as exc:  # the next poll claims it (the job is recorded as claimed)

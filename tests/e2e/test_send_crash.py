@@ -108,7 +108,7 @@ def expected(world: World) -> dict:
 
 
 FILE_POINTS = [
-    "after_claim", "after_chunk_committed", "after_batch_finished:2", "after_resolved",
+    "before_crm_claim", "after_claim", "after_chunk_committed", "after_batch_finished:2", "after_resolved",
     "after_batch_uploaded:2", "after_import_started:2", "before_send_started", "after_send_started",
     "after_send_recorded", "after_crm_updated",
 ]
