@@ -109,6 +109,7 @@ class SendWorkspace:
             """
         )
         self.db.execute("begin")
+        self._suppression_empty: bool | None = None
 
     def close(self) -> None:
         if self.db.in_transaction:
@@ -135,7 +136,13 @@ class SendWorkspace:
         self.db.execute("begin")
 
     # -- suppression -----------------------------------------------------------------
+    def _no_suppression(self) -> bool:
+        if self._suppression_empty is None:
+            self._suppression_empty = self.db.execute("select 1 from suppressed limit 1").fetchone() is None
+        return self._suppression_empty
+
     def load_suppression(self, addresses: Iterable[str]) -> int:
+        self._suppression_empty = None
         before = self.db.execute("select count(*) from suppressed").fetchone()[0]
         self.db.executemany("insert or ignore into suppressed (e) values (?)", ((a,) for a in addresses))
         return self.db.execute("select count(*) from suppressed").fetchone()[0] - before
@@ -143,6 +150,8 @@ class SendWorkspace:
     def suppressed(self, emails: list[str]) -> set[str]:
         """Which of these normalized addresses are on the suppression list."""
         found: set[str] = set()
+        if self._no_suppression():
+            return found
         for start in range(0, len(emails), 500):
             part = emails[start : start + 500]
             marks = ",".join("?" * len(part))
@@ -166,8 +175,11 @@ class SendWorkspace:
         return found
 
     def record(self, keys: Iterable[str]) -> None:
-        """Record keys as seen (bulk; in key order, which keeps the B-tree writes local)."""
-        self.db.executemany("insert or ignore into seen (k) values (?)", ((d,) for d in sorted(map(_digest, keys))))
+        """Record keys as seen: in key order (B-tree writes stay local), 500 rows a statement."""
+        digests = sorted(map(_digest, keys))
+        for start in range(0, len(digests), 500):
+            part = digests[start : start + 500]
+            self.db.execute(f"insert or ignore into seen (k) values {','.join(['(?)'] * len(part))}", part)
 
     # -- skips and finished batches --------------------------------------------------
     def add_skips(self, skips: Iterable[Skip]) -> None:
