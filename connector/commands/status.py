@@ -183,6 +183,11 @@ def _span(seconds: float) -> str:
     return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
 
 
+def _lag(seconds: float) -> str:
+    # an ESP whose clock runs ahead of ours (or a sandbox's simulated time) puts events in our future
+    return _span(seconds) if seconds >= 0 else f"none (the newest event is {_span(-seconds)} ahead of this clock)"
+
+
 def render_text(report: dict[str, Any]) -> str:
     now = report.get("generated_at") or datetime.now(timezone.utc)
     db = report["state_db"]
@@ -225,7 +230,7 @@ def render_text(report: dict[str, Any]) -> str:
     lines += ["", f"Tracking: {report['tracked_sends_active']} send(s) tracked"]
     for w in report["watermarks"]:
         lines.append(
-            f"  {w['account']:<12} {w['event_type']:<8} watermark {_iso(w['watermark'])}  lag {_span(w['lag_seconds'])}"
+            f"  {w['account']:<12} {w['event_type']:<8} watermark {_iso(w['watermark'])}  lag {_lag(w['lag_seconds'])}"
         )
     expired = [lease for lease in report["leases"] if lease["expired"]]
     lines += ["", f"Leases: {len(report['leases'])} held, {len(expired)} expired (reaped at the next run)"]
