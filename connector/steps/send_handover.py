@@ -42,6 +42,9 @@ def work_folder(config, request_id: str) -> Path:
 
 SUPERSEDED = "superseded by a retry of the request"
 
+HANDOVER_WORKERS = 2
+"""Batch files uploaded (and their imports started) at once while resolving goes on."""
+
 
 def current_batches(state, request_id: str) -> list:
     """The batches of this attempt (a retried request keeps its earlier batches, marked superseded)."""
@@ -118,9 +121,15 @@ def hand_over_files(ctx, job, work: Path, keep_alive: Callable[[], None], progre
 
 
 def hand_over_batches(state, request_id: str, list_id: str, work: Path, esp, drop, stopping,
-                      keep_alive: Callable[[], None] | None = None, progress=None) -> None:
-    """Upload every written batch and start its import (each step recorded, safe to repeat)."""
+                      keep_alive: Callable[[], None] | None = None, progress=None,
+                      claim: Callable[[int], bool] | None = None) -> None:
+    """Upload every written batch and start its import (each step recorded, safe to repeat).
+
+    ``claim(seq)``: when several workers share the work, True if this one takes the batch.
+    """
     for batch in current_batches(state, request_id):
+        if batch.status not in ("written", "uploaded") or (claim is not None and not claim(batch.seq)):
+            continue
         if batch.status == "written":
             size = drop.upload(batches_folder(work) / batch.file_name, batch.file_name)
             batch.status = "uploaded"
@@ -143,23 +152,28 @@ def hand_over_batches(state, request_id: str, list_id: str, work: Path, esp, dro
 
 
 class BackgroundHandover:
-    """Hands finished batches over in a thread of its own while resolving goes on.
+    """Hands finished batches over in threads of their own while resolving goes on.
 
-    Uses its own ESP and SFTP clients (built with the adapters' ``from_config``), so the
-    step's clients stay on the step's thread. ``kick()`` after new batches are recorded;
-    ``finish()`` waits for the queue to drain and raises what the thread met; ``close()``
-    stops it. Whatever it did not reach is handed over by the normal phase afterwards.
+    ``HANDOVER_WORKERS`` threads, each with its own ESP and SFTP clients (built with the
+    adapters' ``from_config``), so the step's clients stay on the step's thread; a batch
+    is taken by one worker only. ``kick()`` after new batches are recorded; ``finish()``
+    waits until every recorded batch is handed over and raises what a worker met;
+    ``close()`` stops them. Whatever they did not reach is handed over by the normal
+    phase afterwards.
     """
 
-    def __init__(self, ctx, request_id: str, list_id: str, work: Path, esp, drop) -> None:
+    def __init__(self, ctx, request_id: str, list_id: str, work: Path, clients: list[tuple]) -> None:
         self.ctx, self.request_id, self.list_id, self.work = ctx, request_id, list_id, work
-        self.esp, self.drop = esp, drop
+        self.clients = clients
         self.error: BaseException | None = None
         self._wake = threading.Condition()
-        self._pending = False
+        self._generation = 0
         self._closing = False
-        self._thread = threading.Thread(target=self._loop, name="send-handover", daemon=True)
-        self._thread.start()
+        self._taken: set[int] = set()
+        self._threads = [threading.Thread(target=self._loop, args=(esp, drop), name=f"send-handover-{i}", daemon=True)
+                         for i, (esp, drop) in enumerate(clients)]
+        for thread in self._threads:
+            thread.start()
 
     @classmethod
     def start(cls, ctx, request_id: str, list_id: str, work: Path) -> "BackgroundHandover | None":
@@ -168,33 +182,42 @@ class BackgroundHandover:
         drop_factory = getattr(type(drop), "from_config", None)
         if esp_factory is None or drop_factory is None:
             return None
-        return cls(ctx, request_id, list_id, work, esp_factory(ctx.config), drop_factory(ctx.config))
+        clients = [(esp_factory(ctx.config), drop_factory(ctx.config)) for _ in range(HANDOVER_WORKERS)]
+        return cls(ctx, request_id, list_id, work, clients)
 
     def kick(self) -> None:
         if self.error is not None:
             raise self.error
         with self._wake:
-            self._pending = True
-            self._wake.notify()
+            self._generation += 1
+            self._wake.notify_all()
 
-    def _loop(self) -> None:
+    def _claim(self, seq: int) -> bool:
+        with self._wake:
+            if seq in self._taken:
+                return False
+            self._taken.add(seq)
+            return True
+
+    def _loop(self, esp, drop) -> None:
+        seen = 0
         with structlog.contextvars.bound_contextvars(send=self.request_id):
             while True:
                 with self._wake:
-                    while not self._pending and not self._closing:
+                    while self._generation == seen and not self._closing:
                         self._wake.wait()
-                    if not self._pending:
-                        return
-                    self._pending = False
+                    seen, last = self._generation, self._closing
                 try:
-                    hand_over_batches(self.ctx.state, self.request_id, self.list_id, self.work, self.esp, self.drop,
-                                      self.ctx.stopping)
+                    hand_over_batches(self.ctx.state, self.request_id, self.list_id, self.work, esp, drop,
+                                      self.ctx.stopping, claim=self._claim)
                 except BaseException as exc:  # noqa: BLE001 - handed to the step's thread
-                    self.error = exc
+                    self.error = self.error or exc
+                    return
+                if last:
                     return
 
     def finish(self) -> None:
-        """Wait until every kicked batch is handed over; raise the thread's error if it met one."""
+        """Wait until every recorded batch is handed over; raise a worker's error if one met one."""
         self.close()
         if self.error is not None:
             raise self.error
@@ -202,13 +225,15 @@ class BackgroundHandover:
     def close(self) -> None:
         with self._wake:
             self._closing = True
-            self._wake.notify()
-        self._thread.join()
-        for client in (self.esp, self.drop):
-            try:
-                client.close()
-            except Exception as exc:  # noqa: BLE001 - closing must not hide the send's outcome
-                log.warning("handover_client_close_failed", send=self.request_id, error=str(exc))
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join()
+        for esp, drop in self.clients:
+            for client in (esp, drop):
+                try:
+                    client.close()
+                except Exception as exc:  # noqa: BLE001 - closing must not hide the send's outcome
+                    log.warning("handover_client_close_failed", send=self.request_id, error=str(exc))
 
 
 def release(ctx, job, request: SendRequest) -> None:
