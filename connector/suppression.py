@@ -79,8 +79,8 @@ class ResolveCheckpoint:
         return sum(self.skipped_by_reason.values())
 
 
-WORK_DB_CACHE_KB = 32 * 1024
-"""Page cache of the work database: the de-duplication index of a million recipients fits."""
+WORK_DB_CACHE_KB = 8 * 1024
+"""Page cache of the work database: bounded, so memory stays flat however large the send."""
 
 
 def _digest(key: str) -> bytes:
