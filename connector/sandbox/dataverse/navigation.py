@@ -23,7 +23,10 @@ def collection_base(store: DataverseStore, e: Entity, nav_name: str, rid: str
         other = store.schema.entity(two if forward else one)
         pk = _q(other.primary_id)
         if one == "list":
-            base = (f"t0.{pk} IN (SELECT entityid FROM e_listmember WHERE listid = ?)" if forward
+            # EXISTS probes the (listid, entityid) index row by row: a page costs what it reads,
+            # where IN (SELECT ...) built the whole member set again for every page
+            base = (f"EXISTS (SELECT 1 FROM e_listmember lm WHERE lm.listid = ? AND lm.entityid = t0.{pk})"
+                    if forward
                     else f"t0.{pk} IN (SELECT listid FROM e_listmember WHERE entityid = ?)")
             return other, base, (rid,), forward
         base = (f"t0.{pk} IN (SELECT id2 FROM _assoc WHERE rel = ? AND id1 = ?)" if forward
