@@ -1,4 +1,5 @@
-"""``connector migrate -c FILE``: bring the state database's schema to the latest revision.
+"""``connector migrate -c FILE``: bring the state database's schema (and, in tracking mode all,
+the staging table) to the latest revision.
 
 ``connector run`` does this at every start as well; the command exists for
 upgrades done ahead of a restart, and for several instances sharing one database.
@@ -39,4 +40,14 @@ def migrate_command(args: argparse.Namespace) -> int:
         print(f"state database {url}: already at revision {after}")
     else:
         print(f"state database {url}: migrated from {before or 'empty'} to revision {after}")
+    if config.tracking.mode == "all":  # only mode all writes staging rows
+        from connector.errors import PeerError
+        from connector.staging.sql import migrate_staging
+
+        try:
+            migrate_staging(config)
+        except PeerError as exc:
+            print(f"connector migrate: staging table: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"staging table {config.staging.table}: up to date")
     return EXIT_OK
