@@ -8,6 +8,9 @@ upgrading a read lock to a write lock; read-only connections (execution option
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -59,8 +62,8 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_seconds: float) -> Engine:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cursor = dbapi_conn.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            _enable_wal(cursor, timeout_seconds)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
@@ -72,6 +75,23 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_seconds: float) -> Engine:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _enable_wal(cursor: Any, timeout_seconds: float) -> None:
+    """WAL is a property of the file: set once, by the first connection. Switching to it needs a
+    moment alone with the file, and SQLite answers "database is locked" at once (no busy wait)
+    while another process is creating or migrating it: try again until the timeout."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def dialect_insert(conn: Connection, table: sa.Table) -> Any:
