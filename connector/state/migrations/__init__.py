@@ -11,6 +11,8 @@ new file in ``versions/`` (set ``sqlalchemy.url`` or ``CONNECTOR_STATE_URL``).
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -52,17 +54,25 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     cfg = alembic_config()
     safe = engine.url.render_as_string(hide_password=True)
-    try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("select pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    except SQLAlchemyError as exc:
-        raise StateError(
-            f"migrating the state database {safe} failed: {_first_line(exc)}; "
-            "check that the database server is up and that [state] url and its user's rights are right"
-        ) from exc
+    attempts = 5 if engine.dialect.name == "sqlite" else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("select pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+            break
+        except SQLAlchemyError as exc:
+            # SQLite: another process creating the same file can make this one see "locked" at
+            # once; the migration is idempotent (Alembic reads the version first), so go again
+            if attempt < attempts and "database is locked" in str(exc):
+                time.sleep(0.2 * attempt)
+                continue
+            raise StateError(
+                f"migrating the state database {safe} failed: {_first_line(exc)}; "
+                "check that the database server is up and that [state] url and its user's rights are right"
+            ) from exc
     return current_revision(engine)
 
 
