@@ -213,10 +213,7 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
             ctx.state.save_send_job(job)
             return
         request = claimed
-    if request.status is SendStatus.CANCELLED and not job.esp_job_id:
-        job.status, job.error = "failed", "cancelled in CRM before it was released"
-        ctx.state.save_send_job(job)
-        log.info("send_cancelled", send=job.request_id)
+    if _cancelled(ctx, job, request):
         return
     report = (lambda phase: progress(job, phase)) if progress else None
     if job.status == "claimed":
@@ -253,22 +250,22 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
 
 
 def release_checked(ctx: StepContext, job: SendJob, request: SendRequest) -> None:
-    if job.status == "claimed" and request.status is SendStatus.PENDING:  # the CRM claim did not happen yet
-        claimed = crm.claim_send_request(request)
-        if claimed is None:
-            job.status, job.error = "failed", "another connector instance claimed the request first"
-            ctx.state.save_send_job(job)
-            return
-        request = claimed
-    if request.status is SendStatus.CANCELLED and not job.esp_job_id:
-        job.status, job.error = "failed", "cancelled in CRM before it was released"
-        ctx.state.save_send_job(job)
-        log.info("send_cancelled", send=job.request_id)
+    if _cancelled(ctx, job, request):
         return
     if not job.esp_job_id and job.handed_over == 0:
         fail(ctx, job, f"nobody was handed over to the ESP, so no send was started: {summary(job)}.")
         return
     release(ctx, job, request)
+
+
+def _cancelled(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
+    """A request cancelled in CRM before its release fails here, with that reason."""
+    if request.status is SendStatus.CANCELLED and not job.esp_job_id:
+        job.status, job.error = "failed", "cancelled in CRM before it was released"
+        ctx.state.save_send_job(job)
+        log.info("send_cancelled", send=job.request_id)
+        return True
+    return False
 
 
 def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
