@@ -173,12 +173,17 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
     progress = Progress(out)
     base = Path(options.data_dir) if options.data_dir else Path(tempfile.mkdtemp(prefix="connector-demo-"))
     base.mkdir(parents=True, exist_ok=True)
-    sandbox_log = _log_sandbox_to(base / "sandbox.log")
+    sandbox_log = _SandboxLog(base / "sandbox.log")
     started = time.monotonic()
     progress.say(f"connector demo: working folder {base}")
     progress.say(f"[1/6] starting the sandbox and generating an organization of {options.contacts:,} contacts ...")
-    sandbox = start_sandbox(base / "sandbox", seed=options.seed, contacts=options.contacts, customizations=False)
+    try:
+        sandbox = start_sandbox(base / "sandbox", seed=options.seed, contacts=options.contacts, customizations=False)
+    except BaseException:
+        sandbox_log.close()
+        raise
     daemon: subprocess.Popen | None = None
+    state: Any = None
     try:
         if sandbox.missing:
             raise DemoFailed("the sandbox is incomplete: " + "; ".join(sandbox.missing))
@@ -287,8 +292,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
         except subprocess.TimeoutExpired:
             daemon.kill()
             raise DemoFailed("the daemon did not stop within 120 s of SIGTERM") from None
-        result = _summarize(sandbox, config, state, planned, progress)
-        state.close()
+        result = _summarize(sandbox, config, planned, progress)
         if code != 0:
             result.problems.append(f"the daemon exited with code {code} after SIGTERM (see {base / 'daemon.out'})")
             result.ok = False
@@ -312,17 +316,15 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
         if daemon is not None and daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+        if state is not None:
+            state.close()
         sandbox.stop()
         sandbox_log.close()
 
 
-def _log_sandbox_to(path: Path) -> "_SandboxLog":
-    """The sandbox runs in this process: its own log lines go to a file, not over the progress."""
-    return _SandboxLog(path)
-
-
 class _SandboxLog:
-    """Routes structlog and library loggers to a file until ``close()``, then restores them."""
+    """The sandbox runs in this process: its log lines (structlog and library loggers) go to a
+    file, not over the progress, until ``close()``, which restores the logging set-up."""
 
     def __init__(self, path: Path) -> None:
         import logging
@@ -358,7 +360,7 @@ class _SandboxLog:
         self.handle.close()
 
 
-def _summarize(sandbox: Any, config: Any, state: Any, planned: list[PlannedSend], progress: Progress) -> DemoResult:
+def _summarize(sandbox: Any, config: Any, planned: list[PlannedSend], progress: Progress) -> DemoResult:
     import sqlalchemy as sa
 
     problems: list[str] = []
