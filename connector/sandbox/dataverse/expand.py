@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connector.sandbox.dataverse.http import split_outside
 from connector.sandbox.dataverse.navigation import collection_base
 from connector.sandbox.dataverse.odata import bad_query, compile_filter, parse_orderby, parse_select
 from connector.sandbox.dataverse.schema import Entity
@@ -21,22 +22,7 @@ MAX_EXPANDED_ROWS = 5000
 
 
 def _split_top(text: str, sep: str) -> list[str]:
-    parts, cur, depth, quoted = [], "", 0, False
-    for ch in text:
-        if ch == "'":
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-        if ch == sep and depth == 0 and not quoted:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() for p in split_outside(text, sep) if p.strip()]
 
 
 def parse_expand(text: str) -> list[tuple[str, dict[str, str]]]:

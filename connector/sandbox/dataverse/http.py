@@ -93,23 +93,28 @@ def parse_query(raw: str) -> dict[str, str]:
     return dict(parse_qsl(raw, keep_blank_values=True))
 
 
-def split_path(path: str) -> list[str]:
-    """Split on '/' outside single quotes and parentheses."""
+def split_outside(text: str, sep: str) -> list[str]:
+    """Split ``text`` on ``sep`` outside single quotes and parentheses (parts kept as they are)."""
     parts, cur, quoted, depth = [], "", False, 0
-    for ch in path:
+    for ch in text:
         if ch == "'":
             quoted = not quoted
         elif not quoted and ch == "(":
             depth += 1
         elif not quoted and ch == ")":
             depth -= 1
-        if ch == "/" and not quoted and depth == 0:
+        if ch == sep and not quoted and depth == 0:
             parts.append(cur)
             cur = ""
         else:
             cur += ch
     parts.append(cur)
-    return [p for p in parts if p != ""]
+    return parts
+
+
+def split_path(path: str) -> list[str]:
+    """Split on '/' outside single quotes and parentheses."""
+    return [p for p in split_outside(path, "/") if p != ""]
 
 
 _SEGMENT = re.compile(r"^([^()]+)(?:\((.*)\))?$", re.S)
