@@ -74,11 +74,8 @@ def load_or_report(path: str | Path) -> Any | None:
 
 
 def setup_logs(config: Any) -> None:
-    try:
-        from connector.logs import setup_logging
-    except ImportError:  # pragma: no cover - only while connector.logs does not exist
-        logging.basicConfig(level=logging.INFO)
-        return
+    from connector.logs import setup_logging
+
     setup_logging(config)
 
 
