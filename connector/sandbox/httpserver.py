@@ -176,11 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
         code, _, reason = status.partition(" ")
         payload = b"".join(chunks)
         self.send_response(int(code), reason or None)
-        names = set()
         for name, value in headers:
             if name.lower() in ("content-length", "connection", "transfer-encoding"):
                 continue
-            names.add(name.lower())
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
