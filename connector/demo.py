@@ -35,11 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-STATUS = {100000000: "Pending", 100000001: "Processing", 100000002: "Sent", 100000003: "Failed",
-          100000004: "Cancelled"}
+from connector.crm.records import COUNT_COLUMNS as CRM_COUNT_COLUMNS
+from connector.crm.records import STATUS_BY_CODE
+
+# the send request's picklist, as the summary shows it ("Sent", "Failed", ...)
+STATUS = {code: status.value.capitalize() for code, status in STATUS_BY_CODE.items()}
 TERMINAL = {"Sent", "Failed", "Cancelled"}
-COUNT_COLUMNS = ("sent", "delivered", "open", "uniqueopen", "click", "uniqueclick", "hardbounce", "softbounce",
-                 "blockbounce", "technicalbounce", "unknownbounce", "unsubscribe", "notsent")
+# the tracking count columns on the send request, without the "count" suffix, in their order
+COUNT_COLUMNS = tuple(dict.fromkeys(column.removesuffix("count") for column in CRM_COUNT_COLUMNS.values()))
 
 
 @dataclass
