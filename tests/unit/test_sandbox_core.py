@@ -122,3 +122,7 @@ def test_drop_after_applies_the_request_but_loses_the_answer(ca):
             s.post(server.url + "/x", data="applied", verify=str(ca.ca_file))
         assert seen == [b"applied"]
         assert s.post(server.url + "/x", data="again", verify=str(ca.ca_file)).status_code == 204
+        faults.set("drop", next_n=1)  # unlike drop_after, the app never sees the request
+        with pytest.raises(requests.exceptions.ConnectionError):
+            s.post(server.url + "/x", data="lost", verify=str(ca.ca_file))
+        assert seen == [b"applied", b"again"]
