@@ -44,18 +44,19 @@ log = structlog.get_logger(__name__)
 
 StepFunc = Callable[[StepContext], "StepOutcome | None"]
 
-STEP_NAMES = ("sends", "imports", "tracking")
-
 STEP_RUNS_KEEP_DAYS = 30
 """Step-run history kept for ``connector status`` (imports alone log ~2,900 runs a day)."""
 
 MAINTENANCE_MINUTES = 60
 """How often the service reaps abandoned leases and prunes old step runs besides the steps' own ticks."""
+
 STEP_FUNCTIONS = {
     "sends": "connector.steps.sends:run_sends",
     "imports": "connector.steps.imports:run_imports",
     "tracking": "connector.steps.tracking:run_tracking",
 }
+
+STEP_NAMES = tuple(STEP_FUNCTIONS)
 
 
 class StepUnavailable(ConnectorError):
