@@ -3,11 +3,13 @@
 Paging CRM (network wait) then overlaps with screening and writing the previous
 chunk. Memory stays bounded: at most ``depth`` chunks wait in the queue. The
 generator is created by the caller (with the caller's adapter) and iterated only
-by the helper thread, so one client is never used by two threads at once.
+by the helper thread, so one client is never used by two threads at once. The
+helper runs in a copy of the caller's context, so its log lines keep the bound ids.
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from itertools import islice
@@ -25,7 +27,8 @@ class ReadAhead(Iterator[list[T]]):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = threading.Event()
         self._transform = transform
-        self._thread = threading.Thread(target=self._produce, args=(iter(items), chunk), daemon=True, name=name)
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._produce, iter(items), chunk),
+                                        daemon=True, name=name)
         self._thread.start()
 
     def _put(self, item: object) -> bool:
@@ -63,18 +66,20 @@ class ReadAhead(Iterator[list[T]]):
             raise item
         return item  # type: ignore[return-value]
 
-    def close(self) -> None:
-        """Stop the helper thread (also when the caller gives up half-way)."""
+    def close(self, wait: float = 30) -> None:
+        """Stop the helper thread (also when the caller gives up half-way), waiting up to ``wait`` seconds."""
         self._closed.set()
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=wait)
 
     def __enter__(self) -> "ReadAhead[T]":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # leaving on an error (or a second SIGTERM): do not wait for a peer call in flight
+        # (the thread is a daemon); leaving normally: let the helper close the generator
+        self.close(wait=0.5 if exc_type is not None else 30)

@@ -41,3 +41,16 @@ def test_abandoning_stops_the_producer() -> None:
     with ReadAhead(endless(), 5, depth=1) as chunks:
         assert next(chunks) == [1, 2, 3, 4, 5]
     assert closed.wait(5)
+
+
+def test_the_helper_runs_in_the_callers_context() -> None:
+    import contextvars
+
+    bound = contextvars.ContextVar("bound", default="unset")
+    bound.set("send-42")
+
+    def items():
+        yield bound.get()
+
+    with ReadAhead(items(), 1) as chunks:
+        assert list(chunks) == [["send-42"]]

@@ -398,44 +398,6 @@ def test_a_stale_watermark_does_not_reread_months_of_other_sends(tracking_env) -
     assert esp.calls[-1][1] == T0 + timedelta(days=1) - timedelta(days=3)
 
 
-def test_prefetch_keeps_order_and_raises_errors_in_place() -> None:
-    from connector.errors import TransientPeerError
-    from connector.steps.tracking import prefetch
-
-    assert list(prefetch(iter(range(10)), depth=2)) == list(range(10))
-
-    def failing():
-        yield 1
-        raise TransientPeerError("ESP gone", peer="esp")
-
-    got: list[int] = []
-    with pytest.raises(TransientPeerError, match="ESP gone"):
-        got.extend(prefetch(failing()))
-    assert got == [1]
-
-
-def test_prefetch_stops_its_thread_when_the_consumer_stops() -> None:
-    import threading
-
-    from connector.steps.tracking import prefetch
-
-    closed = threading.Event()
-
-    def endless():
-        try:
-            n = 0
-            while True:
-                n += 1
-                yield n
-        finally:
-            closed.set()
-
-    it = prefetch(endless(), depth=2)
-    assert next(it) == 1
-    it.close()
-    assert closed.wait(5)
-
-
 def test_record_cache_asks_crm_once_per_subscriber_and_stays_bounded() -> None:
     from connector.models import CrmTable, RecordRef
     from connector.steps.tracking.effects import RecordCache

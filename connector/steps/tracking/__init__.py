@@ -32,7 +32,7 @@ import structlog
 from connector.errors import PeerError, StateError
 from connector.models import EventType, TrackingMode
 from connector.steps import StepContext, StepOutcome
-from connector.steps.tracking.pages import prefetch, with_lookahead
+from connector.steps.tracking.pages import with_lookahead
 from connector.steps.tracking.pull import EventTypeRun, RunStats, Shared
 from connector.steps.tracking.rules import (
     bounce_type,
@@ -42,7 +42,7 @@ from connector.steps.tracking.rules import (
 )
 from connector.steps.tracking.store import prune, push_counts
 
-__all__ = ["bounce_type", "crm_counts", "prefetch", "run_tracking", "seen_key", "tracking_key", "with_lookahead"]
+__all__ = ["bounce_type", "crm_counts", "run_tracking", "seen_key", "tracking_key", "with_lookahead"]
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,8 @@ from connector.crashpoints import crashpoint
 from connector.models import EventType, TrackingEvent, TrackingMode
 from connector.steps import StepContext
 from connector.steps.tracking.effects import EffectsMixin, RecordCache
-from connector.steps.tracking.pages import prefetch, with_lookahead
+from connector.steps.readahead import ReadAhead
+from connector.steps.tracking.pages import with_lookahead
 from connector.steps.tracking.rules import (
     COUNTER_OF_TYPE,
     MAX_RETRY_ENTRIES,
@@ -115,20 +116,23 @@ class EventTypeRun(EffectsMixin):
         since = self.since()
         self.attempts = load_json(self.state.get_meta(self._retry_meta), {})
         log.info("tracking_pull_started", since=since.isoformat(), sends=len(self.tracked))
+        # the ESP retrieves the next page in a helper thread while this one writes the current
+        # page, so a pull takes about max(retrieve, write) instead of their sum
         pages = self.ctx.esp().iter_event_pages(self.etype, since)
-        for page, last in with_lookahead(prefetch(pages)):
-            if self.ctx.stopping.is_set():
-                log.info("tracking_stopped_early", reason="shutdown; the watermark stays, the next run resumes")
-                return
-            self.stats.pages += 1
-            self.pages += 1
-            self.stats.events += len(page)
-            self._page(page, last)
-            crashpoint("tracking_after_page")
-            if self.lease_lost:
-                log.warning("tracking_lease_lost", resource=self.resource,
-                            hint="another instance took over this event type; this run stops here")
-                return
+        with ReadAhead(pages, 1, name="tracking-prefetch") as chunks:
+            for (page,), last in with_lookahead(chunks):
+                if self.ctx.stopping.is_set():
+                    log.info("tracking_stopped_early", reason="shutdown; the watermark stays, the next run resumes")
+                    return
+                self.stats.pages += 1
+                self.pages += 1
+                self.stats.events += len(page)
+                self._page(page, last)
+                crashpoint("tracking_after_page")
+                if self.lease_lost:
+                    log.warning("tracking_lease_lost", resource=self.resource,
+                                hint="another instance took over this event type; this run stops here")
+                    return
 
     # -- one page ----------------------------------------------------------------------
 
