@@ -58,13 +58,15 @@ class EspClient(abc.ABC):
 
     @abc.abstractmethod
     def find_send(self, customer_key: str) -> EspSend | None:
-        """The send created under this customer key, if any. Always called before start_send."""
+        """The send created under this customer key, if any."""
 
     @abc.abstractmethod
     def start_send(
         self, customer_key: str, list_id: str, email_key: str, send_classification_key: str, name: str
     ) -> EspSend:
-        """Create the send definition under ``customer_key`` and start it. Never retried blindly."""
+        """Start the send under ``customer_key`` once: when a send already exists under the key it is
+        returned, not started again (the implementation looks it up first, and looks again instead of
+        repeating a start whose answer was lost). Never retried blindly."""
 
     @abc.abstractmethod
     def send_summary(self, job_id: str) -> EspSend:
