@@ -16,7 +16,7 @@ import structlog
 from connector.crm.auth import MsalTokenProvider, ntlm_auth
 from connector.crm.base import CrmClient
 from connector.crm.batch import MAX_BATCH
-from connector.crm.odata import Call, ODataHttp
+from connector.crm.odata import Call, ODataHttp, set_error_details
 from connector.crm.recipients import RecipientReader
 from connector.crm.records import ENTITY_SETS, SendRequestColumns, primary_id
 from connector.crm.writes import CrmWriter
@@ -251,10 +251,8 @@ class DataverseCrmClient(CrmClient):
         except PermanentPeerError as exc:
             text = str(exc).lower()
             if delta_link and getattr(exc, "status", 0) in (400, 410, 412) and any(h in text for h in DELTA_EXPIRED_HINTS):
-                err = PermanentPeerError(
+                raise set_error_details(PermanentPeerError(
                     f"Dataverse {self.http.host}: the change-tracking token for {table.value} has expired; "
-                    "a full resync is needed", "crm", "read changes")
-                err.code = "delta_expired"  # type: ignore[attr-defined]
-                err.status = getattr(exc, "status", None)  # type: ignore[attr-defined]
-                raise err from exc
+                    "a full resync is needed", "crm", "read changes"),
+                    getattr(exc, "status", None), "delta_expired") from exc
             raise
