@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector.errors import StateError
+from connector.state.base import _short
 
 HERE = Path(__file__).resolve().parent
 ADVISORY_LOCK_ID = 0x63657370  # "cesp"
@@ -48,7 +49,7 @@ def current_revision(engine: Engine) -> str | None:
             return rev
     except SQLAlchemyError as exc:
         safe = engine.url.render_as_string(hide_password=True)
-        raise StateError(f"state database {safe}: {_first_line(exc)}") from exc
+        raise StateError(f"state database {safe}: {_short(exc)}") from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
@@ -70,12 +71,7 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
                 time.sleep(0.2 * attempt)
                 continue
             raise StateError(
-                f"migrating the state database {safe} failed: {_first_line(exc)}; "
+                f"migrating the state database {safe} failed: {_short(exc)}; "
                 "check that the database server is up and that [state] url and its user's rights are right"
             ) from exc
     return current_revision(engine)
-
-
-def _first_line(exc: SQLAlchemyError) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
