@@ -43,6 +43,8 @@ FTP_LOCATION_KEY = "ExactTarget Enhanced FTP"
 
 ALREADY_ON_LIST = "12014"
 STATUS_KEYS_PER_CALL = 500
+_UPDATE_ADD = {"SaveOptions": {"SaveOption": [{"PropertyName": "*", "SaveAction": "UpdateAdd"}]}}
+"""Save options of subscriber writes: add when new, update when there."""
 
 _IMPORT_STATES = {
     "new": "queued", "queued": "queued", "scheduled": "queued",
@@ -118,12 +120,11 @@ class MarketingCloudEspClient(EspClient):
     def upsert_subscribers(self, subscribers: Sequence[Subscriber], list_id: str) -> list[WriteResult]:
         """One Create per ``[sends] soap_chunk_size`` subscribers (Marketing Cloud's limit is 50)."""
         results: list[WriteResult] = []
-        options = {"SaveOptions": {"SaveOption": [{"PropertyName": "*", "SaveAction": "UpdateAdd"}]}}
         for start in range(0, len(subscribers), self._chunk_size):
             chunk = subscribers[start:start + self._chunk_size]
             objects = [self._subscriber(s, list_id) for s in chunk]
             what = f"{len(objects)} Subscribers for List {list_id}"
-            reply = self._soap.call("Create", safe=True, what=what, Options=options, Objects=objects)
+            reply = self._soap.call("Create", safe=True, what=what, Options=_UPDATE_ADD, Objects=objects)
             results.extend(self._update_already_listed(chunk, self._write_results(chunk, result_rows(reply), reply),
                                                        list_id))
         return results
@@ -136,9 +137,8 @@ class MarketingCloudEspClient(EspClient):
             return results
         subs = [chunk[i] for i in again]
         objects = [self._subscriber(s, list_id, action="update") for s in subs]
-        options = {"SaveOptions": {"SaveOption": [{"PropertyName": "*", "SaveAction": "UpdateAdd"}]}}
         reply = self._soap.call("Update", safe=True, what=f"{len(objects)} Subscribers on List {list_id}",
-                                Options=options, Objects=objects)
+                                Options=_UPDATE_ADD, Objects=objects)
         fixed = self._write_results(subs, result_rows(reply), reply)
         merged = list(results)
         for index, result in zip(again, fixed):
