@@ -72,6 +72,9 @@ def test_upsert_reports_per_subscriber_failures_and_is_repeatable(esp, mc) -> No
     again = esp.upsert_subscribers(_subs(3), list_id)  # UpdateAdd, already on the list: fine
     assert all(r.ok for r in again)
     assert mc.store.subscriber("crm-0001").email == "crm1@example.com"
+    moved = esp.upsert_subscribers([Subscriber("crm-0000", "moved0@example.com", {"First Name": "Ann0"})], list_id)
+    assert moved[0].ok
+    assert mc.store.subscriber("crm-0000").email == "moved0@example.com"  # the update really lands
 
 
 def test_has_errors_partial_failure_is_not_an_exception(esp, mc) -> None:
