@@ -21,6 +21,7 @@ from typing import Any, Callable
 import structlog
 
 from connector.crm.odata import Call, ODataHttp
+from connector.crm.records import STATUS_CODES
 from connector.errors import NotFoundError
 
 log = structlog.get_logger(__name__)
@@ -34,8 +35,8 @@ COUNT_COLUMNS = (
     ("technicalbouncecount", "Technical bounces"), ("unknownbouncecount", "Unknown bounces"),
     ("unsubscribecount", "Unsubscribes"), ("notsentcount", "Not sent"),
 )
-STATUS_OPTIONS = ((100000000, "Pending"), (100000001, "Processing"), (100000002, "Sent"),
-                  (100000003, "Failed"), (100000004, "Cancelled"))
+STATUS_OPTIONS = tuple((code, status.value.capitalize()) for status, code in STATUS_CODES.items())
+"""The send status picklist: the codes the client reads and writes (records.STATUS_CODES)."""
 
 
 def label(text: str) -> dict:
