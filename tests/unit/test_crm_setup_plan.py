@@ -39,6 +39,10 @@ def test_plan_creates_everything_on_an_empty_org() -> None:
     lookup = [p for p in posts if p.url.endswith("RelationshipDefinitions")]
     assert len(lookup) == 1
     assert json.loads(lookup[0].body)["Lookup"]["SchemaName"] == "cesp_CampaignId"
+    status = next(json.loads(p.body) for p in posts if json.loads(p.body).get("SchemaName") == "cesp_Status")
+    options = [(o["Value"], o["Label"]["LocalizedLabels"][0]["Label"]) for o in status["OptionSet"]["Options"]]
+    assert options == [(100000000, "Pending"), (100000001, "Processing"), (100000002, "Sent"),
+                       (100000003, "Failed"), (100000004, "Cancelled")]
     assert posts[-1].url.endswith("EntityDefinitions(LogicalName='campaignresponse')/Keys")
     assert json.loads(posts[-1].body)["KeyAttributes"] == ["cesp_trackingkey"]
 
