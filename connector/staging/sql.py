@@ -22,6 +22,7 @@ import operator
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from connector.staging.schema import (
     url_key,
     utc_naive,
 )
+from connector.state.engine import enable_wal
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector.config import Config
@@ -174,7 +176,7 @@ class SqlStagingStore(StagingStore):
             kwargs["fast_executemany"] = True
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", partial(_sqlite_pragmas, timeout=timeout))
         if self.dialect == "postgresql":
             self._insert_stmt = conflict_ignoring_insert(self.table, self.dialect)
 
@@ -261,11 +263,13 @@ class SqlStagingStore(StagingStore):
         self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, timeout: float) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
+    try:
+        enable_wal(cur, timeout)  # retries while another process creates or migrates the file
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
 
 
 def _translate(exc: sa.exc.SQLAlchemyError, where: str, operation: str) -> Exception:

@@ -63,7 +63,7 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_seconds: float) -> Engine:
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-            _enable_wal(cursor, timeout_seconds)
+            enable_wal(cursor, timeout_seconds)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
@@ -77,7 +77,7 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_seconds: float) -> Engine:
     return engine
 
 
-def _enable_wal(cursor: Any, timeout_seconds: float) -> None:
+def enable_wal(cursor: Any, timeout_seconds: float) -> None:
     """WAL is a property of the file: set once, by the first connection. Switching to it needs a
     moment alone with the file, and SQLite answers "database is locked" at once (no busy wait)
     while another process is creating or migrating it: try again until the timeout."""
