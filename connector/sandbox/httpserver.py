@@ -23,6 +23,7 @@ import ssl
 import sys
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import unquote
@@ -42,9 +43,6 @@ SLOW_DEFAULT_SECONDS = 2.0
 
 MAX_BODY_BYTES = 512 * 1024 * 1024
 """Largest request body the sandbox accepts."""
-
-_STATUS_TEXT = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-                504: "Gateway Timeout"}
 
 WsgiApp = Callable[[dict, Callable], Any]
 
@@ -141,8 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(faults.seconds("slow", SLOW_DEFAULT_SECONDS))
         for status in (500, 502, 503, 504):
             if faults.take(f"http{status}"):
-                self._send(f"{status} {_STATUS_TEXT[status]}", [("Content-Type", "text/plain")],
-                           [f"{status} {_STATUS_TEXT[status]} (sandbox fault)\n".encode()])
+                line = f"{status} {HTTPStatus(status).phrase}"
+                self._send(line, [("Content-Type", "text/plain")], [f"{line} (sandbox fault)\n".encode()])
                 return
         drop_after = faults.take("drop_after")
         self._run_app(self._environ(body), drop_after)
