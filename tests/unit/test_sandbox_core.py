@@ -74,7 +74,9 @@ def test_generic_faults(ca):
         faults.set("http500", next_n=1)
         faults.set("http502", next_n=1)
         assert s.get(server.url, verify=verify).status_code == 500
-        assert s.get(server.url, verify=verify).status_code == 502
+        bad_gateway = s.get(server.url, verify=verify)
+        assert (bad_gateway.status_code, bad_gateway.reason) == (502, "Bad Gateway")
+        assert bad_gateway.text == "502 Bad Gateway (sandbox fault)\n"
         faults.set("drop", next_n=1)
         with pytest.raises(requests.exceptions.ConnectionError):
             s.post(server.url, data="lost", verify=verify)
