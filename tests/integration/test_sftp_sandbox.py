@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from connector.config import Config, SftpSettings, TimeoutSettings
 from connector.errors import AuthError, PermanentPeerError, TransientPeerError
@@ -53,12 +54,15 @@ def test_upload_survives_dropped_connections_and_resumes(sftp, tmp_path: Path) -
     drop = _drop(sftp)
     drop._max_retries = 40  # noqa: SLF001 - a very flaky line
     try:
-        drop.upload(local, "cesp_p2_1.csv")
+        with capture_logs() as logs:
+            drop.upload(local, "cesp_p2_1.csv")
     finally:
         drop.close()
         dropped = sftp.faults.taken("drop")
         sftp.faults.clear()
     assert dropped >= 2
+    resumed = [e for e in logs if e["event"] == "sftp_upload_resumed"]
+    assert resumed and all(0 < e["offset"] < 800_000 for e in resumed)  # resumed, not started over
     assert (sftp.import_folder / "cesp_p2_1.csv").read_bytes() == local.read_bytes()
 
 
@@ -70,6 +74,7 @@ def test_drop_on_first_write_then_resume(sftp, tmp_path: Path) -> None:
         drop.upload(local, "cesp_p3_1.csv")
     finally:
         drop.close()
+    assert sftp.faults.taken("drop") == 1  # the drop did happen
     assert (sftp.import_folder / "cesp_p3_1.csv").read_bytes() == local.read_bytes()
 
 
