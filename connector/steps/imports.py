@@ -19,7 +19,7 @@ from connector.errors import PeerError
 from connector.models import ImportStatus, SkipReason
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
-from connector.steps.send_handover import add_skips, current_batches, fail
+from connector.steps.send_handover import add_skips, current_batches, fail, give_up
 from connector.steps.sends import guarded, release_checked, send_lease
 
 log = structlog.get_logger(__name__)
@@ -85,8 +85,7 @@ def _poll(ctx: StepContext, job: SendJob) -> None:
         ctx.state.save_send_job(job)
         request = ctx.crm().get_send_request(job.request_id)
         if request is None:
-            job.status, job.error = "failed", "the send request was deleted in CRM before its release"
-            ctx.state.save_send_job(job)
+            give_up(ctx, job, "the send request was deleted in CRM before its release")
             return
         release_checked(ctx, job, request)
 

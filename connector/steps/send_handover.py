@@ -283,22 +283,26 @@ def summary(job) -> str:
     return text
 
 
-def fail(ctx, job, reason: str, *, crm_status: bool = True) -> None:
+def fail(ctx, job, reason: str) -> None:
     """Tell CRM the send failed (with a reason a person can act on), then mark the job failed.
 
     CRM first: if that write fails transiently, the job stays in flight and the next run
     reaches the same decision and tries the write again.
     """
-    if crm_status:
-        ctx.crm().update_send_request(
-            job.request_id,
-            SendRequestUpdate(
-                status=SendStatus.FAILED,
-                reason=reason + " To retry, set the request's status back to Pending.",
-                resolved=job.resolved, handed_over=job.handed_over, skipped=job.skipped,
-                skipped_by_reason=dict(job.skipped_by_reason),
-            ),
-        )
+    ctx.crm().update_send_request(
+        job.request_id,
+        SendRequestUpdate(
+            status=SendStatus.FAILED,
+            reason=reason + " To retry, set the request's status back to Pending.",
+            resolved=job.resolved, handed_over=job.handed_over, skipped=job.skipped,
+            skipped_by_reason=dict(job.skipped_by_reason),
+        ),
+    )
+    give_up(ctx, job, reason)
+    log.error("send_failed", send=job.request_id, reason=reason)
+
+
+def give_up(ctx, job, reason: str) -> None:
+    """Mark the job failed in state only (the CRM request is not ours to report on, or is gone)."""
     job.status, job.error = "failed", reason
     ctx.state.save_send_job(job)
-    log.error("send_failed", send=job.request_id, reason=reason)

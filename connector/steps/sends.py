@@ -31,6 +31,7 @@ from connector.steps.send_handover import (
     BackgroundHandover,
     ensure_list,
     fail,
+    give_up,
     hand_over_files,
     hand_over_soap,
     release,
@@ -172,13 +173,11 @@ def _claim(ctx: StepContext, request: SendRequest, job: SendJob | None) -> tuple
         log.warning("send_claim_delayed", send=request.id, error=str(exc))
         return None
     except PermanentPeerError as exc:
-        job.status, job.error = "failed", f"could not claim the request in CRM: {exc}"
-        ctx.state.save_send_job(job)
+        give_up(ctx, job, f"could not claim the request in CRM: {exc}")
         log.error("send_claim_failed", send=request.id, error=str(exc))
         return None
     if claimed is None:
-        job.status, job.error = "failed", "another connector instance claimed the request first"
-        ctx.state.save_send_job(job)
+        give_up(ctx, job, "another connector instance claimed the request first")
         log.warning("send_claimed_elsewhere", send=request.id)
         return None
     crashpoint("after_claim")
@@ -203,14 +202,12 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
     if request is None:
         request = crm.get_send_request(job.request_id)
         if request is None:
-            job.status, job.error = "failed", "the send request was deleted in CRM"
-            ctx.state.save_send_job(job)
+            give_up(ctx, job, "the send request was deleted in CRM")
             return
     if job.status == "claimed" and request.status is SendStatus.PENDING:  # the CRM claim did not happen yet
         claimed = crm.claim_send_request(request)
         if claimed is None:
-            job.status, job.error = "failed", "another connector instance claimed the request first"
-            ctx.state.save_send_job(job)
+            give_up(ctx, job, "another connector instance claimed the request first")
             return
         request = claimed
     if _cancelled(ctx, job, request):
@@ -261,8 +258,7 @@ def release_checked(ctx: StepContext, job: SendJob, request: SendRequest) -> Non
 def _cancelled(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
     """A request cancelled in CRM before its release fails here, with that reason."""
     if request.status is SendStatus.CANCELLED and not job.esp_job_id:
-        job.status, job.error = "failed", "cancelled in CRM before it was released"
-        ctx.state.save_send_job(job)
+        give_up(ctx, job, "cancelled in CRM before it was released")
         log.info("send_cancelled", send=job.request_id)
         return True
     return False
