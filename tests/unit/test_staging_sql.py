@@ -47,6 +47,12 @@ def test_from_config_creates_default_sqlite_and_table(tmp_path: Path) -> None:
         store.close()
 
 
+def test_sqlite_staging_runs_in_wal_mode(store: SqlStagingStore) -> None:
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
 def test_migration_matches_the_table_definition(store: SqlStagingStore) -> None:
     insp = sa.inspect(store.engine)
     migrated = {c["name"]: c for c in insp.get_columns("events")}
