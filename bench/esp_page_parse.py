@@ -38,15 +38,16 @@ def page() -> bytes:
 
 
 def main() -> None:
-    if len(sys.argv) > 1:
-        wsdl = sys.argv[1]
-    else:
-        from connector.sandbox.marketing_cloud.wsdl import build_wsdl
+    with tempfile.TemporaryDirectory() as tmp:
+        if len(sys.argv) > 1:
+            wsdl = sys.argv[1]
+        else:
+            from connector.sandbox.marketing_cloud.wsdl import build_wsdl
 
-        path = Path(tempfile.mkdtemp()) / "sandbox.wsdl"
-        path.write_text(build_wsdl("https://127.0.0.1/Service.asmx"))
-        wsdl = str(path)
-    operation = load_client(wsdl, verify=True, cache_dir=None, timeout=10).service._binding.get("Retrieve")
+            path = Path(tmp) / "sandbox.wsdl"
+            path.write_text(build_wsdl("https://127.0.0.1/Service.asmx"))
+            wsdl = str(path)
+        operation = load_client(wsdl, verify=True, cache_dir=None, timeout=10).service._binding.get("Retrieve")
     xml = page()
 
     def with_zeep() -> int:
