@@ -429,6 +429,7 @@ class _Loader:
     def build_section(self, name: str, model: type[Section]) -> Section | None:
         raw = self.raw.get(name, _RawSection(name, 0))
         fields = model.model_fields
+        secrets = {key for section, key in secret_keys() if section == name}
         values: dict[str, object] = {}
         for key, item in raw.items.items():
             info = fields.get(key)
@@ -436,16 +437,15 @@ class _Loader:
                 self.problem(name, item.key, item.line, "unknown option",
                              _did_you_mean(key, list(fields), f"options of [{name}]: {', '.join(fields)}"))
                 continue
-            if (name, key) in secret_keys():
+            if key in secrets:
                 self.check_secret_in_ini(name, item, is_url=not _is_secret(info))
                 if item.value and _is_secret(info):
                     self.secret_sources[f"{name}.{key}"] = f"{self.file} line {item.line}"
             values[key] = _coerce(info, item.value)
-        for section, key in secret_keys():
-            if section == name:
-                value = self.secret_for(section, key)
-                if value is not None:
-                    values[key] = value
+        for key in secrets:
+            value = self.secret_for(name, key)
+            if value is not None:
+                values[key] = value
         try:
             return model.model_validate(values)
         except ValidationError as exc:
@@ -454,7 +454,7 @@ class _Loader:
                 key = str(err["loc"][0]) if err["loc"] else ""
                 bad.add(key)
                 item = raw.items.get(key)
-                message, hint = _describe(err, item, fields.get(key), secret=(name, key) in secret_keys())
+                message, hint = _describe(err, item, fields.get(key), secret=key in secrets)
                 self.problem(name, key, item.line if item else raw.line, message, hint)
             try:
                 return model.model_validate({k: v for k, v in values.items() if k not in bad})
