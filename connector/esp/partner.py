@@ -69,7 +69,7 @@ class PartnerApi:
             if status not in ("OK", "MoreDataAvailable"):
                 raise PermanentPeerError(f"Marketing Cloud Retrieve of {what} failed: {status or 'no OverallStatus'}",
                                          peer="esp", operation="Retrieve")
-            yield [flatten(row) for row in reply.iterfind(q("Results"))]
+            yield results(reply)
             if status != "MoreDataAvailable":
                 return
             request_id = (reply.findtext(q("RequestID")) or "").strip()
