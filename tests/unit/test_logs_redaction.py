@@ -116,6 +116,14 @@ def test_secret_values_collects_config_and_environment(logged) -> None:
     assert "not-a-secret" not in found and "/bin" not in found
 
 
+def test_secret_values_skips_a_malformed_url_in_the_environment(logged) -> None:
+    config, _, _ = logged
+    found = secret_values(config, env={"CONNECTOR_STATE_URL": "postgresql://u:pw@[bad/db",
+                                       "CONNECTOR_STAGING_URL": "postgresql://u:stg-pw@h/d"})
+    assert "stg-pw" in found
+    assert "postgresql://u:pw@[bad/db" not in found
+
+
 def test_zeep_transport_logger_is_quiet_by_default(tmp_path: Path) -> None:
     config = Config(logging=LoggingSettings(folder=tmp_path, level="DEBUG", console="off"))
     setup_logging(config)
