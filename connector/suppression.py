@@ -149,30 +149,20 @@ class SendWorkspace:
 
     def suppressed(self, emails: list[str]) -> set[str]:
         """Which of these normalized addresses are on the suppression list."""
-        found: set[str] = set()
-        if self._no_suppression():
-            return found
-        for start in range(0, len(emails), 500):
-            part = emails[start : start + 500]
+        return set() if self._no_suppression() else set(self._present("suppressed", "e", emails))
+
+    def _present(self, table: str, column: str, values: list) -> Iterator:
+        """Those of ``values`` found in ``table`` (one query per 500 values)."""
+        for start in range(0, len(values), 500):
+            part = values[start : start + 500]
             marks = ",".join("?" * len(part))
-            found.update(r[0] for r in self.db.execute(f"select e from suppressed where e in ({marks})", part))
-        return found
+            yield from (r[0] for r in self.db.execute(f"select {column} from {table} where {column} in ({marks})", part))
 
     # -- de-duplication --------------------------------------------------------------
-    def first_time(self, key: str) -> bool:
-        """Record the key; True if it had not been seen before in this send."""
-        return self.db.execute("insert or ignore into seen (k) values (?)", (_digest(key),)).rowcount == 1
-
     def seen_before(self, keys: list[str]) -> set[str]:
         """Which of these keys were recorded before (one query per 500 keys); records nothing."""
         digests = {_digest(k): k for k in keys}
-        found: set[str] = set()
-        items = list(digests)
-        for start in range(0, len(items), 500):
-            part = items[start : start + 500]
-            marks = ",".join("?" * len(part))
-            found.update(digests[r[0]] for r in self.db.execute(f"select k from seen where k in ({marks})", part))
-        return found
+        return {digests[d] for d in self._present("seen", "k", list(digests))}
 
     def record(self, keys: Iterable[str]) -> None:
         """Record keys as seen: in key order (B-tree writes stay local), 500 rows a statement."""
