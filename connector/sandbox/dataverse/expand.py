@@ -15,7 +15,7 @@ from connector.sandbox.dataverse.http import split_outside
 from connector.sandbox.dataverse.navigation import collection_base
 from connector.sandbox.dataverse.odata import bad_query, compile_filter, parse_orderby, parse_select
 from connector.sandbox.dataverse.schema import Entity
-from connector.sandbox.dataverse.store import DataverseStore, to_wire
+from connector.sandbox.dataverse.store import DataverseStore, to_wire, quote_ident as _q
 
 MAX_EXPANDS = 15
 MAX_EXPANDED_ROWS = 5000
@@ -42,10 +42,6 @@ def parse_expand(text: str) -> list[tuple[str, dict[str, str]]]:
     if len(items) > MAX_EXPANDS:
         raise bad_query(f"Number of expand options exceeds the limit of {MAX_EXPANDS}.")
     return items
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def expand_rows(store: DataverseStore, e: Entity, raws: list[dict], wires: list[dict], text: str,

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from connector.sandbox.dataverse.odata import FilterCompiler
 from connector.sandbox.dataverse.schema import LOOKUP_TYPES, STRING_TYPES, Entity
-from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire
+from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire, quote_ident as _q
 
 MAX_PAGE = 5000
 
@@ -45,10 +45,6 @@ class FetchQuery:
     top: int | None = None
     distinct: bool = False
     has_custom_order: bool = False
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class _Builder:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from connector.sandbox.dataverse.http import Request, Response, not_found, parse_key, parse_segment
 from connector.sandbox.dataverse.schema import MANY_TO_MANY, ONE_TO_MANY, Entity
-from connector.sandbox.dataverse.store import DataverseStore, StoreError
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+from connector.sandbox.dataverse.store import DataverseStore, StoreError, quote_ident as _q
 
 
 def collection_base(store: DataverseStore, e: Entity, nav_name: str, rid: str

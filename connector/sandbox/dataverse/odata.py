@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.sandbox.dataverse.schema import FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, STRING_TYPES, Attribute, Entity
-from connector.sandbox.dataverse.store import StoreError
+from connector.sandbox.dataverse.store import StoreError, quote_ident as _q
 
 _TOKEN = re.compile(r"""
     \s*(?:
@@ -190,10 +190,6 @@ def parse_filter(text: str, aliases: dict[str, str] | None = None) -> tuple:
     if aliases:
         text = re.sub(r"@(\w+)", lambda m: aliases.get("@" + m.group(1), m.group(0)), text)
     return _Parser(text).parse()
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _like_escape(value: str) -> str:

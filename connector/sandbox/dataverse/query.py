@@ -19,16 +19,12 @@ from urllib.parse import quote, unquote, urlencode
 from connector.sandbox.dataverse.http import Request, Response
 from connector.sandbox.dataverse.odata import bad_query, compile_filter, parse_orderby, parse_select
 from connector.sandbox.dataverse.schema import Entity
-from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire
+from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire, quote_ident as _q
 
 MAX_PAGE_SIZE = 5000
 COUNT_LIMIT = 5000
 CHANGE_TRACKING_DAYS = 7
 """Days a ``$deltatoken`` stays valid (``organization.expirechangetrackingindays``)."""
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _encode_token(state: dict) -> str:

@@ -46,8 +46,12 @@ def _sql_type(attr: Attribute) -> str:
     return "TEXT"
 
 
-def _q(name: str) -> str:
+def quote_ident(name: str) -> str:
+    """A SQLite identifier in double quotes (also for the other sandbox query modules)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+_q = quote_ident
 
 
 class Schema:
