@@ -156,7 +156,8 @@ class SendWorkspace:
         for start in range(0, len(values), 500):
             part = values[start : start + 500]
             marks = ",".join("?" * len(part))
-            yield from (r[0] for r in self.db.execute(f"select {column} from {table} where {column} in ({marks})", part))
+            query = f"select {column} from {table} where {column} in ({marks})"
+            yield from (row[0] for row in self.db.execute(query, part))
 
     # -- de-duplication --------------------------------------------------------------
     def seen_before(self, keys: list[str]) -> set[str]:
