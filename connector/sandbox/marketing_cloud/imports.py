@@ -19,7 +19,7 @@ import structlog
 
 from connector.sandbox.marketing_cloud.records import ImportDefinitionRec, ImportRowError, ImportRunRec, SubscriberRec
 from connector.sandbox.marketing_cloud.soap import Obj
-from connector.sandbox.marketing_cloud.values import Result, as_int, error, import_def_values, ok, valid_email
+from connector.sandbox.marketing_cloud.values import Result, as_int, error, find_definition, import_def_values, ok, valid_email
 
 if TYPE_CHECKING:
     from connector.sandbox.marketing_cloud.store import EspStore
@@ -178,11 +178,7 @@ class ImportOps:
                       NewObjectID=rec.object_id)
 
     def find_import_definition(self, obj: Obj) -> ImportDefinitionRec | None:
-        if obj.text("CustomerKey"):
-            return self.import_definitions.get(obj.text("CustomerKey"))
-        wanted_id, object_id = as_int(obj.get("ID")), obj.text("ObjectID")
-        return next((d for d in self.import_definitions.values()
-                     if (wanted_id and d.id == wanted_id) or (object_id and d.object_id == object_id)), None)
+        return find_definition(self.import_definitions, obj)
 
     def update_import_definition(self, obj: Obj) -> Result:
         with self.lock:

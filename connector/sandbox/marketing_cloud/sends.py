@@ -12,7 +12,7 @@ import uuid
 from connector.sandbox.marketing_cloud import events as ev
 from connector.sandbox.marketing_cloud.records import SendDefinitionRec, SendRec, utc
 from connector.sandbox.marketing_cloud.soap import Obj
-from connector.sandbox.marketing_cloud.values import Result, as_int, error, esd_values, ok
+from connector.sandbox.marketing_cloud.values import Result, error, esd_values, find_definition, ok
 
 ALL_SUBSCRIBERS_ID = 1000
 
@@ -53,11 +53,7 @@ class SendOps:
                       NewObjectID=rec.object_id)
 
     def find_send_definition(self, obj: Obj) -> SendDefinitionRec | None:
-        if obj.text("CustomerKey"):
-            return self.send_definitions.get(obj.text("CustomerKey"))
-        wanted_id, object_id = as_int(obj.get("ID")), obj.text("ObjectID")
-        return next((d for d in self.send_definitions.values()
-                     if (wanted_id and d.id == wanted_id) or (object_id and d.object_id == object_id)), None)
+        return find_definition(self.send_definitions, obj)
 
     def update_send_definition(self, obj: Obj) -> Result:
         with self.lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from connector.sandbox.marketing_cloud.records import (
     EmailRec,
@@ -18,6 +18,7 @@ from connector.sandbox.marketing_cloud.soap import Obj, to_cst_text
 
 EMAIL_RE = re.compile(r"^[^@\s\"<>(),;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 Result = dict[str, Any]
+D = TypeVar("D", ImportDefinitionRec, SendDefinitionRec)
 
 
 def valid_email(address: str) -> bool:
@@ -44,6 +45,15 @@ def as_int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def find_definition(definitions: dict[str, D], obj: Obj) -> D | None:
+    """A definition (ImportDefinition, EmailSendDefinition) by CustomerKey, else by ID or ObjectID."""
+    if obj.text("CustomerKey"):
+        return definitions.get(obj.text("CustomerKey"))
+    wanted_id, object_id = as_int(obj.get("ID")), obj.text("ObjectID")
+    return next((d for d in definitions.values()
+                 if (wanted_id and d.id == wanted_id) or (object_id and d.object_id == object_id)), None)
 
 
 def nested(obj: Obj, name: str, child: str) -> Any:
