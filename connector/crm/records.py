@@ -160,7 +160,7 @@ class SendRequestColumns:
         if update.skipped_by_reason is not None:
             body[f"{p}_skippedbyreason"] = json.dumps(dict(update.skipped_by_reason), sort_keys=True)
         if update.released_on is not None:
-            body[f"{p}_releasedon"] = _iso(update.released_on)
+            body[f"{p}_releasedon"] = iso(update.released_on)
         if update.counts:
             for name, value in update.counts.items():
                 column = COUNT_COLUMNS.get(str(name).lower())
@@ -168,11 +168,12 @@ class SendRequestColumns:
                     log.warning("send_count_unknown", count_name=name)
                     continue
                 body[f"{p}_{column}"] = int(value)
-            body[f"{p}_trackingupdatedon"] = _iso(datetime.now(timezone.utc))
+            body[f"{p}_trackingupdatedon"] = iso(datetime.now(timezone.utc))
         return body
 
 
-def _iso(dt: datetime) -> str:
+def iso(dt: datetime) -> str:
+    """A Dataverse date-time value (UTC, seconds); a naive datetime is taken as UTC."""
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

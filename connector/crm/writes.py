@@ -8,7 +8,6 @@ connection; batches go with ``Prefer: odata.continue-on-error`` and give one
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
@@ -16,7 +15,7 @@ import structlog
 
 from connector.crm.batch import BatchOp, build_batch, parse_batch
 from connector.crm.odata import Call, ODataHttp
-from connector.crm.records import ENTITY_SETS
+from connector.crm.records import ENTITY_SETS, iso
 from connector.errors import PermanentPeerError
 from connector.models import BounceUpdate, CampaignResponse, CrmTable, RecordRef, WriteResult
 
@@ -26,12 +25,6 @@ log = structlog.get_logger(__name__)
 def odata_string(value: str) -> str:
     """A string literal for a URL key or filter: quotes doubled, then percent-encoded."""
     return "'" + quote(value.replace("'", "''"), safe="") + "'"
-
-
-def iso(dt: datetime) -> str:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class CrmWriter:
