@@ -117,6 +117,7 @@ def test_client_fault_is_permanent(wsdl_client, session) -> None:
     responses.post(ENDPOINT, body=fault, status=500)
     with pytest.raises(PermanentPeerError):
         _retrieve(_caller(wsdl_client, session))
+    assert len(responses.calls) == 1  # permanent: not repeated
 
 
 class _Clock:
@@ -276,6 +277,8 @@ def test_already_on_the_list_is_repeated_as_an_update(wsdl_client, session) -> N
     esp = MarketingCloudEspClient(_caller(wsdl_client, session), session)
     results = esp.upsert_subscribers([Subscriber("a", "a@x.test"), Subscriber("b", "b@x.test")], "12")
     assert [r.ok for r in results] == [True, True]
+    for call in responses.calls:  # both writes add-or-update
+        assert b"<ns0:SaveAction>UpdateAdd</ns0:SaveAction>" in call.request.body
     update = responses.calls[1].request
     assert update.headers["SOAPAction"] == '"Update"' and b"<ns0:Action>update</ns0:Action>" in update.body
     assert b"<ns0:SubscriberKey>b</ns0:SubscriberKey>" in update.body and b">a<" not in update.body
