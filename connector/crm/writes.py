@@ -132,7 +132,7 @@ def _result(key: str, reply: object, exists_ok: bool) -> WriteResult:
     code, message = reply.error()  # type: ignore[attr-defined]
     detail = f"HTTP {status}" + (f" ({code})" if code else "") + (f": {message}" if message else "")
     if status == 404:
-        return WriteResult(key, False, detail or "record does not exist", "not_found")
+        return WriteResult(key, False, detail, "not_found")
     return WriteResult(key, False, detail, str(status))
 
 
