@@ -137,7 +137,6 @@ class Resolver:
         self.keep_alive = keep_alive
         self.progress = progress
         self.on_batches = on_batches  # hands finished batches over while resolving goes on
-        self.key_by_email = self.mapper.key_by_email
         self._known: set[int] | None = None
 
     def run(self, workspace: SendWorkspace) -> ResolveCheckpoint:
@@ -240,11 +239,12 @@ class Resolver:
                 point: ResolveCheckpoint) -> list[FinishedBatch]:
         skips = list(prepared.skips)
         candidates = self._first_seen(prepared.mapped, workspace, skips)
-        suppressed = workspace.suppressed([normalize_email(s.email) for s in candidates]) if candidates else set()
+        emails = [normalize_email(s.email) for s in candidates]
+        suppressed = workspace.suppressed(emails) if candidates else set()
         statuses = prepared.statuses
         finished: list[FinishedBatch] = []
-        for sub in candidates:
-            if normalize_email(sub.email) in suppressed:
+        for sub, email in zip(candidates, emails):
+            if email in suppressed:
                 skips.append(Skip(sub.ref, sub.email, SkipReason.SUPPRESSION_LIST, "the address is on the suppression list"))
                 continue
             esp_skip = ESP_SKIPS.get(statuses.get(sub.subscriber_key))  # type: ignore[arg-type]
