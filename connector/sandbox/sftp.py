@@ -134,8 +134,7 @@ class _Folder(SFTPServerInterface):
             raise EOFError("sandbox fault: connection dropped")
 
     def _real(self, path: str) -> Path:
-        clean = os.path.normpath("/" + path.replace("\\", "/")).lstrip("/")
-        real = (self.root / clean).resolve()
+        real = (self.root / self.canonicalize(path).lstrip("/")).resolve()
         if real != self.root and self.root not in real.parents:
             raise PermissionError(errno.EACCES, "outside the SFTP root")
         return real
