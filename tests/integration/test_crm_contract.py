@@ -174,8 +174,9 @@ def test_bounces_and_opt_outs(crm_client, crm_seed) -> None:
         BounceUpdate(RecordRef(CrmTable.CONTACT, gone), when, BounceType.SOFT, "4711"),
     ])
     assert [r.ok for r in results] == [True, True, False, False]
-    assert results[3].code == "not_found"
+    assert results[2].code == "unsupported_table" and results[3].code == "not_found"
     row = crm_seed.store.get("contacts", contact)
+    assert row["cesp_lastbounceon"] == "2026-11-03T08:30:00Z"
     assert row["cesp_lastbouncetype"] == "hard" and row["cesp_lastbouncejob"] == "4711"
     assert not row.get("donotbulkemail")
     assert crm_seed.store.get("contacts", gone) is None  # If-Match: * never creates
@@ -208,6 +209,7 @@ def test_expired_delta_link_asks_for_full_resync(crm_client, crm_org) -> None:
     with pytest.raises(PermanentPeerError) as info:
         list(crm_client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], link))
     assert getattr(info.value, "code") == "delta_expired"
+    assert getattr(info.value, "status") in (400, 410, 412)
 
 
 # -- faults ----------------------------------------------------------------------------
