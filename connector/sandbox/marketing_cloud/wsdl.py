@@ -293,15 +293,6 @@ def field_names(type_name: str) -> frozenset[str]:
     return frozenset(f[0] for f in fields_of(type_name))
 
 
-@lru_cache(maxsize=None)
-def is_subtype(type_name: str, ancestor: str) -> bool:
-    while type_name:
-        if type_name == ancestor:
-            return True
-        type_name = TYPES.get(type_name, (None,))[0] or ""
-    return False
-
-
 def _element_xml(field: tuple, indent: str) -> str:
     name, typ, lo, hi = field[:4]
     nillable = ' nillable="true"' if len(field) > 4 and field[4] else ""
