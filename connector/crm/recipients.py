@@ -104,13 +104,12 @@ class RecipientReader:
         while True:
             xml = fetchxml.page_query(root, page_no, self.page_size, cookie)
             page = self.http.get_json(ENTITY_SETS[table], call, params={"fetchXml": xml},
-                                      headers={"Prefer": FETCH_ANNOTATIONS})
-            rows = (page or {}).get("value", [])
+                                      headers={"Prefer": FETCH_ANNOTATIONS}) or {}
+            rows = page.get("value", [])
             yield from rows
-            more = (page or {}).get("@Microsoft.Dynamics.CRM.morerecords")
-            if not more or not rows:
+            if not page.get("@Microsoft.Dynamics.CRM.morerecords") or not rows:
                 return
-            cookie = fetchxml.next_cookie((page or {}).get("@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"))
+            cookie = fetchxml.next_cookie(page.get("@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"))
             page_no += 1
 
     def _campaign_members(self, campaign_id: str, attributes: Mapping[CrmTable, Sequence[str]],
