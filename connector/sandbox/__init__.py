@@ -53,7 +53,7 @@ class Sandbox:
     def ca_file(self) -> Path | None:
         return self.ca.ca_file if self.ca else None
 
-    def service_ini_sections(self, ini_dir: Path) -> dict[str, dict[str, str]]:
+    def service_ini_sections(self) -> dict[str, dict[str, str]]:
         ca = str(self.ca_file) if self.ca_file else ""
         default_campaign = self.seeded.campaigns.get("default", "") if self.seeded else ""
         if not default_campaign:  # a kept organization: find the generated default campaign by name
@@ -112,7 +112,7 @@ class Sandbox:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        sections = self.service_ini_sections(path.parent)
+        sections = self.service_ini_sections()
         for name, value in overrides.items():
             if isinstance(value, dict):
                 section = name.replace("_", ".", 1) if name.startswith(("mapping_", "transform_")) else name
