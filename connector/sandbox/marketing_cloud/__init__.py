@@ -18,7 +18,7 @@ Only the demo command and the tests import this package.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class EspSandbox:
     credentials: Credentials
     import_root: Path
     data_dir: Path | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def auth_url(self) -> str:
