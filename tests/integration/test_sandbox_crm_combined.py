@@ -104,3 +104,16 @@ def test_plain_http_only_when_asked(tmp_path):
             "scope": crm.scope}).json()["access_token"]
         r = requests.get(crm.api_url + "WhoAmI", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert r.status_code == 200
+
+
+def test_kept_organization_keeps_its_default_campaign(tmp_path):
+    from connector.config import load_config
+    from connector.sandbox import start_sandbox
+
+    with start_sandbox(tmp_path / "sb", contacts=10, esp=False, sftp=False, persist=True) as first:
+        campaign = first.seeded.campaigns["default"]
+    with start_sandbox(tmp_path / "sb", contacts=10, esp=False, sftp=False, persist=True) as again:
+        assert again.seeded is None  # the kept organization is not generated again
+        assert again.crm.store.count("contacts") == 10
+        config = load_config(again.write_service_ini(tmp_path / "conf" / "service.ini"), env={})
+    assert campaign and config.tracking.default_campaign == campaign
