@@ -20,13 +20,14 @@ import json
 import re
 import uuid
 from typing import Any, Callable, Iterable
+from xml.sax.saxutils import escape
 
 import structlog
 
 from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.marketing_cloud.auth import Credentials, authenticate, token_reply
 from connector.sandbox.marketing_cloud.describe import describe
-from connector.sandbox.marketing_cloud.retrieve import Retriever, esc
+from connector.sandbox.marketing_cloud.retrieve import Retriever
 from connector.sandbox.marketing_cloud.soap import (
     SOAP12_ENV,
     SOAP_ENV,
@@ -240,7 +241,7 @@ class MarketingCloudApp:
         body = "".join(f"<Result>{render_fields('PerformResult', r)}</Result>" for r in results)
         status_message = "" if overall == "OK" else "; ".join(r["StatusMessage"] for r in results if r["StatusCode"] != "OK")
         return message("PerformResponseMsg", f"<Results>{body}</Results><OverallStatus>{overall}</OverallStatus>"
-                       f"<OverallStatusMessage>{esc(status_message)}</OverallStatusMessage>"
+                       f"<OverallStatusMessage>{escape(status_message)}</OverallStatusMessage>"
                        f"<RequestID>{request_id}</RequestID>")
 
 def _content_type(soap_ns: str) -> str:

@@ -14,11 +14,13 @@ import time
 from collections import OrderedDict
 from itertools import islice
 from typing import Any, Callable, Iterator
+from xml.sax.saxutils import escape
 
 from connector.sandbox.marketing_cloud import events as ev
 from connector.sandbox.marketing_cloud.filters import FilterError, compile_filter, key_hint
 from connector.sandbox.marketing_cloud.soap import Obj, SoapFault, message, render_fields
 from connector.sandbox.marketing_cloud.store import EspStore
+from connector.sandbox.marketing_cloud.values import as_int
 from connector.sandbox.marketing_cloud.wsdl import field_names
 
 PAGE_SIZE = 2500
@@ -166,17 +168,9 @@ def _narrow_nested(row: dict, nested: dict[str, set[str]], plain: list[str]) -> 
 
 
 def retrieve_msg(status: str, request_id: str, rows: str) -> str:
-    return message("RetrieveResponseMsg", f"<OverallStatus>{esc(status)}</OverallStatus>"
+    return message("RetrieveResponseMsg", f"<OverallStatus>{escape(status)}</OverallStatus>"
                    f"<RequestID>{request_id}</RequestID>{rows}")
 
 
-def esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _positive_int(value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return 0
-    return number if number > 0 else 0
+    return max(0, as_int(value))
