@@ -10,14 +10,13 @@ the ``sandbox`` and ``demo`` commands and the tests import this package.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from connector.sandbox.tls import SandboxCA
+from connector.sandbox.tls import SandboxCA, write_private
 
 log = structlog.get_logger(__name__)
 
@@ -30,9 +29,7 @@ def _private_json(path: Path, make: Any) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     value = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(value, fh, indent=2)
+    write_private(path, json.dumps(value, indent=2).encode())
     return value
 
 
@@ -130,10 +127,7 @@ class Sandbox:
             lines.append("")
         path.write_text("\n".join(lines), encoding="utf-8")
         secrets_path = path.parent / sections["service"].get("secrets_file", "secrets.ini")
-        fd = os.open(secrets_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("".join(f"{k} = {v}\n" for k, v in self.secrets().items()))
-        os.chmod(secrets_path, 0o600)
+        write_private(secrets_path, "".join(f"{k} = {v}\n" for k, v in self.secrets().items()).encode("utf-8"))
         return path
 
     def describe(self) -> str:

@@ -30,9 +30,11 @@ SERVER_VALID_DAYS = 825
 _lock = threading.Lock()
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file only its owner can read (also when the file already existed)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
         fh.write(data)
 
 
@@ -81,7 +83,7 @@ class SandboxCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(self.ca_key_file, _key_pem(key))
+        write_private(self.ca_key_file, _key_pem(key))
         self.ca_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         for stale in (self.cert_file, self.key_file):
             stale.unlink(missing_ok=True)
@@ -118,7 +120,7 @@ class SandboxCA:
             )
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(self.key_file, _key_pem(key))
+        write_private(self.key_file, _key_pem(key))
         self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
     # -- use ----------------------------------------------------------------------
