@@ -56,7 +56,9 @@ class ProgressBar:
         self.show(self.render(job, phase))
 
     def render(self, job: Any, phase: str, batches: tuple[int, int] | None = None) -> str:
-        to_hand = max(job.resolved - _skipped_before_handover(job), 0)
+        from connector.steps.send_handover import skipped_before_handover
+
+        to_hand = max(job.resolved - skipped_before_handover(job), 0)
         text = f"{phase:<12} resolved {job.resolved:>9,}  handed over {job.handed_over:>9,}  skipped {job.skipped:>7,}"
         if batches:
             text += f"  imports {batches[0]}/{batches[1]}"
@@ -92,11 +94,6 @@ class ProgressBar:
 def _phase(text: str) -> str:
     words = text.split("] ", 1)[-1].split()
     return next((w for w in words if not w.endswith("%")), "")
-
-
-def _skipped_before_handover(job: Any) -> int:
-    late = ("esp_rejected", "import_row_error")
-    return job.skipped - sum(job.skipped_by_reason.get(k, 0) for k in late)
 
 
 def send_now_command(args: argparse.Namespace) -> int:

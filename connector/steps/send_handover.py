@@ -82,7 +82,7 @@ def hand_over_soap(ctx, job, work: Path, keep_alive: Callable[[], None], progres
             batch.status = "imported" if batch.rows_ok + batch.rows_error >= batch.rows else "importing"
             job.handed_over += len(chunk) - len(rejected)
             add_skips(job, SkipReason.ESP_REJECTED, len(rejected))
-            job.phase_detail = f"upserting: {job.handed_over} of {job.resolved - _pre_skipped(job)} handed over"
+            job.phase_detail = f"upserting: {job.handed_over} of {job.resolved - skipped_before_handover(job)} handed over"
             with ctx.state.transaction() as conn:
                 ctx.state.quarantine(
                     (_rejected_row(job, s, by_key.get(s.subscriber_key)) for s in rejected), conn=conn
@@ -102,8 +102,12 @@ def hand_over_soap(ctx, job, work: Path, keep_alive: Callable[[], None], progres
             ctx.state.save_batch(batch)
 
 
-def _pre_skipped(job) -> int:
-    return job.skipped - job.skipped_by_reason.get(SkipReason.ESP_REJECTED.value, 0)
+HANDOVER_SKIPS = (SkipReason.ESP_REJECTED.value, SkipReason.IMPORT_ROW_ERROR.value)
+"""Skips counted while handing over (the rest were decided while resolving)."""
+
+
+def skipped_before_handover(job) -> int:
+    return job.skipped - sum(job.skipped_by_reason.get(reason, 0) for reason in HANDOVER_SKIPS)
 
 
 def _rejected_row(job, sub, result) -> QuarantineRow:
