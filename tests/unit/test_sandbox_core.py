@@ -10,7 +10,7 @@ import requests
 
 from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.httpserver import SandboxHttpServer
-from connector.sandbox.tls import SandboxCA
+from connector.sandbox.tls import SandboxCA, write_private
 
 
 def echo_app(environ, start_response):
@@ -33,6 +33,7 @@ def test_ca_is_persisted_and_reused(tmp_path):
     first = SandboxCA(tmp_path)
     pem = first.ca_file.read_bytes()
     assert (tmp_path / "ca-key.pem").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "server-key.pem").stat().st_mode & 0o077 == 0
     second = SandboxCA(tmp_path)
     assert second.ca_file.read_bytes() == pem
     assert isinstance(second.server_context(), ssl.SSLContext)
@@ -49,6 +50,14 @@ def test_https_with_verification(ca):
                                 "query": "$top=1", "body": f"x{i}", "auth": "Bearer t"}
         r = s.get(f"https://localhost:{server.port}/", verify=str(ca.ca_file))
         assert r.status_code == 200
+
+
+def test_write_private_tightens_an_existing_file(tmp_path):
+    path = tmp_path / "secrets.ini"
+    path.write_text("old")
+    path.chmod(0o644)
+    write_private(path, b"new")
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o600
 
 
 def test_unknown_ca_is_rejected(ca, tmp_path):
