@@ -31,3 +31,12 @@ def test_pipe_gets_a_line_per_phase() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "\r" not in out.getvalue()
     assert lines[0].startswith("resolving") and "25%" in lines[1]
+
+
+def test_the_share_counts_against_recipients_left_after_resolving() -> None:
+    bar = ProgressBar(io.StringIO(), tty=False)
+    # 100 resolved, 20 skipped while resolving (duplicates): 80 to hand over; the 10
+    # refused while handing over still count in what was to be handed over
+    job = SendJob("R1", resolved=100, handed_over=40, skipped=30,
+                  skipped_by_reason={"duplicate": 20, "esp_rejected": 6, "import_row_error": 4})
+    assert "50%" in bar.render(job, "handing_over")
