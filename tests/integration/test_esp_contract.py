@@ -243,19 +243,26 @@ def test_click_and_bounce_details_come_through(esp, mc) -> None:
 
 
 def test_expired_token_is_renewed_once(esp, mc) -> None:
-    esp.ensure_list("cesp-list-t1", "t1")
+    from structlog.testing import capture_logs
+
+    first = esp.ensure_list("cesp-list-t1", "t1")
     mc.expire_tokens()
-    assert esp.ensure_list("cesp-list-t1", "t1")
+    with capture_logs() as logs:
+        assert esp.ensure_list("cesp-list-t1", "t1") == first
+    assert [e["event"] for e in logs].count("esp_token_renewed") == 1
 
 
 def test_throttling_and_dropped_connections_are_retried_for_reads(esp, mc) -> None:
     list_id = esp.ensure_list("cesp-list-f1", "f1")
     mc.faults.set("http500", next_n=2)
     assert esp.subscriber_statuses(["nobody"]) == {}
+    assert mc.faults.taken("http500") == 2
     mc.faults.set("drop", next_n=1)
     assert esp.upsert_subscribers(_subs(2, "f1"), list_id)[0].ok
+    assert mc.faults.taken("drop") == 1
     mc.faults.set("throttle", next_n=1)
     assert esp.ensure_list("cesp-list-f1", "f1") == list_id
+    assert mc.faults.taken("throttle") == 1
 
 
 def test_throttling_beyond_the_retries_is_a_throttled_error(esp, mc) -> None:
