@@ -88,7 +88,6 @@ class MsalTokenProvider:
         client_id: str,
         client_secret: str,
         org_url: str,
-        verify: str | bool = True,
         timeout: float = 60.0,
         ca_bundle: Path | None = None,
     ) -> None:
@@ -96,7 +95,7 @@ class MsalTokenProvider:
         self._client_id = client_id
         self._secret = client_secret
         self._scopes = [scope_for(org_url)]
-        self._verify = verify
+        self._verify: str | bool = str(ca_bundle) if ca_bundle else True
         self._timeout = timeout
         self._ca_bundle = ca_bundle
         self._app: Any = None

@@ -79,8 +79,7 @@ class DataverseCrmClient(CrmClient):
             tokens = MsalTokenProvider(
                 authority=crm.authority, client_id=crm.client_id,
                 client_secret=crm.client_secret.get_secret_value(), org_url=crm.url,
-                verify=str(crm.ca_bundle) if crm.ca_bundle else True, timeout=timeout,
-                ca_bundle=crm.ca_bundle)
+                timeout=timeout, ca_bundle=crm.ca_bundle)
         else:
             password = crm.password.get_secret_value() if crm.password is not None else ""
             auth = ntlm_auth(crm.username, password)

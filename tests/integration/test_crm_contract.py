@@ -339,7 +339,7 @@ def test_msal_handshake_against_the_sandbox_authority(crm_org, crm_ca) -> None:
 
     tokens = MsalTokenProvider(authority=crm_org.authority, client_id=crm_org.client_id,
                                client_secret=crm_org.client_secret, org_url=crm_org.url,
-                               verify=str(crm_ca.ca_file), ca_bundle=crm_ca.ca_file)
+                               ca_bundle=crm_ca.ca_file)
     try:
         first = tokens.token()
         assert first and tokens.token() == first  # served from msal's cache
