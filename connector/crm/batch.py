@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from connector.crm.odata import error_fields
+
 MAX_BATCH = 1000
 """Dataverse refuses a $batch of more than 1,000 requests."""
 
@@ -36,10 +38,7 @@ class PartReply:
             data = json.loads(self.body) if self.body.strip() else {}
         except ValueError:
             return "", self.body.strip()[:300]
-        err = data.get("error") if isinstance(data, dict) else None
-        if isinstance(err, dict):
-            return str(err.get("code") or ""), str(err.get("message") or "")[:500]
-        return "", ""
+        return error_fields(data) or ("", "")
 
 
 def build_batch(ops: Sequence[BatchOp], api_path: str) -> tuple[str, bytes]:

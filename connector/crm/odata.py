@@ -66,16 +66,21 @@ def set_error_details(exc: PeerError, status: int | None, code: str) -> PeerErro
     return exc
 
 
+def error_fields(body: Any) -> tuple[str, str] | None:
+    """(code, message) of a decoded Dataverse error body ``{"error": {...}}``; None when it holds none."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("code") or ""), str(err.get("message") or "")[:500]
+    return None
+
+
 def error_of(resp: requests.Response) -> tuple[str, str]:
     """(code, message) from a Dataverse error body; tolerant of non-JSON replies."""
     try:
         body = resp.json()
     except ValueError:
         return "", (resp.text or resp.reason or "")[:300]
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):
-        return str(err.get("code") or ""), str(err.get("message") or "")[:500]
-    return "", str(body)[:300]
+    return error_fields(body) or ("", str(body)[:300])
 
 
 class ODataHttp:
