@@ -415,6 +415,8 @@ def test_record_cache_asks_crm_once_per_subscriber_and_stays_bounded() -> None:
     cache.lookup({"c", "d"}, find)
     assert len(cache._refs) <= 3
     assert set(cache.lookup({"d"}, find)) == {"d"} and asked[-1] == ["c", "d"]
+    page = {f"p{i}" for i in range(5)}  # a page larger than the cache: every answer, the cache still bounded
+    assert set(cache.lookup(page, find)) == page and len(cache._refs) <= 3
 
 
 def test_one_crm_lookup_per_subscriber_across_event_types(tracking_env) -> None:

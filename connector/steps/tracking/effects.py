@@ -56,18 +56,11 @@ class RecordCache:
             found = find(missing)
             for key in missing:
                 self._refs[key] = found.get(key)
-            overflow = len(self._refs) - self.limit
-            if overflow > 0:
-                for key in list(itertools.islice(self._refs, overflow)):
-                    del self._refs[key]
-                for key in missing:  # keep this page's answers even when they were evicted
-                    if key not in self._refs:
-                        self._refs[key] = found.get(key)
-        out: dict[str, RecordRef] = {}
-        for key in keys:
-            ref = self._refs.get(key)
-            if ref is not None:
-                out[key] = ref
+        out = {key: ref for key in keys if (ref := self._refs.get(key)) is not None}
+        overflow = len(self._refs) - self.limit  # the answers are taken: evicting the oldest is safe now
+        if overflow > 0:
+            for key in list(itertools.islice(self._refs, overflow)):
+                del self._refs[key]
         return out
 
 
