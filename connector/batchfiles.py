@@ -12,6 +12,7 @@ import csv
 import io
 import os
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -165,9 +166,7 @@ def read_batch(path: Path, skip_rows: int = 0) -> Iterator[Subscriber]:
         reader = csv.reader(handle)
         header = next(reader)
         attributes = header[2:]
-        for index, row in enumerate(reader):
-            if index < skip_rows:
-                continue
+        for row in islice(reader, skip_rows, None):
             yield Subscriber(
                 subscriber_key=row[0], email=row[1], attributes=dict(zip(attributes, row[2:]))
             )
