@@ -10,14 +10,13 @@ comparisons are case-insensitive, as in Dataverse.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from connector.sandbox.dataverse.schema import FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, STRING_TYPES, Attribute, Entity
-from connector.sandbox.dataverse.store import StoreError, quote_ident as _q
+from connector.sandbox.dataverse.store import StoreError, quote_ident as _q, utc_text
 
 _TOKEN = re.compile(r"""
     \s*(?:
@@ -179,10 +178,7 @@ class _Parser:
 def _datetime_literal(text: str) -> str:
     if len(text) == 10:
         return text + "T00:00:00Z"
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_text(text)
 
 
 def parse_filter(text: str, aliases: dict[str, str] | None = None) -> tuple:

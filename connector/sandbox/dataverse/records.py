@@ -5,7 +5,6 @@ actions. Collection reads are in :mod:`.query`, navigation properties in :mod:`.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -17,7 +16,7 @@ from connector.sandbox.dataverse.http import (
 )
 from connector.sandbox.dataverse.odata import bad_query, parse_select
 from connector.sandbox.dataverse.schema import FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, ONE_TO_MANY, STRING_TYPES, Entity
-from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire
+from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire, utc_text
 
 class Records(QueryOps, NavigationOps):
     """Record operations of one organization."""
@@ -154,13 +153,10 @@ class Records(QueryOps, NavigationOps):
             return float(value)
         if t == "DateTime":
             try:
-                parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+                return utc_text(str(value))
             except ValueError as exc:
                 raise payload_error(e, f"Cannot convert the literal '{value}' to the expected type"
                                     " 'Edm.DateTimeOffset'.") from exc
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.timezone.utc)
-            return parsed.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         if t == "Uniqueidentifier":
             if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F-]{36}", value):
                 raise payload_error(e, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'.")

@@ -38,6 +38,14 @@ def utcnow_text() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def utc_text(text: str) -> str:
+    """An ISO 8601 date-time as Dataverse's UTC wire text (no offset means UTC; ValueError if unreadable)."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _sql_type(attr: Attribute) -> str:
     if attr.type in INT_TYPES or attr.type == "Boolean":
         return "INTEGER"
