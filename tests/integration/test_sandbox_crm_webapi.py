@@ -31,6 +31,12 @@ def test_create_read_update_delete(crm_sandbox, crm_session):
     ok = crm_session.patch(url, json={"lastname": "Y"}, headers={"If-Match": got["@odata.etag"],
                                                                   "Prefer": "return=representation"})
     assert ok.status_code == 200 and ok.json()["fullname"] == "Zoë Y"
+    # date-times are kept in UTC; an unreadable one is refused
+    assert crm_session.patch(url, json={"cesp_lastbounceon": "2026-11-03T10:30:00+02:00"}).status_code == 204
+    got = crm_session.get(url, params={"$select": "cesp_lastbounceon"}).json()
+    assert got["cesp_lastbounceon"] == "2026-11-03T08:30:00Z"
+    bad = crm_session.patch(url, json={"cesp_lastbounceon": "yesterday"})
+    assert bad.status_code == 400 and "Edm.DateTimeOffset" in bad.json()["error"]["message"]
     # representation on create
     r = crm_session.post(api + "accounts?$select=name", json={"name": "Acme"},
                          headers={"Prefer": "return=representation"})
