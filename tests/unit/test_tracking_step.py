@@ -151,6 +151,24 @@ def test_bounces_set_details_and_never_opt_out(tracking_env) -> None:
     assert counts(ctx) == {"hard_bounces": 1, "soft_bounces": 1, "block_bounces": 1}
 
 
+def test_the_newest_bounce_wins_in_any_order_and_a_failed_write_retries_all_its_events(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="aggregate", event_types=("bounce",))
+    track(ctx)
+    esp.add(make_event(E.BOUNCE, 1, T0 + timedelta(hours=1), bounce_category="Hard bounce"),
+            make_event(E.BOUNCE, 1, T0, bounce_category="Soft bounce"),
+            make_event(E.BOUNCE, 2, T0, bounce_category="Soft bounce", smtp_code="421"),
+            make_event(E.BOUNCE, 2, T0 + timedelta(minutes=5), bounce_category="Soft bounce", smtp_code="452"))
+    crm.fail_keys.add(contact_id(2))
+    outcome = run_tracking(ctx)
+    assert crm.bounces[contact_id(1)].bounce_type is BounceType.HARD  # the newer one, though listed first
+    assert crm.bounces[contact_id(1)].bounced_on == T0 + timedelta(hours=1)
+    assert outcome.details["retry_later"] == 2  # both events of the record whose write failed
+    crm.fail_keys.clear()
+    run_tracking(ctx)
+    assert crm.bounces[contact_id(2)].bounced_on == T0 + timedelta(minutes=5)
+
+
 def test_unsubscribes_set_opt_out(tracking_env) -> None:
     make_ctx, esp, crm = tracking_env
     ctx = make_ctx(mode="responders", event_types=("unsub",))

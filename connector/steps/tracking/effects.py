@@ -163,23 +163,22 @@ class EffectsMixin:
         )
 
     def _bounces(self, events: list[TrackingEvent], refs: dict[str, RecordRef]) -> set[str]:
-        latest: dict[str, tuple[BounceUpdate, list[TrackingEvent]]] = {}
+        latest: dict[str, BounceUpdate] = {}  # record id -> its newest bounce on this page
+        groups: dict[str, list[TrackingEvent]] = defaultdict(list)
         for event in events:
             ref = refs.get(event.subscriber_key)
             if ref is None or ref.table not in (CrmTable.CONTACT, CrmTable.LEAD):
                 continue
-            update = BounceUpdate(ref, event.event_time, bounce_type(event.bounce_category, event.bounce_type), event.job_id)
+            groups[ref.id].append(event)
             held = latest.get(ref.id)
-            group = (held[1] if held else []) + [event]
-            if held is None or update.bounced_on >= held[0].bounced_on:
-                latest[ref.id] = (update, group)
-            else:
-                latest[ref.id] = (held[0], group)
+            if held is None or event.event_time >= held.bounced_on:
+                kind = bounce_type(event.bounce_category, event.bounce_type)
+                latest[ref.id] = BounceUpdate(ref, event.event_time, kind, event.job_id)
         if not latest:
             return set()
-        results = self.crm.set_bounces([u for u, _ in latest.values()])
+        results = self.crm.set_bounces(list(latest.values()))
         self.stats.bounces += sum(1 for r in results if r.ok)
-        return self._failures(results, {k: g for k, (_, g) in latest.items()}, "bounce details")
+        return self._failures(results, groups, "bounce details")
 
     def _opt_outs(self, events: list[TrackingEvent], refs: dict[str, RecordRef]) -> set[str]:
         groups: dict[str, list[TrackingEvent]] = defaultdict(list)
