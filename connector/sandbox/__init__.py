@@ -25,7 +25,8 @@ __all__ = ["Sandbox", "SandboxCA", "start_sandbox"]
 SFTP_USERNAME = "connector"
 
 
-def _private_json(path: Path, make: Any) -> dict:
+def private_json(path: Path, make: Any) -> dict:
+    """The JSON kept in ``path``; on first use ``make()``, written owner-only (credentials)."""
     if path.exists():
         return json.loads(path.read_text())
     value = make()
@@ -198,7 +199,7 @@ def start_sandbox(data_dir: Path | str, *, seed: int = 1, contacts: int = 200, t
             except ImportError as exc:
                 missing.append(f"Marketing Cloud sandbox ({exc})")
             else:
-                creds = _private_json(data_dir / "esp-credentials.json", lambda: {
+                creds = private_json(data_dir / "esp-credentials.json", lambda: {
                     "client_id": "cesp" + secrets.token_hex(10), "client_secret": secrets.token_urlsafe(24),
                     "password": secrets.token_urlsafe(16)})
                 esp_handle = start_esp_sandbox(data_dir / "esp", ca, tls=tls, import_root=sftp_root, seed=seed,
@@ -212,7 +213,7 @@ def start_sandbox(data_dir: Path | str, *, seed: int = 1, contacts: int = 200, t
             except ImportError as exc:
                 missing.append(f"SFTP sandbox ({exc})")
             else:
-                creds = _private_json(data_dir / "sftp-credentials.json",
+                creds = private_json(data_dir / "sftp-credentials.json",
                                       lambda: {"username": SFTP_USERNAME, "password": secrets.token_urlsafe(18)})
                 sftp_handle = start_sftp_server(sftp_root, data_dir / "sftp", username=creds["username"],
                                                 password=creds["password"])

@@ -7,11 +7,11 @@ fault knobs, service-protection limits and direct data access (``.store``).
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
 
+from connector.sandbox import private_json
 from connector.sandbox.dataverse.app import DataverseApp, Limits
 from connector.sandbox.dataverse.entra import EntraAuthority
 from connector.sandbox.dataverse.schema import Attribute, Entity, Key, connector_customizations
@@ -98,14 +98,9 @@ class CrmSandbox:
 
 def _credentials(data_dir: Path) -> dict:
     """Tenant, client id and secret: stable per data folder (owner-only file)."""
-    path = data_dir / "crm-credentials.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    creds = {"tenant_id": str(uuid.uuid4()), "client_id": str(uuid.uuid4()),
-             "client_secret": uuid.uuid4().hex + uuid.uuid4().hex[:8], "app_object_id": str(uuid.uuid4())}
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(creds, indent=2))
-    return creds
+    return private_json(data_dir / "crm-credentials.json", lambda: {
+        "tenant_id": str(uuid.uuid4()), "client_id": str(uuid.uuid4()),
+        "client_secret": uuid.uuid4().hex + uuid.uuid4().hex[:8], "app_object_id": str(uuid.uuid4())})
 
 
 def _ensure_app_user(store: DataverseStore, client_id: str, object_id: str) -> tuple[str, str]:
