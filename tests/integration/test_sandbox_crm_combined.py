@@ -111,9 +111,12 @@ def test_kept_organization_keeps_its_default_campaign(tmp_path):
     from connector.sandbox import start_sandbox
 
     with start_sandbox(tmp_path / "sb", contacts=10, esp=False, sftp=False, persist=True) as first:
-        campaign = first.seeded.campaigns["default"]
+        campaign, client_id = first.seeded.campaigns["default"], first.crm.client_id
+    creds = tmp_path / "sb" / "crm" / "crm-credentials.json"
+    assert stat.S_IMODE(os.stat(creds).st_mode) == 0o600
     with start_sandbox(tmp_path / "sb", contacts=10, esp=False, sftp=False, persist=True) as again:
         assert again.seeded is None  # the kept organization is not generated again
+        assert again.crm.client_id == client_id  # same app registration: a written service.ini keeps working
         assert again.crm.store.count("contacts") == 10
         config = load_config(again.write_service_ini(tmp_path / "conf" / "service.ini"), env={})
     assert campaign and config.tracking.default_campaign == campaign
