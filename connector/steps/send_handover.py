@@ -241,21 +241,17 @@ class BackgroundHandover:
 
 
 def release(ctx, job, request: SendRequest) -> None:
-    """Start the send once (looked up by key first), record it, and report Sent to CRM."""
+    """Start the send once (the ESP finds it by key when it was started before), record it, report Sent."""
     config = ctx.config
     if not job.esp_job_id:
         key = send_key(job.request_id)
-        esp = ctx.esp()
-        found = esp.find_send(key)
-        if found is None:
-            email_key = request.email_key or config.sends.default_email_key
-            classification = request.send_classification_key or config.sends.default_send_classification_key
-            crashpoint("before_send_started")
-            found = esp.start_send(key, job.esp_list_id, email_key, classification, job.name or request.name)
-            crashpoint("after_send_started")
-            log.info("send_started", send=job.request_id, job_id=found.job_id, key=key)
-        else:
-            log.info("send_found", send=job.request_id, job_id=found.job_id, key=key)
+        email_key = request.email_key or config.sends.default_email_key
+        classification = request.send_classification_key or config.sends.default_send_classification_key
+        crashpoint("before_send_started")
+        # start_send is idempotent by key: a send an earlier attempt started is returned, not started again
+        found = ctx.esp().start_send(key, job.esp_list_id, email_key, classification, job.name or request.name)
+        crashpoint("after_send_started")
+        log.info("send_started", send=job.request_id, job_id=found.job_id, key=key)
         job.esp_job_id, job.esp_send_key = str(found.job_id), key
         job.phase_detail = f"released as ESP job {found.job_id}"
         with ctx.state.transaction() as conn:
