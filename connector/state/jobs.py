@@ -51,6 +51,12 @@ class JobMixin(StoreBase):
             upsert(c, send_jobs, values, ["request_id"], keep_on_update=["created_at"])
         return job
 
+    def delete_send_job(self, request_id: str, conn: Connection | None = None) -> None:
+        """Forget a job (and its batches): only for a claim that never took place."""
+        with self._write(conn) as c:
+            c.execute(sa.delete(batches).where(batches.c.request_id == request_id))
+            c.execute(sa.delete(send_jobs).where(send_jobs.c.request_id == request_id))
+
     def send_jobs(self, statuses: Iterable[str] | None = None, conn: Connection | None = None) -> list[SendJob]:
         query = sa.select(send_jobs).order_by(send_jobs.c.created_at, send_jobs.c.request_id)
         if statuses is not None:

@@ -17,6 +17,7 @@ import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import structlog
@@ -131,14 +132,16 @@ def process_request(
             return None
         job = ctx.state.get_send_job(request_id)
         request = pending
-        if pending is not None:
-            if job is not None and job.status == "importing":
+        if job is not None and job.in_flight:
+            if pending is not None and job.status == "importing":
                 return job
+            request = None  # resume: the request is read afresh (a listed one may be stale)
+        elif pending is not None:
             claimed = _claim(ctx, pending, job)
             if claimed is None:
                 return ctx.state.get_send_job(request_id)
             job, request = claimed
-        elif job is None or not job.in_flight:
+        else:
             return job
         return guarded(ctx, job, lambda: _advance(ctx, job, request, keep_alive, progress))
 
@@ -161,11 +164,23 @@ def guarded(ctx: StepContext, job: SendJob, work: Callable[[], None]) -> SendJob
     return job
 
 
-def _claim(ctx: StepContext, request: SendRequest, job: SendJob | None) -> tuple[SendJob, SendRequest] | None:
-    """Record the claim in state, then take the request in CRM (etag-guarded)."""
-    if job is None or not job.in_flight:
-        job = _new_attempt(ctx, request, job)
-    ctx.state.save_send_job(job)
+def _claim(ctx: StepContext, listed: SendRequest, old: SendJob | None) -> tuple[SendJob, SendRequest] | None:
+    """Record the claim in state, then take the request in CRM (etag-guarded).
+
+    A loser changes nothing: a request listed as Pending whose job is already final is
+    read again first (another instance may have sent it since the list was read), and
+    when the CRM claim is refused the job and batches are put back as they were.
+    """
+    request: SendRequest | None = listed
+    if old is not None:  # a retry by an admin, or a stale pending list
+        request = ctx.crm().get_send_request(listed.id)
+        if request is None or request.status is not SendStatus.PENDING:
+            log.info("send_claim_skipped", send=listed.id, job_status=old.status,
+                     crm_status=request.status.value if request else "deleted")
+            return None
+    assert request is not None
+    earlier = ctx.state.batches(request.id) if old is not None else []
+    job = _new_attempt(ctx, request, old, earlier)
     crashpoint("before_crm_claim")
     try:
         claimed = ctx.crm().claim_send_request(request)
@@ -177,24 +192,38 @@ def _claim(ctx: StepContext, request: SendRequest, job: SendJob | None) -> tuple
         log.error("send_claim_failed", send=request.id, error=str(exc))
         return None
     if claimed is None:
-        give_up(ctx, job, "another connector instance claimed the request first")
+        _restore(ctx, request.id, old, earlier)
         log.warning("send_claimed_elsewhere", send=request.id)
         return None
+    if old is not None:
+        shutil.rmtree(work_folder(ctx.config, request.id), ignore_errors=True)
+        log.info("send_retried", send=request.id, previous_status=old.status, previous_error=old.error)
     crashpoint("after_claim")
     log.info("send_claimed", send=request.id, name=request.name, targets=len(request.targets))
     return job, claimed
 
 
-def _new_attempt(ctx: StepContext, request: SendRequest, old: SendJob | None) -> SendJob:
-    if old is not None:  # an admin set a sent or failed request back to Pending: a retry
-        for batch in ctx.state.batches(request.id):
+def _new_attempt(ctx: StepContext, request: SendRequest, old: SendJob | None, earlier: list[Batch]) -> SendJob:
+    """A fresh job for ``request``; the batches of an earlier attempt are marked superseded (one transaction)."""
+    job = SendJob(request_id=request.id, status="claimed", name=request.name, campaign_id=request.campaign_id or "")
+    with ctx.state.transaction() as conn:
+        ctx.state.save_send_job(job, conn=conn)
+        for batch in earlier:
             if batch.error != SUPERSEDED:
-                batch.status = "imported" if batch.status == "imported" else "failed"
-                batch.error = SUPERSEDED
-                ctx.state.save_batch(batch)
-        shutil.rmtree(work_folder(ctx.config, request.id), ignore_errors=True)
-        log.info("send_retried", send=request.id, previous_status=old.status, previous_error=old.error)
-    return SendJob(request_id=request.id, status="claimed", name=request.name, campaign_id=request.campaign_id or "")
+                status = "imported" if batch.status == "imported" else "failed"
+                ctx.state.save_batch(replace(batch, status=status, error=SUPERSEDED), conn=conn)
+    return job
+
+
+def _restore(ctx: StepContext, request_id: str, old: SendJob | None, earlier: list[Batch]) -> None:
+    """Put the job and batches back as they were before a claim CRM refused."""
+    with ctx.state.transaction() as conn:
+        if old is None:
+            ctx.state.delete_send_job(request_id, conn=conn)
+            return
+        ctx.state.save_send_job(old, conn=conn)
+        for batch in earlier:
+            ctx.state.save_batch(batch, conn=conn)
 
 
 def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_alive, progress) -> None:
@@ -206,8 +235,8 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
             return
     if job.status == "claimed" and request.status is SendStatus.PENDING:  # the CRM claim did not happen yet
         claimed = crm.claim_send_request(request)
-        if claimed is None:
-            give_up(ctx, job, "another connector instance claimed the request first")
+        if claimed is None:  # changed in CRM since it was read: left as it is, read again next run
+            log.warning("send_claimed_elsewhere", send=job.request_id)
             return
         request = claimed
     if _cancelled(ctx, job, request):

@@ -1,0 +1,132 @@
+"""Two connector instances sharing one PostgreSQL state database (DESIGN.md invariants 1, 2, 8).
+
+Each instance has its own ``data_dir`` (as on two hosts) and its own state store
+(its own process identity); the peers are the sandbox servers. A loser of a claim
+race changes nothing in the shared state.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from connector.config import load_config
+from connector.runtime import AdapterPool
+from connector.state.store import StateStore
+from connector.steps import StepContext
+from connector.steps.sends import process_request, run_sends
+
+pytestmark = pytest.mark.postgres
+
+PENDING, PROCESSING, SENT = 100000000, 100000001, 100000002
+
+
+class Instance:
+    """One connector instance: its own config (data_dir), state store and adapters."""
+
+    def __init__(self, sb, base: Path, name: str, pg_url: str, **overrides) -> None:
+        ini = sb.write_service_ini(base / name / "service.ini", state__url=pg_url, service__instance_id="shared",
+                                   logging__console="off", tracking__mode="none", **overrides)
+        self.config = load_config(ini)
+        self.store = StateStore.from_config(self.config)
+        self.store.migrate()
+        self.adapters = AdapterPool(self.config)
+
+    def ctx(self) -> StepContext:
+        a = self.adapters
+        return StepContext(config=self.config, state=self.store, crm=a.getter("crm"), esp=a.getter("esp"),
+                           file_drop=a.getter("file_drop"), staging=a.getter("staging"), stopping=threading.Event(),
+                           run_id=uuid.uuid4().hex, holder=self.store.holder)
+
+    def close(self) -> None:
+        self.adapters.close_all()
+        self.store.close()
+
+
+@pytest.fixture
+def two(sandbox, tmp_path, pg_url):
+    a = Instance(sandbox, tmp_path, "a", pg_url)
+    b = Instance(sandbox, tmp_path, "b", pg_url)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def new_request(sb, name: str = "Two instances") -> str:
+    org = sb.seeded
+    targets = [{"kind": "list", "id": org.lists["newsletter"]}, {"kind": "list", "id": org.lists["vip"]}]
+    return sb.crm.store.insert("cesp_sendrequests", {
+        "cesp_name": name, "cesp_status": PENDING, "cesp_targets": json.dumps(targets),
+        "ownerid": org.users["mia"], "ownerid__type": "systemuser"})
+
+
+def check_sent_once(sb, store: StateStore, rid: str) -> dict:
+    row = sb.crm.store.get("cesp_sendrequests", rid)
+    assert row["cesp_status"] == SENT, row["cesp_reason"]
+    sends = sb.esp.store.sends_for(f"cesp-send-{rid}")
+    assert len(sends) == 1, f"{len(sends)} ESP sends for request {rid}"
+    assert row["cesp_handedover"] + row["cesp_skipped"] == row["cesp_resolved"]
+    assert len(sb.esp.store.list_by_key(f"cesp-list-{rid}").members) == row["cesp_handedover"]
+    job = store.get_send_job(rid)
+    assert (job.status, job.esp_job_id, job.error) == ("sent", str(sends[0].id), "")
+    assert all(b.error == "" for b in store.batches(rid)), "a batch was marked superseded"
+    return row
+
+
+def test_loser_with_a_stale_pending_list_changes_nothing(sandbox, two) -> None:
+    a, b = two
+    rids = [new_request(sandbox, f"Stale list {i}") for i in range(4)]
+    stale = b.ctx().crm().pending_send_requests(limit=50)  # B reads the list ...
+    assert {r.id for r in stale} == set(rids)
+    outcome = run_sends(a.ctx())  # ... A sends them all meanwhile ...
+    assert outcome.details == {"sent": 4}
+    before = {rid: a.store.get_send_job(rid) for rid in rids}
+    ctx_b = b.ctx()
+    for listed in stale:  # ... and B works through its stale list
+        job = process_request(ctx_b, listed.id, pending=listed)
+        assert job is not None and job.status == "sent"
+    for rid in rids:
+        check_sent_once(sandbox, b.store, rid)
+        assert b.store.get_send_job(rid).updated_at == before[rid].updated_at, "the loser wrote the job"
+
+
+def test_a_refused_claim_is_undone_and_claimed_next_poll(sandbox, two) -> None:
+    a, b = two
+    rid = new_request(sandbox, "Edited after listing")
+    listed = b.ctx().crm().pending_send_requests(limit=50)
+    sandbox.crm.store.patch("cesp_sendrequests", rid, {"cesp_name": "Edited after listing (renamed)"})
+    assert process_request(b.ctx(), rid, pending=listed[0]) is None  # CRM refuses the stale etag (412)
+    assert b.store.get_send_job(rid) is None, "the refused claim left a job behind"
+    assert sandbox.crm.store.get("cesp_sendrequests", rid)["cesp_status"] == PENDING
+    assert run_sends(a.ctx()).details == {"sent": 1}
+    check_sent_once(sandbox, a.store, rid)
+
+
+def test_a_refused_retry_claim_restores_the_finished_job(sandbox, two) -> None:
+    a, b = two
+    rid = new_request(sandbox, "Retried")
+    assert run_sends(a.ctx()).details == {"sent": 1}
+    first = a.store.get_send_job(rid)
+    sandbox.crm.store.patch("cesp_sendrequests", rid, {"cesp_status": PENDING})  # an admin asks for a retry
+    ctx_b = b.ctx()
+    listed = ctx_b.crm().get_send_request(rid)
+    real_get = type(ctx_b.crm()).get_send_request
+
+    def read_then_edited(self, request_id):  # a user edits the request right after B's fresh read
+        found = real_get(self, request_id)
+        sandbox.crm.store.patch("cesp_sendrequests", rid, {"cesp_name": "Retried (edited)"})
+        return found
+
+    crm = ctx_b.crm()
+    crm.get_send_request = read_then_edited.__get__(crm)
+    try:
+        assert process_request(ctx_b, rid, pending=listed).status == "sent"
+    finally:
+        del crm.get_send_request
+    again = b.store.get_send_job(rid)
+    assert (again.status, again.esp_job_id, again.error) == ("sent", first.esp_job_id, "")
+    assert sandbox.crm.store.get("cesp_sendrequests", rid)["cesp_status"] == PENDING
