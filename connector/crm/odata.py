@@ -5,9 +5,12 @@ One ``requests.Session`` per thread. Every call has a timeout. Retry policy:
 - 429 (service protection): wait ``Retry-After`` and repeat, whatever the method —
   a throttled request was never processed.
 - 401: renew the token once and repeat (the request was refused, not processed).
-- 502/503/504 and dropped connections: exponential backoff with jitter, but only
+- 500/502/503/504 and dropped connections: exponential backoff with jitter, but only
   for calls the caller marked idempotent (GET, PATCH with If-Match / If-None-Match,
-  a $batch of such operations). A POST that creates is never repeated blindly.
+  a $batch of such operations, a POST that only reads). A POST that creates is never
+  repeated blindly. 500 is in the set because Dataverse answers it for passing faults
+  (a SQL timeout, a busy worker) and repeating a safe call is harmless; the Azure SDK
+  guidelines retry the same statuses (408/429/500/502/503/504) for idempotent calls.
 
 Everything else becomes an error of ``connector.errors`` naming the organization,
 the operation, the table and the record.
@@ -40,7 +43,7 @@ from connector.crm.auth import PEER, MsalTokenProvider, ca_error_message
 
 log = structlog.get_logger(__name__)
 
-RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 300.0
 MISSING_CUSTOMIZATION_HINTS = ("Resource not found for the segment", "does not exist on type",

@@ -21,7 +21,11 @@ watermark taken from page 1 could pass over an older event still on page 2.
 
 CRM partial failures: an event whose CRM write failed is not marked seen and not
 counted, and the watermark is held just below the earliest such event, so the next run
-reads it again and retries it. A failure the CRM calls permanent (record deleted, table
+reads it again and retries it. Writes go in slices of ``[crm] batch_size``: a slice whose
+call fails (after the client's retries) fails only its own events; a page whose CRM
+look-up fails is held whole the same way, and the next pages go on. After
+``rules.MAX_FAILED_CALLS`` failed calls in a row the event type stops for this run. A
+failure the CRM calls permanent (record deleted, table
 without bounce columns) is not retried: it is logged and recorded in the quarantine.
 """
 
@@ -62,15 +66,23 @@ def run_tracking(ctx: StepContext) -> StepOutcome:
         if ctx.stopping.is_set():
             break
         etype = EventType(name)
+        errors_before = len(shared.call_errors)
         try:
             with structlog.contextvars.bound_contextvars(step="tracking", account=account, event_type=name):
                 _run_type_leased(ctx, account, etype, mode, stats, shared)
         except (PeerError, StateError) as exc:
             log.warning("tracking_type_failed", event_type=name, error=str(exc), kind=type(exc).__name__)
             problems.append(f"{name}: {exc}")
+        else:
+            failed_calls = shared.call_errors[errors_before:]
+            if failed_calls:  # the run went on; say so, the events wait for the next run
+                problems.append(f"{name}: {len(failed_calls)} CRM call(s) failed after their retries, "
+                                f"their events are left for the next run: {failed_calls[0]}")
     push_counts(ctx, account, shared.touched, problems)
     prune(ctx)
     message = f"{stats.new} new events of {stats.events} read"
+    if stats.retry_later:
+        message += f"; {stats.retry_later} left for the next run (CRM write or look-up failed)"
     if problems:
         message += "; " + " | ".join(problems)[:1000]
     return StepOutcome(ok=not problems, processed=stats.new, message=message, details=stats.as_dict())

@@ -2,18 +2,23 @@
 
 Each write is idempotent at the CRM. Per-item failures come back as ``WriteResult``; a
 transient one leaves the event for the next run (at most ``rules.MAX_ATTEMPTS`` runs), a
-permanent one (or one out of attempts) is parked in the quarantine.
+permanent one (or one out of attempts) is parked in the quarantine. Writes go in slices of
+``[crm] batch_size`` records: a slice whose call still fails after the client's retries
+fails only its own records (code ``transient``, retried next run without using up an
+attempt), the others' progress is kept.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
 from connector.crashpoints import crashpoint
+from connector.errors import TransientPeerError
 from connector.models import (
     BounceUpdate,
     CampaignResponse,
@@ -30,6 +35,7 @@ from connector.steps.tracking.rules import (
     PERMANENT_CODES,
     RESPONDER_TYPES,
     RESPONSE_CODES,
+    TRANSIENT_CODE,
     bounce_type,
     tracking_key,
 )
@@ -81,6 +87,8 @@ class EffectsMixin:
     records: RecordCache
     crm: Any
     state: Any
+    failed_calls: int
+    call_errors: list[str]
 
     def _write_effects(self, events: list[TrackingEvent]) -> set[str]:
         """Staging, responses, bounces, opt-outs; returns the seen keys of events to retry."""
@@ -92,6 +100,7 @@ class EffectsMixin:
         if needs_records:
             keys = {e.subscriber_key for e in events}
             refs = self.records.lookup(keys, self.crm.find_records)
+            self.failed_calls = 0
             self.stats.unknown_subscribers += len(keys) - len(refs)
         if self.mode is TrackingMode.ALL:
             self.stats.staged += self.ctx.staging().write_events(events, refs)
@@ -124,7 +133,8 @@ class EffectsMixin:
         }
         if not responses:
             return set()
-        results = self.crm.create_campaign_responses(list(responses.values()))
+        results = self._write_slices(self.crm.create_campaign_responses, list(responses.values()),
+                                     lambda r: r.tracking_key, "campaign response")
         self.stats.responses += sum(1 for r in results if r.ok)
         return self._failures(results, by_key, "campaign response")
 
@@ -176,7 +186,8 @@ class EffectsMixin:
                 latest[ref.id] = BounceUpdate(ref, event.event_time, kind, event.job_id)
         if not latest:
             return set()
-        results = self.crm.set_bounces(list(latest.values()))
+        results = self._write_slices(self.crm.set_bounces, list(latest.values()), lambda u: u.ref.id,
+                                     "bounce details")
         self.stats.bounces += sum(1 for r in results if r.ok)
         return self._failures(results, groups, "bounce details")
 
@@ -190,9 +201,34 @@ class EffectsMixin:
                 records[ref.id] = ref
         if not records:
             return set()
-        results = self.crm.set_opt_outs(list(records.values()))
+        results = self._write_slices(self.crm.set_opt_outs, list(records.values()), lambda r: r.id, "opt-out")
         self.stats.opt_outs += sum(1 for r in results if r.ok)
         return self._failures(results, groups, "opt-out")
+
+    def _write_slices(self, write: Callable[[Sequence[Any]], list[WriteResult]], items: list[Any],
+                      key: Callable[[Any], str], what: str) -> list[WriteResult]:
+        """One CRM bulk write per ``[crm] batch_size`` items; a failed call fails only its slice."""
+        size = max(1, int(self.ctx.config.crm.batch_size))
+        results: list[WriteResult] = []
+        for start in range(0, len(items), size):
+            part = items[start:start + size]
+            try:
+                results += write(part)
+            except TransientPeerError as exc:
+                log.warning("tracking_crm_write_deferred", what=what, count=len(part), error=str(exc),
+                            reason="the call failed after its retries; these records are retried next run")
+                self._crm_call_failed(exc)
+                results += [WriteResult(key(item), False, str(exc)[:500], TRANSIENT_CODE) for item in part]
+            else:
+                self.failed_calls = 0
+        return results
+
+    def _crm_call_failed(self, exc: TransientPeerError) -> None:
+        """Count a CRM call that failed after its retries; past ``MAX_FAILED_CALLS`` in a row, stop."""
+        self.failed_calls += 1
+        self.call_errors.append(str(exc))
+        if self.failed_calls >= rules.MAX_FAILED_CALLS:
+            raise exc
 
     def _failures(self, results: list[WriteResult], groups: dict[str, list[TrackingEvent]], what: str) -> set[str]:
         """Seen keys of events whose write failed and is worth retrying; permanent ones are parked."""
@@ -205,7 +241,7 @@ class EffectsMixin:
             if result.code in PERMANENT_CODES:
                 parked.append((result, events))
                 continue
-            if self._attempt(events):
+            if result.code != TRANSIENT_CODE and self._attempt(events):
                 parked.append((result, events))
                 continue
             for event in events:

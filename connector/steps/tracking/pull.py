@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from connector.crashpoints import crashpoint
+from connector.errors import TransientPeerError
 from connector.models import EventType, TrackingEvent, TrackingMode
 from connector.steps import StepContext
 from connector.steps.tracking.effects import EffectsMixin, RecordCache
@@ -37,6 +38,7 @@ class Shared:
     touched: dict[str, Any] = field(default_factory=dict)  # job id -> TrackedSend with new counts
     checked: set[str] = field(default_factory=set)  # jobs whose CRM send request exists
     records: RecordCache = field(default_factory=RecordCache)  # subscriber key -> CRM record
+    call_errors: list[str] = field(default_factory=list)  # CRM calls that failed after their retries
 
 
 @dataclass
@@ -70,6 +72,7 @@ class EventTypeRun(EffectsMixin):
         self.touched = shared.touched
         self.checked = shared.checked
         self.records = shared.records
+        self.call_errors = shared.call_errors
         self.tracked = {t.job_id: t for t in self.state.tracked_sends(account)}
         self.previous: datetime | None = None
         self.pages = 0
@@ -83,6 +86,7 @@ class EventTypeRun(EffectsMixin):
         self._retry_meta = f"tracking_retries:{account}:{etype.value}"
         self.attempts: dict[str, int] = {}  # short hash of a seen key -> failed runs so far
         self._attempts_dirty = False
+        self.failed_calls = 0  # CRM calls in a row that failed after their retries
 
     @property
     def crm(self) -> Any:
@@ -147,10 +151,30 @@ class EventTypeRun(EffectsMixin):
         self._key_of = {id(e): k for k, e in wanted.items() if k in fresh_keys}
         failed: set[str] = set()
         if fresh:
-            fresh = self._drop_deleted_sends(fresh)
-            failed = self._write_effects(fresh)
+            try:
+                fresh = self._drop_deleted_sends(fresh)
+                failed = self._write_effects(fresh)
+            except TransientPeerError as exc:  # a look-up failed even after the retries
+                failed = self._hold_page(fresh, exc)
         done = {self._key_of[id(e)]: e for e in fresh if self._key_of[id(e)] not in failed}
         self._commit(done, last)
+
+    def _hold_page(self, events: list[TrackingEvent], exc: TransientPeerError) -> set[str]:
+        """Leave this page's new events for the next run; the other pages go on.
+
+        Nothing of the page is marked seen or counted, and the watermark is held below its
+        earliest event, so the next run reads it again. After ``MAX_FAILED_CALLS`` failed CRM
+        calls in a row the CRM looks down: the event type stops here (what was done stays).
+        """
+        held = {self._key_of[id(e)] for e in events}
+        earliest = min(e.event_time for e in events)
+        if self.floor is None or earliest < self.floor:
+            self.floor = earliest
+        self.stats.retry_later += len(held)
+        log.warning("tracking_page_held", events=len(held), first=str(earliest), error=str(exc),
+                    reason="a CRM call failed; these events are retried by the next run")
+        self._crm_call_failed(exc)
+        return held
 
     def _wanted(self, event: TrackingEvent) -> bool:
         if event.job_id in self.tracked:

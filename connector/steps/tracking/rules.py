@@ -34,6 +34,11 @@ MAX_ATTEMPTS = 24
 """Runs an event's failing CRM write is retried (a day at the default hourly pull) before it
 is parked in the quarantine, so one bad record cannot hold the watermark back for ever."""
 MAX_RETRY_ENTRIES = 10_000
+MAX_FAILED_CALLS = 3
+"""CRM calls in a row that failed after their retries (a page's look-up, a slice of writes)
+before the event type stops for this run: by then the CRM looks down, not unlucky."""
+TRANSIENT_CODE = "transient"
+"""WriteResult code of records whose whole CRM call failed after its retries (not their own fault)."""
 RECORD_CACHE_SIZE = 100_000
 """Subscriber-to-CRM-record answers kept for one run (about 15 MB when full)."""
 SEEN_RETENTION_DAYS = 180
