@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from connector.models import Subscriber
+from connector.private import open_private, private_dir
 
 KEY_COLUMN = "SubscriberKey"
 EMAIL_COLUMN = "EmailAddress"
@@ -60,7 +61,7 @@ class BatchWriter:
         first_seq: int = 1,
     ) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = private_dir(self.folder)  # names and e-mail addresses: owner-only
         self.send_id = send_id
         self.attributes = list(attributes)
         self.batch_size = batch_size
@@ -88,7 +89,7 @@ class BatchWriter:
         final = self.path(self.seq)
         if not part.exists() and final.exists():
             os.replace(final, part)  # completed after the checkpoint, then the process died
-        handle = open(part, "r+b" if part.exists() else "w+b")
+        handle = open_private(part, "r+b" if part.exists() else "w+b")
         handle.truncate(resume.size)
         handle.seek(resume.size)
         if handle.tell() != resume.size:  # pragma: no cover - a file shorter than its checkpoint
@@ -98,7 +99,7 @@ class BatchWriter:
         self.rows, self.size = resume.rows, resume.size
 
     def _open(self) -> None:
-        self._file = open(self._part(), "wb")  # type: ignore[assignment]
+        self._file = open_private(self._part(), "wb")  # type: ignore[assignment]
         self.rows, self.size = 0, 0
         self._emit(self.header)
 

@@ -13,6 +13,7 @@ import sys
 
 import connector
 import connector.commands
+from connector.private import restrict_umask
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    restrict_umask()  # nothing this process writes is readable by others (connector.private)
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:

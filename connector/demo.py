@@ -37,6 +37,7 @@ from typing import Any, Callable, TextIO
 
 from connector.crm.records import COUNT_COLUMNS as CRM_COUNT_COLUMNS
 from connector.crm.records import STATUS_BY_CODE
+from connector.private import open_private
 
 # the send request's picklist, as the summary shows it ("Sent", "Failed", ...)
 STATUS = {code: status.value.capitalize() for code, status in STATUS_BY_CODE.items()}
@@ -223,7 +224,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                          f"{', ' + p.path + ' path' if p.path != 'refused' else ', no allowed role'})")
 
         progress.say("[4/6] starting the daemon: connector run -c service.ini")
-        daemon_out = open(base / "daemon.out", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        daemon_out = open_private(base / "daemon.out", "w", encoding="utf-8")  # noqa: SIM115 - closed below
         daemon = subprocess.Popen(_connector_cmd("run", "-c", str(ini)), stdout=daemon_out,
                                   stderr=subprocess.STDOUT, env=env)
         daemon_out.close()
@@ -334,7 +335,7 @@ class _SandboxLog:
 
         import structlog
 
-        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.handle = open_private(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.previous = structlog.get_config()
         root = logging.getLogger()
         self.previous_root = (list(root.handlers), root.level)

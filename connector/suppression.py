@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 from connector.errors import ConfigError
 from connector.mapping import normalize_email
 from connector.models import Skip
+from connector.private import private_sqlite_file
 
 EMAIL_HEADERS = ("email", "emailaddress", "email address", "emailaddress1", "e-mail")
 
@@ -92,8 +93,7 @@ class SendWorkspace:
     """The per-send SQLite work file (``work.db``)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path = private_sqlite_file(path)  # owner-only, and so its -wal/-shm
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("pragma journal_mode=wal")
         self.db.execute("pragma synchronous=normal")

@@ -27,6 +27,7 @@ import structlog
 from paramiko import SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface, ServerInterface
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
 
+from connector.private import FILE_MODE
 from connector.sandbox.faults import FaultKnobs
 
 log = structlog.get_logger(__name__)
@@ -167,7 +168,7 @@ class _Folder(SFTPServerInterface):
         try:
             self.maybe_drop("open")
             real = self._real(path)
-            fd = os.open(real, flags | getattr(os, "O_BINARY", 0), 0o644)
+            fd = os.open(real, flags | getattr(os, "O_BINARY", 0), FILE_MODE)  # uploads hold personal data
         except OSError as exc:
             return SFTPServer.convert_errno(exc.errno)
         if flags & os.O_WRONLY:

@@ -33,6 +33,7 @@ from alembic.config import Config as AlembicConfig
 
 from connector.errors import PermanentPeerError, TransientPeerError
 from connector.models import RecordRef, TrackingEvent
+from connector.private import private_sqlite_file
 from connector.staging.base import StagingStore
 from connector.staging.schema import (
     COLUMNS,
@@ -162,8 +163,8 @@ class SqlStagingStore(StagingStore):
         connect_args: dict[str, Any] = {}
         if self.dialect == "sqlite":
             if self.url.database and self.url.database != ":memory:":
-                try:
-                    Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+                try:  # owner-only before SQLite opens it (its -wal/-shm follow)
+                    private_sqlite_file(Path(self.url.database))
                 except OSError:
                     pass  # connecting reports it, as a peer error naming the database
             connect_args["timeout"] = timeout

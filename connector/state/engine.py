@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from connector.private import private_sqlite_file
+
 READONLY = "cesp_readonly"
 
 POOL_SIZE = 5
@@ -51,7 +53,7 @@ def _pool_args(timeout_seconds: float) -> dict[str, Any]:
 def _sqlite_engine(parsed: sa.engine.URL, timeout_seconds: float) -> Engine:
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(Path(database))  # owner-only before SQLite opens it: -wal/-shm follow
     connect_args = {"timeout": timeout_seconds, "check_same_thread": False}
     pool = _pool_args(timeout_seconds) if database not in ("", ":memory:") else {}
     engine = sa.create_engine(parsed, connect_args=connect_args, **pool)

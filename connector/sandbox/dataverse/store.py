@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from connector.private import private_sqlite_file
 from connector.sandbox.dataverse.schema import (
     FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, MANY_TO_MANY, Attribute, Entity, Key, standard_entities,
 )
@@ -116,7 +117,7 @@ class DataverseStore:
     """Thread-safe storage of one sandbox organization."""
 
     def __init__(self, db_file: Path | str | None = None) -> None:
-        self.db_file = Path(db_file) if db_file else None
+        self.db_file = private_sqlite_file(Path(db_file)) if db_file else None  # owner-only, -wal/-shm too
         self._db = sqlite3.connect(str(self.db_file) if self.db_file else ":memory:",
                                    check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL" if self.db_file else "PRAGMA journal_mode=MEMORY")
