@@ -65,7 +65,7 @@ def test_oauth_client_upserts_subscribers_and_reads_them_back(mcsb_esp, mcsb_ses
     assert [r.StatusCode for r in reply.Results] == ["OK", "OK", "Error", "OK"]
     assert reply.Results[2].ErrorCode == 12000
     rr = T("ns0:RetrieveRequest")(
-        ObjectType="Subscriber", Properties=["SubscriberKey", "EmailAddress", "Status", "Attributes"],
+        ObjectType="Subscriber", Properties=["SubscriberKey", "EmailAddress", "Status"],
         Filter=T("ns0:SimpleFilterPart")(Property="SubscriberKey", SimpleOperator="IN",
                                          Value=[s.SubscriberKey for s in subs]))
     found = service.Retrieve(RetrieveRequest=rr, _soapheaders=[fuel_header(token["access_token"])])
@@ -257,8 +257,7 @@ def test_describe_lists_the_retrievable_properties(wsse_client):
 
 @pytest.mark.skipif(not REFERENCE.exists(), reason="reference WSDL not present")
 def test_every_object_with_every_property_parses_with_the_real_wsdl_in_strict_mode(mcsb_esp, mcsb_session, tmp_path):
-    from connector.sandbox.marketing_cloud.retrieve import EXTRA, RETRIEVABLE
-    from connector.sandbox.marketing_cloud.wsdl import fields_of
+    from connector.sandbox.marketing_cloud.properties import OUTSIDE_WSDL, RETRIEVABLE_OBJECTS, retrievable
 
     local = tmp_path / "etframework.wsdl"
     local.write_text(re.sub(r'<import id="APIFault"[^>]*/>', "", REFERENCE.read_text(encoding="utf-8")), encoding="utf-8")
@@ -280,9 +279,8 @@ def test_every_object_with_every_property_parses_with_the_real_wsdl_in_strict_mo
     service.Perform(Action="start", Definitions={"Definition": [T("ns0:ImportDefinition")(CustomerKey="imp"),
                                                                 T("ns0:EmailSendDefinition")(CustomerKey="esd")]})
     assert mcsb_esp.wait_idle(10)
-    for obj_type in RETRIEVABLE:
-        props = [f[0] for f in fields_of(obj_type) if f[0] not in ("Client", "PartnerProperties")]
-        props += sorted(EXTRA.get(obj_type, set()) - {"ListID"})
+    for obj_type in RETRIEVABLE_OBJECTS:
+        props = sorted(retrievable(obj_type) - OUTSIDE_WSDL)
         reply = service.Retrieve(RetrieveRequest=T("ns0:RetrieveRequest")(ObjectType=obj_type, Properties=props))
         assert reply.OverallStatus == "OK", (obj_type, reply.OverallStatus)
         assert reply.Results, obj_type

@@ -288,12 +288,26 @@ def test_import_of_a_missing_file_ends_in_error(mcsb_call):
     assert mcsb_call.app.store.runs_for("imp-x")[0].status == "Error"
 
 
-def test_throttle_fault_is_http_500_with_apifault(mcsb_call):
+EMAIL_NAMES = (f"<RetrieveRequestMsg {P}><RetrieveRequest><ObjectType>Email</ObjectType>"
+               "<Properties>Name</Properties></RetrieveRequest></RetrieveRequestMsg>")
+
+
+def test_throttle_fault_is_http_500_rate_limited(mcsb_call):
+    """The guide's "Rate Limiting" page: HTTP 500, soap:Server "Rate Limited", apifault Code 17."""
     mcsb_call.app.faults.set("throttle", next_n=1)
-    status, body = mcsb_call.soap("Retrieve", f"<RetrieveRequestMsg {P}><RetrieveRequest><ObjectType>Email</ObjectType>"
-                                  "<Properties>Name</Properties></RetrieveRequest></RetrieveRequestMsg>")
+    status, body = mcsb_call.soap("Retrieve", EMAIL_NAMES)
     assert status == 500
-    assert texts(xml(body), "//f:apifault/f:Code") == ["2"]
+    root = xml(body)
+    assert texts(root, "//faultcode") == ["soap:Server"] and texts(root, "//faultstring") == ["Rate Limited"]
+    assert texts(root, "//f:apifault/f:Code") == ["17"] and texts(root, "//f:apifault/f:Message") == ["Rate Limited"]
+
+
+def test_calls_over_the_rate_knob_are_throttled(mcsb_call):
+    mcsb_call.app.rate.per_minute = 3
+    statuses = [mcsb_call.soap("Retrieve", EMAIL_NAMES)[0] for _ in range(5)]
+    assert statuses == [200, 200, 200, 500, 500]
+    mcsb_call.app.rate.per_minute = None
+    assert mcsb_call.soap("Retrieve", EMAIL_NAMES)[0] == 200
 
 
 def test_list_subscriber_and_keyed_subscriber_lookup(mcsb_call):

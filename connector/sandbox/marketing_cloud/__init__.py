@@ -20,16 +20,16 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.marketing_cloud.app import Credentials, MarketingCloudApp
 from connector.sandbox.marketing_cloud.events import EventRates
 from connector.sandbox.marketing_cloud.persist import load_credentials, load_store, save_credentials, save_store
-from connector.sandbox.marketing_cloud.records import SimClock
+from connector.sandbox.marketing_cloud.records import DEFAULT_ATTRIBUTES, AttributeRec, SimClock
 from connector.sandbox.marketing_cloud.store import EspStore
 
-__all__ = ["EspSandbox", "EventRates", "start_esp_sandbox"]
+__all__ = ["DEFAULT_ATTRIBUTES", "AttributeRec", "EspSandbox", "EventRates", "start_esp_sandbox"]
 
 
 @dataclass
@@ -110,8 +110,13 @@ def start_esp_sandbox(data_dir: Path, ca: Any, *, tls: bool = True, import_root:
                       rates: EventRates | None = None, speed: float = 1.0, client_id: str | None = None,
                       client_secret: str | None = None, username: str | None = None,
                       password: str | None = None, account_id: str | None = None,
-                      import_delay: float = 0.2, persist: bool = False) -> EspSandbox:
+                      import_delay: float = 0.2, persist: bool = False,
+                      attributes: Iterable[AttributeRec | str] | None = None,
+                      calls_per_minute: int | None = None) -> EspSandbox:
     """Start the sandbox on 127.0.0.1 (a free port). ``import_root`` is the SFTP root (has ``Import/``).
+
+    ``attributes``: the account's profile attributes (default ``DEFAULT_ATTRIBUTES``);
+    ``calls_per_minute``: throttle (HTTP 500 "Rate Limited") above that many SOAP calls a minute.
 
     With ``persist=True`` the account and its credentials are kept in ``data_dir`` and
     found again by the next start on the same folder (``connector sandbox``); without it
@@ -126,11 +131,11 @@ def start_esp_sandbox(data_dir: Path, ca: Any, *, tls: bool = True, import_root:
     credentials = _credentials(data_dir if persist else None, client_id=client_id, client_secret=client_secret,
                                username=username, password=password, account_id=account_id)
     store = EspStore(import_root=import_root, clock=SimClock(speed), rates=rates, seed=seed,
-                     account_id=int(credentials.account_id), import_delay=import_delay)
+                     account_id=int(credentials.account_id), import_delay=import_delay, attributes=attributes)
     if persist:
         load_store(store, data_dir)
     faults = FaultKnobs(seed)
-    app = MarketingCloudApp(store, credentials, faults)
+    app = MarketingCloudApp(store, credentials, faults, calls_per_minute=calls_per_minute)
     server = SandboxHttpServer(app, ca=ca if tls else None, tls=tls, faults=faults)
     server.start()
     return EspSandbox(server.url, app, server, store, faults, credentials, import_root,

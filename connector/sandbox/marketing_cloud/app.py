@@ -10,15 +10,21 @@ Routes (paths are case-insensitive, as on IIS):
 
 App-level fault kinds (on top of the HTTP server's generic ones): ``has_errors``
 (some objects of a Create/Update fail, OverallStatus "Has Errors"), ``token_expired``
-(the next calls answer the "Token Expired" fault) and ``throttle`` (HTTP 500, the
-way Marketing Cloud pushes back).
+(the next calls answer the "Token Expired" fault) and ``throttle`` (HTTP 500 with the
+"Rate Limited" fault, apifault Code 17, the payload the guide's "Rate Limiting" page
+shows). ``calls_per_minute`` throttles the same way whenever the client makes more
+SOAP calls than that in a sliding minute (off by default: the service publishes no
+fixed threshold, it throttles an account whose calls slow the system down).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 import uuid
+from collections import deque
 from typing import Any, Callable, Iterable
 from xml.sax.saxutils import escape
 
@@ -54,15 +60,40 @@ INPUT_ELEMENT = {
 }
 OTHER_ACTIONS = {"Query", "Execute", "Configure", "Schedule", "VersionInfo", "Extract", "GetSystemStatus"}
 _ACTION_RE = re.compile(r'action="?([^";]+)"?')
+RATE_LIMITED = "Rate Limited"
+"""faultstring and apifault Message of a throttled call (apifault Code 17)."""
+
+
+class CallRate:
+    """A sliding one-minute window of SOAP calls; ``over()`` when a call exceeds ``per_minute``."""
+
+    def __init__(self, per_minute: int | None = None) -> None:
+        self.per_minute = per_minute
+        self._calls: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def over(self) -> bool:
+        if not self.per_minute:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            while self._calls and self._calls[0] <= now - 60.0:
+                self._calls.popleft()
+            if len(self._calls) >= self.per_minute:
+                return True
+            self._calls.append(now)
+            return False
 
 
 class MarketingCloudApp:
     """WSGI callable; ``store`` holds the account's data, ``credentials`` its secrets."""
 
-    def __init__(self, store: EspStore, credentials: Credentials, faults: FaultKnobs | None = None) -> None:
+    def __init__(self, store: EspStore, credentials: Credentials, faults: FaultKnobs | None = None,
+                 calls_per_minute: int | None = None) -> None:
         self.store = store
         self.credentials = credentials
         self.faults = faults or FaultKnobs()
+        self.rate = CallRate(calls_per_minute)
         self.retriever = Retriever(store)
         self.calls: dict[str, int] = {}
 
@@ -113,15 +144,15 @@ class MarketingCloudApp:
             header, payload, soap_ns = parse_envelope(environ["wsgi.input"].read(length))
             action = self._action(environ, header)
             authenticate(header, self.credentials, self.faults)
-            if self.faults.take("throttle"):
-                raise SoapFault("soap:Server", "The server is busy; the request was throttled. Try again later.",
-                                api_code=2)
+            if self.faults.take("throttle") or self.rate.over():
+                raise SoapFault("soap:Server", RATE_LIMITED, api_code=17)
             expected = INPUT_ELEMENT[action]
             if local(payload.tag) != expected:
                 raise SoapFault("soap:Client", f"The {action} operation expects a {expected} element in the Body.")
             self.calls[action] = self.calls.get(action, 0) + 1
             request_id = str(uuid.uuid4())
-            handler = {"Retrieve": self.retriever.retrieve, "Describe": describe}.get(action) \
+            handler = {"Retrieve": self.retriever.retrieve,
+                       "Describe": lambda r, rid: describe(self.store, r, rid)}.get(action) \
                 or getattr(self, f"_op_{action.lower()}")
             request = parse_value(payload)
             if not isinstance(request, Obj):

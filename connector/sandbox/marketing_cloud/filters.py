@@ -120,7 +120,7 @@ def _compile_simple(part: Obj, allowed: frozenset[str]) -> Predicate:
     prop = part.text("Property")
     op = part.text("SimpleOperator")
     if prop not in allowed:
-        raise FilterError(f"Error: The Filter Property '{prop}' is not a retrievable property.")
+        raise FilterError(f"Error: The Filter Property '{prop}' is not a filterable property.")
     texts = [v for v in part.all("Value") if isinstance(v, str)] + [v for v in part.all("DateValue") if isinstance(v, str)]
     if op in ONE_VALUE and len(texts) < 1 or op == "between" and len(texts) < 2:
         raise FilterError(f"Error: The filter on {prop} with operator {op} has too few values.")

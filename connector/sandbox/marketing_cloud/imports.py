@@ -80,6 +80,9 @@ def _load(store: EspStore, definition: ImportDefinitionRec, run: ImportRunRec) -
             if key_col is None or email_col is None:
                 raise ImportFailed("The file needs SubscriberKey and EmailAddress columns in its header row.")
             attr_cols = [i for i in range(len(columns)) if i not in (key_col, email_col, status_col)]
+            unknown = store.unknown_attributes(columns[i] for i in attr_cols)
+            # a column that names no profile attribute of the account: every row is rejected, naming it
+            rejected = ", ".join(f"'{c}'" for c in unknown)
             seen: set[str] = set()
             chunk: list[tuple[int, list[str]]] = []
             for line, row in enumerate(rows, start=2):
@@ -87,16 +90,16 @@ def _load(store: EspStore, definition: ImportDefinitionRec, run: ImportRunRec) -
                     continue
                 chunk.append((line, row))
                 if len(chunk) >= CHUNK:
-                    _apply(store, definition, run, chunk, columns, key_col, email_col, status_col, attr_cols, seen)
+                    _apply(store, definition, run, chunk, columns, key_col, email_col, status_col, attr_cols, seen, rejected)
                     chunk = []
-            _apply(store, definition, run, chunk, columns, key_col, email_col, status_col, attr_cols, seen)
+            _apply(store, definition, run, chunk, columns, key_col, email_col, status_col, attr_cols, seen, rejected)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise ImportFailed(f"File {definition.file_spec} is not a valid {definition.file_type} file: {exc}") from exc
 
 
 def _apply(store: EspStore, definition: ImportDefinitionRec, run: ImportRunRec, chunk: list[tuple[int, list[str]]],
            columns: list[str], key_col: int, email_col: int, status_col: int | None, attr_cols: list[int],
-           seen: set[str]) -> None:
+           seen: set[str], rejected: str = "") -> None:
     with store.lock:
         members = store.lists[definition.list_id].members if definition.list_id in store.lists else {}
         now = store.clock.now()
@@ -106,6 +109,9 @@ def _apply(store: EspStore, definition: ImportDefinitionRec, run: ImportRunRec, 
                 _row_error(run, line, "", f"Row has {len(row)} fields; the header has {len(columns)}.")
                 continue
             key, email = row[key_col].strip(), row[email_col].strip()
+            if rejected:
+                _row_error(run, line, key, f"Column(s) {rejected} match no subscriber attribute of the account.")
+                continue
             if not key:
                 _row_error(run, line, key, "SubscriberKey is empty.")
                 continue
@@ -130,7 +136,7 @@ def _apply(store: EspStore, definition: ImportDefinitionRec, run: ImportRunRec, 
             if status_col is not None and row[status_col].strip() in ("Active", "Unsubscribed"):
                 sub.status = row[status_col].strip()
             for i in attr_cols:
-                sub.attributes[columns[i]] = row[i]
+                sub.attributes[store.attribute(columns[i]).name] = row[i]
             members[key] = "Active"
             run.ok += 1
 

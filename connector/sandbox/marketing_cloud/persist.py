@@ -31,6 +31,7 @@ _TABLES = {
     "send_classifications": (rec.SendClassificationRec, "customer_key"),
     "send_definitions": (rec.SendDefinitionRec, "customer_key"),
     "import_definitions": (rec.ImportDefinitionRec, "customer_key"), "import_runs": (rec.ImportRunRec, "task_id"),
+    "attributes": (rec.AttributeRec, "name"),
 }
 _DATE_FIELDS = {"created", "modified", "unsubscribed", "send_date", "sent_date", "start", "end", "first_bounce"}
 
@@ -108,11 +109,13 @@ def load_store(store: Any, data_dir: Path) -> bool:
         return False
     with store.lock:
         for name, (cls, key) in _TABLES.items():
+            if name not in state["tables"]:  # kept before the table existed: keep the fresh store's
+                continue
             table = getattr(store, name)
             table.clear()
             for data in state["tables"][name]:
                 item = _record(cls, data)
-                table[getattr(item, key)] = item
+                table[getattr(item, key).casefold() if name == "attributes" else getattr(item, key)] = item
         keys_tables = state["keys"]
         store.blocks = [EventBlock.from_arrays(b["obj_type"], b["send_id"], b["list_id"], keys_tables[b["keys"]],
                                                _array("q", b["ts"]), _array("q", b["idx"]), _array("b", b["code"]))

@@ -36,6 +36,24 @@ class SimClock:
 
 
 @dataclass
+class AttributeRec:
+    """A profile attribute of the account (Describe Subscriber lists them as ExtendedProperties)."""
+
+    name: str
+    type: str = "string"  # PropertyType of the WSDL: string, boolean, double, datetime
+    required: bool = False
+
+
+DEFAULT_ATTRIBUTES = (
+    AttributeRec("Email Address", required=True), AttributeRec("Full Name"), AttributeRec("First Name"),
+    AttributeRec("Last Name"), AttributeRec("Gender"), AttributeRec("Birthday", "datetime"),
+    AttributeRec("Company"), AttributeRec("City"), AttributeRec("Country"), AttributeRec("Phone"),
+)
+"""The generated account's profile attributes: the built-in "Email Address", the name fields a new
+account carries, and the few address and company fields most accounts add."""
+
+
+@dataclass
 class SubscriberRec:
     id: int
     key: str

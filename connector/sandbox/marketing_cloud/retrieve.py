@@ -18,25 +18,15 @@ from xml.sax.saxutils import escape
 
 from connector.sandbox.marketing_cloud import events as ev
 from connector.sandbox.marketing_cloud.filters import FilterError, compile_filter, key_hint
+from connector.sandbox.marketing_cloud.properties import RETRIEVABLE_OBJECTS, filterable, retrievable
 from connector.sandbox.marketing_cloud.soap import Obj, SoapFault, message, render_fields
 from connector.sandbox.marketing_cloud.store import EspStore
 from connector.sandbox.marketing_cloud.values import as_int
-from connector.sandbox.marketing_cloud.wsdl import field_names
 
 PAGE_SIZE = 2500
 MAX_CURSORS = 2000
 CURSOR_SECONDS = 20 * 60
-RETRIEVABLE = ("Subscriber", "List", "ListSubscriber", "Email", "SendClassification", "EmailSendDefinition", "Send",
-               "ImportDefinition", "ImportResultsSummary") + ev.EVENT_OBJECTS
-# Properties beyond the object's WSDL fields: nested ones ("Email.ID") and the few the
-# real service answers outside its WSDL (ListID on events).
-EXTRA = {
-    "Send": {"Email.ID", "EmailSendDefinition.CustomerKey", "List.ID"},
-    "EmailSendDefinition": {"Email.ID", "SendClassification.CustomerKey"},
-    "UnsubEvent": {"List.ID"},
-}
-for _event in ev.EVENT_OBJECTS:
-    EXTRA[_event] = EXTRA.get(_event, set()) | ev.EXTRA_PROPERTIES
+RETRIEVABLE = RETRIEVABLE_OBJECTS
 
 
 class _Cursor:
@@ -71,7 +61,7 @@ class Retriever:
         if problem:
             return retrieve_msg(problem, request_id, "")
         try:
-            predicate = compile_filter(rr.get("Filter"), field_names(obj_type) | EXTRA.get(obj_type, set()))
+            predicate = compile_filter(rr.get("Filter"), filterable(obj_type))
         except (FilterError, ValueError) as exc:
             text = str(exc)
             return retrieve_msg(text if text.startswith("Error") else f"Error: {text}", request_id, "")
@@ -100,6 +90,8 @@ class Retriever:
                 head, _, tail = p.partition(".")
                 nested.setdefault(head, set()).add(tail)
         only = set(plain) | set(nested)
+        if obj_type == "Subscriber":  # profile attributes come with every subscriber, asked for or not
+            only.add("Attributes")
         head = f'<Results xsi:type="{obj_type}">'
         for row in self.store.rows(obj_type, keys):
             if predicate(row):
@@ -146,7 +138,7 @@ def check_request(obj_type: str, properties: list[str]) -> str:
         return f"Error: The Request ObjectType '{obj_type}' is not retrievable."
     if not properties:
         return f"Error: The Request Properties are required for {obj_type}."
-    allowed = field_names(obj_type) | EXTRA.get(obj_type, set())
+    allowed = retrievable(obj_type)
     bad = [p for p in properties if p not in allowed]
     if bad:
         return f"Error: The Request Property(s) {', '.join(bad)} do not match with the fields of {obj_type} retrieve"

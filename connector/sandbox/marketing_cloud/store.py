@@ -19,11 +19,13 @@ import threading
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from connector.sandbox.marketing_cloud import events as ev
 from connector.sandbox.marketing_cloud.imports import ImportOps
 from connector.sandbox.marketing_cloud.records import (
+    DEFAULT_ATTRIBUTES,
+    AttributeRec,
     EmailRec,
     ImportDefinitionRec,
     ImportRunRec,
@@ -64,7 +66,8 @@ class EspStore(SendOps, ImportOps):
     """All objects of one sandbox Marketing Cloud account (business unit)."""
 
     def __init__(self, *, import_root: Path, clock: SimClock, rates: ev.EventRates | None = None, seed: int = 1,
-                 account_id: int = 7281698, import_delay: float = 0.2) -> None:
+                 account_id: int = 7281698, import_delay: float = 0.2,
+                 attributes: Iterable[AttributeRec | str] | None = None) -> None:
         self.lock = threading.RLock()
         self.clock = clock
         self.rates = rates or ev.EventRates()
@@ -86,6 +89,9 @@ class EspStore(SendOps, ImportOps):
         self.blocks: list[ev.EventBlock] = []
         self._pending_status: list[tuple[int, str, str]] = []
         self._threads: list[threading.Thread] = []
+        self.attributes: dict[str, AttributeRec] = {}
+        for attr in DEFAULT_ATTRIBUTES if attributes is None else attributes:
+            self.add_attribute(attr)
         self._seed_objects()
 
     # ------------------------------------------------------------ seeding / helpers
@@ -183,6 +189,23 @@ class EspStore(SendOps, ImportOps):
         with self.lock:
             return [r for r in self.import_runs.values() if r.definition_key == definition_key]
 
+    # ------------------------------------------------------------ profile attributes
+
+    def add_attribute(self, attr: AttributeRec | str) -> AttributeRec:
+        """Add a profile attribute to the account's catalogue (as Configure PropertyDefinition does)."""
+        rec = AttributeRec(attr) if isinstance(attr, str) else attr
+        with self.lock:
+            self.attributes[rec.name.casefold()] = rec
+        return rec
+
+    def attribute(self, name: str) -> AttributeRec | None:
+        """The catalogue's attribute of that name; names compare without case, as the service does."""
+        with self.lock:
+            return self.attributes.get(name.strip().casefold())
+
+    def unknown_attributes(self, names: Iterable[str]) -> list[str]:
+        return [n for n in names if self.attribute(n) is None]
+
     # ------------------------------------------------------------ subscribers
 
     def add_subscriber(self, key: str, email: str, status: str = "Active", attributes: dict | None = None,
@@ -204,7 +227,7 @@ class EspStore(SendOps, ImportOps):
         echo = ("Subscriber", {"SubscriberKey": key, "EmailAddress": email} if email else {"SubscriberKey": key})
         with self.lock:
             rec = self.subscribers.get(key)
-            problem = self._subscriber_problem(obj, key, rec, add=add, update=update)
+            problem = self._subscriber_problem(obj, key, rec, add=add, update=update) or self._attribute_problem(obj)
             memberships = self._memberships(obj) if not problem else []
             if isinstance(memberships, str):
                 problem = (memberships, 12009)
@@ -242,6 +265,15 @@ class EspStore(SendOps, ImportOps):
             return f"Status '{status}' is not a valid SubscriberStatus.", 12000
         return None
 
+    def _attribute_problem(self, obj: Obj) -> tuple[str, int] | None:
+        """An attribute the account does not have fails the whole object (12004, InvalidDPV)."""
+        names = [a.text("Name") for a in obj.all("Attributes") if isinstance(a, Obj) and a.text("Name")]
+        unknown = self.unknown_attributes(names)
+        if unknown:
+            listed = ", ".join(f"'{n}'" for n in unknown)
+            return f"Error: Subscriber attribute(s) {listed} do not exist in this account.", 12004
+        return None
+
     def _memberships(self, obj: Obj) -> list[tuple[int, str, str]] | str:
         """(list id, action, status) per SubscriberList, or the error text for an unknown list."""
         out = []
@@ -266,7 +298,8 @@ class EspStore(SendOps, ImportOps):
             rec.modified = now
         for attr in obj.all("Attributes"):
             if isinstance(attr, Obj) and attr.text("Name"):
-                rec.attributes[attr.text("Name")] = attr.text("Value")
+                known = self.attribute(attr.text("Name"))
+                rec.attributes[known.name if known else attr.text("Name")] = attr.text("Value")
         if obj.text("EmailTypePreference") in ("HTML", "Text"):
             rec.email_type = obj.text("EmailTypePreference")
         return rec

@@ -50,6 +50,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
         "AddAndUpdate", "AddAndDoNotUpdate", "UpdateButDoNotAdd", "Merge", "Overwrite", "ColumnBased",
     ),
     "ImportDefinitionFieldMappingType": ("InferFromColumnHeadings", "MapByOrdinal", "ManualMap"),
+    "PropertyType": ("string", "boolean", "double", "datetime"),
 }
 
 S, I, B, D, L = "xsd:string", "xsd:int", "xsd:boolean", "xsd:dateTime", "xsd:long"
@@ -226,7 +227,8 @@ TYPES: dict[str, tuple[str | None, bool, tuple]] = {
     )),
     "ObjectDefinitionRequest": (None, False, (("Client", "tns:ClientID", 0, 1), ("ObjectType", S, 0, 1))),
     "PropertyDefinition": ("APIObject", False, (
-        ("Name", S, 0, 1), ("DataType", S, 0, 1), ("IsCreatable", B, 0, 1), ("IsUpdatable", B, 0, 1),
+        ("Name", S, 0, 1), ("DataType", S, 0, 1), ("PropertyType", "tns:PropertyType", 0, 1),
+        ("IsCreatable", B, 0, 1), ("IsUpdatable", B, 0, 1),
         ("IsRetrievable", B, 0, 1), ("IsQueryable", B, 0, 1), ("IsFilterable", B, 0, 1),
         ("IsPartnerProperty", B, 0, 1), ("IsAccountProperty", B, 0, 1), ("Label", S, 0, 1),
         ("Description", S, 0, 1), ("IsRequired", B, 0, 1), ("IsViewable", B, 0, 1), ("IsEditable", B, 0, 1),
@@ -237,6 +239,7 @@ TYPES: dict[str, tuple[str | None, bool, tuple]] = {
         ("IsRetrievable", B, 0, 1), ("IsQueryable", B, 0, 1), ("IsReference", B, 0, 1),
         ("ReferencedType", S, 0, 1), ("IsPropertyCollection", S, 0, 1), ("IsObjectCollection", B, 0, 1),
         ("Properties", "tns:PropertyDefinition", 0, N),
+        ("ExtendedProperties", "{ExtendedProperty:tns:PropertyDefinition}", 0, 1),
     )),
     "ImportResultsSummary": ("APIObject", False, (
         ("ImportDefinitionCustomerKey", S, 0, 1), ("StartDate", S, 0, 1), ("EndDate", S, 0, 1),
