@@ -153,6 +153,7 @@ class FieldMapping(Section):
     lookup: str = ""  # name of a [transform.NAME] section
     default: str = ""
     transforms: tuple[str, ...] = ()  # lower, upper, strip, title, ...
+    line: int = 0  # where service.ini gives it (0 when built in code)
 
 
 class Config(Section):
@@ -512,7 +513,7 @@ class _Loader:
         if not ok:
             return None
         return FieldMapping(esp_attribute=item.key, crm_column=column, lookup=(lookup or "").lower(),
-                            default=default or "", transforms=tuple(steps))
+                            default=default or "", transforms=tuple(steps), line=item.line)
 
     def _twice(self, section: str, item: _Item, what: str) -> bool:
         self.problem(section, item.key, item.line, f"{what} given twice", f"keep one {what}: step")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from connector.models import CrmTable, Recipient, Skip, SkipReason, Subscriber
 
@@ -66,6 +66,29 @@ def esp_attribute_names(config: "Config") -> list[str]:
             if field_mapping.esp_attribute not in names:
                 names.append(field_mapping.esp_attribute)
     return names
+
+
+def unknown_attribute_mappings(config: "Config", known: Iterable[str], account: str = "") -> list:
+    """One ``ConfigProblem`` per ``[mapping.*]`` line whose ESP attribute the account does not have.
+
+    Names compare without case, as Marketing Cloud's attribute names do; the problem names
+    the file, line, section and attribute, so an operator can fix the line or add the attribute.
+    """
+    from connector.config import ConfigProblem
+
+    have = {name.strip().casefold() for name in known}
+    where = str(config.source_path) if config.source_path else "service.ini"
+    problems = []
+    for table in CrmTable:
+        for field_mapping in config.mappings.get(table.value, ()):
+            if field_mapping.esp_attribute.strip().casefold() not in have:
+                problems.append(ConfigProblem(
+                    f"mapping.{table.value}", field_mapping.esp_attribute, field_mapping.line,
+                    f"ESP attribute {field_mapping.esp_attribute!r} does not exist in the ESP account"
+                    + (f" {account!r}" if account else ""),
+                    "add the profile attribute in Marketing Cloud (Subscribers > Profile Management), "
+                    "or map the CRM column to an attribute the account has", where))
+    return problems
 
 
 def _to_text(value: object) -> str:

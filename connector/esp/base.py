@@ -57,6 +57,14 @@ class EspClient(abc.ABC):
         """State and row counts (and row errors) of the import with this key."""
 
     @abc.abstractmethod
+    def profile_attributes(self) -> frozenset[str]:
+        """Names of the subscriber (profile) attributes the ESP account has.
+
+        A subscriber write naming any other attribute fails at the ESP, so the send step
+        checks every ``[mapping.*]`` target against these before it writes anyone.
+        """
+
+    @abc.abstractmethod
     def find_send(self, customer_key: str) -> EspSend | None:
         """The send created under this customer key, if any."""
 

@@ -191,6 +191,15 @@ class MarketingCloudEspClient(EspClient):
                                 status=row.get("Status"))
         return statuses
 
+    def profile_attributes(self) -> frozenset[str]:
+        """Describe Subscriber: its ExtendedProperties are the account's profile attributes."""
+        reply = self._soap.call("Describe", safe=True, what="Subscriber (profile attributes)",
+                                DescribeRequests={"ObjectDefinitionRequest": [{"ObjectType": "Subscriber"}]})
+        path = f"{q('ObjectDefinition')}/{q('ExtendedProperties')}/{q('ExtendedProperty')}"
+        names = frozenset(name.strip() for name in (p.findtext(q("Name")) for p in reply.iterfind(path)) if name)
+        log.debug("esp_attributes_read", peer="esp", esp_account=self._account, count=len(names))
+        return names
+
     # -- imports -------------------------------------------------------------------------
 
     def _import_summaries(self, customer_key: str) -> list[dict[str, str]]:

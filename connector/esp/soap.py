@@ -6,9 +6,10 @@ zeep builds every request from the PartnerAPI WSDL (types, element order,
 HTTP errors and SOAP faults into ``connector.errors`` and retries the calls that
 are safe to repeat.
 
-Marketing Cloud throttles with HTTP 500 (a plain page, not a SOAP fault); a real
-fault also comes with HTTP 500 but has a ``soap:Fault`` body, which is how the two
-are told apart.
+Marketing Cloud throttles with HTTP 500: the guide's "Rate Limiting" page shows a
+``soap:Server`` fault "Rate Limited" with apifault Code 17, and a proxy in front of it
+may answer a plain HTTP 500 page; both are a ``ThrottledError`` (retried with backoff).
+Other faults also come with HTTP 500 and are told apart by their ``soap:Fault`` body.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 FAULT_NS = "urn:fault.partner.exacttarget.com"
+RATE_LIMITED_CODE = "17"
+"""apifault Code of a throttled call ("Rate Limited")."""
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_blank_text=True)
 
@@ -54,6 +57,9 @@ def fault_error(fault: etree._Element, operation: str, what: str) -> PeerError:
             peer="esp",
             operation=operation,
         )
+    if api_code == RATE_LIMITED_CODE or message.strip().lower() == "rate limited":
+        return ThrottledError(text + " (Marketing Cloud throttles this account; slowing down)",
+                              peer="esp", operation=operation)
     if local_code == "Client":
         return PermanentPeerError(text, peer="esp", operation=operation)
     if api_code in ("8",):

@@ -24,6 +24,7 @@ import structlog
 
 from connector.crashpoints import crashpoint
 from connector.errors import ConfigError, PermanentPeerError, RecordError, StateError, TransientPeerError
+from connector.mapping import unknown_attribute_mappings
 from connector.models import SendRequest, SendRequestUpdate, SendStatus
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
@@ -308,7 +309,20 @@ def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
     if not request.targets:
         fail(ctx, job, "the request has no targets: add a marketing list, campaign, contact, lead or account.")
         return False
+    check_mapping(ctx)
     return True
+
+
+def check_mapping(ctx: StepContext) -> None:
+    """Every ``[mapping.*]`` target must be an attribute of the ESP account, before anyone is written.
+
+    Raises ``ConfigError`` naming each bad mapping line: an operator's problem, not the request's.
+    """
+    problems = unknown_attribute_mappings(ctx.config, ctx.esp().profile_attributes(), ctx.config.esp.name)
+    if problems:
+        raise ConfigError("the attribute mapping names ESP attributes the account does not have: "
+                          + "; ".join(str(p) for p in problems),
+                          section=problems[0].section, key=problems[0].key, problems=problems)
 
 
 def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, report) -> None:

@@ -266,10 +266,11 @@ def test_throttling_and_dropped_connections_are_retried_for_reads(esp, mc) -> No
 
 
 def test_throttling_beyond_the_retries_is_a_throttled_error(esp, mc) -> None:
-    mc.faults.set("http500", next_n=10)
-    with pytest.raises(ThrottledError):
-        esp.subscriber_statuses(["nobody"])
-    mc.faults.clear()
+    for kind in ("http500", "throttle"):  # a plain 500 page, and the documented "Rate Limited" fault (17)
+        mc.faults.set(kind, next_n=10)
+        with pytest.raises(ThrottledError):
+            esp.subscriber_statuses(["nobody"])
+        mc.faults.clear()
 
 
 def test_wsse_auth(mc, mc_ca, tmp_path: Path) -> None:

@@ -102,9 +102,12 @@ def test_mapping_and_transform_sections(write_ini) -> None:
         """
     )
     config = load_config(path, env={})
+    lines = path.read_text(encoding="utf-8").splitlines()
     assert config.mappings["contact"] == (
-        FieldMapping(esp_attribute="Country", crm_column="address1_country", lookup="countries", default="Unknown"),
-        FieldMapping(esp_attribute="First Name", crm_column="firstname", transforms=("strip", "title")),
+        FieldMapping(esp_attribute="Country", crm_column="address1_country", lookup="countries", default="Unknown",
+                     line=1 + next(i for i, text in enumerate(lines) if text.strip().startswith("Country ="))),
+        FieldMapping(esp_attribute="First Name", crm_column="firstname", transforms=("strip", "title"),
+                     line=1 + next(i for i, text in enumerate(lines) if text.strip().startswith("First Name ="))),
     )
     assert config.mappings["lead"][0].transforms == ("lower",)
     assert config.transforms == {"countries": {"Austria": "Österreich", "Germany": "Deutschland"}}
