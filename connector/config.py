@@ -36,7 +36,7 @@ class Section(BaseModel):
 
 
 class ServiceSettings(Section):
-    instance_id: str = Field("", description="Name of this instance in leases and logs; blank = host name + pid")
+    instance_id: str = Field("", description="Label of this instance in logs and status; leases know each process by host, pid and a random token")
     drain_seconds: int = Field(d.DRAIN_SECONDS, ge=0, description="Grace period after the first SIGTERM")
     secrets_file: Path | None = Field(None, description="Owner-only file with secrets, one section.key = value a line")
     data_dir: Path = Field(Path(d.DATA_DIR), description="Folder for batch files and the default SQLite databases")

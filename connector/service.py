@@ -20,7 +20,6 @@ scheduling, wait up to ``[service] drain_seconds`` for in-flight runs.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -36,7 +35,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from connector.errors import ConnectorError, ShutdownRequested, StateError
 from connector.runtime import AdapterPool, AdapterUnavailable, import_target
+from connector import __version__
 from connector.state.audit import OUTCOME_NOT_AVAILABLE
+from connector.state.instances import HEARTBEAT_SECONDS
 from connector.state.store import StateStore
 from connector.steps import StepContext, StepOutcome
 
@@ -49,6 +50,9 @@ STEP_RUNS_KEEP_DAYS = 30
 
 MAINTENANCE_MINUTES = 60
 """How often the service reaps abandoned leases and prunes old step runs besides the steps' own ticks."""
+
+INSTANCES_KEEP_DAYS = 7
+"""Instances stopped (or silent) for longer than this leave the registry."""
 
 STEP_FUNCTIONS = {
     "sends": "connector.steps.sends:run_sends",
@@ -103,6 +107,8 @@ class Service:
         self._unavailable: set[str] = set()
         self._closed = False
         self._recovered = False
+        self._registered = False
+        self._twins_reported: set[str] = set()
 
     # -- building -------------------------------------------------------------
     def build_scheduler(self) -> BackgroundScheduler:
@@ -112,6 +118,7 @@ class Service:
             for name in self.steps
         }
         executors["default"] = ThreadPoolExecutor(1, pool_kwargs={"thread_name_prefix": "maintenance"})
+        executors["heartbeat"] = ThreadPoolExecutor(1, pool_kwargs={"thread_name_prefix": "heartbeat"})
         scheduler = BackgroundScheduler(executors=executors, timezone=timezone.utc)
         now = datetime.now(timezone.utc)
         for name in self.steps:
@@ -129,6 +136,15 @@ class Service:
                 next_run_time=now,
             )
         scheduler.add_job(
+            self.beat,
+            IntervalTrigger(seconds=HEARTBEAT_SECONDS, timezone=timezone.utc),
+            id="heartbeat",
+            name="heartbeat",
+            executor="heartbeat",
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
             self.maintain,
             IntervalTrigger(minutes=MAINTENANCE_MINUTES, timezone=timezone.utc),
             id="maintenance",
@@ -145,12 +161,29 @@ class Service:
             return
         self._reap_leases()
         try:
+            self.store.prune_instances(self.store.now() - timedelta(days=INSTANCES_KEEP_DAYS))
             pruned = self.store.prune_step_runs(self.store.now() - timedelta(days=STEP_RUNS_KEEP_DAYS))
         except StateError as exc:
             log.warning("step_runs_pruning_failed", error=str(exc))
             return
         if pruned:
             log.info("step_runs_pruned", count=pruned, keep_days=STEP_RUNS_KEEP_DAYS)
+
+    def beat(self) -> None:
+        """Heartbeat into the instance registry, and report live twins of our label (never raises)."""
+        try:
+            self.store.heartbeat()
+            twins = self.store.label_twins()
+        except StateError as exc:
+            log.warning("heartbeat_failed", error=str(exc))
+            return
+        for twin in twins:
+            if twin["holder"] not in self._twins_reported:
+                self._twins_reported.add(twin["holder"])
+                log.warning("instance_label_shared", label=self.store.identity.label, other=twin["holder"],
+                            other_host=twin["host"], other_pid=twin["pid"],
+                            reason="another live process uses this [service] instance_id: leases keep the two "
+                                   "apart, but give each instance its own instance_id so logs and status can")
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> None:
@@ -199,6 +232,11 @@ class Service:
         if self._closed:
             return
         self._closed = True
+        if self._registered:
+            try:
+                self.store.unregister_instance()
+            except StateError as exc:
+                log.warning("instance_not_unregistered", error=str(exc))
         self.adapters.close_all()
         if self._own_store:
             self.store.close()
@@ -245,19 +283,25 @@ class Service:
         return all(o.ok or o.message == OUTCOME_NOT_AVAILABLE for o in outcomes)
 
     def _recover(self) -> None:
-        """Runs left "running" by an earlier life of this instance were interrupted.
+        """Register this process; take over what dead earlier processes of this instance held.
 
-        With ``[service] instance_id`` set, that is its runs; else those of earlier
-        processes on this host (holder ``host:pid:random``).
+        Runs left "running" by this holder, by a dead predecessor (same label, same host,
+        its pid gone) or by a pre-registry process of this label/host are interrupted.
         """
         if self._recovered:
             return
         self._recovered = True
-        prefix = None if self.config.service.instance_id else f"{socket.gethostname()}:"
         try:
-            self.store.interrupt_step_runs("the process ended before the run finished", holder_prefix=prefix)
+            self.store.register_instance(__version__)
+            self._registered = True
+            dead = self.store.take_over_dead_predecessors()
+            if dead:
+                log.warning("instance_predecessors_taken_over", holders=dead, count=len(dead))
+            self.store.interrupt_step_runs("the process ended before the run finished")
+            self.store.interrupt_unregistered_runs("the process ended before the run finished")
         except StateError as exc:
             log.warning("step_runs_recovery_failed", error=str(exc))
+        self.beat()
 
     # -- one run ---------------------------------------------------------------
     def run_step(self, name: str) -> StepOutcome:

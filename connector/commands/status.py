@@ -1,7 +1,9 @@
 """``connector status -c FILE [--json]``: the service at a glance, from the state database.
 
 Shows each step's last and next run and outcome, the last error per step, send
-requests in flight with their progress, tracking watermarks and lag, and the
+requests in flight with their progress, tracking watermarks and lag, the
+registered instances (host, pid, version, heartbeat, what each holds, and a
+warning when two live processes share one ``instance_id``), the leases and the
 state database's health. ``--json`` prints the same as one JSON object for
 monitoring. Exit 0 when the state database is reachable and migrated, 1 when
 not, 3 when the configuration is invalid.
@@ -66,11 +68,33 @@ def collect_status(config: Any, store: Any, now: datetime | None = None) -> dict
         for w in store.watermarks()
     ]
     report["tracked_sends_active"] = len(store.tracked_sends(active_only=True))
+    leases = store.leases()
+    report["instances"], report["label_conflicts"] = _instances(store, leases, now)
+    labels = {i["holder"]: i["label"] for i in report["instances"]}
     report["leases"] = [
-        {"resource": r["resource"], "holder": r["holder"], "expires_at": r["expires_at"], "expired": r["expires_at"] < now}
-        for r in store.leases()
+        {"resource": r["resource"], "holder": r["holder"], "label": labels.get(r["holder"], ""),
+         "expires_at": r["expires_at"], "expired": r["expires_at"] < now}
+        for r in leases
     ]
     return report
+
+
+def _instances(store: Any, leases: list[dict], now: datetime) -> tuple[list[dict], list[dict]]:
+    """Registered processes (not stopped) with what they hold; labels used by more than one live process."""
+    from connector.state.instances import STALE_AFTER_SECONDS
+
+    rows = []
+    for row in store.instances():
+        alive = (now - row["heartbeat_at"]).total_seconds() <= STALE_AFTER_SECONDS
+        holds = sorted(r["resource"] for r in leases if r["holder"] == row["holder"] and r["expires_at"] >= now)
+        rows.append({key: row[key] for key in ("holder", "label", "host", "pid", "version", "started_at",
+                                               "heartbeat_at")} | {"alive": alive, "holds": holds})
+    by_label: dict[str, list[str]] = {}
+    for row in rows:
+        if row["alive"]:
+            by_label.setdefault(row["label"], []).append(row["holder"])
+    conflicts = [{"label": label, "holders": holders} for label, holders in sorted(by_label.items()) if len(holders) > 1]
+    return rows, conflicts
 
 
 def _steps(config: Any, store: Any, now: datetime) -> dict[str, Any]:
@@ -232,9 +256,28 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(
             f"  {w['account']:<12} {w['event_type']:<8} watermark {_iso(w['watermark'])}  lag {_lag(w['lag_seconds'])}"
         )
+    lines += _instance_lines(report, now)
     expired = [lease for lease in report["leases"] if lease["expired"]]
     lines += ["", f"Leases: {len(report['leases'])} held, {len(expired)} expired (reaped at the next run)"]
+    for lease in report["leases"]:
+        state = "EXPIRED" if lease["expired"] else f"until {_ago(lease['expires_at'], now)}"
+        lines.append(f"  {lease['resource']:<48} {lease['holder']}  {state}")
     return "\n".join(lines)
+
+
+def _instance_lines(report: dict[str, Any], now: datetime) -> list[str]:
+    rows = report.get("instances", [])
+    lines = ["", f"Instances: {sum(1 for r in rows if r['alive'])} alive, {len(rows)} registered"]
+    for r in rows:
+        state = "alive" if r["alive"] else "NO HEARTBEAT (stopped without saying so?)"
+        holds = f"; holds {', '.join(r['holds'])}" if r["holds"] else ""
+        lines.append(f"  {r['label'] or '(no instance_id)'}  {r['holder']}  version {r['version']}, started "
+                     f"{_ago(r['started_at'], now)}, heartbeat {_ago(r['heartbeat_at'], now)}: {state}{holds}")
+    for conflict in report.get("label_conflicts", []):
+        lines.append(f"  WARNING: {len(conflict['holders'])} live processes use the instance_id "
+                     f"{conflict['label']!r} ({', '.join(conflict['holders'])}); each is told apart by host, pid "
+                     f"and token, but give every instance its own [service] instance_id")
+    return lines
 
 
 def _db_line(db: dict[str, Any]) -> str:

@@ -184,6 +184,23 @@ step_runs = sa.Table(
     sa.Index("ix_step_runs_step_started", "step", "started_at"),
 )
 
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("holder", sa.String(200), primary_key=True),
+    sa.Column("label", sa.String(100), nullable=False, server_default="", index=True),
+    sa.Column("host", sa.String(100), nullable=False, server_default=""),
+    sa.Column("pid", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("token", sa.String(32), nullable=False, server_default=""),
+    sa.Column("scope", sa.String(200), nullable=False, server_default=""),
+    sa.Column("process_start", sa.String(32), nullable=False, server_default=""),
+    sa.Column("version", sa.String(50), nullable=False, server_default=""),
+    _ts("started_at", nullable=False),
+    _ts("heartbeat_at", nullable=False),
+    _ts("stopped_at"),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+)
+
 meta = sa.Table(
     "meta",
     metadata,

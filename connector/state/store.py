@@ -29,6 +29,7 @@ from connector.errors import StateError
 from connector.state.audit import AuditMixin
 from connector.state.base import Clock, _short, utcnow
 from connector.state.engine import create_state_engine, normalize_url, upsert
+from connector.state.instances import Identity, InstanceMixin, this_process
 from connector.state.jobs import JobMixin
 from connector.state.leases import LeaseMixin
 from connector.state.records import (
@@ -68,18 +69,24 @@ def _hide_password(text: str) -> str:
 
 
 def default_holder() -> str:
-    """``host:pid:random`` — unique per process, readable in ``connector status``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """``host:pid:token`` — unique per process, readable in ``connector status``."""
+    return this_process().holder
 
 
-class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin):
-    """Durable state of one connector instance (or several sharing one database)."""
+class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin, InstanceMixin):
+    """Durable state of one connector instance (or several sharing one database).
+
+    ``holder`` is who this process is in leases and step runs: by default
+    ``<label>@<host>:<pid>:<token>``, unique per process (``label`` is only a name).
+    """
 
     def __init__(
-        self, url: str, *, holder: str = "", clock: Clock | None = None, timeout_seconds: float = 30.0
+        self, url: str, *, holder: str = "", label: str = "", clock: Clock | None = None,
+        timeout_seconds: float = 30.0,
     ) -> None:
         self.url = normalize_url(url)
-        self.holder = holder or default_holder()
+        self.identity: Identity = this_process(label)
+        self.holder = holder or self.identity.holder
         self.clock = clock or utcnow
         try:
             self.engine = create_state_engine(self.url, timeout_seconds=timeout_seconds)
@@ -91,9 +98,11 @@ class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin):
 
     @classmethod
     def from_config(cls, config: Any, *, holder: str = "", clock: Clock | None = None) -> "StateStore":
+        """The store of this process; ``[service] instance_id`` is its label, never its identity."""
         return cls(
             config.state_url(),
-            holder=holder or config.service.instance_id,
+            holder=holder,
+            label=config.service.instance_id,
             clock=clock,
             timeout_seconds=config.timeouts.sql_seconds,
         )

@@ -130,3 +130,33 @@ def test_a_refused_retry_claim_restores_the_finished_job(sandbox, two) -> None:
     again = b.store.get_send_job(rid)
     assert (again.status, again.esp_job_id, again.error) == ("sent", first.esp_job_id, "")
     assert sandbox.crm.store.get("cesp_sendrequests", rid)["cesp_status"] == PENDING
+
+
+@pytest.mark.slow
+def test_two_processes_with_one_copied_service_ini_send_each_request_once(sandbox, tmp_path, pg_url) -> None:
+    """The same service.ini (same instance_id) on two "hosts": both run at once, round after round."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    inis = [sandbox.write_service_ini(tmp_path / name / "service.ini", state__url=pg_url, service__instance_id="copy",
+                                      state__lease_seconds=10, logging__console="off", tracking__mode="none",
+                                      batching__threshold=0, batching__batch_size=15, imports__poll_seconds=0.2)
+            for name in ("host1", "host2")]
+    rids = [new_request(sandbox, f"Copied ini {i}") for i in range(6)]
+    env = {k: v for k, v in os.environ.items() if k != "CONNECTOR_CRASH_AT"}
+    for _ in range(8):
+        if all(sandbox.crm.store.get("cesp_sendrequests", r)["cesp_status"] == SENT for r in rids):
+            break
+        runs = [subprocess.Popen([sys.executable, "-m", "connector", "run", "-c", str(ini), "--once"], cwd=root,
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for ini in inis]
+        for run in runs:
+            _out, err = run.communicate(timeout=180)
+            assert run.returncode == 0, err[-3000:]
+            assert "Traceback" not in err
+    with StateStore(pg_url) as store:
+        for rid in rids:
+            check_sent_once(sandbox, store, rid)
+            for seq in range(1, 10):
+                assert len(sandbox.esp.store.runs_for(f"cesp-import-{rid}-{seq}")) <= 1

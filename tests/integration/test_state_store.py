@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from connector.state.migrations import head_revision
 from connector.errors import StateError
 from connector.state.records import ChangeRow
 from connector.state.schema import metadata
@@ -17,20 +18,21 @@ from connector.state.store import Batch, QuarantineRow, SendJob, StateStore
 from tests.fixtures.state import FakeClock
 
 UTC = timezone.utc
+HEAD = head_revision()
 
 
 def test_migrations_build_exactly_the_declared_schema(state_store: StateStore) -> None:
     with state_store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diff == []
-    assert state_store.schema_revision() == "0001"
+    assert state_store.schema_revision() == HEAD
 
 
 def test_migrate_twice_is_harmless_and_health_reports_the_revision(state_store: StateStore) -> None:
-    assert state_store.migrate() == "0001"
+    assert state_store.migrate() == HEAD
     health = state_store.health()
     assert health["reachable"] and health["up_to_date"]
-    assert health["revision"] == health["head"] == "0001"
+    assert health["revision"] == health["head"] == HEAD
     assert health["backend"] in ("sqlite", "postgresql")
 
 
@@ -51,7 +53,7 @@ def test_downgrade_to_base_and_back(state_store: StateStore) -> None:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "base")
     assert "send_jobs" not in sa.inspect(state_store.engine).get_table_names()
-    assert state_store.migrate() == "0001"
+    assert state_store.migrate() == HEAD
 
 
 def test_send_job_round_trip_and_update(state_store: StateStore, state_clock: FakeClock) -> None:
@@ -290,7 +292,7 @@ def test_two_instances_migrating_at_once_both_succeed(state_url: str) -> None:
         t.join()
     for s in stores:
         s.close()
-    assert results == ["0001"] * 3
+    assert results == [HEAD] * 3
 
 
 def test_health_of_an_unreachable_server_never_raises() -> None:

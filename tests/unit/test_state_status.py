@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.state.migrations import head_revision
 from connector.commands.status import _iso, collect_status, render_text
 from connector.config import Config, ServiceSettings
 from connector.state.store import Batch, SendJob, StateStore
@@ -66,7 +67,7 @@ def test_status_shows_steps_sends_watermarks_and_health(config: Config, store: S
     assert {s["request_id"] for s in report["sends_finished_recently"]} == {"done", "bad"}
     text = render_text(report)
     assert "ESP job 1001" in text and "lacks the Marketing Manager role" in text
-    assert "schema 0001 (latest)" in text
+    assert f"schema {head_revision()} (latest)" in text
     assert "last error of sends" in text and "CRM refused" in text
     assert "handed over 30000/30000" in text and "batches imported 1/3" in text
     assert "lag 3h03m" in text
