@@ -3,15 +3,26 @@
 ::
 
     ConnectorError
-    ├─ ConfigError(section, key)          refuse to start; the message names section.key
+    ├─ OperatorError                      hold the work (never fail it), report loudly, resume when fixed
+    │  ├─ ConfigError(section, key)       refuse to start; at run time: hold; the message names section.key
+    │  ├─ AuthError (also a PermanentPeerError)
+    │  └─ PeerSetupError (also a PermanentPeerError)
     ├─ PeerError(peer, operation)
     │  ├─ TransientPeerError(retry_after) back off and retry; else leave it to the next run
     │  │  └─ ThrottledError               the peer said "slow down" (429, or ESP HTTP 500)
     │  └─ PermanentPeerError              fail this item with a reason a person can act on
     │     ├─ AuthError                    credentials refused or expired beyond renewal
+    │     ├─ PeerSetupError               the peer refuses how the connector is set up there:
+    │     │                               TLS trust, host key, a mapped attribute it does not have
     │     └─ NotFoundError                the record/object does not exist at the peer
     ├─ RecordError(record_id, field)      quarantine the record, carry on
     └─ StateError                         abort the run; the lease expires, the next run resumes
+
+``OperatorError`` is the classification "the operator's problem, not the marketer's":
+whatever raises it (or a subclass), the send step leaves the request where it is
+(Pending stays Pending) with a note on it, logs ``send_held`` and reports the step run
+failed (``connector status``); the next poll tries again, so sends resume once it is
+fixed. Catch ``OperatorError`` before ``PermanentPeerError``.
 
 Library errors (requests, zeep, paramiko, SQLAlchemy) are translated into this
 tree at the edge of the adapter that called the library, with ``raise ... from exc``.
@@ -27,8 +38,18 @@ class ConnectorError(Exception):
     """Root of every error the connector raises on purpose."""
 
 
-class ConfigError(ConnectorError):
-    """The configuration is invalid; the service refuses to start.
+class OperatorError(ConnectorError):
+    """Only an operator can fix this: the connector's configuration, credentials or set-up at a peer.
+
+    Work in hand is held, never failed: a send request stays Pending (or Processing, once
+    work on it began) with a note saying what is wrong, the step reports the problem, and
+    the work resumes by itself once the problem is fixed. Raise it (or ``PeerSetupError``
+    for a peer's refusal) for anything no marketer can fix on the request.
+    """
+
+
+class ConfigError(OperatorError):
+    """The configuration is invalid; the service refuses to start (at run time: the work is held).
 
     ``problems`` holds every problem found, each a ``ConfigProblem``, so that an
     admin sees all of them at once rather than one per restart.
@@ -68,8 +89,13 @@ class PermanentPeerError(PeerError):
     """Repeating the call will not help; a person has to act."""
 
 
-class AuthError(PermanentPeerError):
-    """Credentials were refused, or a token could not be renewed."""
+class AuthError(PermanentPeerError, OperatorError):
+    """Credentials were refused, or a token could not be renewed (an operator's problem)."""
+
+
+class PeerSetupError(PermanentPeerError, OperatorError):
+    """The peer refuses how the connector is set up there: TLS trust (``ca_bundle``), an SFTP host
+    key, a mapped attribute or object the peer does not have. Held, not failed, like ``AuthError``."""
 
 
 class NotFoundError(PermanentPeerError):

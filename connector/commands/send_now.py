@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
-from connector.errors import ConnectorError
+from connector.errors import ConnectorError, OperatorError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -127,8 +127,6 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
     from connector.runtime import AdapterPool
     from connector.state.store import StateStore
     from connector.steps import StepContext
-    from connector.steps.imports import poll_send
-    from connector.steps.sends import RESUMABLE, process_request
 
     # a holder name of its own, so a service with the same instance_id never shares its leases
     holder = f"{config.service.instance_id or socket.gethostname()}:send-now:{os.getpid()}"
@@ -151,33 +149,46 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
             bar.done(f"send request {request_id} is {request.status.value} in CRM, not Pending{state}")
             return EXIT_OK if request.status is SendStatus.SENT else EXIT_FAILURE
         pending = request if request.status is SendStatus.PENDING else None
-        job = process_request(ctx, request_id, pending=pending, progress=bar)
-        while not stopping.is_set():
-            job = store.get_send_job(request_id)
-            if job is None or not job.in_flight:
-                break
-            if job.status == "importing":
-                progress = store.batch_progress([request_id]).get(request_id, {})
-                bar.show(bar.render(job, "importing", (progress.get("imported", 0), progress.get("total", 0))))
-                poll_send(ctx, request_id)
-            elif job.status in RESUMABLE:
-                process_request(ctx, request_id, progress=bar)
-            job = store.get_send_job(request_id)
-            if job is not None and job.in_flight:
-                stopping.wait(poll)
-        if stopping.is_set():
-            bar.done(f"stopped; the send is checkpointed at {job.status if job else 'claim'} and resumes on the next run")
-            return EXIT_INTERRUPTED
-        if job is None:
-            bar.done(f"send request {request_id} is being worked on elsewhere (lease held)")
+        try:
+            return _follow(ctx, store, request_id, pending, stopping, bar, poll)
+        except OperatorError as exc:  # held, noted on the request: the operator fixes it, then it goes on
+            bar.done(f"held (not failed) until the operator fixes: {exc}")
             return EXIT_FAILURE
-        bar(job, job.status)
-        if job.status == "sent":
-            bar.done(f"sent: ESP job {job.esp_job_id}; {job.handed_over:,} handed over, {job.skipped:,} skipped "
-                     f"{dict(job.skipped_by_reason) or ''}".rstrip())
-            return EXIT_OK
-        bar.done(f"failed: {job.error}")
-        return EXIT_FAILURE
     finally:
         adapters.close_all()
         store.close()
+
+
+def _follow(ctx: Any, store: Any, request_id: str, pending: Any, stopping: threading.Event, bar: ProgressBar,
+            poll: float) -> int:
+    """Carry the request to its end (or to a stop) in the foreground."""
+    from connector.steps.imports import poll_send
+    from connector.steps.sends import RESUMABLE, process_request
+
+    job = process_request(ctx, request_id, pending=pending, progress=bar)
+    while not stopping.is_set():
+        job = store.get_send_job(request_id)
+        if job is None or not job.in_flight:
+            break
+        if job.status == "importing":
+            progress = store.batch_progress([request_id]).get(request_id, {})
+            bar.show(bar.render(job, "importing", (progress.get("imported", 0), progress.get("total", 0))))
+            poll_send(ctx, request_id)
+        elif job.status in RESUMABLE:
+            process_request(ctx, request_id, progress=bar)
+        job = store.get_send_job(request_id)
+        if job is not None and job.in_flight:
+            stopping.wait(poll)
+    if stopping.is_set():
+        bar.done(f"stopped; the send is checkpointed at {job.status if job else 'claim'} and resumes on the next run")
+        return EXIT_INTERRUPTED
+    if job is None:
+        bar.done(f"send request {request_id} is being worked on elsewhere (lease held)")
+        return EXIT_FAILURE
+    bar(job, job.status)
+    if job.status == "sent":
+        bar.done(f"sent: ESP job {job.esp_job_id}; {job.handed_over:,} handed over, {job.skipped:,} skipped "
+                 f"{dict(job.skipped_by_reason) or ''}".rstrip())
+        return EXIT_OK
+    bar.done(f"failed: {job.error}")
+    return EXIT_FAILURE

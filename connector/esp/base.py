@@ -65,6 +65,14 @@ class EspClient(abc.ABC):
         """
 
     @abc.abstractmethod
+    def find_email(self, customer_key: str) -> str | None:
+        """The ESP id of the e-mail (content) with this customer key, None when there is none.
+
+        Asked before a send request is claimed, so that an unknown e-mail key fails the request
+        before any subscriber is written, and a credential or TLS problem holds it while Pending.
+        """
+
+    @abc.abstractmethod
     def find_send(self, customer_key: str) -> EspSend | None:
         """The send created under this customer key, if any."""
 

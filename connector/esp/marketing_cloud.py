@@ -268,6 +268,12 @@ class MarketingCloudEspClient(EspClient):
 
     # -- sends ---------------------------------------------------------------------------
 
+    def find_email(self, customer_key: str) -> str | None:
+        email = self._api.find_by_key("Email", customer_key, ("ID", "CustomerKey", "Name"))
+        if email is None or not number(email.get("ID", "")):
+            return None
+        return str(number(email["ID"]))
+
     def find_send(self, customer_key: str) -> EspSend | None:
         rows = list(self._api.rows("Send", _SEND_PROPERTIES,
                                self._api.simple("EmailSendDefinition.CustomerKey", "equals", [customer_key]),
@@ -310,8 +316,8 @@ class MarketingCloudEspClient(EspClient):
     def _create_send_definition(
         self, customer_key: str, list_id: str, email_key: str, send_classification_key: str, name: str
     ) -> None:
-        email = self._api.find_by_key("Email", email_key, ("ID", "CustomerKey", "Name"))
-        if email is None or not number(email.get("ID", "")):
+        email_id = self.find_email(email_key)
+        if email_id is None:
             raise PermanentPeerError(
                 f"Marketing Cloud has no Email with customer key {email_key!r}: set the send request's email key "
                 "or [sends] default_email_key to an existing Email", peer="esp", operation="Retrieve",
@@ -324,7 +330,7 @@ class MarketingCloudEspClient(EspClient):
             Description="Released from CRM by the connector",
             SendClassification=self._api.type("SendClassification")(CustomerKey=send_classification_key),
             SendDefinitionList=[audience],
-            Email=self._api.type("Email")(ID=number(email["ID"])),
+            Email=self._api.type("Email")(ID=int(email_id)),
         )
         try:
             self._api.create_one(definition, f"EmailSendDefinition {customer_key!r}")

@@ -24,7 +24,14 @@ import zeep
 import zeep.exceptions
 from lxml import etree
 
-from connector.errors import AuthError, PeerError, PermanentPeerError, ThrottledError, TransientPeerError
+from connector.errors import (
+    AuthError,
+    PeerError,
+    PeerSetupError,
+    PermanentPeerError,
+    ThrottledError,
+    TransientPeerError,
+)
 from connector.esp.soap_auth import SoapAuth
 
 log = structlog.get_logger(__name__)
@@ -163,7 +170,7 @@ class SoapCaller:
             reply = self._session.post(self._endpoint(), data=body, headers=headers, timeout=self._timeout,
                                        verify=self._session.verify)
         except requests.exceptions.SSLError as exc:
-            raise PermanentPeerError(
+            raise PeerSetupError(
                 f"Marketing Cloud {operation} of {what}: TLS verification failed ({exc}) - check [esp] ca_bundle",
                 peer="esp", operation=operation,
             ) from exc

@@ -22,7 +22,7 @@ import structlog
 from lxml import etree
 from zeep.wsse.username import UsernameToken
 
-from connector.errors import AuthError, PermanentPeerError, ThrottledError, TransientPeerError
+from connector.errors import AuthError, PeerSetupError, PermanentPeerError, ThrottledError, TransientPeerError
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +122,7 @@ class OAuthAuth(SoapAuth):
         try:
             reply = self._session.post(self._url, json=body, timeout=self._timeout, verify=self._session.verify)
         except requests.exceptions.SSLError as exc:
-            raise PermanentPeerError(
+            raise PeerSetupError(
                 f"TLS verification of {self._url} failed: {exc} - check [esp] ca_bundle", peer="esp", operation="token"
             ) from exc
         except requests.RequestException as exc:

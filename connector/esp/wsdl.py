@@ -17,7 +17,7 @@ import zeep
 from zeep.cache import SqliteCache
 from zeep.transports import Transport
 
-from connector.errors import PermanentPeerError, TransientPeerError
+from connector.errors import PeerSetupError, PermanentPeerError, TransientPeerError
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ def load_client(wsdl: str, *, verify: str | bool, cache_dir: Path | None, timeou
             settings = zeep.Settings(strict=False, xml_huge_tree=True)
             client = zeep.Client(wsdl, transport=transport, settings=settings)
         except requests.exceptions.SSLError as exc:
-            raise PermanentPeerError(
+            raise PeerSetupError(
                 f"TLS verification of {wsdl} failed: {exc} - check [esp] ca_bundle", peer="esp", operation="wsdl"
             ) from exc
         except (requests.RequestException, OSError) as exc:

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import structlog
 
-from connector.errors import PeerError
+from connector.errors import OperatorError, PeerError
 from connector.models import ImportStatus, SkipReason
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
@@ -33,11 +33,16 @@ def run_imports(ctx: StepContext) -> StepOutcome:
     for job in ctx.state.send_jobs(["importing"]):
         if ctx.stopping.is_set():
             break
-        done = poll_send(ctx, job.request_id)
+        try:
+            done = poll_send(ctx, job.request_id)
+        except OperatorError as exc:  # held and noted by the send step's guard; the run reports it
+            outcome.ok, outcome.message = False, f"held until an operator fixes: {exc}"
+            continue
         if done is not None:
             outcome.processed += 1
             outcome.details[done.status] = outcome.details.get(done.status, 0) + 1
-    outcome.message = f"{outcome.processed} importing send(s) polled"
+    held = f"; {outcome.message}" if outcome.message else ""
+    outcome.message = f"{outcome.processed} importing send(s) polled{held}"
     return outcome
 
 

@@ -23,7 +23,15 @@ from typing import Callable, Iterator
 import structlog
 
 from connector.crashpoints import crashpoint
-from connector.errors import ConfigError, PermanentPeerError, RecordError, StateError, TransientPeerError
+from connector.errors import (
+    ConfigError,
+    OperatorError,
+    PeerError,
+    PermanentPeerError,
+    RecordError,
+    StateError,
+    TransientPeerError,
+)
 from connector.mapping import unknown_attribute_mappings
 from connector.models import SendRequest, SendRequestUpdate, SendStatus
 from connector.state.store import Batch, QuarantineRow, SendJob
@@ -66,12 +74,18 @@ def run_sends(ctx: StepContext) -> StepOutcome:
         limit = ctx.config.sends.max_requests_per_poll
         work += [(r.id, r) for r in ctx.crm().pending_send_requests(limit=limit) if r.id not in resuming]
 
+    held: list[str] = []
+
     def one(item: tuple[str, SendRequest | None]) -> SendJob | None:
         if ctx.stopping.is_set():
             return None
         request_id, pending = item
         try:
             return process_request(ctx, request_id, pending=pending)
+        except OperatorError as exc:  # logged and noted on the request by hold(); the step run reports it
+            outcome.ok = False
+            held.append(f"{request_id}: {exc}")
+            return None
         except Exception as exc:  # noqa: BLE001 - one request's trouble must not stop the others
             log.exception("send_request_error", send=request_id, error=f"{type(exc).__name__}: {exc}")
             outcome.ok = False
@@ -82,6 +96,10 @@ def run_sends(ctx: StepContext) -> StepOutcome:
     for job in results:
         _tally(outcome, job)
     outcome.message = f"{outcome.processed} send request(s) worked on"
+    if held:
+        outcome.details["held"] = len(held)
+        outcome.message += (f"; {len(held)} held until an operator fixes the connector's configuration or "
+                            f"credentials (the requests stay as they are and resume then): {held[0]}")
     return outcome  # a send that fails for a reason in CRM is reported there, not a failed step run
 
 
@@ -138,6 +156,8 @@ def process_request(
                 return job
             request = None  # resume: the request is read afresh (a listed one may be stale)
         elif pending is not None:
+            if job is None and not esp_ready(ctx, pending):  # a retry (old job) is read afresh in _claim first
+                return job
             claimed = _claim(ctx, pending, job)
             if claimed is None:
                 return ctx.state.get_send_job(request_id)
@@ -148,7 +168,12 @@ def process_request(
 
 
 def guarded(ctx: StepContext, job: SendJob, work: Callable[[], None]) -> SendJob:
-    """Run a phase; transient trouble leaves the job for the next run, permanent trouble fails it."""
+    """Run a phase; transient trouble leaves the job for the next run, permanent trouble fails it.
+
+    An operator's problem (``OperatorError``: credentials, TLS trust, configuration) fails
+    nothing: the job stays where it is, the request gets a note, and the error goes up to the
+    step so its run is reported failed; the next run carries on once the problem is fixed.
+    """
     try:
         work()
     except Interrupted:
@@ -157,12 +182,51 @@ def guarded(ctx: StepContext, job: SendJob, work: Callable[[], None]) -> SendJob
         log.warning("send_delayed", send=job.request_id, status=job.status, peer=exc.peer, error=str(exc))
         job.phase_detail = f"waiting to retry after: {exc}"
         ctx.state.save_send_job(job)
-    except (PermanentPeerError, RecordError, ConfigError) as exc:
+    except OperatorError as exc:
+        hold(ctx, job.request_id, exc, job=job)
+        raise
+    except (PermanentPeerError, RecordError) as exc:
         try:
             fail(ctx, job, f"{exc}")
         except TransientPeerError as again:
             log.warning("send_failure_not_reported", send=job.request_id, error=str(again))
     return job
+
+
+def esp_ready(ctx: StepContext, request: SendRequest) -> bool:
+    """Ask the ESP for the request's e-mail (and check the mapping) before claiming it: a credential,
+    TLS or configuration problem then holds the request while it is still Pending (``OperatorError``)."""
+    email_key = request.email_key or ctx.config.sends.default_email_key
+    if not email_key:
+        return True  # the precheck fails it with the reason
+    try:
+        ctx.esp().find_email(email_key)
+        check_mapping(ctx)
+    except OperatorError as exc:
+        hold(ctx, request.id, exc)
+        raise
+    except TransientPeerError as exc:  # the next poll asks again; nothing is claimed
+        log.warning("send_delayed", send=request.id, peer=exc.peer, error=str(exc))
+        return False
+    return True
+
+
+HELD_NOTE = ("Held by the connector, not failed: {problem}. This is for the connector's operator to fix "
+             "(configuration, credentials or the set-up at the ESP/CRM); the request goes on by itself once "
+             "it is fixed, nothing to do here.")
+
+
+def hold(ctx: StepContext, request_id: str, exc: Exception, *, job: SendJob | None = None) -> None:
+    """Keep the request (and its job) where it is, say why on it and in the log, loudly."""
+    log.error("send_held", send=request_id, status=job.status if job else "pending",
+              peer=getattr(exc, "peer", ""), reason=f"{type(exc).__name__}: {exc}")
+    if job is not None:
+        job.phase_detail = f"held until an operator fixes: {exc}"[:4000]
+        ctx.state.save_send_job(job)
+    try:
+        ctx.crm().update_send_request(request_id, SendRequestUpdate(reason=HELD_NOTE.format(problem=exc)))
+    except PeerError as again:  # the CRM may be the very problem; the log and the step run still tell
+        log.warning("send_hold_not_noted", send=request_id, error=str(again))
 
 
 def _claim(ctx: StepContext, listed: SendRequest, old: SendJob | None) -> tuple[SendJob, SendRequest] | None:
@@ -188,6 +252,10 @@ def _claim(ctx: StepContext, listed: SendRequest, old: SendJob | None) -> tuple[
     except TransientPeerError as exc:  # the next poll claims it (the job is recorded as claimed)
         log.warning("send_claim_delayed", send=request.id, error=str(exc))
         return None
+    except OperatorError as exc:  # e.g. the application user may not write send requests
+        _restore(ctx, request.id, old, earlier)
+        hold(ctx, request.id, exc)
+        raise
     except PermanentPeerError as exc:
         give_up(ctx, job, f"could not claim the request in CRM: {exc}")
         log.error("send_claim_failed", send=request.id, error=str(exc))
@@ -309,7 +377,13 @@ def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
     if not request.targets:
         fail(ctx, job, "the request has no targets: add a marketing list, campaign, contact, lead or account.")
         return False
-    check_mapping(ctx)
+    email_key = request.email_key or ctx.config.sends.default_email_key
+    if ctx.esp().find_email(email_key) is None:  # before any subscriber is written at the ESP
+        where = "the request's email key" if request.email_key else "[sends] default_email_key"
+        fail(ctx, job, f"the ESP has no email with the key {email_key!r} ({where}): name an existing email "
+                       "by its customer key (Marketing Cloud: the External Key in the email's properties).")
+        return False
+    check_mapping(ctx)  # an operator's problem: holds the request (OperatorError), see guarded()
     return True
 
 

@@ -24,7 +24,7 @@ import structlog
 
 from connector.config import Config
 from connector.defaults import MAX_RETRIES
-from connector.errors import AuthError, ConfigError, PermanentPeerError, TransientPeerError
+from connector.errors import AuthError, ConfigError, PeerSetupError, PermanentPeerError, TransientPeerError
 from connector.transfer.base import FileDrop
 
 log = structlog.get_logger(__name__)
@@ -144,7 +144,7 @@ class SftpFileDrop(FileDrop):
         where = self._where()
         known = f"[sftp] known_hosts ({self._known_hosts or '~/.ssh/known_hosts'})"
         if isinstance(exc, paramiko.BadHostKeyException):
-            return PermanentPeerError(
+            return PeerSetupError(
                 f"{where} presented a host key that does not match {known}: refusing to connect. If the server's key "
                 "really changed, verify it out of band and update the file", peer="sftp", operation="connect")
         if isinstance(exc, paramiko.AuthenticationException):
@@ -152,7 +152,7 @@ class SftpFileDrop(FileDrop):
                              "password (CONNECTOR_SFTP_PASSWORD) or [sftp] private_key_file",
                              peer="sftp", operation="connect")
         if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
-            return PermanentPeerError(
+            return PeerSetupError(
                 f"{where} is not in {known}: add its host key there (e.g. ssh-keyscan -p {self.port} {self.host}, "
                 "checked against the provider's published fingerprint); unknown keys are never accepted",
                 peer="sftp", operation="connect")

@@ -188,6 +188,21 @@ def test_unknown_email_key_names_the_config_key(esp) -> None:
         esp.start_send("cesp-send-x4", list_id, "no-such-email", "Default Commercial", "X4")
 
 
+def test_find_email_by_customer_key(esp, mc) -> None:
+    assert esp.find_email("welcome") == str(mc.store.email_by_key("welcome").id)
+    assert esp.find_email("no-such-email") is None
+
+
+def test_a_ca_bundle_that_does_not_trust_the_esp_is_a_setup_error(mc, tmp_path: Path) -> None:
+    from connector.errors import OperatorError, PeerSetupError
+    from connector.sandbox.tls import SandboxCA
+
+    other = SandboxCA(tmp_path / "other-ca")
+    with pytest.raises(PeerSetupError, match="ca_bundle") as caught:
+        MarketingCloudEspClient.from_config(_config(mc, tmp_path, other.ca_file)).find_email("welcome")
+    assert isinstance(caught.value, OperatorError)
+
+
 def test_send_summary_counts(esp, mc) -> None:
     list_id = _list_with_subscribers(esp, "cesp-list-x5", 8)
     job = esp.start_send("cesp-send-x5", list_id, "cesp-demo-email", "Default Commercial", "X5").job_id
