@@ -70,6 +70,7 @@ class SendsSettings(Section):
     subscriber_key: Literal["record_id", "email"] = "record_id"
     suppression_file: Path | None = None
     soap_chunk_size: int = Field(d.SOAP_CHUNK_SIZE, ge=1, le=50)
+    invalid_targets: Literal["fail", "skip"] = d.INVALID_TARGETS
 
 
 class ImportsSettings(Section):

@@ -28,6 +28,10 @@ BATCH_SIZE = 5_000
 SOAP_CHUNK_SIZE = 50
 """Subscribers per SOAP Create/Update call: Marketing Cloud's soft limit for synchronous calls."""
 
+INVALID_TARGETS = "fail"
+"""A send request with an unreadable target (bad JSON, unknown kind, no id, an id that is not a GUID)
+fails as a whole, nothing sent; ``skip`` sends to the valid rest and names the left-out ones."""
+
 CRM_PAGE_SIZE = 5_000
 """Dataverse's default and maximum page size."""
 

@@ -127,6 +127,8 @@ class SendRequest:
     esp_job_id: str | None = None
     etag: str | None = None
     created_on: datetime | None = None
+    invalid_targets: tuple[str, ...] = ()
+    """What is wrong with each target that could not be read (``cesp_targets``), one text each."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ The send-request columns come from docs/contracts.md with the publisher prefix o
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
@@ -129,12 +130,14 @@ class SendRequestColumns:
         except (KeyError, TypeError, ValueError):
             status = SendStatus.FAILED
             log.warning("send_request_status_unknown", send_id=request_id, value=row.get(self.status))
+        targets, invalid_targets = parse_targets(request_id, row.get(f"{p}_targets"), f"{p}_targets")
         return SendRequest(
             id=request_id,
             name=str(row.get(f"{p}_name") or ""),
             status=status,
             owner_id=str(row.get("_ownerid_value") or ""),
-            targets=parse_targets(request_id, row.get(f"{p}_targets")),
+            targets=targets,
+            invalid_targets=invalid_targets,
             email_key=str(row.get(f"{p}_emailkey") or ""),
             send_classification_key=str(row.get(f"{p}_sendclassificationkey") or ""),
             campaign_id=(str(row[f"_{p}_campaignid_value"]) if row.get(f"_{p}_campaignid_value") else None),
@@ -179,21 +182,65 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_targets(request_id: str, raw: object) -> tuple[SendTarget, ...]:
-    """``[{"kind": "list", "id": "<guid>"}, ...]``; bad entries are logged and left out."""
-    if not raw:
-        return ()
+MAX_TARGET_PROBLEMS = 20
+"""Invalid targets named one by one on a request; the rest are counted."""
+
+TARGET_KINDS = ", ".join(k.value for k in TargetKind)
+TARGETS_SHAPE = '[{"kind": "list", "id": "<GUID>"}, ...]'
+_JSON_TYPES = {int: "number", float: "number", str: "string", bool: "boolean"}
+_GUID = re.compile(r"^\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?$")
+
+
+def parse_targets(request_id: str, raw: object,
+                  column: str = "cesp_targets") -> tuple[tuple[SendTarget, ...], tuple[str, ...]]:
+    """``[{"kind": "list", "id": "<guid>"}, ...]`` -> (valid targets, what is wrong with each invalid one).
+
+    Nothing is dropped silently: every entry that cannot be read comes back as a problem
+    that names it (its position and text) and says what is wrong; the send step decides
+    (``[sends] invalid_targets``) whether the request fails or the valid rest is sent.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return (), ()
     try:
         items = json.loads(str(raw))
-    except ValueError:
-        log.warning("send_request_targets_invalid", send_id=request_id, reason="not JSON")
-        return ()
+    except ValueError as exc:
+        where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        return (), (f"{column} is not valid JSON{where}; write it as {TARGETS_SHAPE}",)
+    if items is None:
+        return (), (f"{column} is JSON null; write it as {TARGETS_SHAPE}",)
     if isinstance(items, dict):
         items = [items]
+    if not isinstance(items, list):
+        kind = _JSON_TYPES.get(type(items), type(items).__name__)
+        return (), (f"{column} is a JSON {kind}, not a list of targets; write it as {TARGETS_SHAPE}",)
     targets: list[SendTarget] = []
-    for item in items if isinstance(items, list) else []:
+    problems: list[str] = []
+    for number, item in enumerate(items, 1):
         try:
-            targets.append(SendTarget(TargetKind(str(item["kind"]).lower()), str(item["id"])))
-        except (KeyError, TypeError, ValueError):
-            log.warning("send_request_target_invalid", send_id=request_id, target=str(item)[:200])
-    return tuple(targets)
+            targets.append(_target(item))
+        except ValueError as exc:
+            problems.append(f"target {number} {json.dumps(item, default=str)[:120]}: {exc}")
+    if problems:
+        log.debug("send_request_targets_invalid", send_id=request_id, count=len(problems), first=problems[0])
+    if len(problems) > MAX_TARGET_PROBLEMS:
+        rest = len(problems) - MAX_TARGET_PROBLEMS
+        problems = problems[:MAX_TARGET_PROBLEMS] + [f"and {rest} more invalid target(s)"]
+    return tuple(targets), tuple(problems)
+
+
+def _target(item: object) -> SendTarget:
+    if not isinstance(item, dict):
+        raise ValueError('not an object with "kind" and "id"')
+    kind, record_id = item.get("kind"), item.get("id")
+    if kind is None or (isinstance(kind, str) and not kind.strip()):
+        raise ValueError(f'no "kind" ({TARGET_KINDS})')
+    try:
+        target_kind = TargetKind(str(kind).strip().lower())
+    except ValueError:
+        raise ValueError(f"unknown kind {kind!r}; use one of {TARGET_KINDS}") from None
+    if record_id is None or (isinstance(record_id, str) and not record_id.strip()):
+        raise ValueError(f'no "id": give the GUID of the {target_kind.value}')
+    found = _GUID.match(str(record_id).strip()) if isinstance(record_id, str) else None
+    if found is None:
+        raise ValueError(f"id {record_id!r} is not a GUID (like 00000000-0000-0000-0000-000000000000)")
+    return SendTarget(target_kind, found.group(1).lower())

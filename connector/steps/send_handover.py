@@ -264,7 +264,7 @@ def release(ctx, job, request: SendRequest) -> None:
         SendRequestUpdate(
             status=SendStatus.SENT, esp_job_id=job.esp_job_id, resolved=job.resolved, handed_over=job.handed_over,
             skipped=job.skipped, skipped_by_reason=dict(job.skipped_by_reason),
-            released_on=job.updated_at or datetime.now(timezone.utc), reason=summary(job),
+            released_on=job.updated_at or datetime.now(timezone.utc), reason=summary(job) + left_out(request),
         ),
     )
     crashpoint("after_crm_updated")
@@ -281,6 +281,14 @@ def summary(job) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(job.skipped_by_reason.items()))
         text += f"; {job.skipped} skipped ({reasons}); details in the connector's quarantine table"
     return text
+
+
+def left_out(request: SendRequest) -> str:
+    """The targets a send went without (``[sends] invalid_targets = skip``), for the Sent reason."""
+    if not request.invalid_targets:
+        return ""
+    return (f"; {len(request.invalid_targets)} target(s) left out because they cannot be read "
+            f"([sends] invalid_targets = skip): {'; '.join(request.invalid_targets)}")
 
 
 def fail(ctx, job, reason: str) -> None:

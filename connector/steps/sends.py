@@ -374,9 +374,15 @@ def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
     if not (request.email_key or ctx.config.sends.default_email_key):
         fail(ctx, job, "no ESP email is named: fill the request's email key or set [sends] default_email_key.")
         return False
+    if request.invalid_targets and (ctx.config.sends.invalid_targets == "fail" or not request.targets):
+        fail(ctx, job, invalid_targets_reason(request, ctx.config.sends.invalid_targets))
+        return False
     if not request.targets:
         fail(ctx, job, "the request has no targets: add a marketing list, campaign, contact, lead or account.")
         return False
+    if request.invalid_targets:
+        log.warning("send_targets_left_out", send=job.request_id, count=len(request.invalid_targets),
+                    reason="; ".join(request.invalid_targets))
     email_key = request.email_key or ctx.config.sends.default_email_key
     if ctx.esp().find_email(email_key) is None:  # before any subscriber is written at the ESP
         where = "the request's email key" if request.email_key else "[sends] default_email_key"
@@ -397,6 +403,16 @@ def check_mapping(ctx: StepContext) -> None:
         raise ConfigError("the attribute mapping names ESP attributes the account does not have: "
                           + "; ".join(str(p) for p in problems),
                           section=problems[0].section, key=problems[0].key, problems=problems)
+
+
+def invalid_targets_reason(request: SendRequest, policy: str) -> str:
+    listed = "; ".join(request.invalid_targets)
+    if policy == "fail":
+        rule = ("nothing was sent. Correct or remove them (or set [sends] invalid_targets = skip to send to "
+                "the valid rest)")
+    else:
+        rule = "and no valid target is left, so nothing was sent. Correct them"
+    return f"the request's targets cannot all be read: {listed}; {rule}."
 
 
 def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, report) -> None:

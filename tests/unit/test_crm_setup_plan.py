@@ -78,14 +78,19 @@ def test_fetchxml_columns_replaced_and_cookie_decoded() -> None:
     assert fetchxml.next_cookie(annotation) == inner
 
 
+L1 = "0b5b3a52-6a7e-4d0b-9d0e-1f2a3b4c5d6e"
+
+
 def test_send_request_row_and_update_body() -> None:
     cols = SendRequestColumns("cesp")
     row = {"cesp_sendrequestid": "r1", "cesp_name": "Nov", "cesp_status": 100000000, "@odata.etag": 'W/"5"',
-           "cesp_targets": json.dumps([{"kind": "list", "id": "l1"}, {"kind": "bogus", "id": "x"}]),
+           "cesp_targets": json.dumps([{"kind": "list", "id": L1}, {"kind": "bogus", "id": "x"}]),
            "_ownerid_value": "u1", "_cesp_campaignid_value": None, "createdon": "2026-11-01T10:00:00Z"}
     req = cols.from_row(row)
     assert req.status is SendStatus.PENDING and req.etag == 'W/"5"' and req.campaign_id is None
-    assert [(t.kind, t.id) for t in req.targets] == [(TargetKind.LIST, "l1")]
+    assert [(t.kind, t.id) for t in req.targets] == [(TargetKind.LIST, L1)]
+    assert req.invalid_targets == ('target 2 {"kind": "bogus", "id": "x"}: unknown kind \'bogus\'; '
+                                   'use one of list, campaign, contact, lead, account',)
     body = cols.update_body(SendRequestUpdate(status=SendStatus.SENT, handed_over=3,
                                               skipped_by_reason={"no_email": 1}, counts={"opens": 2}))
     assert body["cesp_status"] == 100000002 and body["cesp_handedover"] == 3
