@@ -38,6 +38,7 @@ from typing import Any, Callable, TextIO
 from connector.crm.records import COUNT_COLUMNS as CRM_COUNT_COLUMNS
 from connector.crm.records import STATUS_BY_CODE
 from connector.private import open_private
+from connector.steps.tracking.rules import tracking_key_prefix
 
 # the send request's picklist, as the summary shows it ("Sent", "Failed", ...)
 STATUS = {code: status.value.capitalize() for code, status in STATUS_BY_CODE.items()}
@@ -382,7 +383,8 @@ def _summarize(sandbox: Any, config: Any, planned: list[PlannedSend], progress: 
         counts = {c: int(r.get(f"cesp_{c}count") or 0) for c in COUNT_COLUMNS}
         job = r.get("cesp_espjobid") or ""
         responses = crm.execute(
-            "SELECT count(*) FROM e_campaignresponse WHERE cesp_trackingkey LIKE ?", (f"{job}:%",))[0][0] if job else 0
+            "SELECT count(*) FROM e_campaignresponse WHERE cesp_trackingkey LIKE ?",
+            (tracking_key_prefix(str(job)) + "%",))[0][0] if job else 0
         staged = 0
         if job:
             with staging_engine.connect() as conn:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import structlog
 
+from connector.crm import keys
 from connector.crm.batch import BatchOp, build_batch, parse_batch
 from connector.crm.odata import Call, ODataHttp
 from connector.crm.records import ENTITY_SETS, iso
@@ -20,6 +21,9 @@ from connector.errors import PermanentPeerError
 from connector.models import BounceUpdate, CampaignResponse, CrmTable, RecordRef, WriteResult
 
 log = structlog.get_logger(__name__)
+
+TRACKING_KEY_LENGTH = 100
+"""``cesp_trackingkey`` is a String 100 column (docs/contracts.md)."""
 
 
 def odata_string(value: str) -> str:
@@ -37,15 +41,22 @@ class CrmWriter:
 
     def create_campaign_responses(self, responses: Sequence[CampaignResponse]) -> list[WriteResult]:
         ops: list[tuple[str, BatchOp, bool]] = []
+        refused: list[WriteResult] = []
         key_col = f"{self.prefix}_trackingkey"
         for r in responses:
+            if not keys.addressable(r.tracking_key) or len(r.tracking_key) > TRACKING_KEY_LENGTH:
+                refused.append(WriteResult(r.tracking_key, False, f"tracking key {r.tracking_key!r} cannot address a "
+                                           "Dataverse record (longer than 100 characters or holding one of "
+                                           "< > * % & : / \\ + ? #); build it with tracking_key()",
+                                           "unaddressable_key"))
+                continue
             path = f"campaignresponses({key_col}={odata_string(r.tracking_key)})"
             ops.append((r.tracking_key, BatchOp("PATCH", path, self._response_body(r), {"If-None-Match": "*"}), True))
             if r.closed:
                 close = {"statecode": 1, "statuscode": 2}
                 ops.append((r.tracking_key, BatchOp("PATCH", path, close, {"If-Match": "*"}), False))
         results = self._run_batches(ops, "create campaign responses", "campaignresponse", exists_ok=True)
-        return _merge_results(results, [r.tracking_key for r in responses])
+        return _merge_results([*refused, *results], [r.tracking_key for r in responses])
 
     def _response_body(self, r: CampaignResponse) -> dict:
         table = CrmTable(r.customer.table)

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector.demo import DemoOptions, run_demo
+from connector.steps.tracking.rules import tracking_key_prefix
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def test_demo_small_matches_the_sandbox(tmp_path: Path) -> None:
             facts["crm"] = crm.get("cesp_sendrequests", key)
             job = row["esp_job"]
             facts["responses"] = (crm.execute("SELECT count(*) FROM e_campaignresponse WHERE cesp_trackingkey LIKE ?",
-                                              (f"{job}:%",))[0][0] if job else 0)
+                                              (tracking_key_prefix(str(job)) + "%",))[0][0] if job else 0)
             if facts["sends"]:
                 send = facts["sends"][0]
                 facts["esp_counts"] = esp.send_counts(send)

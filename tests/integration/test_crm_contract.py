@@ -148,7 +148,7 @@ def test_campaign_responses_idempotent_with_partial_failure(crm_client, crm_seed
     when = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
 
     def response(i: int, campaign_id: str = campaign, closed: bool = False) -> CampaignResponse:
-        return CampaignResponse(tracking_key=f"77:{people[i]}:open", campaign_id=campaign_id,
+        return CampaignResponse(tracking_key=f"77.open.{people[i]}", campaign_id=campaign_id,
                                 customer=RecordRef(CrmTable.CONTACT, people[i]), subject="Opened: Nov",
                                 received_on=when, email=f"r{i}@example.com", closed=closed)
 
@@ -161,6 +161,11 @@ def test_campaign_responses_idempotent_with_partial_failure(crm_client, crm_seed
     assert all(r.ok for r in again)
     keys = [row.get("cesp_trackingkey") for row in crm_seed.store.rows("campaignresponses")]
     assert sorted(keys) == sorted(response(i).tracking_key for i in range(5))
+    # a key Dataverse cannot address a record by is refused before any request, with a reason
+    unsafe = CampaignResponse(**{**response(0).__dict__, "tracking_key": f"77:{people[0]}:open"})
+    mixed = crm_client.create_campaign_responses([unsafe, response(4)])
+    assert [r.ok for r in mixed] == [False, True] and mixed[0].code == "unaddressable_key"
+    assert crm_seed.store.count("campaignresponses") == 5
 
 
 def test_bounces_and_opt_outs(crm_client, crm_seed) -> None:

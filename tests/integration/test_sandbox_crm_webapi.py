@@ -158,14 +158,20 @@ def test_alternate_key_upsert_and_campaign_response(crm_sandbox, crm_session):
     camp = crm_sandbox.store.insert("campaigns", {"name": "Spring"})
     body = {"subject": "Opened", "channeltypecode": 1, "responsecode": 1,
             "regardingobjectid_campaign_campaignresponse@odata.bind": f"/campaigns({camp})"}
-    url = f"{api}campaignresponses(cesp_trackingkey='job1:sub1:Open')"
+    url = f"{api}campaignresponses(cesp_trackingkey='job1.open.sub1')"
     first = crm_session.patch(url, json=body, headers={"If-None-Match": "*"})
     assert first.status_code == 204, first.text
     again = crm_session.patch(url, json=body, headers={"If-None-Match": "*"})
     assert again.status_code == 412 and again.json()["error"]["code"] == "0x80040237"
     got = crm_session.get(url, headers={"Prefer": 'odata.include-annotations="*"'}).json()
-    assert got["_regardingobjectid_value"] == camp and got["cesp_trackingkey"] == "job1:sub1:Open"
+    assert got["_regardingobjectid_value"] == camp and got["cesp_trackingkey"] == "job1.open.sub1"
     assert got["_regardingobjectid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "campaign"
+    # string keys match case-insensitively (SQL Server collation): same record, and no twin
+    assert crm_session.get(f"{api}campaignresponses(cesp_trackingkey='JOB1.Open.SUB1')").json()[
+        "activityid"] == got["activityid"]
+    twin = crm_session.patch(f"{api}campaignresponses(cesp_trackingkey='JOB1.OPEN.SUB1')", json=body,
+                             headers={"If-None-Match": "*"})
+    assert twin.status_code == 412
     wrong = crm_session.patch(f"{api}campaignresponses(subject='x')", json=body)
     assert wrong.status_code == 400
     missing = crm_session.patch(f"{api}contacts({uuid.uuid4()})", json={"firstname": "x"},

@@ -10,6 +10,7 @@ import pytest
 from connector.models import EventType as E
 from connector.steps.tracking import run_tracking
 from tests.fixtures.tracking import (
+    response_key,
     CAMPAIGN,
     JOB,
     REQUEST,
@@ -37,7 +38,7 @@ def test_exactly_once_with_postgres_state_and_staging(tmp_path: Path, pg_url: st
         esp.add(make_event(E.CLICK, 1, T0 + timedelta(minutes=5), url="https://a.test/x"),
                 make_event(E.CLICK, 1, T0 + timedelta(minutes=5), url="https://a.test/y"))
         esp.add(make_event(E.BOUNCE, 2, T0 + timedelta(minutes=1), bounce_category="Hard bounce"))
-        crm.fail_keys.add(f"{JOB}:{contact_id(7)}:sent")
+        crm.fail_keys.add(response_key(7, E.SENT))
         first = run_tracking(ctx)
         assert first.ok and first.details["retry_later"] == 1
         crm.fail_keys.clear()

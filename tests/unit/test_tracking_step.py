@@ -18,7 +18,7 @@ from connector.steps.tracking import (
     tracking_key,
     with_lookahead,
 )
-from tests.fixtures.tracking import CAMPAIGN, JOB, REQUEST, T0, contact_id, make_event
+from tests.fixtures.tracking import CAMPAIGN, JOB, REQUEST, T0, contact_id, make_event, response_key
 
 
 def track(ctx, job: str = JOB, request: str = REQUEST, campaign: str = CAMPAIGN) -> None:
@@ -53,11 +53,26 @@ def test_delivered_is_sent_minus_bounces() -> None:
     assert out["delivered"] == 7 and out["opens"] == 4 and out["unique_clicks"] == 0
 
 
-def test_tracking_key_is_short_enough_for_email_subscriber_keys() -> None:
+def test_tracking_key_is_addressable_short_and_one_per_recipient_and_kind() -> None:
+    from dataclasses import replace
+
+    from connector.crm.keys import addressable
+    from connector.steps.tracking.rules import tracking_key_prefix
+
     ev = make_event(E.OPEN, 1, T0)
-    assert tracking_key(ev) == f"{JOB}:{contact_id(1)}:open"
-    long = ev.__class__(**{**ev.__dict__, "subscriber_key": "x" * 250 + "@example.test"})
-    assert len(tracking_key(long)) <= 100
+    assert tracking_key(ev) == tracking_key(make_event(E.OPEN, 1, T0 + timedelta(hours=3)))  # stable
+    assert tracking_key(ev).startswith(tracking_key_prefix(JOB) + "open.")
+    odd = ["x" * 250 + "@example.test", "a<b>c*d%e&f:g/h\\i+j?k#l@example.test", "Ann@Example.test",
+           "ann@example.test", "ann@example.test ", "späti@例え.jp", contact_id(1)]
+    seen = set()
+    for key in odd:
+        for kind in (E.OPEN, E.CLICK, E.BOUNCE, E.UNSUB, E.SENT):
+            for job in (JOB, "job:7/x", "JOB:7/X"):
+                tk = tracking_key(replace(ev, subscriber_key=key, event_type=kind, job_id=job))
+                assert len(tk) <= 100 and addressable(tk) and tk == tk.lower(), tk
+                seen.add(tk)
+    # case-insensitive key matching in Dataverse: keys differing only in case stay apart
+    assert len(seen) == len(odd) * 5 * 3
 
 
 def test_lookahead_marks_the_last_item() -> None:
@@ -103,8 +118,8 @@ def test_mode_responders_one_response_per_recipient_and_kind(tracking_env) -> No
     esp.add(make_event(E.OPEN, 1, T0 + timedelta(minutes=1)), make_event(E.OPEN, 1, T0 + timedelta(minutes=9)))
     esp.add(make_event(E.CLICK, 1, T0 + timedelta(minutes=2), url="https://a.test/"))
     assert run_tracking(ctx).ok
-    assert sorted(crm.responses) == [f"{JOB}:{contact_id(1)}:click", f"{JOB}:{contact_id(1)}:open"]
-    opened = crm.responses[f"{JOB}:{contact_id(1)}:open"]
+    assert sorted(crm.responses) == [response_key(1, E.CLICK), response_key(1, E.OPEN)]
+    opened = crm.responses[response_key(1, E.OPEN)]
     assert opened.campaign_id == CAMPAIGN and opened.closed and opened.channel_code == 1
     assert opened.received_on == T0 + timedelta(minutes=1)  # the first open
     assert opened.subject == "Opened: Spring" and opened.customer.id == contact_id(1)
@@ -119,7 +134,7 @@ def test_mode_all_adds_sent_responses_and_staging(tracking_env) -> None:
     esp.add(make_event(E.OPEN, 1, T0 + timedelta(minutes=1)))
     esp.add(make_event(E.NOT_SENT, 9, T0, reason="held"))
     assert run_tracking(ctx).ok
-    assert len([k for k in crm.responses if k.endswith(":sent")]) == 3
+    assert len([k for k in crm.responses if ".sent." in k]) == 3
     assert len(crm.responses) == 4  # no response for not-sent
     rows = ctx.staging().rows()
     assert len(rows) == 5
@@ -176,7 +191,7 @@ def test_unsubscribes_set_opt_out(tracking_env) -> None:
     esp.add(make_event(E.UNSUB, 3, T0, reason="unsubscribed from email"))
     assert run_tracking(ctx).ok
     assert crm.opt_outs == {contact_id(3)}
-    assert crm.responses[f"{JOB}:{contact_id(3)}:unsub"].response_code == 3
+    assert crm.responses[response_key(3, E.UNSUB)].response_code == 3
     assert counts(ctx) == {"unsubscribes": 1}
 
 
@@ -229,7 +244,7 @@ def test_events_delivered_twice_land_once(tracking_env) -> None:
     run_tracking(ctx)
     assert counts(ctx) == {"opens": 1, "unique_opens": 1}
     assert ctx.staging().count() == 1
-    assert crm.response_attempts[f"{JOB}:{contact_id(1)}:open"] == 1  # re-reads do not even re-send
+    assert crm.response_attempts[response_key(1, E.OPEN)] == 1  # re-reads do not even re-send
 
 
 def test_event_at_the_exact_window_edge(tracking_env) -> None:
@@ -310,7 +325,7 @@ def test_crm_batch_partial_failure_is_retried_next_run(tracking_env) -> None:
     ctx = make_ctx(mode="responders", event_types=("open",), overlap_minutes=0)
     track(ctx)
     esp.add(*(make_event(E.OPEN, i, T0 + timedelta(minutes=i)) for i in range(10)))
-    bad = f"{JOB}:{contact_id(3)}:open"
+    bad = response_key(3, E.OPEN)
     crm.fail_keys.add(bad)
     outcome = run_tracking(ctx)
     assert outcome.details["retry_later"] == 1
@@ -380,7 +395,7 @@ def test_a_write_failing_run_after_run_is_parked_after_max_attempts(tracking_env
     ctx = make_ctx(mode="responders", event_types=("open",), overlap_minutes=0)
     track(ctx)
     esp.add(make_event(E.OPEN, 1, T0), make_event(E.OPEN, 2, T0 + timedelta(minutes=5)))
-    crm.fail_keys.add(f"{JOB}:{contact_id(1)}:open")
+    crm.fail_keys.add(response_key(1, E.OPEN))
     assert run_tracking(ctx).details["retry_later"] == 1
     assert run_tracking(ctx).details["retry_later"] == 1
     assert ctx.state.get_watermark("default", "open") < T0

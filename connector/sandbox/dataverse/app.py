@@ -20,6 +20,7 @@ import structlog
 from connector.sandbox.dataverse.batch import run_batch
 from connector.sandbox.dataverse.entra import EntraAuthority
 from connector.sandbox.dataverse.http import API_VERSIONS, Request, Response, decode_path, parse_query, parse_segment, split_path, status_line
+from connector.sandbox.dataverse.keys import path_refusal, url_refusal
 from connector.sandbox.dataverse.metadata import Metadata
 from connector.sandbox.dataverse.records import Records
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
@@ -102,7 +103,11 @@ class DataverseApp:
         return [resp.body]
 
     def web_api(self, environ: dict) -> Response:
-        raw_path, raw_query = decode_path(environ.get("RAW_URI") or environ["PATH_INFO"])
+        raw_uri = environ.get("RAW_URI") or environ["PATH_INFO"]
+        raw_path, raw_query = decode_path(raw_uri)
+        refused = url_refusal(self.org_url + raw_uri) or path_refusal(raw_path)  # IIS, before Dataverse
+        if refused is not None:
+            return refused
         parts = raw_path.split("/", 4)  # '', 'api', 'data', 'v9.2', rest
         if len(parts) < 4 or parts[2] != "data" or parts[3] not in API_VERSIONS:
             return Response.error(404, "0x80060888", f"Resource not found for the segment '{raw_path}'.")

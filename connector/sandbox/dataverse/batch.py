@@ -1,7 +1,9 @@
 """``$batch`` for the Dataverse sandbox (OData multipart/mixed).
 
-Change sets are all-or-nothing and may refer to earlier items by ``Content-ID``
-(``$1`` in a URL or an ``@odata.bind``). At most 1000 requests per batch. Without
+Change sets are all-or-nothing and may refer to earlier items of the same change set by
+``Content-ID`` (``$1`` in a URL or an ``@odata.bind``); a reference to another change set
+or to a part outside change sets does not resolve. At most 1000 requests per batch, each
+URL at most 64 KB. Without
 ``Prefer: odata.continue-on-error`` processing stops at the first failure and the
 batch answers with that status; with it the batch is 200 and every part has its own.
 """
@@ -13,6 +15,7 @@ import uuid
 from typing import Callable
 
 from connector.sandbox.dataverse.http import Request, Response, parse_query, status_line
+from connector.sandbox.dataverse.keys import check_batch_url
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
 
 MAX_BATCH_REQUESTS = 1000
@@ -94,14 +97,17 @@ def run_batch(req: Request, store: DataverseStore, dispatch: Callable[[Request],
         raise StoreError(400, "0x8005f21a", f"The number of requests in the batch is {total}, which exceeds the"
                          f" limit of {MAX_BATCH_REQUESTS}.")
     continue_on_error = "odata.continue-on-error" in req.prefer
-    content_ids: dict[str, str] = {}
     batch_b = f"batchresponse_{uuid.uuid4()}"
     out: list[bytes] = []
     status = 200
 
-    def run_one(part: _Part, in_changeset: bool) -> Response:
+    def run_one(part: _Part, content_ids: dict[str, str] | None) -> Response:
+        """One operation; ``content_ids`` are its change set's (None: a part outside change sets)."""
+        in_changeset = content_ids is not None
         if in_changeset and part.method == "GET":
             raise StoreError(400, "0x80060888", "GET requests are not allowed inside a change set.")
+        check_batch_url(part.url)
+        content_ids = {} if content_ids is None else content_ids  # $n resolves only inside its change set
         url = part.url
         m = re.match(r"^\$(\w+)(.*)$", url)
         if m:
@@ -134,10 +140,11 @@ def run_batch(req: Request, store: DataverseStore, dispatch: Callable[[Request],
             cs_b = f"changesetresponse_{uuid.uuid4()}"
             rendered: list[bytes] = []
             failed: Response | None = None
+            changeset_ids: dict[str, str] = {}
             try:
                 with store.transaction():
                     for part in item:
-                        resp = _guard(run_one, part, True)
+                        resp = _guard(run_one, part, changeset_ids)
                         if resp.status >= 400:
                             failed = resp
                             raise _Rollback()
@@ -154,7 +161,7 @@ def run_batch(req: Request, store: DataverseStore, dispatch: Callable[[Request],
             out.append(f"--{batch_b}\r\nContent-Type: multipart/mixed; boundary={cs_b}\r\n\r\n".encode()
                        + b"".join(rendered) + f"--{cs_b}--\r\n".encode())
         else:
-            resp = _guard(run_one, item, False)
+            resp = _guard(run_one, item, None)
             out.append(f"--{batch_b}\r\n".encode() + _render(resp, item.content_id))
             if resp.status >= 400 and not continue_on_error:
                 status = resp.status
@@ -171,8 +178,8 @@ class _Rollback(Exception):
     pass
 
 
-def _guard(fn: Callable[..., Response], part: _Part, in_changeset: bool) -> Response:
+def _guard(fn: Callable[..., Response], part: _Part, content_ids: dict[str, str] | None) -> Response:
     try:
-        return fn(part, in_changeset)
+        return fn(part, content_ids)
     except StoreError as exc:
         return Response.error(exc.status, exc.code, exc.message)

@@ -141,7 +141,7 @@ class _Parser:
         if tok.kind == "punct":
             raise bad_query(f"Syntax error at '{tok.value}' in '{self.text}'.")
         if tok.kind == "datetime":
-            return ("lit", _datetime_literal(tok.value))
+            return ("lit", _offset_literal(tok.value))
         if tok.kind == "guid":
             return ("lit", tok.value.lower())
         return ("lit", tok.value)
@@ -173,6 +173,14 @@ class _Parser:
             self.expect("]")
             return values
         return tok.value
+
+
+def _offset_literal(text: str) -> str:
+    """A DateTimeOffset literal of ``$filter``: a date, or a date-time with ``Z`` or an offset."""
+    if len(text) > 10 and not re.search(r"(?:Z|[+-]\d{2}:\d{2})$", text):
+        raise bad_query(f"The DateTimeOffset text '{text}' should be in format"
+                        " 'yyyy-mm-ddThh:mm:ss('.'s+)?(zzzzzz)?' and each field value is within valid range.")
+    return _datetime_literal(text)
 
 
 def _datetime_literal(text: str) -> str:
@@ -309,9 +317,13 @@ def parse_select(entity: Entity, text: str | None) -> list[str] | None:
         return None
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
-        if entity.by_wire_name(name) is None and entity.attributes.get(name) is None:
+        if entity.by_wire_name(name) is None:  # a lookup only as _<name>_value, never by its (navigation) name
+            hint = ""
+            attr = entity.attributes.get(name)
+            if attr is not None and attr.type in LOOKUP_TYPES:
+                hint = f" Select the lookup as '_{name}_value'."
             raise bad_query(f"Could not find a property named '{name}' on type "
-                            f"'Microsoft.Dynamics.CRM.{entity.logical_name}'.")
+                            f"'Microsoft.Dynamics.CRM.{entity.logical_name}'.{hint}")
     return names
 
 

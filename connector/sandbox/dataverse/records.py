@@ -9,6 +9,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+from connector.sandbox.dataverse.keys import check_key_values
 from connector.sandbox.dataverse.navigation import NavigationOps
 from connector.sandbox.dataverse.query import CHANGE_TRACKING_DAYS, QueryOps
 from connector.sandbox.dataverse.http import (
@@ -42,6 +43,7 @@ class Records(QueryOps, NavigationOps):
             return self.store.get_raw(e, rid), rid
         for k in e.keys.values():
             if set(k.attributes) == set(parsed):
+                check_key_values(parsed)
                 values = {}
                 for name in k.attributes:
                     attr = e.attributes[name]

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 
 from connector.private import private_sqlite_file
 from connector.sandbox.dataverse.schema import (
-    FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, MANY_TO_MANY, Attribute, Entity, Key, standard_entities,
+    FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, MANY_TO_MANY, STRING_TYPES, Attribute, Entity, Key, standard_entities,
 )
 
 
@@ -211,8 +211,9 @@ class DataverseStore:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {_q(a.logical_name)} {_sql_type(a)}")
             if a.type in LOOKUP_TYPES and a.logical_name + "__type" not in existing:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {_q(a.logical_name + '__type')} TEXT")
-        for k in e.keys.values():
-            cols = ", ".join(_q(c) for c in k.attributes)
+        for k in e.keys.values():  # string key columns compare case-insensitively, as SQL Server's collation
+            cols = ", ".join(_q(c) + (" COLLATE NOCASE" if e.attributes[c].type in STRING_TYPES else "")
+                             for c in k.attributes)
             self._db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {_q('k_' + k.logical_name)} ON {table} ({cols})")
 
     def _apply(self, change: dict, persist: bool = True) -> None:
@@ -364,7 +365,8 @@ class DataverseStore:
         return dict(zip(cols, row)) if row else None
 
     def find_by_key(self, e: Entity, values: dict[str, Any]) -> dict | None:
-        where = " AND ".join(f"{_q(k)} = ?" for k in values)
+        where = " AND ".join(f"{_q(k)}" + (" COLLATE NOCASE" if e.attributes[k].type in STRING_TYPES else "")
+                             + " = ?" for k in values)
         with self.lock:
             cols = self.columns(e)
             row = self._db.execute(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, timedelta
 
+from connector.crm import keys
 from connector.models import BounceType, EventType, TrackingEvent
 
 RESPONSE_CODES = {  # Dataverse campaignresponse.responsecode
@@ -18,7 +18,7 @@ RESPONSE_CODES = {  # Dataverse campaignresponse.responsecode
 }
 CHANNEL_EMAIL = 1  # campaignresponse.channeltypecode Email
 RESPONDER_TYPES = frozenset({EventType.OPEN, EventType.CLICK, EventType.BOUNCE, EventType.UNSUB})
-PERMANENT_CODES = frozenset({"not_found", "unsupported_table", "0x80040217", "404", "400", "403"})
+PERMANENT_CODES = frozenset({"not_found", "unsupported_table", "unaddressable_key", "0x80040217", "404", "400", "403"})
 """WriteResult codes that repeating the write will not fix (record gone, wrong table, refused)."""
 
 COUNTER_OF_TYPE = {
@@ -79,13 +79,25 @@ def unique_key(account: str, event: TrackingEvent) -> str:
     return f"uq\x1f{account}\x1f{event.job_id}\x1f{event.subscriber_key}\x1f{event.event_type.value}"
 
 
+TRACKING_KEY_JOB_CHARS = 40
+"""Characters of the ESP job id kept (readable) at the front of a tracking key."""
+
+
 def tracking_key(event: TrackingEvent) -> str:
-    """Campaign-response key: one response per recipient per kind (at most 100 characters)."""
-    key = f"{event.job_id}:{event.subscriber_key}:{event.event_type.value}"
-    if len(key) <= 100:
-        return key
-    digest = hashlib.sha256(event.subscriber_key.encode("utf-8")).hexdigest()[:40]
-    return f"{event.job_id}:{digest}:{event.event_type.value}"[:100]
+    """Campaign-response key: one response per recipient per kind, at most 100 characters.
+
+    ``<job>.<event type>.<digest>`` (docs/contracts.md): only ``[a-z0-9._-]``, because
+    Dataverse cannot address a record by a key holding ``:`` ``/`` ``&`` ... and matches
+    keys case-insensitively; the digest of the exact job id, subscriber key and type
+    keeps two recipients apart whatever their keys hold.
+    """
+    kind = event.event_type.value
+    return f"{tracking_key_prefix(event.job_id)}{kind}.{keys.digest(event.job_id, event.subscriber_key, kind)}"
+
+
+def tracking_key_prefix(job_id: str) -> str:
+    """What every tracking key of one ESP job starts with (for counting a send's responses)."""
+    return keys.key_part(job_id, TRACKING_KEY_JOB_CHARS) + "."
 
 
 def count_events(events: Iterable[TrackingEvent]) -> dict[str, int]:
