@@ -13,15 +13,16 @@ The defaults are the original product's, kept as named constants in
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import typing
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -31,13 +32,39 @@ from connector.errors import ConfigError
 from connector.models import CrmTable
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters and DEL: never valid in a name, a path, a URL or a secret."""
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: "inf" and "nan" are numbers to Python, never a sane interval or timeout
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        for text in _texts(value):
+            found = _CONTROL.search(text)
+            if found:
+                raise ValueError(f"holds the control character U+{ord(found.group()):04X} "
+                                 f"(character {found.start() + 1})")
+        return value
+
+
+def _texts(value: Any) -> list[str]:
+    """The text a field value holds, to check for control characters (secrets included)."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, (str, Path)):
+        return [str(value)]
+    if isinstance(value, tuple):
+        return [str(v) for v in value if isinstance(v, (str, Path))]
+    return []
 
 
 class ServiceSettings(Section):
-    instance_id: str = Field("", description="Label of this instance in logs and status; leases know each process by host, pid and a random token")
-    drain_seconds: int = Field(d.DRAIN_SECONDS, ge=0, description="Grace period after the first SIGTERM")
+    instance_id: str = Field("", max_length=60, description="Label of this instance in logs and status; leases know each process by host, pid and a random token")
+    drain_seconds: int = Field(d.DRAIN_SECONDS, ge=0, le=3600, description="Grace period after the first SIGTERM")
     secrets_file: Path | None = Field(None, description="Owner-only file with secrets, one section.key = value a line")
     data_dir: Path = Field(Path(d.DATA_DIR), description="Folder for batch files and the default SQLite databases")
 
@@ -51,7 +78,7 @@ class LoggingSettings(Section):
 
 class StateSettings(Section):
     url: str = Field("", description="SQLAlchemy URL; blank = SQLite at <data_dir>/state.db")
-    lease_seconds: int = Field(d.LEASE_SECONDS, ge=10)
+    lease_seconds: int = Field(d.LEASE_SECONDS, ge=10, le=86_400)
 
 
 class StagingSettings(Section):
@@ -61,10 +88,10 @@ class StagingSettings(Section):
 
 
 class SendsSettings(Section):
-    poll_minutes: float = Field(d.SEND_POLL_MINUTES, gt=0)
+    poll_minutes: float = Field(d.SEND_POLL_MINUTES, gt=0, le=1440)
     workers: int = Field(d.SEND_WORKERS, ge=1, le=64)
     allowed_roles: tuple[str, ...] = Field(d.ALLOWED_ROLES, min_length=1)
-    max_requests_per_poll: int = Field(d.MAX_REQUESTS_PER_POLL, ge=1)
+    max_requests_per_poll: int = Field(d.MAX_REQUESTS_PER_POLL, ge=1, le=10_000)
     default_email_key: str = ""
     default_send_classification_key: str = d.SEND_CLASSIFICATION_KEY
     subscriber_key: Literal["record_id", "email"] = "record_id"
@@ -74,34 +101,34 @@ class SendsSettings(Section):
 
 
 class ImportsSettings(Section):
-    poll_seconds: float = Field(d.IMPORT_POLL_SECONDS, gt=0)
+    poll_seconds: float = Field(d.IMPORT_POLL_SECONDS, gt=0, le=3600)
     workers: int = Field(d.IMPORT_WORKERS, ge=1, le=64)
-    timeout_minutes: float = Field(d.IMPORT_TIMEOUT_MINUTES, gt=0)
+    timeout_minutes: float = Field(d.IMPORT_TIMEOUT_MINUTES, gt=0, le=10_080)
 
 
 class TrackingSettings(Section):
-    poll_minutes: float = Field(d.TRACKING_POLL_MINUTES, gt=0)
+    poll_minutes: float = Field(d.TRACKING_POLL_MINUTES, gt=0, le=1440)
     workers: int = Field(d.TRACKING_WORKERS, ge=1, le=64)
     mode: Literal["none", "aggregate", "responders", "all"] = d.TRACKING_MODE
     responses_closed: bool = False
     default_campaign: str = Field("", description="CRM campaign id for sends without a campaign")
-    overlap_minutes: float = Field(d.TRACKING_OVERLAP_MINUTES, ge=0)
-    initial_lookback_days: float = Field(d.TRACKING_LOOKBACK_DAYS, gt=0)
+    overlap_minutes: float = Field(d.TRACKING_OVERLAP_MINUTES, ge=0, le=1440)
+    initial_lookback_days: float = Field(d.TRACKING_LOOKBACK_DAYS, gt=0, le=365)
     event_types: tuple[Literal["sent", "open", "click", "bounce", "unsub", "notsent"], ...] = d.EVENT_TYPES
     only_connector_sends: bool = True
 
 
 class BatchingSettings(Section):
     enabled: bool = True
-    threshold: int = Field(d.BATCH_THRESHOLD, ge=0)
+    threshold: int = Field(d.BATCH_THRESHOLD, ge=0, le=100_000_000)
     batch_size: int = Field(d.BATCH_SIZE, ge=1, le=1_000_000)
 
 
 class TimeoutSettings(Section):
-    crm_seconds: float = Field(d.CRM_TIMEOUT, gt=0)
-    esp_seconds: float = Field(d.ESP_TIMEOUT, gt=0)
-    sql_seconds: float = Field(d.SQL_TIMEOUT, gt=0)
-    sftp_seconds: float = Field(d.SFTP_TIMEOUT, gt=0)
+    crm_seconds: float = Field(d.CRM_TIMEOUT, gt=0, le=3600)
+    esp_seconds: float = Field(d.ESP_TIMEOUT, gt=0, le=3600)
+    sql_seconds: float = Field(d.SQL_TIMEOUT, gt=0, le=3600)
+    sftp_seconds: float = Field(d.SFTP_TIMEOUT, gt=0, le=3600)
 
 
 class CrmSettings(Section):
@@ -121,7 +148,7 @@ class CrmSettings(Section):
 
 
 class EspSettings(Section):
-    name: str = Field("default", description="Label of this ESP account in state and logs")
+    name: str = Field("default", min_length=1, max_length=50, description="Label of this ESP account in state and logs")
     wsdl: str = Field("", description="URL or file of the PartnerAPI WSDL (etframework.wsdl)")
     endpoint: str = Field("", description="SOAP endpoint; blank = learned from the OAuth token reply")
     auth: Literal["oauth", "wsse"] = "oauth"
@@ -207,6 +234,13 @@ class Config(Section):
 VALUE_TRANSFORMS = ("strip", "lower", "upper", "title", "capitalize")
 """Transforms a mapping line may name, applied in the order written (``connector.mapping``), then
 the lookup, then the default when the value is blank."""
+
+MAX_PROBLEMS = 200
+"""Problems reported for one file; past it they are only counted ("and N more")."""
+MAX_INI_BYTES = 16 * 1024 * 1024
+"""Largest service.ini read: a real one is a few KB, transform tables included."""
+MAX_PEM_BYTES = 4 * 1024 * 1024
+"""Largest CA bundle read for the check (the whole Mozilla bundle is about 250 KB)."""
 
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRANSFORM_NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -296,6 +330,7 @@ class _RawSection:
     name: str
     line: int
     items: dict[str, _Item] = field(default_factory=dict)  # lower-cased key -> item
+    known: bool = True  # False: an unknown section, already reported; its lines are skipped
 
 
 class _Loader:
@@ -307,13 +342,22 @@ class _Loader:
         self.base = path.resolve().parent
         self.env = env
         self.problems: list[ConfigProblem] = []
+        self.more = 0  # problems past MAX_PROBLEMS, counted only
         self.raw: dict[str, _RawSection] = {}
         self.secrets_file: _secrets.SecretsFile | None = None
         self.secret_sources: dict[str, str] = {}
 
     # -- helpers
     def problem(self, section: str, key: str, line: int, message: str, hint: str = "", file: str = "") -> None:
+        if self.full:
+            self.more += 1
+            return
         self.problems.append(ConfigProblem(section, key, line, message, hint, file or self.file))
+
+    @property
+    def full(self) -> bool:
+        """No room for more problems: callers may skip working out a hint."""
+        return len(self.problems) >= MAX_PROBLEMS
 
     def line_of(self, section: str, key: str = "") -> int:
         raw = self.raw.get(section)
@@ -329,12 +373,15 @@ class _Loader:
     # -- parsing
     def parse(self, text: str) -> None:
         current: _RawSection | None = None
-        for number, raw_line in enumerate(text.splitlines(), start=1):
+        # split on \n only: str.splitlines() also splits on NEL, FS, VT ... which belong to the value
+        for number, raw_line in enumerate(text.split("\n"), start=1):
             line = raw_line.strip()
             if not line or line[0] in "#;":
                 continue
             if line.startswith("["):
                 current = self._start_section(line, number)
+                continue
+            if current is not None and not current.known:
                 continue
             key, sep, value = line.partition("=")
             key = key.strip()
@@ -362,6 +409,9 @@ class _Loader:
             return None
         name = line[1:-1].strip().lower()
         name = re.sub(r"\s*\.\s*", ".", name)
+        if not _known_section(name):
+            self.unknown_section(name, number)
+            return _RawSection(name, number, known=False)  # its lines are skipped, not kept
         if name in self.raw:
             self.problem(name, "", number, f"section given twice (first at line {self.raw[name].line})",
                          "merge the two sections into one")
@@ -372,7 +422,7 @@ class _Loader:
     # -- secrets
     def load_secrets_file(self) -> None:
         item = self.raw.get("service", _RawSection("service", 0)).items.get("secrets_file")
-        if item is None or not item.value:
+        if item is None or not item.value or _CONTROL.search(item.value):  # the [service] checks report it
             return
         path = self.resolve(Path(item.value))
         try:
@@ -479,6 +529,11 @@ class _Loader:
         return mappings
 
     def parse_mapping_line(self, section: str, item: _Item, transforms: Mapping[str, object]) -> FieldMapping | None:
+        found = _CONTROL.search(item.key + item.value)
+        if found:
+            self.problem(section, item.key, item.line, f"holds the control character U+{ord(found.group()):04X}",
+                         "retype the line: it holds an invisible character (copied from a document?)")
+            return None
         parts = [p.strip() for p in item.value.split("|")]
         column, options = parts[0], parts[1:]
         lookup = default = None
@@ -513,8 +568,12 @@ class _Loader:
             ok = False
         if not ok:
             return None
-        return FieldMapping(esp_attribute=item.key, crm_column=column, lookup=(lookup or "").lower(),
-                            default=default or "", transforms=tuple(steps), line=item.line)
+        try:
+            return FieldMapping(esp_attribute=item.key, crm_column=column, lookup=(lookup or "").lower(),
+                                default=default or "", transforms=tuple(steps), line=item.line)
+        except ValidationError as exc:  # never a traceback for a config value
+            self.problem(section, item.key, item.line, exc.errors()[0]["msg"].removeprefix("Value error, "))
+            return None
 
     def _twice(self, section: str, item: _Item, what: str) -> bool:
         self.problem(section, item.key, item.line, f"{what} given twice", f"keep one {what}: step")
@@ -530,17 +589,24 @@ class _Loader:
                 self.problem(name, "", raw.line, f"bad transform name {table!r}",
                              "use letters, digits, - and _ only, e.g. [transform.countries]")
                 continue
-            transforms[table] = {item.key: item.value for item in raw.items.values()}
+            values = {}
+            for item in raw.items.values():
+                found = _CONTROL.search(item.key + item.value)
+                if found:
+                    self.problem(name, item.key, item.line, f"holds the control character U+{ord(found.group()):04X}",
+                                 "retype the line: it holds an invisible character (copied from a document?)")
+                    continue
+                values[item.key] = item.value
+            transforms[table] = values
         return transforms
 
-    def check_unknown_sections(self) -> None:
-        known = _section_names()
-        for name, raw in self.raw.items():
-            if name in known or name.startswith(("mapping.", "transform.")):
-                continue
-            choices = [f"[{c}]" for c in (*known, *(f"mapping.{t}" for t in _MAPPING_TABLES), "transform.NAME")]
-            self.problem(name, "", raw.line, "unknown section",
-                         _did_you_mean(f"[{name}]", choices, "sections are " + ", ".join(choices)))
+    def unknown_section(self, name: str, line: int) -> None:
+        if self.full:
+            self.more += 1
+            return
+        choices = [f"[{c}]" for c in (*_section_names(), *(f"mapping.{t}" for t in _MAPPING_TABLES), "transform.NAME")]
+        self.problem(name, "", line, "unknown section",
+                     _did_you_mean(f"[{name}]", choices, "sections are " + ", ".join(choices)))
 
     # -- after building
     def resolve_paths(self, section: Section) -> Section:
@@ -566,6 +632,15 @@ class _Loader:
 _MAPPING_TABLES = tuple(t.value for t in CrmTable)
 
 
+def _known_section(name: str) -> bool:
+    return name in _plain_sections() or name.startswith(("mapping.", "transform."))
+
+
+@functools.cache
+def _plain_sections() -> frozenset[str]:
+    return frozenset(_section_names())
+
+
 def _coerce(info: FieldInfo, value: str) -> object:
     """Raw ini text -> what pydantic validates: comma lists for tuples, blank optional = None."""
     if _is_tuple(info):
@@ -578,6 +653,26 @@ def _coerce(info: FieldInfo, value: str) -> object:
     return value
 
 
+def number_range(info: FieldInfo) -> str:
+    """The allowed range of a numeric option as written in the docs, e.g. ``1 to 64``; "" if none."""
+    low = high = None
+    low_open = False
+    for item in info.metadata:
+        if getattr(item, "ge", None) is not None:
+            low = item.ge
+        elif getattr(item, "gt", None) is not None:
+            low, low_open = item.gt, True
+        if getattr(item, "le", None) is not None:
+            high = item.le
+    if low is None or high is None:
+        return ""
+    return f"more than {_number(low)}, up to {_number(high)}" if low_open else f"{_number(low)} to {_number(high)}"
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
 def _did_you_mean(word: str, choices: list[str], otherwise: str) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else otherwise
@@ -585,7 +680,7 @@ def _did_you_mean(word: str, choices: list[str], otherwise: str) -> str:
 
 def _describe(err: dict, item: _Item | None, info: FieldInfo | None, *, secret: bool) -> tuple[str, str]:
     """A pydantic error as (message, hint) a person can act on."""
-    message = err["msg"].replace("Input should be", "should be", 1)
+    message = err["msg"].replace("Input should be", "should be", 1).removeprefix("Value error, ")
     if len(err["loc"]) > 1 and isinstance(err["loc"][1], int):
         message = f"item {err['loc'][1] + 1} ({err['input']!r}) {message}"
     elif item is not None and not secret:
@@ -601,8 +696,14 @@ def _describe(err: dict, item: _Item | None, info: FieldInfo | None, *, secret: 
         return message, "comments must be on their own line, not after a value"
     if kind == "bool_parsing":
         return message, "write true or false"
-    if kind in ("int_parsing", "float_parsing", "int_from_float"):
-        return message, "write a plain number" + (f"; the default is {info.default}" if info else "")
+    allowed = number_range(info) if info is not None else ""
+    if kind in ("int_parsing", "float_parsing", "int_from_float", "finite_number"):
+        hint = "write a plain number" + (f" from {allowed}" if allowed else "")
+        return message, hint + (f"; the default is {info.default}" if info else "")
+    if allowed and kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return message, f"allowed: {allowed}; the default is {info.default}"  # type: ignore[union-attr]
+    if kind == "value_error" and "control character" in message:
+        return message, "retype the value: it holds an invisible character (copied from a document?)"
     if kind == "too_short" and info is not None and _is_tuple(info):
         return "needs at least one value", "separate values with commas"
     if info is not None and info.default not in (None, PydanticUndefined):
@@ -619,15 +720,10 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     """
     path = Path(path)
     loader = _Loader(path, os.environ if env is None else env)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = ConfigProblem("", "", 0, f"cannot read the configuration: {exc}",
-                                "check the path given with -c", str(path))
-        raise ConfigError(str(problem), problems=[problem]) from exc
+    text = _read_ini(path)
     loader.parse(text)
+    del text
     loader.load_secrets_file()
-    loader.check_unknown_sections()
     sections = {name: loader.build_section(name, model) for name, model in section_models().items()}
     transforms = loader.build_transforms()
     mappings = loader.build_mappings(transforms)
@@ -639,9 +735,45 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         _check_rules(config, loader)
     if loader.problems:
         problems = sorted(loader.problems, key=lambda p: (p.file != loader.file, p.file, p.line))
-        raise ConfigError(format_problems(problems), problems=problems)
+        report = format_problems(problems)
+        if loader.more:
+            report += (f"\n... and {loader.more} more problem{'s' if loader.more != 1 else ''} not listed "
+                       f"(only the first {MAX_PROBLEMS} are): fix these, then check again")
+        error = ConfigError(report, problems=problems)
+        error.total = len(problems) + loader.more  # type: ignore[attr-defined]
+        raise error
     assert config is not None
     return config
+
+
+def _read_ini(path: Path) -> str:
+    """The text of ``service.ini``, or ConfigError naming what is wrong with the file itself."""
+    def fail(message: str, hint: str, line: int = 0, cause: BaseException | None = None) -> ConfigError:
+        problem = ConfigProblem("", "", line, message, hint, str(path))
+        error = ConfigError(str(problem), problems=[problem])
+        error.total = 1  # type: ignore[attr-defined]
+        error.__cause__ = cause
+        return error
+
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_INI_BYTES + 1)
+    except OSError as exc:
+        raise fail(f"cannot read the configuration: {exc.strerror or exc}", "check the path given with -c",
+                   cause=exc) from exc
+    if len(data) > MAX_INI_BYTES:
+        raise fail(f"larger than {MAX_INI_BYTES // (1024 * 1024)} MB: not a service.ini",
+                   "check the path given with -c; a service.ini is a few KB")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise fail("saved as UTF-16, not UTF-8", "save it as UTF-8 (in Notepad: Save as, Encoding UTF-8)", 1)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise fail(f"not UTF-8: byte 0x{data[exc.start]:02X} at line {line}, column {column} is not valid UTF-8",
+                   "save it as UTF-8 (in Notepad: Save as, Encoding UTF-8; in vim: :set fenc=utf-8 then :w)",
+                   line, exc) from exc
 
 
 # --------------------------------------------------------------------------- rules across options
@@ -655,14 +787,82 @@ def _check_rules(config: Config, loader: _Loader) -> None:
     for section, key in (("crm", "ca_bundle"), ("esp", "ca_bundle"), ("sends", "suppression_file"),
                          ("sftp", "private_key_file"), ("sftp", "known_hosts")):
         value = getattr(getattr(config, section), key)
-        if value is not None and not Path(value).is_file():
+        if value is None:
+            continue
+        try:
+            is_file = Path(value).is_file()
+        except OSError as exc:  # e.g. a name too long
+            loader.problem(section, key, loader.line_of(section, key), f"unusable path: {exc.strerror or exc}",
+                           "give the path of an existing file")
+            continue
+        if not is_file:
             loader.problem(section, key, loader.line_of(section, key), f"file not found: {value}",
                            "relative paths are read from the folder of service.ini")
+        elif key == "ca_bundle":
+            bad = pem_certificates_problem(Path(value))
+            if bad:
+                loader.problem(section, key, loader.line_of(section, key), bad,
+                               "give the CA certificate(s) in PEM form (-----BEGIN CERTIFICATE-----); convert a "
+                               "DER .cer with: openssl x509 -inform der -in ca.cer -out ca.pem")
+    for section, key, folder in (("service", "data_dir", config.service.data_dir),
+                                 ("logging", "folder", config.logging.folder),
+                                 ("state", "url", _sqlite_folder(config.state.url)),
+                                 ("staging", "url", _sqlite_folder(config.staging.url))):
+        bad = folder_problem(folder) if folder is not None else ""
+        if bad:
+            loader.problem(section, key, loader.line_of(section, key), bad,
+                           "give a folder path (relative paths are read from the folder of service.ini)")
     campaign = config.tracking.default_campaign
     if campaign and not _GUID.match(campaign):
         loader.problem("tracking", "default_campaign", loader.line_of("tracking", "default_campaign"),
                        f"not a CRM record id: {campaign!r}",
                        "give the campaign's GUID, e.g. 2f1c6a3e-0b6d-4a8e-9d6e-1c2b3a4d5e6f")
+
+
+def folder_problem(folder: Path) -> str:
+    """Why ``folder`` can never be a folder (it, or the nearest existing parent, is not one); "" if it can.
+
+    Whether the service user may write there is left to the service (check-config often
+    runs as another user); it reports that without a traceback.
+    """
+    path = Path(folder)
+    try:
+        while not path.exists() and path.parent != path:
+            path = path.parent
+        if path.exists() and not path.is_dir():
+            return f"{folder} cannot be a folder: {path} is a file"
+    except OSError as exc:  # e.g. a name too long
+        return f"unusable folder path: {exc.strerror or exc}"
+    return ""
+
+
+def _sqlite_folder(url: str) -> Path | None:
+    """The folder of a ``sqlite:///PATH`` database URL, else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].partition("?")[0]
+    return Path(path).parent if path and path != ":memory:" and not path.startswith("file:") else None
+
+
+def pem_certificates_problem(path: Path) -> str:
+    """Why ``path`` is not a file of PEM certificates TLS can trust; "" when it is one."""
+    from cryptography import x509
+
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PEM_BYTES + 1)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if len(data) > MAX_PEM_BYTES:
+        return f"{path} is larger than {MAX_PEM_BYTES // (1024 * 1024)} MB: not a CA bundle"
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        found = "a private key" if b"PRIVATE KEY-----" in data else "no certificate"
+        return f"{path} is not a PEM certificate file: {found} in it"
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        return f"{path} holds a damaged PEM certificate: {exc}"
+    return ""
 
 
 def _require(loader: _Loader, section: str, keys: list[str], values: object, why: str) -> None:
@@ -676,7 +876,17 @@ def _require(loader: _Loader, section: str, keys: list[str], values: object, why
 
 
 def _check_url(loader: _Loader, section: str, key: str, url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        loader.problem(section, key, loader.line_of(section, key), f"not a valid URL: {url!r} ({exc})",
+                       "write it as https://host[:port][/path]")
+        return
+    if any(c.isspace() for c in url):
+        loader.problem(section, key, loader.line_of(section, key), f"a URL holds no spaces: {url!r}",
+                       "remove the spaces, or write them as %20 in a path")
+        return
     loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if parts.scheme == "https" or (parts.scheme == "http" and loopback):
         if parts.hostname:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
 import structlog
 
+from connector.errors import ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     from connector.config import Config
 
@@ -214,10 +216,14 @@ LOG_FILE_MODE = 0o640
 
 def file_handler(folder: Path, keep_days: int) -> logging.handlers.TimedRotatingFileHandler:
     """JSON lines to ``<folder>/connector.log``, rotated at UTC midnight, ``keep_days`` old files kept."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
-    handler = _PrivateRotatingFileHandler(
-        folder / LOG_FILE, when="midnight", backupCount=keep_days, encoding="utf-8", utc=True
-    )
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        handler = _PrivateRotatingFileHandler(
+            folder / LOG_FILE, when="midnight", backupCount=keep_days, encoding="utf-8", utc=True
+        )
+    except OSError as exc:
+        raise ConfigError(f"[logging] folder: cannot write the log file {folder / LOG_FILE}: {exc.strerror or exc}; "
+                          "give a folder the service user may create and write", "logging", "folder") from exc
     handler.setFormatter(_formatter(_json_renderer()))
     handler.addFilter(RedactionFilter())
     return handler

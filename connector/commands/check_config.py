@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(str(exc))
-        count = len(exc.problems)
+        count = problem_count(exc)
         print(f"{count} problem{'s' if count != 1 else ''} in {args.config}; the connector will not start.",
               file=sys.stderr)
         return EXIT_CONFIG
@@ -53,11 +53,17 @@ def _run_json(path: Path) -> int:
         config = load_config(path)
     except ConfigError as exc:
         print(json.dumps({"ok": False, "file": str(path),
-                          "problems": [dataclasses.asdict(p) for p in exc.problems]}, ensure_ascii=False))
+                          "problems": [dataclasses.asdict(p) for p in exc.problems],
+                          "more": problem_count(exc) - len(exc.problems)}, ensure_ascii=False))
         return EXIT_CONFIG
     print(json.dumps({"ok": True, "file": str(path), "problems": [],
                       "summary": dict(summary(config))}, ensure_ascii=False))
     return EXIT_OK
+
+
+def problem_count(exc: ConfigError) -> int:
+    """All problems found, also those past the listed ones (``config.MAX_PROBLEMS``)."""
+    return int(getattr(exc, "total", 0) or len(exc.problems))
 
 
 def _safe_url(url: str) -> str:

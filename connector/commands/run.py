@@ -64,7 +64,7 @@ def load_or_report(path: str | Path) -> Any | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        count = len(exc.problems) or 1
+        count = int(getattr(exc, "total", 0) or len(exc.problems) or 1)  # all found, also past the listed ones
         print(
             f"connector: {path}: {count} configuration problem(s); the service does not start.\n{exc}\n"
             f"Fix them and check with: connector check-config -c {path}",
@@ -94,7 +94,11 @@ def serve(
     from connector.state.store import StateStore
 
     if logs:
-        setup_logs(config)
+        try:
+            setup_logs(config)
+        except ConfigError as exc:  # e.g. a log folder that cannot be created
+            print(f"connector: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     stop_event = stop_event or threading.Event()
     try:
         store = StateStore.from_config(config)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from connector.errors import StateError
 from connector.private import private_sqlite_file
 
 READONLY = "cesp_readonly"
@@ -53,7 +54,11 @@ def _pool_args(timeout_seconds: float) -> dict[str, Any]:
 def _sqlite_engine(parsed: sa.engine.URL, timeout_seconds: float) -> Engine:
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        private_sqlite_file(Path(database))  # owner-only before SQLite opens it: -wal/-shm follow
+        try:
+            private_sqlite_file(Path(database))  # owner-only before SQLite opens it: -wal/-shm follow
+        except OSError as exc:
+            raise StateError(f"cannot create the SQLite state database {database}: {exc.strerror or exc}; "
+                             "check [state] url and [service] data_dir") from exc
     connect_args = {"timeout": timeout_seconds, "check_same_thread": False}
     pool = _pool_args(timeout_seconds) if database not in ("", ":memory:") else {}
     engine = sa.create_engine(parsed, connect_args=connect_args, **pool)

@@ -60,7 +60,7 @@ def test_json_output(write_ini, capsys) -> None:
     assert data["ok"] is False
     assert data["problems"] == [{"section": "sends", "key": "workers", "line": 2, "file": str(bad),
                                  "message": "should be greater than or equal to 1, got '0'",
-                                 "hint": "the default is 2; delete the line to use it"}]
+                                 "hint": "allowed: 1 to 64; the default is 2"}]
     good = write_ini("", name="good.ini")
     assert main(["check-config", "-c", str(good), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

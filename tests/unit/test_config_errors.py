@@ -22,13 +22,13 @@ CASES = [
         "service.ini:1 [traking]: unknown section (hint: did you mean '[tracking]'?)"]),
     ("not a number", "[sends]\nworkers = two\n", [
         "service.ini:2 [sends] workers: should be a valid integer, unable to parse string as an integer, got 'two' "
-        "(hint: write a plain number; the default is 2)"]),
+        "(hint: write a plain number from 1 to 64; the default is 2)"]),
     ("inline comment", "[tracking]\npoll_minutes = 30 # half an hour\n", [
         "service.ini:2 [tracking] poll_minutes: should be a valid number, unable to parse string as a number, "
         "got '30 # half an hour' (hint: comments must be on their own line, not after a value)"]),
     ("out of range", "[batching]\nbatch_size = 0\n", [
         "service.ini:2 [batching] batch_size: should be greater than or equal to 1, got '0' "
-        "(hint: the default is 5000; delete the line to use it)"]),
+        "(hint: allowed: 1 to 1,000,000; the default is 5000)"]),
     ("bad choice", "[tracking]\nmode = respnders\n", [
         "service.ini:2 [tracking] mode: should be 'none', 'aggregate', 'responders' or 'all', got 'respnders' "
         "(hint: did you mean 'responders'?)"]),

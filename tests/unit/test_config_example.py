@@ -79,3 +79,19 @@ def test_docs_defaults_match_the_example() -> None:
                 continue
             value = "" if default == "(blank)" else default.strip("`")
             assert re.search(rf"^{key} = ?{re.escape(value)}$", example[section], flags=re.M), (section, key)
+
+
+def _numeric_options() -> list[tuple[str, str, str]]:
+    from connector.config import number_range
+
+    return [(section, key, number_range(info)) for section, model in section_models().items()
+            for key, info in model.model_fields.items() if info.annotation in (int, float)]
+
+
+@pytest.mark.parametrize(("section", "key", "allowed"), _numeric_options())
+def test_every_number_has_a_range_documented_in_both_places(section: str, key: str, allowed: str) -> None:
+    assert allowed, f"[{section}] {key} has no upper and lower bound in connector/config.py"
+    comment = re.search(rf"((?:^#.*\n)+)^{key} =", _example_sections()[section], flags=re.M)
+    assert comment and f"# Allowed: {allowed}." in comment.group(1), f"service.ini.example [{section}] {key}"
+    row = re.search(rf"^\| `{key}` \|.*$", _doc_sections()[section], flags=re.M)
+    assert row and f"Allowed: {allowed}." in row.group(0), f"docs/configuration.md [{section}] {key}"

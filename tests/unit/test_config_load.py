@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from connector import defaults as d
 from connector.config import Config, FieldMapping, load_config
 from connector.errors import ConfigError
+from tests.fixtures.config import pem_certificate
 
 CRM = """
 [crm]
@@ -137,8 +138,9 @@ def test_choices_ignore_case(write_ini) -> None:
 
 
 def test_a_complete_production_file(write_ini, tmp_path: Path) -> None:
-    for name in ("ca.pem", "id_ed25519", "known_hosts", "suppressed.txt"):
+    for name in ("id_ed25519", "known_hosts", "suppressed.txt"):
         (tmp_path / name).write_text("x\n")
+    (tmp_path / "ca.pem").write_bytes(pem_certificate())
     secrets = tmp_path / "secrets.ini"
     secrets.write_text("esp.client_secret = esp-secret\nsftp.private_key_passphrase = pass-phrase\n")
     os.chmod(secrets, 0o600)
