@@ -273,6 +273,8 @@ def test_service_protection_and_faults(crm_sandbox, crm_session):
     r = crm_session.get(api + "contacts")
     assert r.json()["error"]["code"] == "0x80072322" and int(r.headers["Retry-After"]) >= 1
     crm_sandbox.limits.requests = 6000
+    assert crm_session.get(api + "contacts").status_code == 429  # the block holds until Retry-After
+    crm_sandbox.protection.reset()
     crm_sandbox.faults.set("throttle", next_n=1, seconds=2)
     r = crm_session.get(api + "contacts")
     assert r.status_code == 429 and r.headers["Retry-After"] == "2"

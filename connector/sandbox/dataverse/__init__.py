@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from connector.sandbox import private_json
-from connector.sandbox.dataverse.app import DataverseApp, Limits
+from connector.sandbox.dataverse.app import DataverseApp
 from connector.sandbox.dataverse.entra import EntraAuthority
+from connector.sandbox.dataverse.protection import Costs, Limits
 from connector.sandbox.dataverse.schema import Attribute, Entity, Key, connector_customizations
 from connector.sandbox.dataverse.store import DataverseStore
 from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.httpserver import SandboxHttpServer
 from connector.sandbox.tls import SandboxCA
 
-__all__ = ["CrmSandbox", "Limits", "start_crm_sandbox", "apply_customizations"]
+__all__ = ["CrmSandbox", "Costs", "Limits", "start_crm_sandbox", "apply_customizations"]
 
 
 def apply_customizations(store: DataverseStore) -> list[str]:
@@ -59,6 +60,7 @@ class CrmSandbox:
         self.store = store
         self.faults = app.faults
         self.limits = app.limits
+        self.protection = app.protection
         self.url = server.url
         self.tenant_id = authority.tenant_id
         # the authority is another host in reality: its own port, its own fault knobs

@@ -1,18 +1,17 @@
 """The Dataverse sandbox as a WSGI app: Entra ID authority + Web API ``/api/data/v9.2/``.
 
 Every Web API request is authenticated (bearer token from the sandbox authority),
-counted against the service-protection limits (429 + ``Retry-After`` + the real
-error codes), then routed: service document, ``$metadata``, ``$batch``, ``WhoAmI``,
+counted against the service-protection limits (``protection``: requests, execution
+time charged per operation, concurrency; 429 + ``Retry-After`` + the real error codes),
+then routed: service document, ``$metadata``, ``$batch``, ``WhoAmI``,
 metadata (``EntityDefinitions``, ``RelationshipDefinitions``) and entity sets.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,53 +21,12 @@ from connector.sandbox.dataverse.entra import EntraAuthority
 from connector.sandbox.dataverse.http import API_VERSIONS, Request, Response, decode_path, parse_query, parse_segment, split_path, status_line
 from connector.sandbox.dataverse.keys import path_refusal, url_refusal
 from connector.sandbox.dataverse.metadata import Metadata
+from connector.sandbox.dataverse.protection import Limits, ServiceProtection, fingerprint
 from connector.sandbox.dataverse.records import Records
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
 from connector.sandbox.faults import FaultKnobs
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class Limits:
-    """Service-protection limits (per caller, per sliding window), as in Dataverse."""
-
-    requests: int = 6000
-    window_seconds: float = 300.0
-    concurrent: int = 52
-
-
-class ServiceProtection:
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self._lock = threading.Lock()
-        self._seen: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-        self._inflight: dict[str, int] = collections.defaultdict(int)
-        self.throttled = 0
-
-    def enter(self, caller: str) -> Response | None:
-        now = time.monotonic()
-        with self._lock:
-            seen = self._seen[caller]
-            while seen and seen[0] <= now - self.limits.window_seconds:
-                seen.popleft()
-            if len(seen) >= self.limits.requests:
-                self.throttled += 1
-                wait = max(1, math.ceil(seen[0] + self.limits.window_seconds - now))
-                return Response.error(429, "0x80072322", f"Number of requests exceeded the limit of"
-                                      f" {self.limits.requests} over time window of"
-                                      f" {int(self.limits.window_seconds)} seconds.", [("Retry-After", str(wait))])
-            if self._inflight[caller] >= self.limits.concurrent:
-                self.throttled += 1
-                return Response.error(429, "0x80072326", f"Number of concurrent requests exceeded the limit of"
-                                      f" {self.limits.concurrent}.", [("Retry-After", "1")])
-            seen.append(now)
-            self._inflight[caller] += 1
-            return None
-
-    def leave(self, caller: str) -> None:
-        with self._lock:
-            self._inflight[caller] -= 1
 
 
 class DataverseApp:
@@ -79,6 +37,7 @@ class DataverseApp:
         self.faults = faults
         self.limits = limits or Limits()
         self.protection = ServiceProtection(self.limits)
+        self._cost = threading.local()  # execution time of the request this thread is serving
         self.org_url = ""
         self.records: Records | None = None
         self.metadata: Metadata | None = None
@@ -123,12 +82,16 @@ class DataverseApp:
             return Response.error(429, "0x80072322", "Number of requests exceeded the limit of 6000 over time"
                                   " window of 300 seconds.",
                                   [("Retry-After", str(max(1, math.ceil(self.faults.seconds("throttle", 1)))))])
-        blocked = self.protection.enter(caller)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        blocked = self.protection.enter(caller, fingerprint(environ["REQUEST_METHOD"], raw_path + "?" + raw_query,
+                                                            body))
         if blocked is not None:
             return blocked
+        started = time.monotonic()
+        self._cost.total = 0.0
+        resp: Response | None = None
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = environ["wsgi.input"].read(length) if length else b""
             headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
             if environ.get("CONTENT_TYPE"):
                 headers["content-type"] = environ["CONTENT_TYPE"]
@@ -136,16 +99,39 @@ class DataverseApp:
                           raw_query, headers, body, version=parts[3], caller=caller)
             with self.store.lock:
                 self.requests += 1
-            return self.dispatch(req)
+            resp = self.dispatch(req)
+            return resp
         finally:
-            self.protection.leave(caller)
+            cost = self._cost.total
+            self.protection.hold(started, cost)
+            limit_headers = self.protection.leave(caller, cost)
+            if resp is not None:
+                resp.headers.extend(limit_headers)
+
+    def charge(self, req: Request, resp: Response) -> None:
+        """Add one operation's execution time (``Costs``) to the current request's."""
+        c = self.limits.costs
+        segs = req.path.split("/", 1)[0].split("(", 1)[0]
+        if segs == "$batch":
+            cost = c.batch
+        elif req.method == "GET":
+            cost = c.read + c.read_per_row * resp.body.count(b'"@odata.etag"')
+        elif segs in ("EntityDefinitions", "RelationshipDefinitions"):
+            cost = c.metadata_write
+        else:
+            cost = c.write
+            if "Multiple" in req.path:
+                cost += c.bulk_per_record * req.body.count(b"@odata.type")
+        self._cost.total = getattr(self._cost, "total", 0.0) + cost
 
     # -- routing --------------------------------------------------------------------
     def dispatch(self, req: Request) -> Response:
         try:
-            return self._route(req)
+            resp = self._route(req)
         except StoreError as exc:
-            return Response.error(exc.status, exc.code, exc.message)
+            resp = Response.error(exc.status, exc.code, exc.message)
+        self.charge(req, resp)
+        return resp
 
     def _route(self, req: Request) -> Response:
         rec, meta = self.records, self.metadata
