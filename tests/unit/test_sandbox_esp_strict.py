@@ -90,3 +90,37 @@ def test_an_import_column_that_names_no_attribute_gives_row_errors(mcsb_call):
     assert [e.subscriber_key for e in run.row_errors] == ["k1", "k2"]
     assert "'Shoe Size'" in run.row_errors[0].message
     assert store.subscriber("k1") is None
+
+
+def test_event_dates_carry_milliseconds_and_filters_compare_them(mcsb_call):
+    """Real replies: <EventDate>2014-03-26T10:02:01.987</EventDate> (the guide's RetrieveAllSinceLastBatch sample)."""
+    from datetime import datetime, timezone
+
+    from connector.sandbox.marketing_cloud.soap import CST
+
+    store = mcsb_call.app.store
+    start = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+    store.generate_events(3, event_types=("SentEvent", "OpenEvent"), start=start, hours=1 / 60)  # 20 s apart
+    root = retrieve(mcsb_call, "SentEvent", ["SendID", "SubscriberKey", "EventDate", "BatchID"])
+    dates = texts(root, "//p:Results/p:EventDate")
+    assert len(dates) == 3 and all("." in d and len(d.split(".")[1]) <= 3 for d in dates)
+    assert texts(root, "//p:Results/p:BatchID") == ["1", "1", "1"]  # one batch; opens of a recipient share it
+    exact = datetime.fromisoformat(dates[1]).replace(tzinfo=CST)
+    for op, value, expected in (("greaterThan", exact.replace(microsecond=0), 2), ("greaterThan", exact, 1),
+                                ("lessThanOrEqual", exact.replace(microsecond=0), 1),
+                                ("lessThanOrEqual", exact, 2)):
+        flt = (f'<Filter xsi:type="SimpleFilterPart"><Property>EventDate</Property><SimpleOperator>{op}'
+               f"</SimpleOperator><DateValue>{value.isoformat(timespec='milliseconds')}</DateValue></Filter>")
+        got = texts(retrieve(mcsb_call, "SentEvent", ["EventDate"], flt), "//p:Results/p:EventDate")
+        assert len(got) == expected, (op, value, got)
+
+
+def test_a_filter_operand_without_its_xsi_type_is_refused(mcsb_call):
+    untyped = ('<Filter xsi:type="ComplexFilterPart"><LeftOperand><Property>SubscriberKey</Property>'
+               "<SimpleOperator>equals</SimpleOperator><Value>a</Value></LeftOperand><LogicalOperator>OR"
+               '</LogicalOperator><RightOperand xsi:type="SimpleFilterPart"><Property>SubscriberKey</Property>'
+               "<SimpleOperator>equals</SimpleOperator><Value>b</Value></RightOperand></Filter>")
+    root = retrieve(mcsb_call, "Subscriber", ["SubscriberKey"], untyped)
+    assert texts(root, "//p:OverallStatus") == ["Error: Unknown filter of type FilterPart encountered"]
+    typed = untyped.replace("<LeftOperand>", '<LeftOperand xsi:type="SimpleFilterPart">')
+    assert texts(retrieve(mcsb_call, "Subscriber", ["SubscriberKey"], typed), "//p:OverallStatus") == ["OK"]

@@ -132,27 +132,37 @@ class EventBlock:
         return (i for i in range(hi) if self.ts[i] + self.lag[i] <= now_ts)
 
     def span(self, bounds: Bounds, now_ts: float) -> tuple[int, int]:
-        """Index range of rows inside the bounds and not later than ``now_ts``."""
-        lo = 0
-        if bounds.lo is not None:
-            if bounds.lo_incl:
-                lo = bisect.bisect_left(self.ts, math.ceil(bounds.lo))
-            else:
-                lo = bisect.bisect_right(self.ts, math.floor(bounds.lo))
-        hi = bisect.bisect_right(self.ts, now_ts)
+        """Index range of the rows whose second lies inside the bounds and not after ``now_ts``.
+
+        Event times carry milliseconds (``millis``) on top of the stored whole seconds, so
+        rows in a boundary second may still fall outside: ``edges`` and ``inside`` tell.
+        """
+        lo = 0 if bounds.lo is None else bisect.bisect_left(self.ts, math.floor(bounds.lo))
+        hi = bisect.bisect_right(self.ts, math.floor(now_ts))
         if bounds.hi is not None:
-            if bounds.hi_incl:
-                hi = min(hi, bisect.bisect_right(self.ts, math.floor(bounds.hi)))
-            else:
-                hi = min(hi, bisect.bisect_left(self.ts, math.ceil(bounds.hi)))
+            hi = min(hi, bisect.bisect_right(self.ts, math.floor(bounds.hi)))
         return lo, max(lo, hi)
+
+    @staticmethod
+    def edges(bounds: Bounds, now_ts: float) -> frozenset[int]:
+        """The whole seconds in which a row of ``span`` must be checked with its milliseconds."""
+        return frozenset(math.floor(v) for v in (bounds.lo, bounds.hi, now_ts) if v is not None)
+
+    def inside(self, i: int, bounds: Bounds, now_ts: float) -> bool:
+        """Whether row ``i``, at its exact millisecond, lies inside the bounds and not after ``now_ts``."""
+        t = self.ts[i] + millis(self, i) / 1000
+        if t > now_ts:
+            return False
+        if bounds.lo is not None and (t < bounds.lo or (t == bounds.lo and not bounds.lo_incl)):
+            return False
+        return bounds.hi is None or t < bounds.hi or (t == bounds.hi and bounds.hi_incl)
 
     def row(self, i: int) -> dict:
         """The row as filterable values (used only for filters beyond the date range)."""
-        ts = self.ts[i]
+        when = datetime.fromtimestamp(self.ts[i] + millis(self, i) / 1000, timezone.utc)
         row = {
-            "SendID": self.send_id, "SubscriberKey": self.keys[self.idx[i]], "BatchID": 0,
-            "EventDate": datetime.fromtimestamp(ts, timezone.utc), "CreatedDate": datetime.fromtimestamp(ts, timezone.utc),
+            "SendID": self.send_id, "SubscriberKey": self.keys[self.idx[i]], "BatchID": batch_id(self, i),
+            "EventDate": when, "CreatedDate": when,
             "EventType": event_type_of(self.obj_type, self.code[i]), "TriggeredSendDefinitionObjectID": None,
             "ListID": self.list_id,
         }
@@ -173,6 +183,19 @@ def event_type_of(obj_type: str, code: int) -> str:
     return EVENT_TYPE_OF[obj_type]
 
 
+BATCH_RECIPIENTS = 2500
+"""Recipients per send batch: a recipient's sent, open and click events share one BatchID."""
+
+
+def millis(block: "EventBlock", i: int) -> int:
+    """The event's milliseconds (0..999), fixed per event: real EventDates carry them ("10:02:01.987")."""
+    return (block.send_id * 7919 + block.idx[i] * 104_729 + len(block.obj_type) * 31) % 1000
+
+
+def batch_id(block: "EventBlock", i: int) -> int:
+    return 1 + block.idx[i] // BATCH_RECIPIENTS
+
+
 # ------------------------------------------------------------------ rendering
 
 _date_cache: dict[int, str] = {}
@@ -188,15 +211,20 @@ def _date(ts: int) -> str:
     return text
 
 
+def _fraction(ms: int) -> str:
+    """Milliseconds as .NET writes them: trailing zeros dropped, none at all for a whole second."""
+    return f".{ms:03d}".rstrip("0").rstrip(".")
+
+
 Getter = Callable[[EventBlock, int], "str | None"]
 
 _GETTERS: dict[str, Getter] = {
     "SendID": lambda b, i: str(b.send_id),
     "SubscriberKey": lambda b, i: escape(b.keys[b.idx[i]]),
-    "EventDate": lambda b, i: _date(b.ts[i]),
-    "CreatedDate": lambda b, i: _date(b.ts[i]),
+    "EventDate": lambda b, i: _date(b.ts[i]) + _fraction(millis(b, i)),
+    "CreatedDate": lambda b, i: _date(b.ts[i]) + _fraction(millis(b, i)),
     "EventType": lambda b, i: event_type_of(b.obj_type, b.code[i]),
-    "BatchID": lambda b, i: "0",
+    "BatchID": lambda b, i: str(batch_id(b, i)),
     "URLID": lambda b, i: str(LINKS[b.code[i]][0]),
     "URLIDLong": lambda b, i: str(LINKS[b.code[i]][0]),
     "URL": lambda b, i: escape(LINKS[b.code[i]][1]),
@@ -256,12 +284,16 @@ def iter_event_rows(blocks: Sequence[EventBlock], obj_type: str, filter_part: ob
         if block.obj_type != obj_type or (send_ids is not None and block.send_id not in send_ids):
             continue
         lo, hi = block.span(bounds, now_ts)
+        edges, ts = block.edges(bounds, now_ts), block.ts
         if bounds.exact and block.lag is None:
             for i in range(lo, hi):
-                yield render(block, i)
+                if ts[i] not in edges or block.inside(i, bounds, now_ts):
+                    yield render(block, i)
         else:
             for i in range(lo, hi):
-                if block.arrived(i, now_ts) and (bounds.exact or predicate(block.row(i))):
+                if (ts[i] in edges and not block.inside(i, bounds, now_ts)) or not block.arrived(i, now_ts):
+                    continue
+                if bounds.exact or predicate(block.row(i)):
                     yield render(block, i)
 
 

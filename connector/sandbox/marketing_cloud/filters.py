@@ -93,11 +93,12 @@ def compile_filter(part: Any, allowed: frozenset[str]) -> Predicate:
         return lambda row: True
     if not isinstance(part, Obj):
         raise FilterError("Error: The filter is not a SimpleFilterPart or ComplexFilterPart")
-    if part.type == "ComplexFilterPart" or ("LogicalOperator" in part.values and not part.type):
+    if part.type == "ComplexFilterPart":
         return _compile_complex(part, allowed)
-    if part.type in ("SimpleFilterPart", ""):
+    if part.type == "SimpleFilterPart":
         return _compile_simple(part, allowed)
-    raise FilterError(f"Error: Unsupported filter type {part.type}")
+    # FilterPart is abstract: a filter or operand without its xsi:type is refused, as live replies show
+    raise FilterError(f"Error: Unknown filter of type {part.type or 'FilterPart'} encountered")
 
 
 def _compile_complex(part: Obj, allowed: frozenset[str]) -> Predicate:
