@@ -28,12 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="path of service.ini (default: $CONNECTOR_CONFIG or ./service.ini)")
     parser.add_argument("--json", action="store_true",
                         help="print {\"ok\": ..., \"problems\": [...]} as JSON (for tools); same exit codes")
+    parser.add_argument("--online", action="store_true",
+                        help="also ask the peers: CRM columns and roles exist, ESP attributes exist, "
+                        "the SFTP folder is writable (exit 3 on any problem)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    online = getattr(args, "online", False)
     if getattr(args, "json", False):
-        return _run_json(args.config)
+        return _run_json(args.config, online)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -45,10 +49,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     for label, text in summary(config):
         print(f"  {label:<11}{text}")
+    return _report_online(config) if online else EXIT_OK
+
+
+def _report_online(config: Config) -> int:
+    from connector.commands.check_online import online_checks
+
+    checks = online_checks(config)
+    print("online checks:")
+    for check in checks:
+        print(f"  {check.peer:<5}{check.what}: " + ("OK" + (f" ({check.detail})" if check.detail else "")
+                                                 if check.ok else f"{len(check.problems)} problem(s)"))
+        for problem in check.problems:
+            print(f"    {problem}")
+    count = sum(len(c.problems) for c in checks)
+    if count:
+        print(f"{count} problem{'s' if count != 1 else ''} found at the peers; sends would be held until they "
+              "are fixed.", file=sys.stderr)
+        return EXIT_CONFIG
     return EXIT_OK
 
 
-def _run_json(path: Path) -> int:
+def _run_json(path: Path, online: bool = False) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -56,9 +78,15 @@ def _run_json(path: Path) -> int:
                           "problems": [dataclasses.asdict(p) for p in exc.problems],
                           "more": problem_count(exc) - len(exc.problems)}, ensure_ascii=False))
         return EXIT_CONFIG
-    print(json.dumps({"ok": True, "file": str(path), "problems": [],
-                      "summary": dict(summary(config))}, ensure_ascii=False))
-    return EXIT_OK
+    out: dict = {"ok": True, "file": str(path), "problems": [], "summary": dict(summary(config))}
+    if online:
+        from connector.commands.check_online import online_checks
+
+        checks = online_checks(config)
+        out["online"] = [dataclasses.asdict(c) for c in checks]
+        out["ok"] = all(c.ok for c in checks)
+    print(json.dumps(out, ensure_ascii=False))
+    return EXIT_OK if out["ok"] else EXIT_CONFIG
 
 
 def problem_count(exc: ConfigError) -> int:

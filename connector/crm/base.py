@@ -47,6 +47,14 @@ class CrmClient(abc.ABC):
         """Write status, counts, job id and reason back to the send request."""
 
     @abc.abstractmethod
+    def column_names(self, table: CrmTable) -> frozenset[str]:
+        """Logical names of the columns the table has (``check-config --online`` checks the mapping)."""
+
+    @abc.abstractmethod
+    def role_names(self) -> frozenset[str]:
+        """Names of the security roles defined in the organization."""
+
+    @abc.abstractmethod
     def user_role_names(self, user_id: str) -> set[str]:
         """Names of the security roles the CRM user holds (directly or through teams)."""
 

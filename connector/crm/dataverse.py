@@ -162,6 +162,19 @@ class DataverseCrmClient(CrmClient):
         self.http.request("PATCH", f"{c.entity_set}({request_id})", call, json_body=body,
                           headers={"If-Match": "*"}).close()
 
+    def column_names(self, table: CrmTable) -> frozenset[str]:
+        call = Call("read column definitions", table.value, idempotent=True)
+        body = self.http.get_json(f"EntityDefinitions(LogicalName='{table.value}')/Attributes", call,
+                                  params={"$select": "LogicalName"}) or {}
+        return frozenset(str(a["LogicalName"]) for a in body.get("value", []) if a.get("LogicalName"))
+
+    def role_names(self) -> frozenset[str]:
+        call = Call("read security roles", "role", idempotent=True)
+        names: set[str] = set()
+        for page in self.http.iter_pages("roles", call, params={"$select": "name"}, page_size=self.page_size):
+            names.update(str(r["name"]) for r in page.get("value", []) if r.get("name"))
+        return frozenset(names)
+
     def user_role_names(self, user_id: str) -> set[str]:
         call = Call("read security roles", "systemuser", user_id, idempotent=True)
         names: set[str] = set()

@@ -1,0 +1,153 @@
+"""``connector check-config --online``: check the configuration against the peers themselves.
+
+A service.ini can be valid and still not fit the organization and the account it
+points at. These checks ask the peers, read-only except for one probe file on the
+SFTP drop that is removed again:
+
+- CRM: every mapped column exists on its table; every ``[sends] allowed_roles`` role exists;
+- ESP: every ``[mapping.*]`` target is a profile attribute of the account;
+- SFTP: the import folder takes a file (upload, then remove).
+
+Each problem names the service.ini line (or section.key) and what to do. A peer that
+cannot be reached is a problem too, with the reason (credentials, TLS, host key).
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from connector.config import Config
+from connector.errors import ConnectorError
+from connector.mapping import columns_to_read, unknown_attribute_mappings
+
+
+@dataclass
+class PeerCheck:
+    """The outcome of one check: what was checked, and every problem found (none = OK)."""
+
+    peer: str
+    what: str
+    problems: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def online_checks(config: Config) -> list[PeerCheck]:
+    """Run every check whose peer is configured; a peer that fails to answer is reported, not raised.
+
+    The adapters' log lines go to stderr (``[logging] console``), redacted, never into the report.
+    """
+    from connector.logs import close_logging, setup_logging
+
+    setup_logging(config, to_file=False)
+    try:
+        return _run_checks(config)
+    finally:
+        close_logging()
+
+
+def _run_checks(config: Config) -> list[PeerCheck]:
+    checks: list[PeerCheck] = []
+    if config.crm.url:
+        checks += _with_client("CRM", _crm_client, config, (_crm_columns, _crm_roles))
+    if config.esp.wsdl:
+        checks += _with_client("ESP", _esp_client, config, (_esp_attributes,))
+    if config.sftp.host:
+        checks += _with_client("SFTP", _sftp_client, config, (_sftp_writable,))
+    return checks
+
+
+def _with_client(peer: str, build: Callable, config: Config, steps: tuple[Callable, ...]) -> list[PeerCheck]:
+    try:
+        client = build(config)
+    except ConnectorError as exc:
+        return [PeerCheck(peer, "connection", [f"cannot use {peer}: {exc}"])]
+    out = []
+    try:
+        for step in steps:
+            check = PeerCheck(peer, step.__doc__ or step.__name__)
+            try:
+                step(config, client, check)
+            except ConnectorError as exc:
+                check.problems.append(f"{peer} did not answer the check: {exc}")
+            out.append(check)
+    finally:
+        client.close()
+    return out
+
+
+def _crm_client(config: Config):  # noqa: ANN202 - DataverseCrmClient, imported late
+    from connector.crm.dataverse import DataverseCrmClient
+
+    return DataverseCrmClient.from_config(config)
+
+
+def _esp_client(config: Config):  # noqa: ANN202
+    from connector.esp.marketing_cloud import MarketingCloudEspClient
+
+    return MarketingCloudEspClient.from_config(config)
+
+
+def _sftp_client(config: Config):  # noqa: ANN202
+    from connector.transfer.sftp import SftpFileDrop
+
+    return SftpFileDrop.from_config(config)
+
+
+def _where(config: Config) -> str:
+    return str(config.source_path) if config.source_path else "service.ini"
+
+
+def _crm_columns(config: Config, crm, check: PeerCheck) -> None:  # noqa: ANN001
+    """mapped CRM columns exist"""
+    count = 0
+    for table, columns in columns_to_read(config).items():
+        if not columns:
+            continue
+        have = crm.column_names(table)
+        count += len(columns)
+        for mapping in config.mappings.get(table.value, ()):
+            if mapping.crm_column not in have:
+                check.problems.append(
+                    f"{_where(config)}:{mapping.line} [mapping.{table.value}] {mapping.esp_attribute}: CRM table "
+                    f"{table.value!r} has no column {mapping.crm_column!r} (hint: use the column's logical name, "
+                    "as shown in the table's columns in Power Apps)")
+    check.detail = f"{count} mapped column(s)"
+
+
+def _crm_roles(config: Config, crm, check: PeerCheck) -> None:  # noqa: ANN001
+    """allowed roles exist"""
+    have = {name.casefold() for name in crm.role_names()}
+    for role in config.sends.allowed_roles:
+        if role.casefold() not in have:
+            check.problems.append(f"{_where(config)} [sends] allowed_roles: the CRM organization has no security "
+                                  f"role {role!r} (hint: write the role's name as CRM shows it under Security Roles)")
+    check.detail = f"{len(config.sends.allowed_roles)} role(s)"
+
+
+def _esp_attributes(config: Config, esp, check: PeerCheck) -> None:  # noqa: ANN001
+    """mapped ESP attributes exist"""
+    attributes = esp.profile_attributes()
+    check.problems += [str(p) for p in unknown_attribute_mappings(config, attributes, config.esp.name)]
+    check.detail = f"{len(attributes)} profile attribute(s) in the account"
+
+
+def _sftp_writable(config: Config, drop, check: PeerCheck) -> None:  # noqa: ANN001
+    """import folder writable"""
+    name = f"cesp-check-{secrets.token_hex(6)}.tmp"
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / name
+        probe.write_bytes(b"connector check-config --online\n")
+        drop.upload(probe, name)
+    drop.remove(name)
+    check.detail = f"{config.sftp.import_folder} took and gave back a probe file"
+
+
+__all__ = ["PeerCheck", "online_checks"]

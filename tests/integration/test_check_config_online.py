@@ -1,0 +1,54 @@
+"""``connector check-config --online`` against the three sandboxes: CRM columns and roles, ESP attributes and
+e-mail, SFTP folder — every problem named with its service.ini line, exit 3; a fitting configuration exits 0."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connector.cli import EXIT_CONFIG, main
+
+
+def _line(path, prefix: str) -> int:
+    return 1 + next(i for i, text in enumerate(path.read_text().splitlines()) if text.startswith(prefix))
+
+
+def test_the_generated_configuration_fits_the_sandbox_peers(sandbox, tmp_path, capsys) -> None:
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off")
+    assert main(["check-config", "-c", str(ini), "--online"]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    for what in ("mapped CRM columns exist: OK", "allowed roles exist: OK", "mapped ESP attributes exist: OK",
+                 "import folder writable: OK"):
+        assert what in out
+    assert not [p for p in (sandbox.sftp.root / "Import").iterdir() if p.name.startswith("cesp-check-")]
+
+
+def test_every_mismatch_with_the_peers_is_named_with_its_line(sandbox, tmp_path, capsys) -> None:
+    ini = sandbox.write_service_ini(
+        tmp_path / "service.ini", logging__console="off",
+        sends__allowed_roles="System Administrator, Campaign Wizard",
+        mapping_contact={"Shoe Size": "address1_postalcode", "Nickname": "nick_name"},
+        sftp__import_folder="/NoSuchFolder")
+    assert main(["check-config", "-c", str(ini), "--online"]) == EXIT_CONFIG
+    out = capsys.readouterr().out
+    assert f"{ini}:{_line(ini, 'Shoe Size =')} [mapping.contact] Shoe Size: ESP attribute 'Shoe Size' does not " \
+           "exist in the ESP account 'sandbox'" in out
+    assert f"{ini}:{_line(ini, 'Nickname =')} [mapping.contact] Nickname: CRM table 'contact' has no column " \
+           "'nick_name'" in out
+    assert "[sends] allowed_roles: the CRM organization has no security role 'Campaign Wizard'" in out
+    assert "System Administrator'" not in out
+    assert "SFTP import folder writable: 1 problem(s)" in out
+
+
+@pytest.mark.parametrize("broken", ["esp", "crm"])
+def test_a_peer_that_refuses_the_credentials_is_a_problem_not_a_crash(sandbox, tmp_path, capsys, broken) -> None:
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off")
+    secrets = ini.parent / "secrets.ini"
+    secrets.write_text(secrets.read_text().replace(f"{broken}.client_secret = ", f"{broken}.client_secret = x"))
+    assert main(["check-config", "-c", str(ini), "--online", "--json"]) == EXIT_CONFIG
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    failing = [c for c in report["online"] if c["problems"]]
+    assert failing and {c["peer"] for c in failing} == {broken.upper()}
+    assert "x" + getattr(sandbox, broken).client_secret not in json.dumps(report)
