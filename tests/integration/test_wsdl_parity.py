@@ -186,6 +186,7 @@ def test_adapter_on_the_real_wsdl_gets_correct_answers_from_the_sandbox(real_wsd
         events = [e for page in esp.iter_event_pages(EventType.CLICK, datetime.now(timezone.utc) - timedelta(days=1))
                   for e in page if e.job_id == str(job)]
         assert len(events) == 3000 and all(e.url for e in events)
+        assert {"First Name", "Country"} <= esp.profile_attributes()  # Describe Subscriber, real WSDL
     finally:
         esp.close()
 
@@ -218,3 +219,6 @@ def test_zeep_objects_from_the_real_wsdl_read_sandbox_replies(real_wsdl_sandbox)
         assert [(r.SubscriberKey, r.EmailAddress, r.Status) for r in reply.Results] == [("z-1", "z1@example.com", "Held")]
         created = service.Create(Options={}, Objects=[client.get_type(f"{{{TNS}}}List")(CustomerKey="z-list", ListName="Z")])
         assert created.OverallStatus == "OK" and created.Results[0].StatusCode == "OK" and created.Results[0].NewID
+        described = service.Describe(DescribeRequests={"ObjectDefinitionRequest": [{"ObjectType": "Subscriber"}]})
+        extended = described.ObjectDefinition[0].ExtendedProperties.ExtendedProperty
+        assert "Email Address" in {p.Name for p in extended} and {p.PropertyType for p in extended} >= {"string"}
