@@ -42,3 +42,13 @@ def test_no_state_file_means_a_fresh_store(tmp_path):
     store = EspStore(import_root=tmp_path, clock=SimClock())
     assert not load_store(store, tmp_path)
     assert [e.customer_key for e in store.emails.values()] == ["cesp-demo-email", "welcome"]
+
+
+def test_the_attribute_catalogue_is_kept(tmp_path):
+    store = EspStore(import_root=tmp_path, clock=SimClock(), import_delay=0.0, attributes=["Email Address", "Tier"])
+    store.add_attribute("Shoe Size")
+    save_store(store, tmp_path)
+    again = EspStore(import_root=tmp_path, clock=SimClock(), import_delay=0.0)  # the default catalogue first
+    assert load_store(again, tmp_path)
+    assert {a.name for a in again.attributes.values()} == {"Email Address", "Tier", "Shoe Size"}
+    assert again.attribute("shoe size").name == "Shoe Size"
