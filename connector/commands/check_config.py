@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print {\"ok\": ..., \"problems\": [...]} as JSON (for tools); same exit codes")
     parser.add_argument("--online", action="store_true",
-                        help="also ask the peers: CRM columns and roles exist, ESP attributes exist, "
+                        help="also ask the peers: CRM columns and roles exist, ESP attributes and e-mail exist, "
                         "the SFTP folder is writable (exit 3 on any problem)")
     parser.set_defaults(func=run)
 

@@ -5,7 +5,8 @@ points at. These checks ask the peers, read-only except for one probe file on th
 SFTP drop that is removed again:
 
 - CRM: every mapped column exists on its table; every ``[sends] allowed_roles`` role exists;
-- ESP: every ``[mapping.*]`` target is a profile attribute of the account;
+- ESP: every ``[mapping.*]`` target is a profile attribute of the account; the
+  ``[sends] default_email_key`` e-mail exists;
 - SFTP: the import folder takes a file (upload, then remove).
 
 Each problem names the service.ini line (or section.key) and what to do. A peer that
@@ -58,7 +59,7 @@ def _run_checks(config: Config) -> list[PeerCheck]:
     if config.crm.url:
         checks += _with_client("CRM", _crm_client, config, (_crm_columns, _crm_roles))
     if config.esp.wsdl:
-        checks += _with_client("ESP", _esp_client, config, (_esp_attributes,))
+        checks += _with_client("ESP", _esp_client, config, (_esp_attributes, _esp_email))
     if config.sftp.host:
         checks += _with_client("SFTP", _sftp_client, config, (_sftp_writable,))
     return checks
@@ -137,6 +138,18 @@ def _esp_attributes(config: Config, esp, check: PeerCheck) -> None:  # noqa: ANN
     attributes = esp.profile_attributes()
     check.problems += [str(p) for p in unknown_attribute_mappings(config, attributes, config.esp.name)]
     check.detail = f"{len(attributes)} profile attribute(s) in the account"
+
+
+def _esp_email(config: Config, esp, check: PeerCheck) -> None:  # noqa: ANN001
+    """default e-mail exists"""
+    key = config.sends.default_email_key
+    if not key:
+        check.detail = "no [sends] default_email_key (each request names its e-mail)"
+        return
+    if esp.find_email(key) is None:
+        check.problems.append(f"{_where(config)} [sends] default_email_key: the ESP account has no e-mail with the "
+                              f"customer key {key!r} (hint: Marketing Cloud shows it as the e-mail's External Key)")
+    check.detail = f"e-mail {key!r}"
 
 
 def _sftp_writable(config: Config, drop, check: PeerCheck) -> None:  # noqa: ANN001

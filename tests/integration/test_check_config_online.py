@@ -19,7 +19,7 @@ def test_the_generated_configuration_fits_the_sandbox_peers(sandbox, tmp_path, c
     assert main(["check-config", "-c", str(ini), "--online"]) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     for what in ("mapped CRM columns exist: OK", "allowed roles exist: OK", "mapped ESP attributes exist: OK",
-                 "import folder writable: OK"):
+                 "default e-mail exists: OK", "import folder writable: OK"):
         assert what in out
     assert not [p for p in (sandbox.sftp.root / "Import").iterdir() if p.name.startswith("cesp-check-")]
 
@@ -27,7 +27,7 @@ def test_the_generated_configuration_fits_the_sandbox_peers(sandbox, tmp_path, c
 def test_every_mismatch_with_the_peers_is_named_with_its_line(sandbox, tmp_path, capsys) -> None:
     ini = sandbox.write_service_ini(
         tmp_path / "service.ini", logging__console="off",
-        sends__allowed_roles="System Administrator, Campaign Wizard",
+        sends__allowed_roles="System Administrator, Campaign Wizard", sends__default_email_key="no-such-email",
         mapping_contact={"Shoe Size": "address1_postalcode", "Nickname": "nick_name"},
         sftp__import_folder="/NoSuchFolder")
     assert main(["check-config", "-c", str(ini), "--online"]) == EXIT_CONFIG
@@ -38,6 +38,7 @@ def test_every_mismatch_with_the_peers_is_named_with_its_line(sandbox, tmp_path,
            "'nick_name'" in out
     assert "[sends] allowed_roles: the CRM organization has no security role 'Campaign Wizard'" in out
     assert "System Administrator'" not in out
+    assert "[sends] default_email_key: the ESP account has no e-mail with the customer key 'no-such-email'" in out
     assert "SFTP import folder writable: 1 problem(s)" in out
 
 
