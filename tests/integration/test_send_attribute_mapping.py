@@ -1,5 +1,6 @@
-"""A [mapping.*] line naming an attribute the Marketing Cloud account lacks refuses the send, naming
-the line, before any subscriber is written; the sandbox account, like the real one, has a catalogue."""
+"""A [mapping.*] line naming an attribute the Marketing Cloud account lacks holds the send (Pending, with
+a note naming the line) before any subscriber is written; once the attribute exists it goes on. The sandbox
+account, like the real one, has an attribute catalogue."""
 
 from __future__ import annotations
 
@@ -43,16 +44,14 @@ def test_a_mapping_to_a_missing_attribute_refuses_the_send_naming_the_line(sandb
     run_one(load_config(ini), rid, threading.Event(), ProgressBar(io.StringIO(), tty=False), 0.1)
 
     row = sandbox.crm.store.get("cesp_sendrequests", rid)
-    assert row["cesp_status"] != 100000002  # not sent
+    assert row["cesp_status"] == 100000000  # held: still Pending, an operator's problem, not the request's
     reason = row["cesp_reason"]
+    assert reason.startswith("Held by the connector, not failed")
     assert f"service.ini:{line} [mapping.contact] Shoe Size" in reason and "does not exist" in reason
     assert sandbox.esp.store.list_by_key(f"cesp-list-{rid}") is None  # nobody was written
     assert sandbox.esp.store.sends_for(f"cesp-send-{rid}") == []
 
-    sandbox.esp.store.add_attribute("Shoe Size")  # the operator adds it; the request can go again
-    if row["cesp_status"] != 100000000:
-        store = sandbox.crm.store
-        store.update(store.entity_for_set("cesp_sendrequests"), rid, {"cesp_status": 100000000})
+    sandbox.esp.store.add_attribute("Shoe Size")  # the operator adds it; the held request goes on by itself
     assert run_one(load_config(ini), rid, threading.Event(), ProgressBar(io.StringIO(), tty=False), 0.1) == 0
     assert sandbox.crm.store.get("cesp_sendrequests", rid)["cesp_status"] == 100000002
     assert len(sandbox.esp.store.sends_for(f"cesp-send-{rid}")) == 1
