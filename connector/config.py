@@ -160,6 +160,7 @@ class EspSettings(Section):
     password: SecretStr | None = None
     ca_bundle: Path | None = None
     max_retries: int = Field(d.MAX_RETRIES, ge=0, le=20)
+    visibility_minutes: float = Field(d.ESP_VISIBILITY_MINUTES, gt=0, le=1440)
 
 
 class SftpSettings(Section):

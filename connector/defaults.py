@@ -14,6 +14,11 @@ IMPORT_POLL_SECONDS = 30.0
 IMPORT_TIMEOUT_MINUTES = 240.0
 """An import still not finished after this long fails its send with a reason."""
 
+ESP_VISIBILITY_MINUTES = 30.0
+"""How long Marketing Cloud may take to show a started send or import to Retrieve. A start
+whose answer was lost is looked for this long before it is taken as never made (the delay
+is undocumented; sends and import results are usually visible within a minute or two)."""
+
 SEND_WORKERS = 2
 IMPORT_WORKERS = 2
 TRACKING_WORKERS = 2

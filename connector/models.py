@@ -207,6 +207,7 @@ class ImportStatus:
     rows_error: int = 0
     errors: tuple[ImportRowError, ...] = ()
     message: str = ""
+    found: bool = True  # False: the ESP shows no run of this import (not started, or not visible yet)
 
     @property
     def finished(self) -> bool:

@@ -249,7 +249,8 @@ class MarketingCloudEspClient(EspClient):
     def import_status(self, customer_key: str) -> ImportStatus:
         summaries = self._import_summaries(customer_key)
         if not summaries:
-            return ImportStatus(customer_key=customer_key, state="queued", message="not started yet at the ESP")
+            return ImportStatus(customer_key=customer_key, state="queued", message="not started yet at the ESP",
+                                found=False)
         row = summaries[-1]
         raw = row.get("ImportStatus", "")
         state = _IMPORT_STATES.get(raw.replace(" ", "").lower(), "processing")
@@ -301,8 +302,9 @@ class MarketingCloudEspClient(EspClient):
                 log.info("esp_send_found_after_error", peer="esp", customer_key=customer_key, job_id=found.job_id)
                 return found
             raise TransientPeerError(
-                f"Marketing Cloud start of send {customer_key!r} did not answer ({exc}); no send exists under that "
-                "key, so the next run looks again before starting it", peer="esp", operation="Perform",
+                f"Marketing Cloud start of send {customer_key!r} did not answer ({exc}) and the ESP does not show a "
+                "send under that key yet (a started send is retrievable only after a while): the next run looks "
+                "again, for up to [esp] visibility_minutes, before starting it", peer="esp", operation="Perform",
             ) from exc
         if not job_id:
             found = self.find_send(customer_key)

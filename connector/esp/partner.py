@@ -61,10 +61,19 @@ class PartnerApi:
     def pages(
         self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
     ) -> Iterator[list[dict[str, str]]]:
-        """Retrieve, page by page (2,500 rows at most), following ContinueRequest."""
+        """Retrieve, page by page (2,500 rows at most), following ContinueRequest.
+
+        The first call is retried like any read. A continuation is not: the whole result
+        set keeps one RequestID and each ContinueRequest with it moves on to the next page,
+        so repeating one whose reply was lost would skip a page. A failed continuation
+        raises; the caller starts over (tracking: from its watermark, next run).
+        """
         request: dict[str, Any] = {"ObjectType": object_type, "Properties": list(properties), "Filter": filter_part}
+        first = True
         while True:
-            reply = self.soap.call("Retrieve", safe=True, what=what, RetrieveRequest=request)
+            reply = self.soap.call("Retrieve", safe=first, what=what if first else f"{what} (next page)",
+                                   RetrieveRequest=request)
+            first = False
             status = (reply.findtext(q("OverallStatus")) or "").strip()
             if status not in ("OK", "MoreDataAvailable"):
                 raise PermanentPeerError(f"Marketing Cloud Retrieve of {what} failed: {status or 'no OverallStatus'}",

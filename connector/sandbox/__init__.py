@@ -168,8 +168,10 @@ class Sandbox:
 
 def start_sandbox(data_dir: Path | str, *, seed: int = 1, contacts: int = 200, tls: bool = True,
                   customizations: bool = True, persist: bool = False, esp: bool = True, sftp: bool = True,
-                  **crm_options: Any) -> Sandbox:
+                  esp_latency: Any = None, **crm_options: Any) -> Sandbox:
     """Start CRM + ESP + SFTP sandboxes on 127.0.0.1 with one CA in ``<data_dir>/ca``.
+
+    ``esp_latency``: a ``marketing_cloud.Latency`` (default: the realistic delays).
 
     ``persist``: keep the CRM organization in ``<data_dir>/crm.sqlite`` across restarts.
     """
@@ -204,7 +206,7 @@ def start_sandbox(data_dir: Path | str, *, seed: int = 1, contacts: int = 200, t
                     "password": secrets.token_urlsafe(16)})
                 esp_handle = start_esp_sandbox(data_dir / "esp", ca, tls=tls, import_root=sftp_root, seed=seed,
                                                client_id=creds["client_id"], client_secret=creds["client_secret"],
-                                               password=creds["password"])
+                                               password=creds["password"], latency=esp_latency)
                 esp_handle.ca_file = crm.ca_file
                 started.append(esp_handle)
         if sftp:

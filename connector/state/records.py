@@ -11,7 +11,8 @@ SEND_JOB_STATUSES = ("claimed", "resolving", "handing_over", "importing", "start
 
 FINAL_SEND_STATUSES = ("sent", "failed")
 
-BATCH_STATUSES = ("written", "uploaded", "importing", "imported", "failed")
+BATCH_STATUSES = ("written", "uploaded", "starting", "importing", "imported", "failed")
+"""``starting``: the import's start was requested (a durable mark written before the Perform)."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
 from connector.steps.send_handover import add_skips, current_batches, fail, give_up
 from connector.steps.sends import guarded, release_checked, send_lease
+from connector.steps.start_guard import start_import_once
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +63,9 @@ def _poll(ctx: StepContext, job: SendJob) -> None:
     current = current_batches(ctx.state, job.request_id)
     waiting = 0
     for batch in current:
+        if batch.status == "starting" and not _confirm_start(ctx, job, batch):
+            waiting += 1
+            continue
         if batch.status != "importing":
             continue
         if waiting >= MAX_WAITING_POLLED:
@@ -93,6 +97,14 @@ def _poll(ctx: StepContext, job: SendJob) -> None:
             give_up(ctx, job, "the send request was deleted in CRM before its release")
             return
         release_checked(ctx, job, request)
+
+
+def _confirm_start(ctx: StepContext, job: SendJob, batch: Batch) -> bool:
+    """A batch whose import start was requested but not seen (a crash after the Perform):
+    look again, start it only past the visibility horizon (``start_guard``)."""
+    esp = ctx.esp()
+    return start_import_once(ctx.state, ctx.config, esp, batch,
+                             lambda: esp.start_import(batch.import_key, batch.file_name, job.esp_list_id))
 
 
 def _timed_out(ctx: StepContext, batch: Batch) -> bool:

@@ -24,6 +24,7 @@ from connector.crashpoints import crashpoint
 from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
 from connector.state.store import QuarantineRow
 from connector.steps.send_resolve import Interrupted, batches_folder, chunked
+from connector.steps.start_guard import start_import_once, start_send_once
 
 log = structlog.get_logger(__name__)
 
@@ -120,19 +121,21 @@ def _rejected_row(job, sub, result) -> QuarantineRow:
 
 def hand_over_files(ctx, job, work: Path, keep_alive: Callable[[], None], progress=None) -> None:
     list_id = ensure_list(ctx, job)
-    hand_over_batches(ctx.state, job.request_id, list_id, work, ctx.esp(), ctx.file_drop(), ctx.stopping,
+    hand_over_batches(ctx.state, ctx.config, job.request_id, list_id, work, ctx.esp(), ctx.file_drop(), ctx.stopping,
                       keep_alive, progress)
 
 
-def hand_over_batches(state, request_id: str, list_id: str, work: Path, esp, drop, stopping,
+def hand_over_batches(state, config, request_id: str, list_id: str, work: Path, esp, drop, stopping,
                       keep_alive: Callable[[], None] | None = None, progress=None,
                       claim: Callable[[int], bool] | None = None) -> None:
     """Upload every written batch and start its import (each step recorded, safe to repeat).
 
+    An import whose start was requested before (a crash after the Perform) is not started
+    again while the ESP may still show it (``start_guard``); the imports step looks again.
     ``claim(seq)``: when several workers share the work, True if this one takes the batch.
     """
     for batch in current_batches(state, request_id):
-        if batch.status not in ("written", "uploaded") or (claim is not None and not claim(batch.seq)):
+        if batch.status not in ("written", "uploaded", "starting") or (claim is not None and not claim(batch.seq)):
             continue
         if batch.status == "written":
             size = drop.upload(batches_folder(work) / batch.file_name, batch.file_name)
@@ -140,13 +143,11 @@ def hand_over_batches(state, request_id: str, list_id: str, work: Path, esp, dro
             state.save_batch(batch)
             log.info("batch_uploaded", send=request_id, batch=batch.seq, rows=batch.rows, bytes=size)
             crashpoint("after_batch_uploaded")
-        if batch.status == "uploaded":
+        if batch.status in ("uploaded", "starting"):
             batch.import_key = import_key(request_id, batch.seq)
-            esp.start_import(batch.import_key, batch.file_name, list_id)
-            crashpoint("after_import_started")
-            batch.status = "importing"
-            state.save_batch(batch)
-            log.info("import_started", send=request_id, batch=batch.seq, import_key=batch.import_key)
+            if start_import_once(state, config, esp, batch,
+                                 lambda b=batch: esp.start_import(b.import_key, b.file_name, list_id)):
+                log.info("import_started", send=request_id, batch=batch.seq, import_key=batch.import_key)
         if keep_alive is not None:
             keep_alive()
         if progress is not None:
@@ -212,8 +213,8 @@ class BackgroundHandover:
                         self._wake.wait()
                     seen, last = self._generation, self._closing
                 try:
-                    hand_over_batches(self.ctx.state, self.request_id, self.list_id, self.work, esp, drop,
-                                      self.ctx.stopping, claim=self._claim)
+                    hand_over_batches(self.ctx.state, self.ctx.config, self.request_id, self.list_id, self.work,
+                                      esp, drop, self.ctx.stopping, claim=self._claim)
                 except BaseException as exc:  # noqa: BLE001 - handed to the step's thread
                     self.error = self.error or exc
                     return
@@ -241,16 +242,21 @@ class BackgroundHandover:
 
 
 def release(ctx, job, request: SendRequest) -> None:
-    """Start the send once (the ESP finds it by key when it was started before), record it, report Sent."""
+    """Start the send once, record it, report Sent.
+
+    ``start_send_once`` guards the start: a start requested before (its durable mark) is
+    looked up by key and waited for while the ESP may still show it; ``start_send`` itself
+    finds a send by key before starting one. While it waits, the job stays ``starting``.
+    """
     config = ctx.config
     if not job.esp_job_id:
         key = send_key(job.request_id)
         email_key = request.email_key or config.sends.default_email_key
         classification = request.send_classification_key or config.sends.default_send_classification_key
-        crashpoint("before_send_started")
-        # start_send is idempotent by key: a send an earlier attempt started is returned, not started again
-        found = ctx.esp().start_send(key, job.esp_list_id, email_key, classification, job.name or request.name)
-        crashpoint("after_send_started")
+        found = start_send_once(ctx, job, key, lambda: ctx.esp().start_send(
+            key, job.esp_list_id, email_key, classification, job.name or request.name))
+        if found is None:
+            return
         log.info("send_started", send=job.request_id, job_id=found.job_id, key=key)
         job.esp_job_id, job.esp_send_key = str(found.job_id), key
         job.phase_detail = f"released as ESP job {found.job_id}"

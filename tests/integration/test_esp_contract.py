@@ -14,6 +14,7 @@ from connector.errors import AuthError, ThrottledError, TransientPeerError
 from connector.esp.events import CST
 from connector.esp.marketing_cloud import MarketingCloudEspClient
 from connector.models import EventType, Subscriber, SubscriberStatus
+from connector.sandbox.marketing_cloud import Latency
 
 UTC = timezone.utc
 
@@ -114,8 +115,11 @@ def test_import_starts_once_and_reports_counts(esp, mc) -> None:
     _write_batch(mc, "cesp_i1_1.csv", [("imp-1", "a1@example.com"), ("imp-2", "bad address"), ("imp-3", "a3@example.com")])
     task = esp.start_import("cesp-import-i1-1", "cesp_i1_1.csv", list_id)
     assert task
-    assert esp.start_import("cesp-import-i1-1", "cesp_i1_1.csv", list_id) == task  # already ran: not again
     assert mc.wait_idle(10)
+    # the ESP shows an import's results only a while after its start (the step's start guard covers that gap)
+    assert not esp.import_status("cesp-import-i1-1").found
+    mc.advance_past_delays()
+    assert esp.start_import("cesp-import-i1-1", "cesp_i1_1.csv", list_id) == task  # already ran: not again
     status = esp.import_status("cesp-import-i1-1")
     assert status.finished and status.state == "completed"
     assert (status.rows_total, status.rows_ok, status.rows_error) == (3, 2, 1)
@@ -141,6 +145,9 @@ def test_find_send_before_start_and_a_second_start_finds(esp, mc) -> None:
     assert esp.find_send("cesp-send-x1") is None
     started = esp.start_send("cesp-send-x1", list_id, "cesp-demo-email", "Default Commercial", "X1")
     assert started.job_id
+    # a started send is retrievable only after a delay (the step's start guard covers that gap)
+    assert esp.find_send("cesp-send-x1") is None
+    mc.advance_past_delays()
     again = esp.start_send("cesp-send-x1", list_id, "cesp-demo-email", "Default Commercial", "X1")
     assert again.job_id == started.job_id
     assert esp.find_send("cesp-send-x1").job_id == started.job_id
@@ -159,9 +166,30 @@ def test_lost_perform_reply_is_looked_up_not_repeated(esp, mc) -> None:
         return reply
 
     esp._soap.call = lose_perform_reply  # noqa: SLF001
+    mc.store.latency = Latency.none()  # the send is retrievable at once: the look-up after the error finds it
     found = esp.start_send("cesp-send-x2", list_id, "cesp-demo-email", "Default Commercial", "X2")
     assert found.job_id
     assert len(mc.store.sends_for("cesp-send-x2")) == 1
+
+
+def test_lost_perform_reply_before_the_send_is_visible_raises_and_does_not_repeat(esp, mc) -> None:
+    """Reply lost and the send not retrievable yet: a transient error saying so, still one send (the
+    step's durable start mark then makes the next run wait for it instead of starting it again)."""
+    list_id = _list_with_subscribers(esp, "cesp-list-x4")
+    real_call = esp._soap.call  # noqa: SLF001
+
+    def lose_perform_reply(operation: str, **kwargs):  # noqa: ANN003, ANN202
+        reply = real_call(operation, **kwargs)
+        if operation == "Perform":
+            raise TransientPeerError("read timed out", peer="esp", operation=operation)
+        return reply
+
+    esp._soap.call = lose_perform_reply  # noqa: SLF001
+    with pytest.raises(TransientPeerError, match="does not show a send"):
+        esp.start_send("cesp-send-x4", list_id, "cesp-demo-email", "Default Commercial", "X4")
+    assert len(mc.store.sends_for("cesp-send-x4")) == 1
+    mc.advance_past_delays()
+    assert esp.find_send("cesp-send-x4").job_id == str(mc.store.sends_for("cesp-send-x4")[0].id)
 
 
 def test_dropped_perform_is_not_retried_and_the_next_attempt_sends_once(esp, mc) -> None:
@@ -324,6 +352,7 @@ def test_batch_file_uploaded_over_sftp_is_imported_onto_the_list(esp, mc, sftp_s
         drop.upload(local, "cesp_e2e_1.csv")
         esp.start_import("cesp-import-e2e-1", "cesp_e2e_1.csv", list_id)
         assert mc.wait_idle(10)
+        mc.advance_past_delays()
         status = esp.import_status("cesp-import-e2e-1")
         assert (status.state, status.rows_ok, status.rows_error) == ("completed", 250, 0)
         assert len(esp.subscriber_statuses([f"e2e-{i}" for i in range(250)])) == 250

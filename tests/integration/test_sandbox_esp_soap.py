@@ -198,6 +198,8 @@ def test_import_from_the_sftp_drop(wsse_client, mcsb_esp):
         Properties=["ImportDefinitionCustomerKey", "ImportStatus", "NumberSuccessful", "NumberErrors", "TotalRows"],
         Filter=T("ns0:SimpleFilterPart")(Property="ImportDefinitionCustomerKey", SimpleOperator="equals",
                                          Value=["cesp-import-5-1"]))
+    assert not wsse_client.service.Retrieve(RetrieveRequest=rr).Results  # results come a while after the start
+    mcsb_esp.advance_past_delays()
     deadline = time.monotonic() + 20
     while True:
         reply = wsse_client.service.Retrieve(RetrieveRequest=rr)
@@ -279,6 +281,7 @@ def test_every_object_with_every_property_parses_with_the_real_wsdl_in_strict_mo
     service.Perform(Action="start", Definitions={"Definition": [T("ns0:ImportDefinition")(CustomerKey="imp"),
                                                                 T("ns0:EmailSendDefinition")(CustomerKey="esd")]})
     assert mcsb_esp.wait_idle(10)
+    mcsb_esp.advance_past_delays()
     for obj_type in RETRIEVABLE_OBJECTS:
         props = sorted(retrievable(obj_type) - OUTSIDE_WSDL)
         reply = service.Retrieve(RetrieveRequest=T("ns0:RetrieveRequest")(ObjectType=obj_type, Properties=props))

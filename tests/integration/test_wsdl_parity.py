@@ -181,6 +181,7 @@ def test_adapter_on_the_real_wsdl_gets_correct_answers_from_the_sandbox(real_wsd
         assert [r.ok for r in results] == [True, False]
         assert esp.subscriber_statuses(["r-1", "r-2"]) == {"r-1": SubscriberStatus.ACTIVE}
         send = esp.start_send("cesp-send-real", list_id, "cesp-demo-email", "Default Commercial", "Real")
+        sandbox.advance_past_delays()  # a started send is retrievable a while after the start
         assert esp.find_send("cesp-send-real").job_id == send.job_id
         job = sandbox.store.generate_events(3000, event_types=("ClickEvent",), hours=2)
         events = [e for page in esp.iter_event_pages(EventType.CLICK, datetime.now(timezone.utc) - timedelta(days=1))

@@ -155,15 +155,20 @@ def test_retrieve_pages_of_2500_with_continue_request(mcsb_call):
     assert len(set(seen)) == 5100
 
 
-def test_repeated_continue_request_returns_the_same_page(mcsb_call):
+def test_one_request_id_for_the_whole_result_set_and_each_continuation_moves_on(mcsb_call):
     for i in range(30):
         mcsb_call.app.store.add_subscriber(f"key-{i:02d}", f"u{i}@example.com")
     root = retrieve(mcsb_call, "Subscriber", ["SubscriberKey"], extra="<Options><BatchSize>10</BatchSize></Options>")
     request_id = texts(root, "//p:RequestID")[0]
     body = f"<RetrieveRequestMsg {P}><RetrieveRequest><ObjectType>Subscriber</ObjectType><ContinueRequest>{request_id}</ContinueRequest></RetrieveRequest></RetrieveRequestMsg>"
-    first = texts(xml(mcsb_call.soap("Retrieve", body)[1]), "//p:Results/p:SubscriberKey")
-    again = texts(xml(mcsb_call.soap("Retrieve", body)[1]), "//p:Results/p:SubscriberKey")
-    assert first == again and len(first) == 10
+    second, third = (xml(mcsb_call.soap("Retrieve", body)[1]) for _ in range(2))
+    assert texts(second, "//p:RequestID") == texts(third, "//p:RequestID") == [request_id]
+    assert texts(second, "//p:OverallStatus") == ["MoreDataAvailable"] and texts(third, "//p:OverallStatus") == ["OK"]
+    pages = [texts(page, "//p:Results/p:SubscriberKey") for page in (root, second, third)]
+    assert [len(p) for p in pages] == [10, 10, 10]
+    assert len({k for p in pages for k in p}) == 30  # the same continuation asked again got the NEXT page
+    gone = xml(mcsb_call.soap("Retrieve", body)[1])
+    assert texts(gone, "//p:OverallStatus")[0].startswith("Error: ContinueRequest")
 
 
 def test_filters_simple_and_complex(mcsb_call):
@@ -262,6 +267,10 @@ def test_import_definition_reads_the_csv_and_reports_row_errors(mcsb_call, tmp_p
     flt = ('<Filter xsi:type="SimpleFilterPart"><Property>ImportDefinitionCustomerKey</Property>'
            "<SimpleOperator>equals</SimpleOperator><Value>cesp-import-7-1</Value></Filter>")
     props = ["ImportDefinitionCustomerKey", "ImportStatus", "NumberSuccessful", "NumberErrors", "TotalRows"]
+    store.wait_idle()
+    # the results of a recently started import are not readily available (Latency.import_summary_seconds)
+    assert texts(retrieve(mcsb_call, "ImportResultsSummary", props, flt), "//p:Results/p:ImportStatus") == []
+    store.clock.advance(store.latency.import_delay / 3600)
     deadline = time.monotonic() + 10
     while True:
         root = retrieve(mcsb_call, "ImportResultsSummary", props, flt)

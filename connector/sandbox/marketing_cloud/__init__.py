@@ -25,11 +25,12 @@ from typing import Any, Iterable
 from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.marketing_cloud.app import Credentials, MarketingCloudApp
 from connector.sandbox.marketing_cloud.events import EventRates
+from connector.sandbox.marketing_cloud.latency import Latency
 from connector.sandbox.marketing_cloud.persist import load_credentials, load_store, save_credentials, save_store
 from connector.sandbox.marketing_cloud.records import DEFAULT_ATTRIBUTES, AttributeRec, SimClock
 from connector.sandbox.marketing_cloud.store import EspStore
 
-__all__ = ["DEFAULT_ATTRIBUTES", "AttributeRec", "EspSandbox", "EventRates", "start_esp_sandbox"]
+__all__ = ["DEFAULT_ATTRIBUTES", "AttributeRec", "EspSandbox", "EventRates", "Latency", "start_esp_sandbox"]
 
 
 @dataclass
@@ -82,6 +83,12 @@ class EspSandbox:
         self.store.clock.advance(hours)
         self.store.apply_due_changes()
 
+    def advance_past_delays(self) -> None:
+        """Move simulated time past the visibility delays of sends and import results
+        (``store.latency``), so what was started so far is retrievable."""
+        latency = self.store.latency
+        self.advance((max(latency.send_delay, latency.import_delay) + 1) / 3600)
+
     def expire_tokens(self) -> None:
         """Make every OAuth token issued so far expired (the next SOAP call gets "Token Expired")."""
         self.credentials.expire_all()
@@ -112,11 +119,13 @@ def start_esp_sandbox(data_dir: Path, ca: Any, *, tls: bool = True, import_root:
                       password: str | None = None, account_id: str | None = None,
                       import_delay: float = 0.2, persist: bool = False,
                       attributes: Iterable[AttributeRec | str] | None = None,
-                      calls_per_minute: int | None = None) -> EspSandbox:
+                      calls_per_minute: int | None = None, latency: Latency | None = None) -> EspSandbox:
     """Start the sandbox on 127.0.0.1 (a free port). ``import_root`` is the SFTP root (has ``Import/``).
 
     ``attributes``: the account's profile attributes (default ``DEFAULT_ATTRIBUTES``);
-    ``calls_per_minute``: throttle (HTTP 500 "Rate Limited") above that many SOAP calls a minute.
+    ``calls_per_minute``: throttle (HTTP 500 "Rate Limited") above that many SOAP calls a minute;
+    ``latency``: how late sends, import results and events become retrievable (default:
+    the realistic ``Latency()``; ``Latency(scale=0.01)`` keeps the behaviour in less time).
 
     With ``persist=True`` the account and its credentials are kept in ``data_dir`` and
     found again by the next start on the same folder (``connector sandbox``); without it
@@ -131,7 +140,8 @@ def start_esp_sandbox(data_dir: Path, ca: Any, *, tls: bool = True, import_root:
     credentials = _credentials(data_dir if persist else None, client_id=client_id, client_secret=client_secret,
                                username=username, password=password, account_id=account_id)
     store = EspStore(import_root=import_root, clock=SimClock(speed), rates=rates, seed=seed,
-                     account_id=int(credentials.account_id), import_delay=import_delay, attributes=attributes)
+                     account_id=int(credentials.account_id), import_delay=import_delay, attributes=attributes,
+                     latency=latency)
     if persist:
         load_store(store, data_dir)
     faults = FaultKnobs(seed)

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 from xml.sax.saxutils import escape
 
 from connector.sandbox.marketing_cloud.filters import Bounds, date_bounds, key_hint
+from connector.sandbox.marketing_cloud.latency import Latency, arrival_sampler
 from connector.sandbox.marketing_cloud.wsdl import fields_of
 
 EVENT_OBJECTS = ("SentEvent", "OpenEvent", "ClickEvent", "BounceEvent", "UnsubEvent", "NotSentEvent")
@@ -59,7 +60,9 @@ class EventRates:
     unsubscribe: float = 0.03  # of openers
     send_per_second: int = 2000  # how fast SentEvents are stamped
     open_within_hours: float = 48.0  # opens spread over this window after the send
-    arrival_lag_minutes: float = 0.0  # events become retrievable up to this long after their EventDate
+    # how long after its EventDate an event becomes retrievable: None = the published figures
+    # (the store's ``Latency.event_arrival``), 0 = at once, N = uniformly 0..N minutes
+    arrival_lag_minutes: float | None = None
 
     def bounce_thresholds(self) -> list[float]:
         total, out = 0.0, []
@@ -88,16 +91,24 @@ class EventBlock:
         self.lag: array | None = None
         self.max_lag = 0
 
-    def with_arrival_lag(self, max_seconds: int, seed: int) -> "EventBlock":
-        """Give each event a random delay (0..max_seconds) between its EventDate and its arrival.
+    def with_arrival_lag(self, max_seconds: int, seed: int, latency: Latency | None = None) -> "EventBlock":
+        """Give each event a random delay between its EventDate and its arrival.
 
-        The real service makes events retrievable some time after their EventDate; a
-        reader that trusts "nothing older than my last EventDate can still come" misses them.
+        Uniform in 0..max_seconds, or drawn from ``latency.event_arrival`` (the published
+        figures) when a ``Latency`` is given. The real service makes events retrievable
+        some time after their EventDate; a reader that trusts "nothing older than my last
+        EventDate can still come" misses them.
         """
+        if latency is not None:
+            max_seconds = latency.max_event_lag
         max_seconds = max(0, min(int(max_seconds), 65_535))
         if max_seconds and len(self.ts):
             rng = random.Random(seed * 7919 + self.send_id * 31 + EVENT_OBJECTS.index(self.obj_type))
-            self.lag = array("H", (int(rng.random() * (max_seconds + 1)) for _ in range(len(self.ts))))
+            if latency is not None:
+                draw = arrival_sampler(latency, rng)
+                self.lag = array("H", (min(draw(), max_seconds) for _ in range(len(self.ts))))
+            else:
+                self.lag = array("H", (int(rng.random() * (max_seconds + 1)) for _ in range(len(self.ts))))
             self.max_lag = max_seconds
         return self
 
@@ -321,8 +332,12 @@ class SimulatedSend:
 
 
 def simulate_send(send_id: int, list_id: int, recipients: Sequence[str], excluded: Sequence[str],
-                  start_ts: int, rates: EventRates, seed: int) -> SimulatedSend:
-    """Events for one send: a SentEvent per recipient, then bounces, opens, clicks, unsubscribes."""
+                  start_ts: int, rates: EventRates, seed: int, latency: Latency | None = None) -> SimulatedSend:
+    """Events for one send: a SentEvent per recipient, then bounces, opens, clicks, unsubscribes.
+
+    Each event arrives after its EventDate as ``rates.arrival_lag_minutes`` says, or by
+    ``latency.event_arrival`` when that is None.
+    """
     rng = random.Random(seed * 1_000_003 + send_id)
     thresholds = rates.bounce_thresholds()
     per_second = max(1, rates.send_per_second)
@@ -366,7 +381,10 @@ def simulate_send(send_id: int, list_id: int, recipients: Sequence[str], exclude
         blocks.append(EventBlock("NotSentEvent", send_id, list_id, list(excluded),
                                  [(start_ts, i, 0) for i in range(len(excluded))]))
     for block in blocks:
-        block.with_arrival_lag(int(rates.arrival_lag_minutes * 60), seed)
+        if rates.arrival_lag_minutes is None:
+            block.with_arrival_lag(0, seed, latency or Latency())
+        else:
+            block.with_arrival_lag(int(rates.arrival_lag_minutes * 60), seed)
     return SimulatedSend(blocks, changes, {"NumberTargeted": len(recipients) + len(excluded)})
 
 

@@ -206,12 +206,20 @@ class ImportOps:
             del self.import_definitions[rec.customer_key]
             return ok("ImportDefinition deleted.", ("ImportDefinition", {"CustomerKey": rec.customer_key}))
 
+    def visible_import_runs(self) -> list[ImportRunRec]:
+        """The runs whose ImportResultsSummary Retrieve can see: ``latency.import_delay`` after the
+        start ("information for a recently executed import may not be readily available").
+        Call with the lock held."""
+        horizon = self.clock.now_ts() - self.latency.import_delay
+        return [r for r in self.import_runs.values() if r.created is None or r.created.timestamp() <= horizon]
+
     def start_import(self, obj: Obj) -> Result:
         with self.lock:
             definition = self.find_import_definition(obj)
             if definition is None:
                 return error("ImportDefinition Not Found", 43010, ("ImportDefinition", {"CustomerKey": obj.text("CustomerKey")}))
-            run = ImportRunRec(next(self._task_ids), definition.customer_key, definition.list_id, definition.file_spec)
+            run = ImportRunRec(next(self._task_ids), definition.customer_key, definition.list_id, definition.file_spec,
+                               created=self.clock.now())
             self.import_runs[run.task_id] = run
         self.spawn(lambda: run_import(self, definition, run), f"esp-import-{run.task_id}")
         task = {"StatusCode": "OK", "StatusMessage": "OK", "ID": str(run.task_id)}

@@ -181,3 +181,4 @@ class ImportRunRec:
     duplicated: int = 0
     row_errors: list[ImportRowError] = field(default_factory=list)
     message: str = ""
+    created: datetime | None = None  # Perform start; the summary is retrievable a while after

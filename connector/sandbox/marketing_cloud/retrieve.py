@@ -1,10 +1,11 @@
 """Retrieve for the Marketing Cloud sandbox: property checks, filters, 2,500-row pages.
 
-A Retrieve becomes a cursor: a generator of rendered ``<Results>`` rows. Each reply
-with ``MoreDataAvailable`` registers the cursor under the reply's ``RequestID``; a
-``ContinueRequest`` with that id gets the next page. Each continuation id answers one
-page only: asked again (a retry after a lost reply) it returns the same page, never
-the following one. Cursors idle for ``CURSOR_SECONDS`` are forgotten.
+A Retrieve becomes a cursor: a generator of rendered ``<Results>`` rows. The first
+reply's ``RequestID`` names the whole result set, as on the real service: every page
+of it carries that same RequestID, and each ``ContinueRequest`` with it gets the next
+page. So a continuation repeated after a lost reply gets the page after the lost one:
+a client must not retry a continuation blindly (the connector starts the Retrieve
+over instead). Cursors idle for ``CURSOR_SECONDS`` are forgotten.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ class _Cursor:
         self.page_size = page_size
         self.pending: str | None = None
         self.lock = threading.Lock()
-        self.answers: OrderedDict[str, bytes] = OrderedDict()
 
 
 class Retriever:
@@ -117,19 +117,12 @@ class Retriever:
 
     def _continue(self, continue_id: str, request_id: str) -> str:
         with self._lock:
-            entry = self._cursors.get(continue_id)
+            entry = self._cursors.pop(continue_id, None)
         if entry is None:
             return retrieve_msg(f"Error: ContinueRequest '{continue_id}' is not valid or has expired.", request_id, "")
         cursor = entry[0]
-        with cursor.lock:
-            cached = cursor.answers.get(continue_id)
-            if cached is not None:  # the same page asked again (a retry after a lost reply)
-                return cached.decode("utf-8")
-            text = self._page(cursor, request_id)
-            cursor.answers[continue_id] = text.encode("utf-8")
-            while len(cursor.answers) > 2:
-                cursor.answers.popitem(last=False)
-            return text
+        with cursor.lock:  # the next page of the set, under the set's one RequestID
+            return self._page(cursor, continue_id)
 
 
 def check_request(obj_type: str, properties: list[str]) -> str:

@@ -94,6 +94,12 @@ class SendOps:
         return ok("Email Send Definition started", ("EmailSendDefinition", {"CustomerKey": definition.customer_key}),
                   Task=("TaskResult", task))
 
+    def visible_sends(self) -> list[SendRec]:
+        """The sends Retrieve can see: ``latency.send_delay`` after their start (real sends are
+        not retrievable the moment Perform start answers). Call with the lock held."""
+        horizon = self.clock.now_ts() - self.latency.send_delay
+        return [s for s in self.sends.values() if s.send_date.timestamp() <= horizon]
+
     def _audience(self, definition: SendDefinitionRec, send: SendRec) -> tuple[list[str], list[str]]:
         """(recipients, excluded) of a send: each subscriber once; unsubscribed/held ones excluded."""
         recipients: list[str] = []
@@ -121,7 +127,8 @@ class SendOps:
 
     def _simulate(self, send: SendRec, recipients: list[str], excluded: list[str], start_ts: int) -> None:
         list_id = send.list_ids[0] if send.list_ids else 0
-        result = ev.simulate_send(send.id, list_id, recipients, excluded, start_ts, self.rates, self.seed)
+        result = ev.simulate_send(send.id, list_id, recipients, excluded, start_ts, self.rates, self.seed,
+                                  self.latency)
         with self.lock:
             send.blocks = result.blocks
             self.blocks.extend(result.blocks)
@@ -136,9 +143,11 @@ class SendOps:
         """Add a finished send with ``n`` events of each given type, spread over ``hours``.
 
         By default the events end now, so all are visible at once (unless an arrival lag,
-        by default ``rates.arrival_lag_minutes``, holds the latest back). Returns the send (job) id.
+        by default ``rates.arrival_lag_minutes``, holds the latest back: synthetic benchmark
+        data has no lag unless asked for one). Returns the send (job) id.
         """
         lag = self.rates.arrival_lag_minutes if arrival_lag_minutes is None else arrival_lag_minutes
+        lag = lag or 0.0
         seconds = int(hours * 3600)
         start_ts = int(start.timestamp()) if start is not None else int(self.clock.now_ts()) - seconds
         with self.lock:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from connector.sandbox.marketing_cloud import events as ev
 from connector.sandbox.marketing_cloud.imports import ImportOps
+from connector.sandbox.marketing_cloud.latency import Latency
 from connector.sandbox.marketing_cloud.records import (
     DEFAULT_ATTRIBUTES,
     AttributeRec,
@@ -67,10 +68,11 @@ class EspStore(SendOps, ImportOps):
 
     def __init__(self, *, import_root: Path, clock: SimClock, rates: ev.EventRates | None = None, seed: int = 1,
                  account_id: int = 7281698, import_delay: float = 0.2,
-                 attributes: Iterable[AttributeRec | str] | None = None) -> None:
+                 attributes: Iterable[AttributeRec | str] | None = None, latency: Latency | None = None) -> None:
         self.lock = threading.RLock()
         self.clock = clock
         self.rates = rates or ev.EventRates()
+        self.latency = latency or Latency()
         self.seed = seed
         self.account_id = account_id
         self.import_root = Path(import_root)
@@ -410,11 +412,11 @@ class EspStore(SendOps, ImportOps):
             elif obj_type == "EmailSendDefinition":
                 records, make = list(self.send_definitions.values()), esd_values
             elif obj_type == "Send":
-                records, make = list(self.sends.values()), self.send_values
+                records, make = self.visible_sends(), self.send_values
             elif obj_type == "ImportDefinition":
                 records, make = list(self.import_definitions.values()), import_def_values
             elif obj_type == "ImportResultsSummary":
-                records, make = list(self.import_runs.values()), import_run_values
+                records, make = self.visible_import_runs(), import_run_values
             else:
                 raise KeyError(obj_type)
         for record in records:
