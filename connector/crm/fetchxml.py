@@ -1,14 +1,18 @@
-"""FetchXML of dynamic marketing lists: choose the columns, page with paging cookies.
+"""FetchXML of dynamic marketing lists: choose the columns, page without losing anyone.
 
 A dynamic list's ``query`` names the members; the connector keeps its filters and
 links but replaces the attributes of the top entity with the columns it needs
-(always including the primary id), and pages with ``count``/``page``/``paging-cookie``
-as Dataverse documents (the service orders by the primary id when the query has no
-order, which keeps the cookies stable).
+(always including the primary id) and drops every ``order`` (recipients need none, and
+a query ordered on a link-entity attribute gets no paging cookie), so the service
+orders by the primary id. It pages with ``count``/``page``/``paging-cookie`` as
+Dataverse documents. Paging by page numbers alone ("simple paging") stops at 50,000
+rows, so when a page comes back without a cookie the next pages are asked as page 1
+of the query restricted to primary ids after the last one read (:func:`after`).
 """
 
 from __future__ import annotations
 
+import copy
 import xml.etree.ElementTree as ET
 from typing import Sequence
 from urllib.parse import unquote
@@ -43,6 +47,11 @@ def prepare(fetch_xml: str, primary_id: str, columns: Sequence[str]) -> ET.Eleme
     for child in list(entity):
         if child.tag in ("attribute", "all-attributes"):
             entity.remove(child)
+    for parent in root.iter():
+        for child in list(parent):
+            if child.tag == "order":
+                parent.remove(child)
+    entity.append(ET.Element("order", {"attribute": primary_id}))
     wanted = [primary_id] + [c for c in dict.fromkeys(columns) if c != primary_id]
     for index, name in enumerate(wanted):
         attr = ET.Element("attribute", {"name": fetch_attribute_name(name)})
@@ -50,6 +59,16 @@ def prepare(fetch_xml: str, primary_id: str, columns: Sequence[str]) -> ET.Eleme
     for key in ("top", "count", "page", "paging-cookie"):
         root.attrib.pop(key, None)
     return root
+
+
+def after(root: ET.Element, primary_id: str, last_id: str) -> ET.Element:
+    """A copy of the prepared query restricted to primary ids after ``last_id`` (keyset paging)."""
+    page = copy.deepcopy(root)
+    entity = page.find("entity")
+    assert entity is not None
+    keyset = ET.SubElement(entity, "filter", {"type": "and"})
+    ET.SubElement(keyset, "condition", {"attribute": primary_id, "operator": "gt", "value": last_id})
+    return page
 
 
 def fetch_attribute_name(column: str) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Iterator, Mapping, Sequence
 
-from connector.crm import fetchxml
+import structlog
+
+from connector.crm import fetchxml, longget
 from connector.crm.odata import Call, ODataHttp
 from connector.crm.records import (
     ENTITY_SETS,
@@ -22,6 +24,8 @@ from connector.crm.records import (
 )
 from connector.errors import NotFoundError, PermanentPeerError
 from connector.models import CrmTable, Recipient, SendTarget, TargetKind
+
+log = structlog.get_logger(__name__)
 
 FETCH_ANNOTATIONS = (
     'odata.include-annotations="Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords"'
@@ -99,17 +103,30 @@ class RecipientReader:
             raise PermanentPeerError(
                 f"Dataverse {self.http.host}: {call.operation} on list {call.record}: the query reads {name!r} "
                 f"but the list holds {table.value} records", "crm", call.operation)
-        root = fetchxml.prepare(query, primary_id(table), columns)
-        page_no, cookie = 1, None
+        pk = primary_id(table)
+        root = fetchxml.prepare(query, pk, columns)
+        page_no, cookie, last_id = 1, None, None
         while True:
-            xml = fetchxml.page_query(root, page_no, self.page_size, cookie)
-            page = self.http.get_json(ENTITY_SETS[table], call, params={"fetchXml": xml},
-                                      headers={"Prefer": FETCH_ANNOTATIONS}) or {}
+            if last_id is None:
+                xml = fetchxml.page_query(root, page_no, self.page_size, cookie)
+            else:  # no paging cookie: page 1 of the members after the last one read, never page numbers
+                xml = fetchxml.page_query(fetchxml.after(root, pk, last_id), 1, self.page_size, None)
+            page = longget.get_json(self.http, ENTITY_SETS[table], call, {"fetchXml": xml},
+                                    {"Prefer": FETCH_ANNOTATIONS})
             rows = page.get("value", [])
             yield from rows
             if not page.get("@Microsoft.Dynamics.CRM.morerecords") or not rows:
                 return
             cookie = fetchxml.next_cookie(page.get("@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"))
+            if cookie is None or last_id is not None:
+                if last_id is None:
+                    log.info("crm_fetch_paged_by_key", peer="crm", operation=call.operation, record=call.record,
+                             reason="no paging cookie: simple paging would stop at 50,000 rows")
+                last_id = str(rows[-1].get(pk) or "")
+                if not last_id:
+                    raise PermanentPeerError(
+                        f"Dataverse {self.http.host}: {call.operation} on list {call.record}: a page without a "
+                        f"paging cookie and without {pk}; cannot continue safely", "crm", call.operation)
             page_no += 1
 
     def _campaign_members(self, campaign_id: str, attributes: Mapping[CrmTable, Sequence[str]],

@@ -125,3 +125,46 @@ def test_datetimeoffset_literals_need_an_offset(crm_sandbox, crm_session):
     for literal in ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123+02:00", "2026-01-01"):
         r = crm_session.get(api + "contacts", params={"$filter": f"modifiedon gt {literal}"})
         assert r.status_code == 200 and len(r.json()["value"]) == 1, literal
+
+
+def _fetch(crm_session, api: str, xml: str) -> dict:
+    r = crm_session.get(api + "contacts", params={"fetchXml": xml}, headers={"Prefer": 'odata.include-annotations="*"'})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_fetchxml_simple_paging_stops_at_50000_rows(crm_sandbox, crm_session):
+    import uuid as _uuid
+
+    api = crm_sandbox.api_url
+    entity = crm_sandbox.store.schema.entity("contact")
+    crm_sandbox.store.bulk_insert(entity, ["contactid", "lastname"],
+                                  ((str(_uuid.UUID(int=i + 1)), f"n{i}") for i in range(50_100)))
+    page = "<fetch count='5000' page='{}'><entity name='contact'><attribute name='lastname'/></entity></fetch>"
+    tenth = _fetch(crm_session, api, page.format(10))  # rows 45,001-50,000: the last ones simple paging gives
+    assert len(tenth["value"]) == 5000 and "@Microsoft.Dynamics.CRM.morerecords" not in tenth
+    eleventh = _fetch(crm_session, api, page.format(11))
+    assert eleventh["value"] == [] and "@Microsoft.Dynamics.CRM.morerecords" not in eleventh
+    # with the cookie of page 10 the same query goes on
+    first = _fetch(crm_session, api, page.format(1))
+    assert first["@Microsoft.Dynamics.CRM.morerecords"] is True and first["@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"]
+    last_of_ten = tenth["value"][-1]["contactid"]
+    cookie = f"&lt;cookie page=&quot;10&quot;&gt;&lt;contactid last=&quot;{{{last_of_ten}}}&quot; /&gt;&lt;/cookie&gt;"
+    on = _fetch(crm_session, api, f"<fetch count='5000' page='11' paging-cookie='{cookie}'><entity name='contact'>"
+                "<attribute name='lastname'/></entity></fetch>")
+    assert len(on["value"]) == 100
+
+
+def test_fetchxml_ordered_on_a_link_entity_attribute_gets_no_paging_cookie(crm_sandbox, crm_session):
+    api = crm_sandbox.api_url
+    for i in range(5):
+        crm_sandbox.store.insert("contacts", {"lastname": f"n{i}"})
+    linked = ("<fetch count='2' page='1'><entity name='contact'><attribute name='lastname'/>"
+              "<link-entity name='account' from='accountid' to='parentcustomerid' link-type='outer'>"
+              "<order attribute='name'/></link-entity></entity></fetch>")
+    body = _fetch(crm_session, api, linked)
+    assert body["@Microsoft.Dynamics.CRM.morerecords"] is True
+    assert "@Microsoft.Dynamics.CRM.fetchxmlpagingcookie" not in body
+    plain = _fetch(crm_session, api, "<fetch count='2' page='1'><entity name='contact'><attribute name='lastname'/>"
+                   "<order attribute='lastname'/></entity></fetch>")
+    assert plain["@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"]

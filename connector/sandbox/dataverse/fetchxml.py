@@ -5,7 +5,9 @@ The subset a marketing list query uses: ``attribute`` / ``all-attributes``,
 and outer, ``intersect``), ``distinct``, ``top``, and paging with ``count``,
 ``page`` and ``paging-cookie``. A cookie names the last primary key of the page, so
 the next page continues after it (as the real service does), instead of counting
-rows from the start.
+rows from the start. As in Dataverse (PD fetchxml/page-results.md): a query ordered on
+a link-entity attribute gets no paging cookie, and paging by page numbers alone
+("simple paging") returns at most the first 50,000 rows, then reports no more records.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from connector.sandbox.dataverse.schema import LOOKUP_TYPES, STRING_TYPES, Entit
 from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire, quote_ident as _q
 
 MAX_PAGE = 5000
+SIMPLE_PAGING_LIMIT = 50_000
+"""Rows a query paged by page numbers alone (no paging cookie) can return at most."""
 
 _OPS = {"eq": "=", "ne": "<>", "neq": "<>", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
@@ -45,6 +49,7 @@ class FetchQuery:
     top: int | None = None
     distinct: bool = False
     has_custom_order: bool = False
+    link_order: bool = False  # ordered on a link-entity attribute: no paging cookie
 
 
 class _Builder:
@@ -81,11 +86,10 @@ class _Builder:
             m = re.search(rf'<{q.entity.primary_id}\s+last="\{{?([0-9a-fA-F-]+)\}}?"', cookie)
             q.cookie_last = m.group(1).lower() if m else None
         self.walk(q, node, q.entity, "t0", top=True)
-        if not q.order:
-            q.order.append(f"t0.{_q(q.entity.primary_id)} ASC")
-        else:
-            q.has_custom_order = True
-            q.order.append(f"t0.{_q(q.entity.primary_id)} ASC")
+        by_id = f"t0.{_q(q.entity.primary_id)} ASC"
+        q.has_custom_order = bool(q.order) and q.order != [by_id]  # ordered by the primary id = the default
+        if by_id not in q.order:
+            q.order.append(by_id)
         return q
 
     def walk(self, q: FetchQuery, node: ET.Element, e: Entity, alias: str, top: bool,
@@ -106,6 +110,7 @@ class _Builder:
                     raise fetch_error(f"'{e.logical_name}' entity doesn't contain attribute with Name = '{name}'.")
                 desc = child.get("descending", "false").lower() == "true"
                 q.order.append(f"{alias}.{_q(name)} {'DESC' if desc else 'ASC'}")
+                q.link_order = q.link_order or not top
             elif child.tag == "filter":
                 sql = self.filter(q, child, e, alias)
                 if sql:
@@ -205,8 +210,13 @@ class _Builder:
         raise fetch_error(f"The operator '{op}' is not supported by the sandbox.")
 
 
-def run_fetch(store: DataverseStore, entity_set_entity: Entity, xml_text: str) -> tuple[list[dict], bool, str | None]:
-    """Run a FetchXML query: (rows as wire JSON without nulls, more records?, cookie)."""
+def run_fetch(store: DataverseStore, entity_set_entity: Entity, xml_text: str, *, cookies: bool = True
+              ) -> tuple[list[dict], bool, str | None]:
+    """Run a FetchXML query: (rows as wire JSON without nulls, more records?, cookie or None).
+
+    ``cookies=False`` answers as for a query the real service gives no paging cookie (a test
+    knob: ``Records.fetch_cookies``).
+    """
     q = _Builder(store).build(xml_text)
     if q.entity.logical_name != entity_set_entity.logical_name:
         raise fetch_error(f"The entity name specified in FetchXml '{q.entity.logical_name}' does not match the"
@@ -221,16 +231,19 @@ def run_fetch(store: DataverseStore, entity_set_entity: Entity, xml_text: str) -
     params = list(q.join_params) + list(q.params)
     limit = q.top if q.top is not None else q.count
     offset = 0
+    simple = q.top is None and q.cookie_last is None  # page numbers only: "simple" (legacy) paging
     if q.cookie_last and not q.has_custom_order:
         where.append(f"t0.{_q(q.entity.primary_id)} > ?")
         params.append(q.cookie_last)
     elif q.top is None:
         offset = (q.page - 1) * q.count
+    if simple:  # can't return more than the first SIMPLE_PAGING_LIMIT rows of the query
+        limit = max(0, min(limit, SIMPLE_PAGING_LIMIT - offset))
     sql = (f"SELECT {'DISTINCT ' if q.distinct else ''}{', '.join(select)} FROM {_q('e_' + q.entity.logical_name)} AS t0 "
            + " ".join(q.joins) + (f" WHERE {' AND '.join(where)}" if where else "")
            + f" ORDER BY {', '.join(q.order)} LIMIT {limit + 1} OFFSET {offset}")
-    raw_rows = store.execute(sql, params)
-    more = q.top is None and len(raw_rows) > limit
+    raw_rows = store.execute(sql, params) if limit > 0 else []
+    more = q.top is None and len(raw_rows) > limit and not (simple and offset + limit >= SIMPLE_PAGING_LIMIT)
     raw_rows = raw_rows[:limit]
     out = []
     pk_index = next(i for i, c in enumerate(q.columns) if c[0] == "t0" and c[1] == q.entity.primary_id)
@@ -256,7 +269,7 @@ def run_fetch(store: DataverseStore, entity_set_entity: Entity, xml_text: str) -
                 row[k] = v
         out.append(row)
     cookie = None
-    if more:
+    if more and not q.link_order and cookies:
         last = raw_rows[-1][pk_index] if raw_rows else ""
         first = raw_rows[0][pk_index] if raw_rows else ""
         inner = (f'<cookie page="{q.page}"><{q.entity.primary_id} last="{{{str(last).upper()}}}"'

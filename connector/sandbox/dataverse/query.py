@@ -49,6 +49,8 @@ class QueryOps:
     store: DataverseStore
     change_tracking_days: int
     min_delta_version: int
+    fetch_cookies: bool = True
+    """Test knob: False answers every FetchXML query as one the real service gives no paging cookie."""
 
     def query(self, req: Request, e: Entity, base: str = "", base_params: tuple = (),
               context: str | None = None) -> Response:
@@ -146,11 +148,12 @@ class QueryOps:
     def fetch(self, req: Request, e: Entity) -> Response:
         from connector.sandbox.dataverse.fetchxml import run_fetch
 
-        rows, more, cookie = run_fetch(self.store, e, req.query["fetchXml"])
+        rows, more, cookie = run_fetch(self.store, e, req.query["fetchXml"], cookies=self.fetch_cookies)
         body: dict[str, Any] = {"@odata.context": f"{self.api(req)}$metadata#{e.entity_set}", "value": rows}
         wanted = req.prefer.get("odata.include-annotations", "")
         if more and ("*" in wanted or "fetchxmlpagingcookie" in wanted or "morerecords" in wanted):
-            body["@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"] = cookie
+            if cookie is not None:
+                body["@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"] = cookie
             body["@Microsoft.Dynamics.CRM.morerecords"] = True
         return Response.json(200, body)
 
