@@ -124,3 +124,25 @@ def test_a_filter_operand_without_its_xsi_type_is_refused(mcsb_call):
     assert texts(root, "//p:OverallStatus") == ["Error: Unknown filter of type FilterPart encountered"]
     typed = untyped.replace("<LeftOperand>", '<LeftOperand xsi:type="SimpleFilterPart">')
     assert texts(retrieve(mcsb_call, "Subscriber", ["SubscriberKey"], typed), "//p:OverallStatus") == ["OK"]
+
+
+def test_millisecond_bounds_match_a_row_by_row_check():
+    import random
+
+    from connector.sandbox.marketing_cloud import events as ev
+    from connector.sandbox.marketing_cloud.filters import Bounds
+
+    block = ev.EventBlock("OpenEvent", 7, 1, [f"k{i}" for i in range(300)],
+                          [(1_000 + i // 30, i, 0) for i in range(300)])  # 30 events a second for 10 s
+    rng = random.Random(5)
+    for _ in range(300):
+        lo, hi, now = (round(1_000 + rng.random() * 11, 3) for _ in range(3))
+        bounds = Bounds(lo=lo if rng.random() < 0.8 else None, lo_incl=rng.random() < 0.5,
+                        hi=hi if rng.random() < 0.8 else None, hi_incl=rng.random() < 0.5)
+
+        def naive(i: int) -> bool:
+            t = block.ts[i] + ev.millis(block, i) / 1000
+            return (t <= now and (bounds.lo is None or t > bounds.lo or (t == bounds.lo and bounds.lo_incl))
+                    and (bounds.hi is None or t < bounds.hi or (t == bounds.hi and bounds.hi_incl)))
+
+        assert list(block.indexes(bounds, now)) == [i for i in range(len(block)) if naive(i)], (bounds, now)

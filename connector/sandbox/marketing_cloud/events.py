@@ -11,6 +11,7 @@ renders rows straight to XML text.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 import time
@@ -154,10 +155,20 @@ class EventBlock:
             hi = min(hi, bisect.bisect_right(self.ts, math.floor(bounds.hi)))
         return lo, max(lo, hi)
 
-    @staticmethod
-    def edges(bounds: Bounds, now_ts: float) -> frozenset[int]:
-        """The whole seconds in which a row of ``span`` must be checked with its milliseconds."""
-        return frozenset(math.floor(v) for v in (bounds.lo, bounds.hi, now_ts) if v is not None)
+    def indexes(self, bounds: Bounds, now_ts: float) -> Iterator[int]:
+        """Indexes of the rows inside the bounds and not after ``now_ts``, at the millisecond.
+
+        Only the rows in the boundary seconds at either end of ``span`` are checked one by one.
+        """
+        lo, hi = self.span(bounds, now_ts)
+        inner_lo = lo if bounds.lo is None else bisect.bisect_right(self.ts, math.floor(bounds.lo), lo, hi)
+        top = math.floor(now_ts) if bounds.hi is None else min(math.floor(now_ts), math.floor(bounds.hi))
+        inner_hi = bisect.bisect_left(self.ts, top, lo, hi)
+        if inner_lo >= inner_hi:
+            return (i for i in range(lo, hi) if self.inside(i, bounds, now_ts))
+        return itertools.chain((i for i in range(lo, inner_lo) if self.inside(i, bounds, now_ts)),
+                               range(inner_lo, inner_hi),
+                               (i for i in range(inner_hi, hi) if self.inside(i, bounds, now_ts)))
 
     def inside(self, i: int, bounds: Bounds, now_ts: float) -> bool:
         """Whether row ``i``, at its exact millisecond, lies inside the bounds and not after ``now_ts``."""
@@ -227,13 +238,16 @@ def _fraction(ms: int) -> str:
     return f".{ms:03d}".rstrip("0").rstrip(".")
 
 
+_FRACTIONS = tuple(_fraction(ms) for ms in range(1000))
+
+
 Getter = Callable[[EventBlock, int], "str | None"]
 
 _GETTERS: dict[str, Getter] = {
     "SendID": lambda b, i: str(b.send_id),
     "SubscriberKey": lambda b, i: escape(b.keys[b.idx[i]]),
-    "EventDate": lambda b, i: _date(b.ts[i]) + _fraction(millis(b, i)),
-    "CreatedDate": lambda b, i: _date(b.ts[i]) + _fraction(millis(b, i)),
+    "EventDate": lambda b, i: _date(b.ts[i]) + _FRACTIONS[millis(b, i)],
+    "CreatedDate": lambda b, i: _date(b.ts[i]) + _FRACTIONS[millis(b, i)],
     "EventType": lambda b, i: event_type_of(b.obj_type, b.code[i]),
     "BatchID": lambda b, i: str(batch_id(b, i)),
     "URLID": lambda b, i: str(LINKS[b.code[i]][0]),
@@ -294,17 +308,12 @@ def iter_event_rows(blocks: Sequence[EventBlock], obj_type: str, filter_part: ob
     for block in blocks:
         if block.obj_type != obj_type or (send_ids is not None and block.send_id not in send_ids):
             continue
-        lo, hi = block.span(bounds, now_ts)
-        edges, ts = block.edges(bounds, now_ts), block.ts
         if bounds.exact and block.lag is None:
-            for i in range(lo, hi):
-                if ts[i] not in edges or block.inside(i, bounds, now_ts):
-                    yield render(block, i)
+            for i in block.indexes(bounds, now_ts):
+                yield render(block, i)
         else:
-            for i in range(lo, hi):
-                if (ts[i] in edges and not block.inside(i, bounds, now_ts)) or not block.arrived(i, now_ts):
-                    continue
-                if bounds.exact or predicate(block.row(i)):
+            for i in block.indexes(bounds, now_ts):
+                if block.arrived(i, now_ts) and (bounds.exact or predicate(block.row(i))):
                     yield render(block, i)
 
 
