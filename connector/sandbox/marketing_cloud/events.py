@@ -404,7 +404,7 @@ def synthetic_keys(n: int, seed: int) -> list[str]:
 
 
 def synthetic_blocks(send_id: int, list_id: int, n: int, event_objects: Sequence[str], start_ts: int,
-                     seconds: int, seed: int, lag_seconds: int = 0) -> list[EventBlock]:
+                     seconds: int, seed: int, lag_seconds: int = 0, latency: Latency | None = None) -> list[EventBlock]:
     """``n`` events of each object type spread evenly over ``seconds`` from ``start_ts`` (benchmarks)."""
     keys = synthetic_keys(n, seed)
     span = max(1, seconds)
@@ -417,5 +417,5 @@ def synthetic_blocks(send_id: int, list_id: int, n: int, event_objects: Sequence
         modulo = len(LINKS) if obj_type == "ClickEvent" else len(BOUNCES) if obj_type == "BounceEvent" else 1
         code = array("b", (i % modulo for i in range(n)))
         block = EventBlock.from_arrays(obj_type, send_id, list_id, keys, ts, idx, code)
-        blocks.append(block.with_arrival_lag(lag_seconds, seed))
+        blocks.append(block.with_arrival_lag(lag_seconds, seed, latency))
     return blocks

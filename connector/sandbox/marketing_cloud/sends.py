@@ -139,12 +139,13 @@ class SendOps:
 
     def generate_events(self, n: int, *, event_types: tuple[str, ...] = ev.EVENT_OBJECTS, hours: float = 24.0,
                         start=None, seed: int | None = None, list_id: int = ALL_SUBSCRIBERS_ID,
-                        arrival_lag_minutes: float | None = None) -> int:
+                        arrival_lag_minutes: float | None = None, published_arrival: bool = False) -> int:
         """Add a finished send with ``n`` events of each given type, spread over ``hours``.
 
         By default the events end now, so all are visible at once (unless an arrival lag,
         by default ``rates.arrival_lag_minutes``, holds the latest back: synthetic benchmark
-        data has no lag unless asked for one). Returns the send (job) id.
+        data has no lag unless asked for one; ``published_arrival`` draws it from
+        ``latency.event_arrival`` like a real send's). Returns the send (job) id.
         """
         lag = self.rates.arrival_lag_minutes if arrival_lag_minutes is None else arrival_lag_minutes
         lag = lag or 0.0
@@ -153,7 +154,8 @@ class SendOps:
         with self.lock:
             send_id = next(self._send_ids)
         blocks = ev.synthetic_blocks(send_id, list_id, n, event_types, start_ts, seconds,
-                                     self.seed if seed is None else seed, int(lag * 60))
+                                     self.seed if seed is None else seed, int(lag * 60),
+                                     self.latency if published_arrival else None)
         email = next(iter(self.emails.values()))
         send = SendRec(send_id, f"generated-{send_id}", email.id, email.name, email.subject, [list_id],
                        utc(start_ts), status="Complete", targeted=n, sent_date=utc(start_ts), blocks=blocks)
