@@ -32,6 +32,10 @@ _EVENT = frozenset({"SendID", "SubscriberKey", "EventDate", "Client.ID", "EventT
                     "TriggeredSendDefinitionObjectID", "ListID"})
 """Documented Describe of SentEvent ("Get the Fields Available for Retrieval"), shared by every event."""
 
+_LIST_SUBSCRIBER = frozenset({"ListID", "SubscriberKey", "Status", "CreatedDate", "ModifiedDate"})
+"""ListSubscriber as live notes saw it retrieved (ListID, SubscriberKey, Status, CreatedDate), plus the
+ModifiedDate tap-exacttarget reads it incrementally by."""
+
 _EVENT_OWN = {
     "ClickEvent": frozenset({"URLID", "URL", "URLIDLong"}),
     "BounceEvent": frozenset({"SMTPCode", "BounceCategory", "SMTPReason", "BounceType"}),
@@ -56,6 +60,8 @@ def retrievable(obj_type: str) -> frozenset[str]:
     """The properties a Retrieve of ``obj_type`` may name (empty for an object that is not retrievable)."""
     if obj_type == "Subscriber":
         return _SUBSCRIBER
+    if obj_type == "ListSubscriber":
+        return _LIST_SUBSCRIBER
     if obj_type in EVENT_OBJECTS:
         return _EVENT | _EVENT_OWN.get(obj_type, frozenset())
     if obj_type not in RETRIEVABLE_OBJECTS:
