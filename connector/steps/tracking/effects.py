@@ -62,6 +62,31 @@ class RecordCache:
             found = find(missing)
             for key in missing:
                 self._refs[key] = found.get(key)
+        return self._answer(keys)
+
+    def lookup_in_slices(self, keys: set[str], find: Any, size: int,
+                         failed: Callable[[TransientPeerError], None]) -> tuple[dict[str, RecordRef], set[str]]:
+        """Like ``lookup``, one ``find`` per ``size`` keys: (records found, keys not looked up).
+
+        A slice whose call fails (after the client's retries) is reported to ``failed``
+        (which may raise to stop) and its keys come back unresolved; the other slices'
+        answers are kept.
+        """
+        missing = sorted(k for k in keys if k not in self._refs)
+        unresolved: set[str] = set()
+        for start in range(0, len(missing), size):
+            part = missing[start:start + size]
+            try:
+                found = find(part)
+            except TransientPeerError as exc:
+                unresolved.update(part)
+                failed(exc)
+                continue
+            for key in part:
+                self._refs[key] = found.get(key)
+        return self._answer(keys - unresolved), unresolved
+
+    def _answer(self, keys: set[str]) -> dict[str, RecordRef]:
         out = {key: ref for key in keys if (ref := self._refs.get(key)) is not None}
         overflow = len(self._refs) - self.limit  # the answers are taken: evicting the oldest is safe now
         if overflow > 0:
@@ -89,6 +114,7 @@ class EffectsMixin:
     state: Any
     failed_calls: int
     call_errors: list[str]
+    _hold: Callable[..., set[str]]
 
     def _write_effects(self, events: list[TrackingEvent]) -> set[str]:
         """Staging, responses, bounces, opt-outs; returns the seen keys of events to retry."""
@@ -97,11 +123,18 @@ class EffectsMixin:
             EventType.UNSUB,
         )
         refs: dict[str, RecordRef] = {}
+        held: set[str] = set()
         if needs_records:
             keys = {e.subscriber_key for e in events}
-            refs = self.records.lookup(keys, self.crm.find_records)
-            self.failed_calls = 0
-            self.stats.unknown_subscribers += len(keys) - len(refs)
+            refs, unresolved = self.records.lookup_in_slices(keys, self.crm.find_records, rules.LOOKUP_SLICE,
+                                                             self._lookup_failed)
+            if unresolved:  # their events wait for the next run; the others go on
+                waiting = [e for e in events if e.subscriber_key in unresolved]
+                held = self._hold(waiting, "their CRM record look-up failed")
+                events = [e for e in events if e.subscriber_key not in unresolved]
+            self.stats.unknown_subscribers += len(keys) - len(unresolved) - len(refs)
+        if not events:
+            return held
         if self.mode is TrackingMode.ALL:
             self.stats.staged += self.ctx.staging().write_events(events, refs)
             crashpoint("tracking_after_staging")
@@ -112,7 +145,12 @@ class EffectsMixin:
             failed |= self._bounces(events, refs)
         if self.etype is EventType.UNSUB:
             failed |= self._opt_outs(events, refs)
-        return failed
+        return failed | held
+
+    def _lookup_failed(self, exc: TransientPeerError) -> None:
+        log.warning("tracking_lookup_deferred", error=str(exc),
+                    reason="the look-up failed after its retries; its events are retried next run")
+        self._crm_call_failed(exc)
 
     def _responses(self, events: list[TrackingEvent], refs: dict[str, RecordRef]) -> set[str]:
         if self.etype not in RESPONDER_TYPES and not (self.etype is EventType.SENT and self.mode is TrackingMode.ALL):

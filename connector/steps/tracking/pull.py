@@ -155,25 +155,27 @@ class EventTypeRun(EffectsMixin):
                 fresh = self._drop_deleted_sends(fresh)
                 failed = self._write_effects(fresh)
             except TransientPeerError as exc:  # a look-up failed even after the retries
-                failed = self._hold_page(fresh, exc)
+                failed = self._hold(fresh, "a CRM call failed", exc)
         done = {self._key_of[id(e)]: e for e in fresh if self._key_of[id(e)] not in failed}
         self._commit(done, last)
 
-    def _hold_page(self, events: list[TrackingEvent], exc: TransientPeerError) -> set[str]:
-        """Leave this page's new events for the next run; the other pages go on.
+    def _hold(self, events: list[TrackingEvent], why: str, exc: TransientPeerError | None = None) -> set[str]:
+        """Leave these new events for the next run (their seen keys); the others go on.
 
-        Nothing of the page is marked seen or counted, and the watermark is held below its
-        earliest event, so the next run reads it again. After ``MAX_FAILED_CALLS`` failed CRM
-        calls in a row the CRM looks down: the event type stops here (what was done stays).
+        They are not marked seen or counted, and the watermark is held below the earliest,
+        so the next run reads them again. With ``exc`` (the call that failed for all of
+        them) the failure counts towards ``MAX_FAILED_CALLS``: past it the CRM looks down
+        and the event type stops here (what was done stays done).
         """
         held = {self._key_of[id(e)] for e in events}
         earliest = min(e.event_time for e in events)
         if self.floor is None or earliest < self.floor:
             self.floor = earliest
         self.stats.retry_later += len(held)
-        log.warning("tracking_page_held", events=len(held), first=str(earliest), error=str(exc),
-                    reason="a CRM call failed; these events are retried by the next run")
-        self._crm_call_failed(exc)
+        log.warning("tracking_events_held", events=len(held), first=str(earliest), reason=why,
+                    error=str(exc) if exc else "", hint="the next run retries them")
+        if exc is not None:
+            self._crm_call_failed(exc)
         return held
 
     def _wanted(self, event: TrackingEvent) -> bool:

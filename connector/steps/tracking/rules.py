@@ -37,6 +37,8 @@ MAX_RETRY_ENTRIES = 10_000
 MAX_FAILED_CALLS = 3
 """CRM calls in a row that failed after their retries (a page's look-up, a slice of writes)
 before the event type stops for this run: by then the CRM looks down, not unlucky."""
+LOOKUP_SLICE = 100
+"""Subscriber keys per CRM record look-up call (Dataverse's In filter, as the adapter asks)."""
 TRANSIENT_CODE = "transient"
 """WriteResult code of records whose whole CRM call failed after its retries (not their own fault)."""
 RECORD_CACHE_SIZE = 100_000
