@@ -98,6 +98,7 @@ class SendsSettings(Section):
     suppression_file: Path | None = None
     soap_chunk_size: int = Field(d.SOAP_CHUNK_SIZE, ge=1, le=50)
     invalid_targets: Literal["fail", "skip"] = d.INVALID_TARGETS
+    time_slice_seconds: float = Field(d.SEND_TIME_SLICE_SECONDS, ge=0, le=86_400)
 
 
 class ImportsSettings(Section):

@@ -33,6 +33,9 @@ BATCH_SIZE = 5_000
 SOAP_CHUNK_SIZE = 50
 """Subscribers per SOAP Create/Update call: Marketing Cloud's soft limit for synchronous calls."""
 
+SEND_TIME_SLICE_SECONDS = 120.0
+"""Longest turn of one send request before the others of the poll get theirs (0: no turns)."""
+
 INVALID_TARGETS = "fail"
 """A send request with an unreadable target (bad JSON, unknown kind, no id, an id that is not a GUID)
 fails as a whole, nothing sent; ``skip`` sends to the valid rest and names the left-out ones."""

@@ -102,12 +102,14 @@ def _steps(config: Any, store: Any, now: datetime) -> dict[str, Any]:
 
     intervals = step_intervals(config)
     summary = store.step_runs_summary()
+    answering = _answering_holders(store, now)
     steps: dict[str, Any] = {}
     for name in sorted(set(STEP_NAMES) | set(summary)):
         info = summary.get(name, {})
         last, error, ok = info.get("last"), info.get("last_error"), info.get("last_ok")
         interval = intervals.get(name, 0.0)
         started = last.started_at if last else None
+        running = bool(last and last.outcome == "running" and answering(last.holder))
         steps[name] = {
             "interval_seconds": interval,
             "runs": info.get("runs", 0),
@@ -115,9 +117,25 @@ def _steps(config: Any, store: Any, now: datetime) -> dict[str, Any]:
             "last_ok_at": ok.finished_at if ok else None,
             "last_error": {"at": error.finished_at, "message": error.message, "run_id": error.run_id} if error else None,
             "next_run": next_run(started, interval, now) if started else None,
-            "overdue": bool(started and (now - started).total_seconds() > 2 * interval + 60),
+            "running_seconds": int((now - started).total_seconds()) if running and started else None,
+            "overdue": not running and bool(started and (now - started).total_seconds() > 2 * interval + 60),
         }
     return steps
+
+
+def _answering_holders(store: Any, now: datetime):  # noqa: ANN202 - a small predicate
+    """holder -> whether its process still beats (one not registered is taken at its word)."""
+    from connector.state.instances import STALE_AFTER_SECONDS
+
+    rows = {row["holder"]: row for row in store.instances(include_stopped=True)}
+
+    def answering(holder: str) -> bool:
+        row = rows.get(holder)
+        if row is None:
+            return True
+        return row["stopped_at"] is None and (now - row["heartbeat_at"]).total_seconds() <= STALE_AFTER_SECONDS
+
+    return answering
 
 
 def _run(run: Any) -> dict[str, Any] | None:
@@ -226,7 +244,7 @@ def render_text(report: dict[str, Any]) -> str:
             next_text = "due now"
         lines.append(
             f"  {name:<9} {_ago(last.get('started_at'), now):<14} {last.get('outcome', '-'):<14} "
-            f"{last.get('processed', 0):>9}  {next_text}{'  (OVERDUE: is the service running?)' if step['overdue'] else ''}"
+            f"{last.get('processed', 0):>9}  {next_text}{_step_note(step, last)}"
         )
     for name, step in report["steps"].items():
         if step["last_error"]:
@@ -278,6 +296,16 @@ def _instance_lines(report: dict[str, Any], now: datetime) -> list[str]:
                      f"{conflict['label']!r} ({', '.join(conflict['holders'])}); each is told apart by host, pid "
                      f"and token, but give every instance its own [service] instance_id")
     return lines
+
+
+def _step_note(step: dict[str, Any], last: dict[str, Any]) -> str:
+    if step.get("running_seconds") is not None:
+        return f"  (running for {step['running_seconds'] // 60} min)"
+    if not step["overdue"]:
+        return ""
+    if last.get("outcome") == "running":
+        return f"  (OVERDUE: its run by {last.get('holder')} has no heartbeat: is that instance still running?)"
+    return "  (OVERDUE: is the service running?)"
 
 
 def _db_line(db: dict[str, Any]) -> str:

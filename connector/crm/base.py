@@ -68,6 +68,17 @@ class CrmClient(abc.ABC):
         Lists (static and dynamic), a campaign's lists, single contacts, leads, accounts.
         """
 
+    def iter_record_targets(
+        self, targets: Sequence[SendTarget], attributes: Mapping[CrmTable, Sequence[str]]
+    ) -> Iterator[Recipient]:
+        """The records of several single-record targets (contact, lead, account), in target order.
+
+        An implementation reads them in sets (Dataverse: ``$filter`` with ``In``); this default
+        reads them one by one through ``iter_recipients``.
+        """
+        for target in targets:
+            yield from self.iter_recipients(target, attributes)
+
     @abc.abstractmethod
     def find_records(self, ids: Sequence[str]) -> dict[str, RecordRef]:
         """Which table each id belongs to (contact, lead, account); unknown ids are absent.

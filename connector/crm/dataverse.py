@@ -208,6 +208,10 @@ class DataverseCrmClient(CrmClient):
                         attributes: Mapping[CrmTable, Sequence[str]]) -> Iterator[Recipient]:
         return self.reader.iter_recipients(target, attributes)
 
+    def iter_record_targets(self, targets: Sequence[SendTarget],
+                            attributes: Mapping[CrmTable, Sequence[str]]) -> Iterator[Recipient]:
+        return self.reader.iter_record_targets(targets, attributes)
+
     # -- lookups ------------------------------------------------------------------
     def find_records(self, ids: Sequence[str]) -> dict[str, RecordRef]:
         wanted = {i.lower(): i for i in ids if is_guid(i)}

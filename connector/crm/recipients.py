@@ -2,13 +2,16 @@
 
 Static lists through the list-member association of their member type, dynamic
 lists by running their FetchXML with paging cookies, a campaign through its lists,
-single contacts, leads and accounts. Nothing is filtered here: the send step
-decides about every recipient and reports each skip.
+single contacts, leads and accounts. Many single-record targets are read in sets:
+one GET per set of ids of one table (``$filter`` with ``Microsoft.Dynamics.CRM.In``),
+each URL kept under Dataverse's 32,768-character cap. Nothing is filtered here: the
+send step decides about every recipient and reports each skip.
 """
 
 from __future__ import annotations
 
 from typing import Iterator, Mapping, Sequence
+from urllib.parse import urlencode
 
 import structlog
 
@@ -26,6 +29,19 @@ from connector.errors import NotFoundError, PermanentPeerError
 from connector.models import CrmTable, Recipient, SendTarget, TargetKind
 
 log = structlog.get_logger(__name__)
+
+MAX_URL_CHARS = longget.MAX_GET_URL
+"""Longest request URL Dataverse takes outside ``$batch`` (32,768: "Compose HTTP requests and handle errors")."""
+
+URL_MARGIN = 2_000
+"""Kept free in a set's URL: room for a ``$skiptoken`` should the server page the reply anyway."""
+
+RECORD_SET_MAX = 500
+"""Ids per ``In`` filter at most: well below SQL Server's 2,100 query parameters behind Dataverse,
+and about 23,000 characters of URL for GUIDs (what decides is ``MAX_URL_CHARS``)."""
+
+MISSING_NAMED = 10
+"""Missing records named one by one in the error; the rest are counted."""
 
 FETCH_ANNOTATIONS = (
     'odata.include-annotations="Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords"'
@@ -49,6 +65,61 @@ class RecipientReader:
         else:
             yield from self._single(CrmTable(kind.value), target.id, attributes, target)
 
+    def iter_record_targets(self, targets: Sequence[SendTarget],
+                            attributes: Mapping[CrmTable, Sequence[str]]) -> Iterator[Recipient]:
+        """The records of single-record targets (contact, lead, account), in target order.
+
+        Read in sets (one GET per ``RECORD_SET_MAX`` ids of a table or fewer, as the URL cap
+        allows); a target whose record does not exist is a ``NotFoundError`` naming it, raised
+        before any recipient is yielded. Holds one row per target: callers pass bounded groups.
+        """
+        wanted: dict[CrmTable, list[str]] = {}
+        for target in targets:
+            wanted.setdefault(CrmTable(TargetKind(target.kind).value), []).append(target.id.lower())
+        rows: dict[tuple[CrmTable, str], dict] = {}
+        missing: list[str] = []
+        for table, ids in wanted.items():
+            unique = list(dict.fromkeys(ids))
+            found = self._read_set(table, unique, self._columns(table, attributes))
+            rows.update(((table, key), row) for key, row in found.items())
+            missing += [f"{table.value} {key}" for key in unique if key not in found]
+        if missing:
+            named = ", ".join(missing[:MISSING_NAMED]) + (
+                f" and {len(missing) - MISSING_NAMED} more" if len(missing) > MISSING_NAMED else "")
+            raise NotFoundError(
+                f"Dataverse {self.http.host}: the send targets {len(missing)} record(s) that do not exist "
+                f"(deleted?): {named}; remove them from the send request's targets.", "crm", "read recipients")
+        for target in targets:
+            table = CrmTable(TargetKind(target.kind).value)
+            yield recipient_from_row(table, rows[(table, target.id.lower())], attributes.get(table, ()), target)
+
+    def _read_set(self, table: CrmTable, ids: Sequence[str], columns: Sequence[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        pk = primary_id(table)
+        call = Call("read recipients", table.value, idempotent=True)
+        start = 0
+        size = max(1, min(RECORD_SET_MAX, self.page_size))  # one page per set
+        while start < len(ids):
+            part, params = self._fitting(table, ids[start:start + size], columns)
+            for page in self.http.iter_pages(ENTITY_SETS[table], call, params=params, page_size=self.page_size):
+                for row in page.get("value", []):
+                    found[str(row.get(pk) or "").lower()] = row
+            start += len(part)
+        return found
+
+    def _fitting(self, table: CrmTable, ids: Sequence[str],
+                 columns: Sequence[str]) -> tuple[Sequence[str], dict[str, str]]:
+        """A head of ``ids`` whose GET stays within ``MAX_URL_CHARS`` (less the margin), with its query."""
+        base = len(self.http.url(ENTITY_SETS[table])) + 1
+        while True:
+            values = ",".join(f"'{i}'" for i in ids)
+            params = {"$select": ",".join(columns),
+                      "$filter": f"Microsoft.Dynamics.CRM.In(PropertyName='{primary_id(table)}',"
+                                 f"PropertyValues=[{values}])"}
+            if base + len(urlencode(params)) <= MAX_URL_CHARS - URL_MARGIN or len(ids) == 1:
+                return ids, params
+            ids = ids[: max(1, len(ids) * 3 // 4)]
+
     def _columns(self, table: CrmTable, attributes: Mapping[CrmTable, Sequence[str]]) -> list[str]:
         extra = [a for a in attributes.get(table, ()) if a]
         return list(dict.fromkeys([primary_id(table), *RECIPIENT_COLUMNS[table], *extra]))
@@ -61,7 +132,7 @@ class RecipientReader:
         if row is None:
             raise NotFoundError(
                 f"Dataverse {self.http.host}: the send targets {table.value} {record_id}, which does not exist "
-                "(deleted?); remove it from the send request's targets", "crm", "read recipient")
+                "(deleted?); remove it from the send request's targets.", "crm", "read recipient")
         yield recipient_from_row(table, row, attributes.get(table, ()), source)
 
     def _list_members(self, list_id: str, attributes: Mapping[CrmTable, Sequence[str]],

@@ -24,7 +24,7 @@ from connector.batchfiles import BatchWriter, FinishedBatch, OpenBatch, batch_fi
 from connector.crashpoints import crashpoint
 from connector.errors import RecordError
 from connector.mapping import Mapper, columns_to_read, esp_attribute_names, normalize_email
-from connector.models import SendRequest, Skip, SkipReason, Subscriber, SubscriberStatus
+from connector.models import SendRequest, SendTarget, Skip, SkipReason, Subscriber, SubscriberStatus, TargetKind
 from connector.state.store import Batch
 from connector.steps.readahead import ReadAhead
 from connector.suppression import ResolveCheckpoint, SendWorkspace, read_suppression_file
@@ -33,6 +33,12 @@ log = structlog.get_logger(__name__)
 
 RESOLVE_CHUNK = 2_500
 """Recipients screened and committed together: one ESP status lookup, one work-DB commit."""
+
+RECORD_GROUP = RESOLVE_CHUNK
+"""Consecutive single-record targets (contact, lead, account) read together, in sets
+(``CrmClient.iter_record_targets``), and checkpointed as one target."""
+
+SINGLE_KINDS = {TargetKind.CONTACT, TargetKind.LEAD, TargetKind.ACCOUNT}
 
 STATUS_CLIENTS = 5
 """ESP clients asking for subscriber statuses at once: a chunk of 2,500 in parts of 500, one
@@ -121,6 +127,17 @@ def batches_folder(work: Path) -> Path:
     return work / "batches"
 
 
+def target_group(targets: tuple[SendTarget, ...], start: int) -> tuple[SendTarget, ...]:
+    """The targets resolved as one from ``start``: a run of single-record targets (up to
+    ``RECORD_GROUP``), else the one target. The same on every resume from ``start``."""
+    if TargetKind(targets[start].kind) not in SINGLE_KINDS:
+        return targets[start:start + 1]
+    end, last = start, min(len(targets), start + RECORD_GROUP)
+    while end < last and TargetKind(targets[end].kind) in SINGLE_KINDS:
+        end += 1
+    return targets[start:end]
+
+
 class Resolver:
     """Runs (or resumes) the resolve phase of one send job."""
 
@@ -175,8 +192,10 @@ class Resolver:
         targets = self.request.targets
         try:
             while point.target_index < len(targets):
-                target = targets[point.target_index]
-                stream = islice(crm.iter_recipients(target, self.columns), point.target_offset, None)
+                group = target_group(targets, point.target_index)
+                source = (crm.iter_record_targets(group, self.columns) if len(group) > 1
+                          else crm.iter_recipients(group[0], self.columns))
+                stream = islice(source, point.target_offset, None)
                 with ReadAhead(stream, RESOLVE_CHUNK, name="send-crm-pages") as pages:
                     if lookup.parallel:  # ESP status lookups in their own thread, overlapping paging and writing
                         with ReadAhead(pages, 1, transform=lambda part: self._prepare(part[0], lookup),
@@ -184,7 +203,7 @@ class Resolver:
                             self._target(prepared, workspace, writer, point)
                     else:
                         self._target((self._prepare(c, lookup) for c in pages), workspace, writer, point)
-                point.target_index += 1
+                point.target_index += len(group)
                 point.target_offset = 0
                 workspace.commit(point)
         finally:

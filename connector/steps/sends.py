@@ -50,6 +50,7 @@ from connector.steps.send_handover import (
     work_folder,
 )
 from connector.steps.send_resolve import Interrupted, Resolver
+from connector.steps.send_slice import end_of_turn, turn
 from connector.suppression import SendWorkspace
 
 log = structlog.get_logger(__name__)
@@ -65,21 +66,26 @@ def run_sends(ctx: StepContext) -> StepOutcome:
 
     With ``[sends] workers`` > 1, several requests are worked on at once, each in a
     thread of a pool that lives as long as the process (so each thread keeps its own
-    adapters); the lease on each request keeps any two threads apart.
+    adapters); the lease on each request keeps any two threads apart. Each request
+    gets turns of ``[sends] time_slice_seconds`` (``connector.steps.send_slice``): one
+    past its turn pauses at a checkpoint and waits for the next round, so a long one
+    does not hold up the others; each round also takes in requests that became Pending.
     """
     outcome = StepOutcome()
     work: list[tuple[str, SendRequest | None]] = [(job.request_id, None) for job in ctx.state.send_jobs(RESUMABLE)]
-    if not ctx.stopping.is_set():
-        resuming = {rid for rid, _ in work}
-        limit = ctx.config.sends.max_requests_per_poll
-        work += [(r.id, r) for r in ctx.crm().pending_send_requests(limit=limit) if r.id not in resuming]
-
+    seen = {rid for rid, _ in work}
     held: list[str] = []
+    last: dict[str, SendJob | None] = {}
 
-    def one(item: tuple[str, SendRequest | None]) -> SendJob | None:
+    def one(item: tuple[str, SendRequest | None]) -> tuple[SendJob | None, bool]:
         if ctx.stopping.is_set():
-            return None
+            return None, False
         request_id, pending = item
+        with turn(ctx.config.sends.time_slice_seconds) as current:
+            job = _one(request_id, pending)
+        return job, bool(current and current.used)
+
+    def _one(request_id: str, pending: SendRequest | None) -> SendJob | None:
         try:
             return process_request(ctx, request_id, pending=pending)
         except OperatorError as exc:  # logged and noted on the request by hold(); the step run reports it
@@ -91,16 +97,46 @@ def run_sends(ctx: StepContext) -> StepOutcome:
             outcome.ok = False
             return None
 
-    workers = min(ctx.config.sends.workers, len(work))
-    results = _pool(workers).map(one, work) if workers > 1 else map(one, work)
-    for job in results:
+    rounds = 0
+    while not ctx.stopping.is_set():
+        work += _newly_pending(ctx, seen, first=rounds == 0)
+        if not work:
+            break
+        rounds += 1
+        workers = min(ctx.config.sends.workers, len(work))
+        results = _pool(workers).map(one, work) if workers > 1 else map(one, work)
+        again: list[tuple[str, SendRequest | None]] = []
+        for (request_id, _), (job, paused) in zip(work, results):
+            last[request_id] = job
+            if paused and job is not None and job.in_flight:
+                again.append((request_id, None))
+        work = again
+        if not again:
+            break
+    for job in last.values():
         _tally(outcome, job)
+    if rounds > 1:
+        outcome.details["rounds"] = rounds
     outcome.message = f"{outcome.processed} send request(s) worked on"
     if held:
         outcome.details["held"] = len(held)
         outcome.message += (f"; {len(held)} held until an operator fixes the connector's configuration or "
                             f"credentials (the requests stay as they are and resume then): {held[0]}")
     return outcome  # a send that fails for a reason in CRM is reported there, not a failed step run
+
+
+def _newly_pending(ctx: StepContext, seen: set[str], first: bool) -> list[tuple[str, SendRequest | None]]:
+    """Pending requests not yet worked on in this run (after the first round: best effort)."""
+    limit = ctx.config.sends.max_requests_per_poll
+    try:
+        fresh = [(r.id, r) for r in ctx.crm().pending_send_requests(limit=limit) if r.id not in seen]
+    except TransientPeerError as exc:
+        if first:
+            raise
+        log.warning("send_pending_not_listed", error=str(exc))
+        return []
+    seen.update(rid for rid, _ in fresh)
+    return fresh
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -134,6 +170,7 @@ def send_lease(ctx: StepContext, request_id: str) -> Iterator[Callable[[], None]
     def keep_alive() -> None:
         if not ctx.state.extend_lease(resource, seconds):
             raise StateError(f"lost the lease on {resource}; another instance took send request {request_id}")
+        end_of_turn()  # a safe point: past its turn, the request pauses here and the others go first
 
     try:
         with structlog.contextvars.bound_contextvars(send=request_id):

@@ -90,6 +90,45 @@ def test_lead_and_account_lists_and_single_records(crm_client, crm_seed) -> None
         _recipients(crm_client, TargetKind.CONTACT, "00000000-0000-0000-0000-000000000002")
 
 
+def test_single_record_targets_are_read_in_sets_in_target_order(crm_client, crm_seed, monkeypatch) -> None:
+    import connector.crm.recipients as recipients
+
+    monkeypatch.setattr(recipients, "RECORD_SET_MAX", 4)  # several sets per table from few records
+    contacts = [crm_seed.contact(emailaddress1=f"c{i}@example.com", firstname=f"C{i}") for i in range(9)]
+    leads = [crm_seed.lead(emailaddress1=f"l{i}@example.com", companyname="Firma") for i in range(2)]
+    targets = [SendTarget(TargetKind.CONTACT, c) for c in contacts[:5]] + [SendTarget(TargetKind.LEAD, leads[0])]
+    targets += [SendTarget(TargetKind.CONTACT, c.upper()) for c in contacts[5:]] + [
+        SendTarget(TargetKind.LEAD, leads[1]), SendTarget(TargetKind.CONTACT, contacts[0])]
+    got = list(crm_client.iter_record_targets(targets, ATTRS))
+    assert [r.ref.id for r in got] == [t.id.lower() for t in targets]  # a repeated target comes twice
+    assert got[1].attributes["firstname"] == "C1" and got[5].attributes["companyname"] == "Firma"
+    assert got[0].source == targets[0]
+    gone = [SendTarget(TargetKind.CONTACT, f"00000000-0000-0000-0000-0000000000{i:02d}") for i in range(12)]
+    with pytest.raises(NotFoundError, match=r"12 record\(s\) that do not exist.*and 2 more"):
+        list(crm_client.iter_record_targets(targets + gone, ATTRS))
+
+
+def test_a_set_is_cut_to_stay_within_the_url_cap(crm_client, crm_seed, monkeypatch) -> None:
+    from urllib.parse import urlencode
+
+    import connector.crm.recipients as recipients
+    from connector.crm.odata import ODataHttp
+
+    monkeypatch.setattr(recipients, "MAX_URL_CHARS", 3_500)  # room for about 20 GUIDs (less the margin)
+    lengths: list[int] = []
+    real = ODataHttp.request
+
+    def counted(self, method, path, call, *, params=None, **kw):
+        lengths.append(len(self.url(path)) + 1 + len(urlencode(params or {})))
+        return real(self, method, path, call, params=params, **kw)
+
+    monkeypatch.setattr(ODataHttp, "request", counted)
+    contacts = [crm_seed.contact(emailaddress1=f"u{i}@example.com") for i in range(60)]
+    got = list(crm_client.iter_record_targets([SendTarget(TargetKind.CONTACT, c) for c in contacts], ATTRS))
+    assert [r.ref.id for r in got] == contacts
+    assert len(lengths) < len(contacts) and max(lengths) <= 3_500 - recipients.URL_MARGIN
+
+
 def test_dynamic_list_runs_fetchxml_with_paging_cookies(crm_client, crm_seed) -> None:
     oslo = [crm_seed.contact(emailaddress1=f"o{i}@example.com", address1_city="Oslo") for i in range(7)]
     for i in range(3):

@@ -89,3 +89,26 @@ def test_status_of_an_unmigrated_database(config: Config) -> None:
         report = collect_status(config, store, now=datetime(2026, 1, 1, tzinfo=UTC))
     assert "steps" not in report
     assert "connector migrate" in render_text(report)
+
+
+def test_a_long_running_step_is_running_not_overdue(config: Config, store: StateStore, state_clock: FakeClock) -> None:
+    store.register_instance("test")
+    store.start_step_run("sends", "r1")  # a send of 10,000 single contacts takes a while
+    for _ in range(24):  # 12 minutes, the service beating all along
+        state_clock.advance(30)
+        store.heartbeat()
+    report = collect_status(config, store, now=state_clock())
+    sends = report["steps"]["sends"]
+    assert not sends["overdue"] and sends["running_seconds"] == 720
+    text = render_text(report)
+    assert "running for 12 min" in text and "OVERDUE" not in text
+
+
+def test_a_run_whose_instance_stopped_beating_is_overdue(config: Config, store: StateStore,
+                                                        state_clock: FakeClock) -> None:
+    store.register_instance("test")
+    store.start_step_run("sends", "r1")
+    now = state_clock.advance(3600)  # killed: no heartbeat, the run never finished
+    report = collect_status(config, store, now=now)
+    assert report["steps"]["sends"]["overdue"] and report["steps"]["sends"]["running_seconds"] is None
+    assert "has no heartbeat: is that instance still running?" in render_text(report)
