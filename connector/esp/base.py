@@ -85,8 +85,10 @@ class EspClient(abc.ABC):
         repeating a start whose answer was lost). Never retried blindly."""
 
     @abc.abstractmethod
-    def send_summary(self, job_id: str) -> EspSend:
-        """Status and counts of a started send."""
+    def send_summary(self, job_id: str) -> EspSend | None:
+        """Status and counters of a started send, in one call (Marketing Cloud: NumberSent,
+        NumberDelivered, UniqueOpens, UniqueClicks, bounces, Unsubscribes, NumberExcluded ...
+        as ``EspSend.counts``); None when the ESP does not show the send (yet)."""
 
     @abc.abstractmethod
     def iter_event_pages(

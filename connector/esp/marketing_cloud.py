@@ -59,6 +59,7 @@ _SEND_COUNTS = {
     "UniqueClicks": "unique_clicks", "Unsubscribes": "unsubscribes", "Duplicates": "duplicates",
     "InvalidAddresses": "invalid_addresses", "ExistingUndeliverables": "existing_undeliverables",
     "ExistingUnsubscribes": "existing_unsubscribes", "MissingAddresses": "missing_addresses",
+    "NumberTargeted": "targeted", "NumberExcluded": "excluded", "NumberErrored": "errored",
 }
 _SEND_PROPERTIES = ("ID", "Status", "SendDate", "SentDate", "EmailName", *_SEND_COUNTS)
 
@@ -340,12 +341,11 @@ class MarketingCloudEspClient(EspClient):
             if self._api.find_by_key("EmailSendDefinition", customer_key, ("ObjectID",)) is None:
                 raise
 
-    def send_summary(self, job_id: str) -> EspSend:
+    def send_summary(self, job_id: str) -> EspSend | None:
+        """The Send's status and counters in one Retrieve (None: not retrievable, e.g. just started)."""
         by_id = self._api.simple("ID", "equals", [str(job_id)])
         rows = list(self._api.rows("Send", _SEND_PROPERTIES, by_id, f"Send {job_id}"))
-        if not rows:
-            raise PermanentPeerError(f"Marketing Cloud has no Send with ID {job_id}", peer="esp", operation="Retrieve")
-        return _send_from_row(rows[0], "")
+        return _send_from_row(rows[0], "") if rows else None
 
     # -- tracking ------------------------------------------------------------------------
 

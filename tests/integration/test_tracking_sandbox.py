@@ -178,6 +178,38 @@ def test_late_events_before_the_watermark_are_picked_up_by_the_overlap(rig_facto
         assert first.processed + second.processed < 3000
 
 
+def test_mode_aggregate_reads_one_send_summary_instead_of_every_event(rig_factory, monkeypatch) -> None:
+    """6,000 events of each type: aggregate mode reads the Send's counters in one Retrieve and pages
+    only through the bounce and unsubscribe events (their record effects are owed in every mode)."""
+    from connector.esp.partner import PartnerApi
+
+    retrieved: list[str] = []
+    pages = PartnerApi.pages
+
+    def spy(self, object_type, properties, filter_part, what):  # noqa: ANN001, ANN202 - records, then delegates
+        for page in pages(self, object_type, properties, filter_part, what):
+            retrieved.append(object_type)
+            yield page
+
+    monkeypatch.setattr(PartnerApi, "pages", spy)
+    rig = rig_factory(6000, mode="aggregate")
+    outcome = rig.run()
+    assert outcome.ok, outcome.message
+    assert retrieved.count("Send") == 1
+    assert retrieved.count("BounceEvent") == retrieved.count("UnsubEvent") == 3  # 2,500-event pages
+    assert not {"SentEvent", "OpenEvent", "ClickEvent"} & set(retrieved)
+    req = rig.request()
+    assert req["cesp_sentcount"] == 6000 and req["cesp_uniqueopencount"] == 6000
+    assert req["cesp_uniqueclickcount"] == 6000 and req["cesp_unsubscribecount"] == 6000
+    assert sum(req[f"cesp_{k}bouncecount"] for k in ("hard", "soft", "block", "technical", "unknown")) == 6000
+    assert req["cesp_deliveredcount"] == 0  # every recipient of the generated send bounced
+    assert req["cesp_opencount"] is None  # the Send has no total opens
+    assert rig.staging.count() == 0 and rig.crm_sb.store.count("campaignresponses") == 0
+    retrieved.clear()
+    assert rig.run().ok
+    assert retrieved.count("Send") == 1
+
+
 def test_deleted_send_request_stops_tracking(rig_factory) -> None:
     rig = rig_factory(50, types=("OpenEvent",), event_types=("open",))
     store = rig.crm_sb.store

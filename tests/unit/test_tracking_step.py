@@ -92,22 +92,48 @@ def test_mode_none_pulls_nothing(tracking_env) -> None:
     assert esp.calls == [] and crm.responses == {} and crm.updates == []
 
 
-def test_mode_aggregate_counts_only(tracking_env) -> None:
+def test_mode_aggregate_reads_the_send_counters_and_pulls_only_bounces_and_unsubscribes(tracking_env) -> None:
+    """Mechanism: aggregate mode takes sent/delivered/unique opens and clicks/not-sent from one
+    send_summary per send, and pulls only the events whose record effects are owed."""
+    from connector.models import EspSend
+
     make_ctx, esp, crm = tracking_env
-    ctx = make_ctx(mode="aggregate", event_types=("sent", "open", "click"))
+    ctx = make_ctx(mode="aggregate", event_types=("sent", "open", "click", "bounce", "unsub", "notsent"))
     track(ctx)
     esp.add(*(make_event(E.SENT, i, T0) for i in range(5)))
-    esp.add(make_event(E.OPEN, 1, T0 + timedelta(minutes=1)), make_event(E.OPEN, 1, T0 + timedelta(minutes=2)),
-            make_event(E.OPEN, 2, T0 + timedelta(minutes=3)))
-    esp.add(make_event(E.CLICK, 1, T0 + timedelta(minutes=4), url="https://a.test/"))
+    esp.add(make_event(E.OPEN, 1, T0 + timedelta(minutes=1)), make_event(E.OPEN, 2, T0 + timedelta(minutes=3)))
+    esp.add(make_event(E.BOUNCE, 3, T0 + timedelta(minutes=2), bounce_category="Block bounce"))
+    esp.add(make_event(E.UNSUB, 2, T0 + timedelta(minutes=4)))
+    esp.summaries[JOB] = EspSend("", JOB, "Complete", counts={
+        "sent": 5, "delivered": 4, "unique_opens": 2, "unique_clicks": 1, "excluded": 1, "hard_bounces": 0,
+        "other_bounces": 1, "unsubscribes": 1})
     outcome = run_tracking(ctx)
-    assert outcome.ok and outcome.processed == 9
-    assert counts(ctx) == {"sent": 5, "opens": 3, "unique_opens": 2, "clicks": 1, "unique_clicks": 1}
-    assert crm.responses == {}
-    assert ctx.staging().count() == 0
+    assert outcome.ok and outcome.processed == 2  # the bounce and the unsubscribe
+    assert {etype for etype, _since in esp.calls} == {E.BOUNCE, E.UNSUB}
+    assert esp.summary_calls == [JOB]
+    assert crm.responses == {} and ctx.staging().count() == 0
+    assert crm.opt_outs == {contact_id(2)} and crm.bounces[contact_id(3)].bounce_type is BounceType.BLOCK
     (request_id, update), = crm.updates
     assert request_id == REQUEST
-    assert update.counts["sent"] == 5 and update.counts["delivered"] == 5 and update.counts["unique_opens"] == 2
+    assert update.counts == {"sent": 5, "delivered": 4, "unique_opens": 2, "unique_clicks": 1, "notsent": 1,
+                             "unsubscribes": 1, "hard_bounces": 0, "soft_bounces": 0, "block_bounces": 1,
+                             "technical_bounces": 0, "unknown_bounces": 0}
+    assert "opens" not in update.counts  # the Send has no total opens: not written, not guessed
+    run_tracking(ctx)
+    assert len(crm.updates) == 1  # unchanged counters are not written again
+    esp.summaries[JOB] = EspSend("", JOB, "Complete", counts={"sent": 5, "delivered": 4, "unique_opens": 3})
+    run_tracking(ctx)
+    assert len(crm.updates) == 2 and crm.updates[-1][1].counts["unique_opens"] == 3
+
+
+def test_mode_aggregate_before_the_send_is_retrievable_writes_what_the_events_say(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="aggregate", event_types=("unsub",))
+    track(ctx)
+    esp.add(make_event(E.UNSUB, 2, T0))
+    assert run_tracking(ctx).ok  # no summary: the ESP does not show the send yet
+    (_request_id, update), = crm.updates
+    assert update.counts["unsubscribes"] == 1 and "sent" not in update.counts
 
 
 def test_mode_responders_one_response_per_recipient_and_kind(tracking_env) -> None:
@@ -408,7 +434,7 @@ def test_a_write_failing_run_after_run_is_parked_after_max_attempts(tracking_env
 
 def test_counts_not_written_are_written_by_the_next_run(tracking_env) -> None:
     make_ctx, esp, crm = tracking_env
-    ctx = make_ctx(mode="aggregate", event_types=("open",))
+    ctx = make_ctx(mode="responders", event_types=("open",))
     track(ctx)
     esp.add(make_event(E.OPEN, 1, T0))
     crm.fail_updates = 1
@@ -424,7 +450,7 @@ def test_counts_not_written_are_written_by_the_next_run(tracking_env) -> None:
 
 def test_a_stale_watermark_does_not_reread_months_of_other_sends(tracking_env) -> None:
     make_ctx, esp, _crm = tracking_env
-    ctx = make_ctx(mode="aggregate", event_types=("open",), initial_lookback_days=3)
+    ctx = make_ctx(mode="responders", event_types=("open",), initial_lookback_days=3)
     ctx.state.set_watermark("default", "open", T0 - timedelta(days=200))
     track(ctx)  # recorded "now" (the state clock: T0 + 1 day)
     run_tracking(ctx)

@@ -84,6 +84,11 @@ class ListRec:
     all_subscribers: bool = False
 
 
+EMAIL_FOLDERS = {5000: "my emails", 5001: "Connector"}
+"""The account's e-mail folders (CategoryID -> name); 5000 is the root every Email defaults to."""
+EMAIL_ROOT_FOLDER = 5000
+
+
 @dataclass
 class EmailRec:
     id: int
@@ -92,6 +97,7 @@ class EmailRec:
     subject: str
     object_id: str
     created: datetime | None = None
+    category_id: int = EMAIL_ROOT_FOLDER  # the folder (Email.CategoryID; Email.Folder is its name)
 
 
 @dataclass

@@ -25,6 +25,8 @@ from connector.sandbox.marketing_cloud import events as ev
 from connector.sandbox.marketing_cloud.imports import ImportOps
 from connector.sandbox.marketing_cloud.latency import Latency
 from connector.sandbox.marketing_cloud.records import (
+    EMAIL_FOLDERS,
+    EMAIL_ROOT_FOLDER,
     DEFAULT_ATTRIBUTES,
     AttributeRec,
     EmailRec,
@@ -104,11 +106,11 @@ class EspStore(SendOps, ImportOps):
             ALL_SUBSCRIBERS_ID, f"All Subscribers - {ALL_SUBSCRIBERS_ID}", "All Subscribers", str(uuid.uuid4()),
             type="Private", created=now, modified=now, all_subscribers=True,
         )
-        for key, name, subject in (
-            ("cesp-demo-email", "Connector demo email", "News from the connector demo"),
-            ("welcome", "Welcome", "Welcome aboard"),
+        for key, name, subject, folder in (
+            ("cesp-demo-email", "Connector demo email", "News from the connector demo", 5001),
+            ("welcome", "Welcome", "Welcome aboard", EMAIL_ROOT_FOLDER),
         ):
-            rec = EmailRec(next(self._ids), key, name, subject, str(uuid.uuid4()), now)
+            rec = EmailRec(next(self._ids), key, name, subject, str(uuid.uuid4()), now, folder)
             self.emails[rec.id] = rec
         for key, kind in (("Default Commercial", "Marketing"), ("Default Transactional", "Operational")):
             self.send_classifications[key] = SendClassificationRec(next(self._ids), key, key, str(uuid.uuid4()), kind)
@@ -371,8 +373,12 @@ class EspStore(SendOps, ImportOps):
         with self.lock:
             if self.email_by_key(key) is not None:
                 return error(f"An Email with CustomerKey '{key}' already exists.", 1, ("Email", {"CustomerKey": key}))
+            folder = as_int(obj.get("CategoryID")) or EMAIL_ROOT_FOLDER
+            if folder not in EMAIL_FOLDERS:
+                return error(f"CategoryID {folder} is not an e-mail folder of this account.", 2,
+                             ("Email", {"CustomerKey": key}))
             rec = EmailRec(next(self._ids), key, obj.text("Name") or key, obj.text("Subject"), str(uuid.uuid4()),
-                           self.clock.now())
+                           self.clock.now(), folder)
             self.emails[rec.id] = rec
             return ok("Created Email.", ("Email", email_values(rec)), rec.id)
 

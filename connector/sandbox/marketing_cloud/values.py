@@ -6,6 +6,7 @@ import re
 from typing import Any, TypeVar
 
 from connector.sandbox.marketing_cloud.records import (
+    EMAIL_FOLDERS,
     EmailRec,
     ImportDefinitionRec,
     ImportRunRec,
@@ -85,9 +86,10 @@ def list_subscriber_values(pair: tuple[int, str, str]) -> dict:
 
 def email_values(rec: EmailRec) -> dict:
     return {
-        "CreatedDate": rec.created, "ID": rec.id, "ObjectID": rec.object_id, "CustomerKey": rec.customer_key,
-        "Name": rec.name, "Subject": rec.subject, "IsActive": True, "Status": "active", "EmailType": "HTML",
-        "CharacterSet": "utf-8",
+        "CreatedDate": rec.created, "ModifiedDate": rec.created, "ID": rec.id, "ObjectID": rec.object_id,
+        "CustomerKey": rec.customer_key, "Name": rec.name, "Folder": EMAIL_FOLDERS.get(rec.category_id, ""),
+        "CategoryID": rec.category_id, "Subject": rec.subject, "IsActive": True, "Status": "active",
+        "EmailType": "HTML", "CharacterSet": "utf-8",
     }
 
 

@@ -13,6 +13,10 @@ Per ESP account and event type, under the lease ``tracking:<account>:<type>``:
 4. then, in ONE state transaction: the seen keys of the events whose effects all
    succeeded, the per-send counters they add, and - with the last page - the watermark.
 
+Mode ``aggregate`` pulls only bounce and unsubscribe events (their record effects are
+owed in every mode) and takes the other counts from each send's Send counters, one
+Retrieve per send (``counters``).
+
 Exactly once: a crash anywhere before step 4 commits leaves the keys unseen, so the
 next run redoes the page (the peers ignore what they already have); after it, the keys
 make the re-read of the overlap a no-op. The watermark is written only after the last
@@ -36,6 +40,7 @@ import structlog
 from connector.errors import PeerError, StateError
 from connector.models import EventType, TrackingMode
 from connector.steps import StepContext, StepOutcome
+from connector.steps.tracking.counters import COUNTER_EVENT_TYPES, read_counters
 from connector.steps.tracking.pages import with_lookahead
 from connector.steps.tracking.pull import EventTypeRun, RunStats, Shared
 from connector.steps.tracking.rules import (
@@ -66,6 +71,8 @@ def run_tracking(ctx: StepContext) -> StepOutcome:
         if ctx.stopping.is_set():
             break
         etype = EventType(name)
+        if mode is TrackingMode.AGGREGATE and etype not in COUNTER_EVENT_TYPES:
+            continue  # its counts come from the Send counters
         errors_before = len(shared.call_errors)
         try:
             with structlog.contextvars.bound_contextvars(step="tracking", account=account, event_type=name):
@@ -78,7 +85,8 @@ def run_tracking(ctx: StepContext) -> StepOutcome:
             if failed_calls:  # the run went on; say so, the events wait for the next run
                 problems.append(f"{name}: {len(failed_calls)} CRM call(s) failed after their retries, "
                                 f"their events are left for the next run: {failed_calls[0]}")
-    push_counts(ctx, account, shared.touched, problems)
+    counters = read_counters(ctx, account, problems) if mode is TrackingMode.AGGREGATE else None
+    push_counts(ctx, account, shared.touched, problems, counters)
     prune(ctx)
     message = f"{stats.new} new events of {stats.events} read"
     if stats.retry_later:
