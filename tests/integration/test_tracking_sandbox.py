@@ -285,7 +285,7 @@ def test_batch_partial_failure_parks_only_the_failed_items(rig_factory) -> None:
 
     def find_then_delete(ids):
         found = real_find(ids)
-        for key in sorted(found)[:3]:
+        for key in sorted(found)[:3 - len(gone)]:  # three in all (the step looks up 100 at a time)
             store.delete(store.schema.entity("contact"), key)
             gone.append(key)
         return found
