@@ -230,16 +230,26 @@ def guarded(ctx: StepContext, job: SendJob, work: Callable[[], None]) -> SendJob
     return job
 
 
+_PROBE_REFUSED: dict[str, OperatorError] = {}
+"""run id -> the operator problem the ESP probe met in that step run (the latest run only)."""
+
+
 def esp_ready(ctx: StepContext, request: SendRequest) -> bool:
     """Ask the ESP for the request's e-mail (and check the mapping) before claiming it: a credential,
     TLS or configuration problem then holds the request while it is still Pending (``OperatorError``)."""
     email_key = request.email_key or ctx.config.sends.default_email_key
     if not email_key:
         return True  # the precheck fails it with the reason
+    refused = _PROBE_REFUSED.get(ctx.run_id) if ctx.run_id else None
     try:
+        if refused is not None:  # asked once this run: no second failed login per pending request
+            raise refused
         ctx.esp().find_email(email_key)
         check_mapping(ctx)
     except OperatorError as exc:
+        if ctx.run_id:
+            _PROBE_REFUSED.clear()  # only the latest run's answer is kept
+            _PROBE_REFUSED[ctx.run_id] = exc
         hold(ctx, request.id, exc)
         raise
     except TransientPeerError as exc:  # the next poll asks again; nothing is claimed

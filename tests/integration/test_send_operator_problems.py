@@ -102,3 +102,25 @@ def test_an_unknown_email_key_fails_before_any_subscriber_is_written(sandbox, tm
     assert not sandbox.esp.store.subscribers  # found before the first upsert
     assert sandbox.esp.store.list_by_key(f"cesp-list-{rid}") is None
     assert outcome.ok and job.status == "failed"  # the marketer's to fix: a failed request, a healthy step
+
+
+def test_a_refused_login_is_tried_once_per_poll_not_once_per_request(sandbox, tmp_path, monkeypatch) -> None:
+    from connector.esp.soap_auth import OAuthAuth
+
+    asked: list[int] = []
+    real = OAuthAuth._fetch
+
+    def counted(self):  # the real token request, counted: each refused one may count towards a lock-out
+        asked.append(1)
+        return real(self)
+
+    monkeypatch.setattr(OAuthAuth, "_fetch", counted)
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off", tracking__mode="none",
+                                    sends__workers=1)
+    rids = [new_request(sandbox) for _ in range(3)]
+    monkeypatch.setenv("CONNECTOR_ESP_CLIENT_SECRET", "not-the-secret")
+    outcome, _job = poll(load_config(ini), rids[0])
+    assert outcome.details["held"] == 3 and len(asked) == 1
+    for rid in rids:
+        row = sandbox.crm.store.get("cesp_sendrequests", rid)
+        assert row["cesp_status"] == PENDING and "Held by the connector" in row["cesp_reason"]
