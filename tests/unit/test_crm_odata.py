@@ -170,3 +170,20 @@ def test_claim_reply_lost_after_server_applied_it(http: ODataHttp) -> None:
     claimed = DataverseCrmClient(http).claim_send_request(request)
     assert claimed is not None and claimed.status is SendStatus.PROCESSING and claimed.etag == 'W/"9"'
     assert [c.request.method for c in responses.calls] == ["PATCH", "GET"]
+
+
+@responses.activate
+def test_500_is_retried_for_a_safe_call_only(http: ODataHttp, sleeps: list[float]) -> None:
+    """Issue 19.4: a read (or any idempotent call) meeting HTTP 500 is repeated; a create is not."""
+    responses.add(responses.GET, API + "contacts", status=500, json={"error": {"code": "0x80040216",
+                                                                              "message": "An unexpected error"}})
+    responses.add(responses.GET, API + "contacts", json={"value": []})
+    assert http.get_json("contacts", Call("find records", "contact", idempotent=True)) == {"value": []}
+    assert len(sleeps) == 1
+    responses.add(responses.POST, API + "$batch", status=500)
+    responses.add(responses.POST, API + "$batch", status=200)
+    assert http.request("POST", "$batch", Call("run dynamic list query", idempotent=True)).status_code == 200
+    responses.add(responses.POST, API + "contacts", status=500)
+    with pytest.raises(TransientPeerError, match="HTTP 500"):
+        http.request("POST", "contacts", Call("create"), json_body={"a": 1})
+    assert len(sleeps) == 2
