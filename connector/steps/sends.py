@@ -72,6 +72,7 @@ def run_sends(ctx: StepContext) -> StepOutcome:
     does not hold up the others; each round also takes in requests that became Pending.
     """
     outcome = StepOutcome()
+    _PROBE_REFUSED.pop(ctx.run_id, None)  # a run asks the ESP afresh (even under a reused run id)
     work: list[tuple[str, SendRequest | None]] = [(job.request_id, None) for job in ctx.state.send_jobs(RESUMABLE)]
     seen = {rid for rid, _ in work}
     held: list[str] = []
