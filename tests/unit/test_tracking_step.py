@@ -511,3 +511,32 @@ def test_staging_database_down_leaves_the_page_for_the_next_run(tracking_env) ->
     staging.write_events = real_write
     assert run_tracking(ctx).ok
     assert staging.count() == 8 and counts(ctx)["opens"] == 8 and len(crm.responses) == 8
+
+
+def test_record_lookups_in_slices_keep_what_answered() -> None:
+    """A failed slice leaves only its keys unresolved; the count of failures in a row resets on success."""
+    from connector.errors import TransientPeerError
+    from connector.models import CrmTable, RecordRef
+    from connector.steps.tracking.effects import RecordCache
+
+    calls: list[list[str]] = []
+    events: list[str] = []
+
+    def find(ids):  # noqa: ANN001, ANN202
+        calls.append(list(ids))
+        if len(calls) == 2:
+            raise TransientPeerError("HTTP 500")
+        return {i: RecordRef(CrmTable.CONTACT, i) for i in ids if i != "k5"}
+
+    cache = RecordCache()
+    keys = {f"k{i}" for i in range(7)}
+    refs, unresolved = cache.lookup_in_slices(keys, find, 3, lambda exc: events.append("failed"),
+                                              lambda: events.append("ok"))
+    assert [len(c) for c in calls] == [3, 3, 1]
+    assert unresolved == set(calls[1]) and set(refs) == keys - unresolved - {"k5"}
+    assert events == ["ok", "failed", "ok"]
+    failed_slice = calls[1]
+    calls.clear()
+    refs, unresolved = cache.lookup_in_slices(keys, find, 3, lambda exc: None, lambda: None)
+    assert calls == [failed_slice]  # the answers kept are not asked again
+    assert unresolved == set() and set(refs) == keys - {"k5"}

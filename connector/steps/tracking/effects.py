@@ -64,13 +64,13 @@ class RecordCache:
                 self._refs[key] = found.get(key)
         return self._answer(keys)
 
-    def lookup_in_slices(self, keys: set[str], find: Any, size: int,
-                         failed: Callable[[TransientPeerError], None]) -> tuple[dict[str, RecordRef], set[str]]:
+    def lookup_in_slices(self, keys: set[str], find: Any, size: int, failed: Callable[[TransientPeerError], None],
+                         succeeded: Callable[[], None]) -> tuple[dict[str, RecordRef], set[str]]:
         """Like ``lookup``, one ``find`` per ``size`` keys: (records found, keys not looked up).
 
         A slice whose call fails (after the client's retries) is reported to ``failed``
         (which may raise to stop) and its keys come back unresolved; the other slices'
-        answers are kept.
+        answers are kept (each reported to ``succeeded``).
         """
         missing = sorted(k for k in keys if k not in self._refs)
         unresolved: set[str] = set()
@@ -82,6 +82,7 @@ class RecordCache:
                 unresolved.update(part)
                 failed(exc)
                 continue
+            succeeded()
             for key in part:
                 self._refs[key] = found.get(key)
         return self._answer(keys - unresolved), unresolved
@@ -127,7 +128,7 @@ class EffectsMixin:
         if needs_records:
             keys = {e.subscriber_key for e in events}
             refs, unresolved = self.records.lookup_in_slices(keys, self.crm.find_records, rules.LOOKUP_SLICE,
-                                                             self._lookup_failed)
+                                                             self._lookup_failed, self._crm_call_succeeded)
             if unresolved:  # their events wait for the next run; the others go on
                 waiting = [e for e in events if e.subscriber_key in unresolved]
                 held = self._hold(waiting, "their CRM record look-up failed")
@@ -258,8 +259,11 @@ class EffectsMixin:
                 self._crm_call_failed(exc)
                 results += [WriteResult(key(item), False, str(exc)[:500], TRANSIENT_CODE) for item in part]
             else:
-                self.failed_calls = 0
+                self._crm_call_succeeded()
         return results
+
+    def _crm_call_succeeded(self) -> None:
+        self.failed_calls = 0  # "in a row": a call that works resets the count
 
     def _crm_call_failed(self, exc: TransientPeerError) -> None:
         """Count a CRM call that failed after its retries; past ``MAX_FAILED_CALLS`` in a row, stop."""
