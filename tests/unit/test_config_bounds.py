@@ -211,3 +211,23 @@ def test_any_text_gives_a_config_or_a_config_error(write_ini, tmp_path: Path, se
             load_config(path, env={})
         except ConfigError:
             pass
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc: a folder nobody, not even root, may create")
+@pytest.mark.parametrize(("ini", "code", "says"), [
+    ("[logging]\nfolder = /proc/connector-logs\nconsole = off\n", EXIT_CONFIG,
+     "[logging] folder: cannot write the log file /proc/connector-logs/connector.log"),
+    ("[service]\ndata_dir = /proc/connector-data\n[logging]\nconsole = off\nfolder = logs\n", 1,
+     "cannot create the SQLite state database /proc/connector-data/state.db"),
+])
+def test_a_folder_the_service_cannot_create_is_a_message_not_a_traceback(write_ini, capsys, ini: str, code: int,
+                                                                         says: str) -> None:
+    from connector.logs import close_logging
+
+    path = write_ini(ini)
+    try:
+        assert main(["run", "--once", "-c", str(path)]) == code
+    finally:
+        close_logging()
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
