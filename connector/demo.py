@@ -115,7 +115,8 @@ def _connector_cmd(*args: str) -> list[str]:
 
 def _run_checked(cmd: list[str], what: str, env: dict[str, str], log_to: Path) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    log_to.write_text(result.stdout + result.stderr, encoding="utf-8")
+    with open_private(log_to, "w", encoding="utf-8") as handle:  # command output may name recipients
+        handle.write(result.stdout + result.stderr)
     if result.returncode != 0:
         raise DemoFailed(f"{what} failed (exit {result.returncode}); its output is in {log_to}:\n"
                          + (result.stderr or result.stdout)[-2000:])
