@@ -7,6 +7,7 @@ the value, loading gives a Config or a ConfigError naming the key: never another
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -177,6 +178,9 @@ def test_the_problem_list_is_capped_and_counts_the_rest(tmp_path: Path, capsys) 
     assert main(["check-config", "-c", str(path)]) == EXIT_CONFIG
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == MAX_PROBLEMS + 1 and "100000 problems" in err
+    assert main(["check-config", "-c", str(path), "--json"]) == EXIT_CONFIG
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["problems"]) == MAX_PROBLEMS and data["more"] == 100_000 - MAX_PROBLEMS
 
 
 def test_folders_that_can_never_exist_are_caught(write_ini, tmp_path: Path) -> None:
