@@ -171,3 +171,26 @@ def read_batch(path: Path, skip_rows: int = 0) -> Iterator[Subscriber]:
             yield Subscriber(
                 subscriber_key=row[0], email=row[1], attributes=dict(zip(attributes, row[2:]))
             )
+
+
+DIGEST_SIZE = 16
+
+
+def member_keys(path: Path) -> bytes:
+    """The 16-byte digests of a batch file's addresses (normalized), in file order.
+
+    Kept with the batch in the state database, so an instance taking the send over
+    knows who is in a batch at the ESP without this instance's copy of the file.
+    """
+    from connector.mapping import normalize_email
+    from connector.suppression import address_digest
+
+    return b"".join(address_digest(normalize_email(sub.email)) for sub in read_batch(path))
+
+
+def split_keys(blob: bytes | None, rows: int | None = None) -> list[bytes]:
+    """``member_keys`` back into digests (the first ``rows`` of them, when given)."""
+    if not blob:
+        return []
+    count = len(blob) // DIGEST_SIZE if rows is None else min(rows, len(blob) // DIGEST_SIZE)
+    return [blob[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] for i in range(count)]

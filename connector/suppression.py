@@ -106,10 +106,12 @@ class SendWorkspace:
                 id integer primary key, tbl text, record_id text, email text, reason text, detail text);
             create table if not exists finished (seq integer primary key, rows integer, size integer);
             create table if not exists meta (k text primary key, v text);
+            create table if not exists done (k blob primary key) without rowid;
             """
         )
         self.db.execute("begin")
         self._suppression_empty: bool | None = None
+        self._done_empty: bool | None = None
 
     def close(self) -> None:
         if self.db.in_transaction:
@@ -193,3 +195,38 @@ class SendWorkspace:
 
     def finished(self) -> list[tuple[int, int, int]]:
         return list(self.db.execute("select seq, rows, size from finished order by seq"))
+
+    # -- ownership and takeover ------------------------------------------------------
+    def owner(self) -> str:
+        """The token of the send attempt this work file belongs to ("" for a file of an older version)."""
+        row = self.db.execute("select v from meta where k = 'owner'").fetchone()
+        return row[0] if row else ""
+
+    def set_owner(self, token: str) -> None:
+        self.db.execute("insert or replace into meta (k, v) values ('owner', ?)", (token,))
+        self.db.execute("commit")
+        self.db.execute("begin")
+
+    def load_done(self, digests: Iterable[bytes]) -> int:
+        """Addresses already handed over in batches at the ESP (a takeover): never written again."""
+        self._done_empty = None
+        self.db.executemany("insert or ignore into done (k) values (?)", ((d,) for d in digests))
+        return self.db.execute("select count(*) from done").fetchone()[0]
+
+    def done_among(self, emails: list[str]) -> set[str]:
+        """Which of these normalized addresses are in an earlier instance's finished batches."""
+        if self._done_empty is None:
+            self._done_empty = self.db.execute("select 1 from done limit 1").fetchone() is None
+        if self._done_empty:
+            return set()
+        digests = {_digest(e): e for e in emails}
+        return {digests[d] for d in self._present("done", "k", list(digests))}
+
+    def done_not_seen(self) -> int:
+        """Handed-over addresses that resolving did not meet again (they left CRM meanwhile)."""
+        return self.db.execute("select count(*) from done where k not in (select k from seen)").fetchone()[0]
+
+
+def address_digest(email: str) -> bytes:
+    """The 16-byte digest of a normalized address, as kept in ``seen`` and ``done``."""
+    return _digest(email)

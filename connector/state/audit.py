@@ -65,6 +65,14 @@ class AuditMixin(StoreBase):
                 count += len(values)
         return count
 
+    def clear_quarantine(self, request_id: str, keep_reasons: Iterable[str] = (), conn: Connection | None = None) -> int:
+        """Forget a request's quarantine rows but those with ``keep_reasons`` (a takeover resolves again)."""
+        with self._write(conn) as c:
+            return c.execute(
+                sa.delete(quarantine).where(quarantine.c.request_id == request_id,
+                                            quarantine.c.reason.not_in(list(keep_reasons)))
+            ).rowcount
+
     def quarantined(self, request_id: str, limit: int = 100, offset: int = 0) -> list[QuarantineRow]:
         query = (
             sa.select(quarantine)

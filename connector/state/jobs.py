@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from connector.errors import StateError
 from connector.state.base import StoreBase, dumps, loads
 from connector.state.engine import upsert
-from connector.state.records import BATCH_STATUSES, SEND_JOB_STATUSES, Batch, SendJob
+from connector.state.records import BATCH_STATUSES, SEND_JOB_STATUSES, SET_ASIDE, Batch, SendJob
 from connector.state.schema import batches, send_jobs
 
 
@@ -46,6 +46,7 @@ class JobMixin(StoreBase):
             "error": job.error or "",
             "created_at": job.created_at,
             "updated_at": now,
+            "workspace": job.workspace or "",
         }
         with self._write(conn) as c:
             upsert(c, send_jobs, values, ["request_id"], keep_on_update=["created_at"])
@@ -90,20 +91,30 @@ class JobMixin(StoreBase):
             "error": batch.error or "",
             "updated_at": batch.updated_at,
         }
+        if batch.member_keys is not None:  # never cleared by a save that did not read them
+            values["member_keys"] = batch.member_keys
         with self._write(conn) as c:
             upsert(c, batches, values, ["request_id", "seq"])
         return batch
 
-    def batches(self, request_id: str, conn: Connection | None = None) -> list[Batch]:
-        query = sa.select(batches).where(batches.c.request_id == request_id).order_by(batches.c.seq)
+    def batches(self, request_id: str, conn: Connection | None = None, *, keys: bool = False) -> list[Batch]:
+        """The send's batches by seq; ``keys=True`` also reads their ``member_keys`` (80 kB per 5,000 rows)."""
+        columns = [c for c in batches.c if keys or c.name != "member_keys"]
+        query = sa.select(*columns).where(batches.c.request_id == request_id).order_by(batches.c.seq)
         with self._read(conn) as c:
             return [Batch(**dict(r)) for r in c.execute(query).mappings()]
+
+    def forget_member_keys(self, request_id: str, conn: Connection | None = None) -> None:
+        """Drop the batches' member keys once the send is released (only a takeover needs them)."""
+        with self._write(conn) as c:
+            c.execute(sa.update(batches).where(batches.c.request_id == request_id).values(member_keys=None))
 
     def batch_progress(self, request_ids: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """``{request_id: {"total": n, "imported": n, "failed": n}}`` in one query."""
         imported = sa.func.sum(sa.case((batches.c.status == "imported", 1), else_=0))
         failed = sa.func.sum(sa.case((batches.c.status == "failed", 1), else_=0))
-        query = sa.select(batches.c.request_id, sa.func.count(), imported, failed).group_by(batches.c.request_id)
+        query = (sa.select(batches.c.request_id, sa.func.count(), imported, failed)
+                 .where(batches.c.error.not_in(SET_ASIDE)).group_by(batches.c.request_id))
         if request_ids is not None:
             query = query.where(batches.c.request_id.in_(list(request_ids)))
         with self._read() as c:

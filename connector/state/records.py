@@ -14,6 +14,15 @@ FINAL_SEND_STATUSES = ("sent", "failed")
 BATCH_STATUSES = ("written", "uploaded", "starting", "importing", "imported", "failed")
 """``starting``: the import's start was requested (a durable mark written before the Perform)."""
 
+BATCH_SUPERSEDED = "superseded by a retry of the request"
+"""``error`` of a batch of an earlier attempt (an admin set the request back to Pending)."""
+
+BATCH_ABANDONED = "abandoned: its file was only on the disk of the instance that wrote it; its rows went into later batches"
+"""``error`` of a batch another instance's takeover could not finish (it never reached the ESP)."""
+
+SET_ASIDE = (BATCH_SUPERSEDED, BATCH_ABANDONED)
+"""Batches that are no longer part of their send's current attempt."""
+
 
 @dataclass
 class SendJob:
@@ -35,6 +44,7 @@ class SendJob:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     path: str = ""  # 'soap' | 'files' once decided
+    workspace: str = ""  # token of the local work folder resolving this attempt ("" = none yet)
 
     @property
     def in_flight(self) -> bool:
@@ -55,6 +65,11 @@ class Batch:
     rows_error: int = 0
     error: str = ""
     updated_at: datetime | None = None
+    member_keys: bytes | None = None  # 16-byte digests of the rows' addresses, in file order
+
+    @property
+    def set_aside(self) -> bool:
+        return self.error in SET_ASIDE
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ send_jobs = sa.Table(
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
+    sa.Column("workspace", sa.String(64), nullable=False, server_default=""),
 )
 
 batches = sa.Table(
@@ -91,6 +92,7 @@ batches = sa.Table(
     sa.Column("rows_error", sa.Integer, nullable=False, server_default="0"),
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     _ts("updated_at", nullable=False),
+    sa.Column("member_keys", sa.LargeBinary, nullable=True),
 )
 
 leases = sa.Table(

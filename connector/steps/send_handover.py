@@ -22,6 +22,7 @@ import structlog
 from connector.batchfiles import import_key, read_batch
 from connector.crashpoints import crashpoint
 from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
+from connector.state.records import BATCH_SUPERSEDED
 from connector.state.store import QuarantineRow
 from connector.steps.send_resolve import Interrupted, batches_folder, chunked
 from connector.steps.start_guard import start_import_once, start_send_once
@@ -41,15 +42,16 @@ def work_folder(config, request_id: str) -> Path:
     return Path(config.service.data_dir) / "sends" / request_id
 
 
-SUPERSEDED = "superseded by a retry of the request"
+SUPERSEDED = BATCH_SUPERSEDED
 
 HANDOVER_WORKERS = 2
 """Batch files uploaded (and their imports started) at once while resolving goes on."""
 
 
 def current_batches(state, request_id: str) -> list:
-    """The batches of this attempt (a retried request keeps its earlier batches, marked superseded)."""
-    return [b for b in state.batches(request_id) if b.error != SUPERSEDED]
+    """The batches of this attempt (a retried request keeps its earlier batches, marked superseded;
+    a takeover sets aside the batches that were only on the other instance's disk)."""
+    return [b for b in state.batches(request_id) if not b.set_aside]
 
 
 def add_skips(job, reason: SkipReason, count: int) -> None:

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import structlog
 
-from connector.batchfiles import BatchWriter, FinishedBatch, OpenBatch, batch_file_name
+from connector.batchfiles import BatchWriter, FinishedBatch, OpenBatch, batch_file_name, member_keys
 from connector.crashpoints import crashpoint
 from connector.errors import RecordError
 from connector.mapping import Mapper, columns_to_read, esp_attribute_names, normalize_email
@@ -181,6 +181,8 @@ class Resolver:
         if last is not None:
             workspace.add_finished(last.seq, last.rows, last.size)
             self._log_batch(last, point)
+        gone = workspace.done_not_seen()  # handed over by an earlier instance, no longer in CRM's answer
+        point.resolved, point.written = point.resolved + gone, point.written + gone
         point.open_seq, point.open_rows, point.open_size, point.done = writer.seq, 0, 0, True
         workspace.commit(point)
         self._save_finished(workspace)
@@ -260,9 +262,13 @@ class Resolver:
         candidates = self._first_seen(prepared.mapped, workspace, skips)
         emails = [normalize_email(s.email) for s in candidates]
         suppressed = workspace.suppressed(emails) if candidates else set()
+        handed = workspace.done_among(emails) if candidates else set()  # in batches an earlier instance finished
         statuses = prepared.statuses
         finished: list[FinishedBatch] = []
         for sub, email in zip(candidates, emails):
+            if email in handed:
+                point.written += 1
+                continue
             if email in suppressed:
                 skips.append(Skip(sub.ref, sub.email, SkipReason.SUPPRESSION_LIST, "the address is on the suppression list"))
                 continue
@@ -311,8 +317,10 @@ class Resolver:
         for seq, rows, _size in workspace.finished():
             if seq not in self._known:
                 self._known.add(seq)
+                name = batch_file_name(self.request.id, seq)
+                keys = member_keys(batches_folder(self.work) / name)  # so another instance can take over
                 self.ctx.state.save_batch(
-                    Batch(request_id=self.request.id, seq=seq, file_name=batch_file_name(self.request.id, seq), rows=rows)
+                    Batch(request_id=self.request.id, seq=seq, file_name=name, rows=rows, member_keys=keys)
                 )
 
     def _save_progress(self, workspace: SendWorkspace, point: ResolveCheckpoint, new_batches: bool) -> None:

@@ -33,12 +33,14 @@ from connector.errors import (
     TransientPeerError,
 )
 from connector.mapping import unknown_attribute_mappings
-from connector.models import SendRequest, SendRequestUpdate, SendStatus
+from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
 from connector.steps.send_handover import (
     SUPERSEDED,
     BackgroundHandover,
+    add_skips,
+    current_batches,
     ensure_list,
     fail,
     give_up,
@@ -51,6 +53,7 @@ from connector.steps.send_handover import (
 )
 from connector.steps.send_resolve import Interrupted, Resolver
 from connector.steps.send_slice import end_of_turn, turn
+from connector.steps.send_workspace import own_workspace
 from connector.suppression import SendWorkspace
 
 log = structlog.get_logger(__name__)
@@ -326,7 +329,7 @@ def _new_attempt(ctx: StepContext, request: SendRequest, old: SendJob | None, ea
     with ctx.state.transaction() as conn:
         ctx.state.save_send_job(job, conn=conn)
         for batch in earlier:
-            if batch.error != SUPERSEDED:
+            if not batch.set_aside:
                 status = "imported" if batch.status == "imported" else "failed"
                 ctx.state.save_batch(replace(batch, status=status, error=SUPERSEDED), conn=conn)
     return job
@@ -370,6 +373,8 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
         else:
             job.status = "resolving"
             ctx.state.save_send_job(job)
+    if job.status in ("resolving", "handing_over"):
+        own_workspace(ctx, job)  # this disk's folder is a cache: not this attempt's -> take the send over
     if job.status == "resolving":
         _resolve(ctx, job, request, keep_alive, report)
         crashpoint("after_resolved")
@@ -399,6 +404,8 @@ def release_checked(ctx: StepContext, job: SendJob, request: SendRequest) -> Non
         fail(ctx, job, f"nobody was handed over to the ESP, so no send was started: {summary(job)}.")
         return
     release(ctx, job, request)
+    if job.status == "sent":
+        ctx.state.forget_member_keys(job.request_id)
 
 
 def _cancelled(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
@@ -493,6 +500,7 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
             background[0].finish()
         job.resolved, job.handed_over = point.resolved, 0
         job.skipped, job.skipped_by_reason = point.skipped, dict(point.skipped_by_reason)
+        _count_kept(ctx, job)
         job.path = "files" if job.path == "files" else _choose_path(ctx, request, point.written)
         job.status = "handing_over"
         job.phase_detail = f"{point.written} recipients to hand over by {job.path}"
@@ -505,6 +513,14 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
     _report_progress(ctx, job)
     if point.written == 0:
         fail(ctx, job, f"nobody is left to send to after skipping: {summary(job)}.")
+
+
+def _count_kept(ctx: StepContext, job: SendJob) -> None:
+    """Rows an earlier instance already upserted (SOAP path, kept by a takeover) count as handed over."""
+    reason = SkipReason.ESP_REJECTED if job.path == "soap" else SkipReason.IMPORT_ROW_ERROR
+    for batch in current_batches(ctx.state, job.request_id):
+        job.handed_over += batch.rows_ok
+        add_skips(job, reason, batch.rows_error)
 
 
 def _choose_path(ctx: StepContext, request: SendRequest, count: int, final: bool = True) -> str:

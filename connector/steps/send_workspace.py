@@ -1,0 +1,120 @@
+"""Whose disk resolves a send: the local work folder is a cache, the state database decides.
+
+The work folder (``<data_dir>/sends/<request id>``: ``work.db`` and the batch files)
+belongs to the send attempt whose token it carries, the same token as
+``send_jobs.workspace``. Before the resolve or hand-over phase, the instance holding
+the lease checks it:
+
+* the tokens agree: the folder is this attempt's, resume from it;
+* no token yet: the attempt has not started resolving; a fresh folder gets one;
+* anything else (no folder on this disk, or a folder from another attempt or an
+  instance that was taken over since): **take over** from the state database and
+  the peers alone. Batches that reached the ESP (uploaded, importing, imported;
+  on the SOAP path the upserted part of a batch) stay: they are done by their
+  keys at the ESP, and their addresses (``batches.member_keys``) are loaded into a
+  new folder as already handed over. Batches that existed only on the other disk
+  (``written``) are set aside (``BATCH_ABANDONED``), their remote leftovers
+  removed. Then the job goes back to ``resolving``: recipients are resolved
+  again from CRM, the ones already handed over are counted, never written again,
+  and the rest go into new batches with new numbers (so new import keys). The
+  quarantine rows of the earlier resolve are replaced by the new resolve's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import structlog
+
+from connector.batchfiles import split_keys
+from connector.errors import PeerError
+from connector.state.records import BATCH_ABANDONED
+from connector.steps.send_handover import HANDOVER_SKIPS, current_batches, work_folder
+from connector.suppression import SendWorkspace
+
+log = structlog.get_logger(__name__)
+
+AT_THE_ESP = ("uploaded", "importing", "imported")
+"""Batch statuses of the file path whose file is at the ESP's drop (or already imported)."""
+
+
+def own_workspace(ctx, job) -> None:
+    """Make the local work folder this attempt's, taking the send over when it is not."""
+    folder = work_folder(ctx.config, job.request_id)
+    path = folder / "work.db"
+    if path.exists():
+        with SendWorkspace(path) as workspace:
+            owner = workspace.owner()
+            if job.workspace and owner == job.workspace:
+                return
+            if not job.workspace and not owner and job.status == "resolving":  # a folder of an older version
+                job.workspace = _new_token()
+                workspace.set_owner(job.workspace)
+                ctx.state.save_send_job(job)
+                return
+    if not job.workspace and not current_batches(ctx.state, job.request_id):
+        _fresh(ctx, job, folder)
+        return
+    take_over(ctx, job, folder)
+
+
+def _new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def _fresh(ctx, job, folder) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    job.workspace = _new_token()
+    with SendWorkspace(folder / "work.db") as workspace:
+        workspace.set_owner(job.workspace)
+    ctx.state.save_send_job(job)
+
+
+def take_over(ctx, job, folder) -> None:
+    """Rebuild the attempt's work folder here from the state database (see the module docstring)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    kept, abandoned = [], []
+    for batch in ctx.state.batches(job.request_id, keys=True):
+        if batch.set_aside:
+            continue
+        if job.path == "soap":
+            done = batch.rows_ok + batch.rows_error
+            if done and batch.status in ("importing", "imported"):
+                batch.rows, batch.status = done, "imported"  # the rest of its rows go into a new batch
+                batch.member_keys = b"".join(split_keys(batch.member_keys, done)) if batch.member_keys else None
+                kept.append(batch)
+                continue
+        elif batch.status in AT_THE_ESP:
+            kept.append(batch)
+            continue
+        batch.status, batch.error = "failed", BATCH_ABANDONED
+        abandoned.append(batch)
+    token = _new_token()
+    with SendWorkspace(folder / "work.db") as workspace:
+        loaded = workspace.load_done(d for b in kept for d in split_keys(b.member_keys, b.rows))
+        workspace.set_owner(token)
+    previous = job.status
+    job.workspace, job.status = token, "resolving"
+    job.phase_detail = f"taken over: {len(kept)} batch(es) at the ESP kept, {len(abandoned)} written again"
+    with ctx.state.transaction() as conn:
+        for batch in kept + abandoned:
+            ctx.state.save_batch(batch, conn=conn)
+        ctx.state.clear_quarantine(job.request_id, keep_reasons=HANDOVER_SKIPS, conn=conn)
+        ctx.state.save_send_job(job, conn=conn)
+    log.warning("send_taken_over", send=job.request_id, previous_status=previous, kept=len(kept),
+                abandoned=len(abandoned), handed_over_before=loaded,
+                unknown_members=sum(1 for b in kept if not b.member_keys))
+    _remove_leftovers(ctx, job, abandoned)
+
+
+def _remove_leftovers(ctx, job, abandoned) -> None:
+    """An abandoned batch may have been partly uploaded: remove it from the drop (best effort)."""
+    if job.path == "soap" or not abandoned:
+        return
+    try:
+        drop = ctx.file_drop()
+        for batch in abandoned:
+            drop.remove(batch.file_name)
+    except PeerError as exc:
+        log.warning("batch_file_not_removed", send=job.request_id, error=str(exc))
