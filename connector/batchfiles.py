@@ -174,10 +174,13 @@ def read_batch(path: Path, skip_rows: int = 0) -> Iterator[Subscriber]:
 
 
 DIGEST_SIZE = 16
+MEMBER_KEY_SIZE = 2 * DIGEST_SIZE
+"""Per row: the digest of the normalized address, then the digest of the subscriber key."""
 
 
 def member_keys(path: Path) -> bytes:
-    """The 16-byte digests of a batch file's addresses (normalized), in file order.
+    """Per row of a batch file, in file order: the 16-byte digests of its normalized address and
+    of its subscriber key.
 
     Kept with the batch in the state database, so an instance taking the send over
     knows who is in a batch at the ESP without this instance's copy of the file.
@@ -185,12 +188,15 @@ def member_keys(path: Path) -> bytes:
     from connector.mapping import normalize_email
     from connector.suppression import address_digest
 
-    return b"".join(address_digest(normalize_email(sub.email)) for sub in read_batch(path))
+    return b"".join(address_digest(normalize_email(sub.email)) + address_digest(sub.subscriber_key)
+                    for sub in read_batch(path))
 
 
-def split_keys(blob: bytes | None, rows: int | None = None) -> list[bytes]:
-    """``member_keys`` back into digests (the first ``rows`` of them, when given)."""
+def split_keys(blob: bytes | None, rows: int | None = None) -> list[tuple[bytes, bytes]]:
+    """``member_keys`` back into (address digest, subscriber key digest) pairs (the first ``rows``)."""
     if not blob:
         return []
-    count = len(blob) // DIGEST_SIZE if rows is None else min(rows, len(blob) // DIGEST_SIZE)
-    return [blob[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] for i in range(count)]
+    count = len(blob) // MEMBER_KEY_SIZE
+    count = count if rows is None else min(rows, count)
+    step, half = MEMBER_KEY_SIZE, DIGEST_SIZE
+    return [(blob[i * step:i * step + half], blob[i * step + half:(i + 1) * step]) for i in range(count)]

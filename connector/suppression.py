@@ -106,7 +106,8 @@ class SendWorkspace:
                 id integer primary key, tbl text, record_id text, email text, reason text, detail text);
             create table if not exists finished (seq integer primary key, rows integer, size integer);
             create table if not exists meta (k text primary key, v text);
-            create table if not exists done (k blob primary key) without rowid;
+            create table if not exists done (k blob primary key, s blob, met integer default 0) without rowid;
+            create index if not exists done_s on done (s);
             """
         )
         self.db.execute("begin")
@@ -207,24 +208,35 @@ class SendWorkspace:
         self.db.execute("commit")
         self.db.execute("begin")
 
-    def load_done(self, digests: Iterable[bytes]) -> int:
-        """Addresses already handed over in batches at the ESP (a takeover): never written again."""
+    def load_done(self, pairs: Iterable[tuple[bytes, bytes]]) -> int:
+        """(address, subscriber key) digests already handed over in batches at the ESP (a takeover):
+        nobody among them is written again."""
         self._done_empty = None
-        self.db.executemany("insert or ignore into done (k) values (?)", ((d,) for d in digests))
+        self.db.executemany("insert or ignore into done (k, s) values (?, ?)", pairs)
         return self.db.execute("select count(*) from done").fetchone()[0]
 
-    def done_among(self, emails: list[str]) -> set[str]:
-        """Which of these normalized addresses are in an earlier instance's finished batches."""
+    def done_among(self, emails: list[str], keys: list[str]) -> set[int]:
+        """Positions of the candidates (normalized address, subscriber key) already handed over: by
+        address, or by subscriber key (the record's address changed since); those are marked met."""
         if self._done_empty is None:
             self._done_empty = self.db.execute("select 1 from done limit 1").fetchone() is None
         if self._done_empty:
             return set()
-        digests = {_digest(e): e for e in emails}
-        return {digests[d] for d in self._present("done", "k", list(digests))}
+        by_email = set(self._present("done", "k", [_digest(e) for e in emails]))
+        by_key = set(self._present("done", "s", [_digest(k) for k in keys]))
+        hits = set()
+        for i, (email, key) in enumerate(zip(emails, keys)):
+            if _digest(email) in by_email:
+                hits.add(i)
+            elif _digest(key) in by_key:
+                hits.add(i)
+                self.db.execute("update done set met = 1 where s = ?", (_digest(key),))
+        return hits
 
     def done_not_seen(self) -> int:
-        """Handed-over addresses that resolving did not meet again (they left CRM meanwhile)."""
-        return self.db.execute("select count(*) from done where k not in (select k from seen)").fetchone()[0]
+        """Handed-over recipients that resolving did not meet again (they left CRM meanwhile)."""
+        return self.db.execute(
+            "select count(*) from done where met = 0 and k not in (select k from seen)").fetchone()[0]
 
 
 def address_digest(email: str) -> bytes:

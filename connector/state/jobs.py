@@ -98,7 +98,7 @@ class JobMixin(StoreBase):
         return batch
 
     def batches(self, request_id: str, conn: Connection | None = None, *, keys: bool = False) -> list[Batch]:
-        """The send's batches by seq; ``keys=True`` also reads their ``member_keys`` (80 kB per 5,000 rows)."""
+        """The send's batches by seq; ``keys=True`` also reads their ``member_keys`` (160 kB per 5,000 rows)."""
         columns = [c for c in batches.c if keys or c.name != "member_keys"]
         query = sa.select(*columns).where(batches.c.request_id == request_id).order_by(batches.c.seq)
         with self._read(conn) as c:

@@ -262,11 +262,11 @@ class Resolver:
         candidates = self._first_seen(prepared.mapped, workspace, skips)
         emails = [normalize_email(s.email) for s in candidates]
         suppressed = workspace.suppressed(emails) if candidates else set()
-        handed = workspace.done_among(emails) if candidates else set()  # in batches an earlier instance finished
+        handed = workspace.done_among(emails, [s.subscriber_key for s in candidates]) if candidates else set()
         statuses = prepared.statuses
         finished: list[FinishedBatch] = []
-        for sub, email in zip(candidates, emails):
-            if email in handed:
+        for i, (sub, email) in enumerate(zip(candidates, emails)):
+            if i in handed:  # in a batch an earlier instance got to the ESP: counted, not written again
                 point.written += 1
                 continue
             if email in suppressed:

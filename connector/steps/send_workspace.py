@@ -11,8 +11,8 @@ the lease checks it:
   instance that was taken over since): **take over** from the state database and
   the peers alone. Batches that reached the ESP (uploaded, importing, imported;
   on the SOAP path the upserted part of a batch) stay: they are done by their
-  keys at the ESP, and their addresses (``batches.member_keys``) are loaded into a
-  new folder as already handed over. Batches that existed only on the other disk
+  keys at the ESP, and their members (``batches.member_keys``: address and
+  subscriber key digests) are loaded into a new folder as already handed over. Batches that existed only on the other disk
   (``written``) are set aside (``BATCH_ABANDONED``), their remote leftovers
   removed. Then the job goes back to ``resolving``: recipients are resolved
   again from CRM, the ones already handed over are counted, never written again,
@@ -27,10 +27,11 @@ import uuid
 
 import structlog
 
-from connector.batchfiles import split_keys
+from connector.batchfiles import MEMBER_KEY_SIZE, split_keys
 from connector.errors import PeerError
 from connector.state.records import BATCH_ABANDONED
 from connector.steps.send_handover import HANDOVER_SKIPS, current_batches, work_folder
+from connector.steps.send_resolve import batches_folder
 from connector.suppression import SendWorkspace
 
 log = structlog.get_logger(__name__)
@@ -46,9 +47,15 @@ def own_workspace(ctx, job) -> None:
     if path.exists():
         with SendWorkspace(path) as workspace:
             owner = workspace.owner()
-            if job.workspace and owner == job.workspace:
+        if job.workspace and owner == job.workspace:
+            missing = _missing_files(ctx, job, folder)
+            if not missing:
                 return
-            if not job.workspace and not owner and job.status == "resolving":  # a folder of an older version
+            log.warning("send_files_missing", send=job.request_id, files=missing[:5], count=len(missing))
+            take_over(ctx, job, folder)
+            return
+        with SendWorkspace(path) as workspace:
+            if not job.workspace and not owner:  # a folder of an older version, from before the takeover
                 job.workspace = _new_token()
                 workspace.set_owner(job.workspace)
                 ctx.state.save_send_job(job)
@@ -57,6 +64,13 @@ def own_workspace(ctx, job) -> None:
         _fresh(ctx, job, folder)
         return
     take_over(ctx, job, folder)
+
+
+def _missing_files(ctx, job, folder) -> list[str]:
+    """Batch files this attempt still has to read from this disk but that are gone (deleted by hand?)."""
+    needed = ("written",) if job.path != "soap" else ("written", "uploaded", "importing")
+    return [b.file_name for b in current_batches(ctx.state, job.request_id)
+            if b.status in needed and not (batches_folder(folder) / b.file_name).exists()]
 
 
 def _new_token() -> str:
@@ -82,7 +96,7 @@ def take_over(ctx, job, folder) -> None:
             done = batch.rows_ok + batch.rows_error
             if done and batch.status in ("importing", "imported"):
                 batch.rows, batch.status = done, "imported"  # the rest of its rows go into a new batch
-                batch.member_keys = b"".join(split_keys(batch.member_keys, done)) if batch.member_keys else None
+                batch.member_keys = batch.member_keys[:done * MEMBER_KEY_SIZE] if batch.member_keys else None
                 kept.append(batch)
                 continue
         elif batch.status in AT_THE_ESP:

@@ -160,3 +160,47 @@ def test_two_processes_with_one_copied_service_ini_send_each_request_once(sandbo
             check_sent_once(sandbox, store, rid)
             for seq in range(1, 10):
                 assert len(sandbox.esp.store.runs_for(f"cesp-import-{rid}-{seq}")) <= 1
+
+
+def test_a_takeover_after_crm_changed_hands_nobody_over_twice(sandbox, tmp_path, pg_url) -> None:
+    """A stops mid-resolve with some batches at the ESP; CRM changes; B (another disk) finishes the send."""
+    from connector.batchfiles import split_keys
+    from connector.steps.imports import poll_send
+    from connector.suppression import address_digest
+
+    a = Instance(sandbox, tmp_path, "a", pg_url, batching__batch_size=15)
+    b = Instance(sandbox, tmp_path, "b", pg_url, batching__batch_size=15)
+    try:
+        rid = new_request(sandbox, "Changed under a takeover")
+        sandbox.crm.store.patch("cesp_sendrequests", rid, {"cesp_forcebatching": True})
+        [listed] = a.ctx().crm().pending_send_requests(limit=5)
+        ctx_a = a.ctx()
+        process_request(ctx_a, rid, pending=listed,
+                        progress=lambda job, phase: ctx_a.stopping.set() if phase == "resolving" else None)
+        job = a.store.get_send_job(rid)
+        kept = [x for x in a.store.batches(rid, keys=True) if x.status in ("uploaded", "importing")]
+        assert job.status == "resolving" and kept, [(x.seq, x.status) for x in a.store.batches(rid)]
+        in_kept = {s for x in kept for _e, s in split_keys(x.member_keys)}
+        org = sandbox.seeded
+        members = sandbox.crm.store.execute(
+            "SELECT listmemberid, entityid FROM e_listmember WHERE listid = ?", (org.lists["newsletter"].lower(),))
+        at_esp = [(m, c) for m, c in members if address_digest(c) in in_kept]
+        assert len(at_esp) >= 2
+        sandbox.crm.store.remove("listmembers", at_esp[0][0])  # left the list after it was handed over
+        sandbox.crm.store.patch("contacts", at_esp[1][1], {"emailaddress1": "moved.house@example.com"})
+
+        ctx_b = b.ctx()
+        for _ in range(30):
+            job = process_request(ctx_b, rid) or b.store.get_send_job(rid)
+            if job.status == "importing":
+                poll_send(ctx_b, rid)
+            if b.store.get_send_job(rid).status in ("sent", "failed"):
+                break
+        check_sent_once(sandbox, b.store, rid)  # counts add up, members at the ESP = handed over
+        for seq in range(1, 40):
+            assert len(sandbox.esp.store.runs_for(f"cesp-import-{rid}-{seq}")) <= 1
+        esp_list = sandbox.esp.store.list_by_key(f"cesp-list-{rid}")
+        assert at_esp[0][1] in esp_list.members and at_esp[1][1] in esp_list.members
+    finally:
+        a.close()
+        b.close()
