@@ -9,7 +9,8 @@ the lease checks it:
 * no token yet: the attempt has not started resolving; a fresh folder gets one;
 * anything else (no folder on this disk, or a folder from another attempt or an
   instance that was taken over since): **take over** from the state database and
-  the peers alone. Batches that reached the ESP (uploaded, importing, imported;
+  the peers alone. Batches that reached the ESP (uploaded, starting, importing,
+  imported;
   on the SOAP path the upserted part of a batch) stay: they are done by their
   keys at the ESP, and their members (``batches.member_keys``: address and
   subscriber key digests) are loaded into a new folder as already handed over. Batches that existed only on the other disk
@@ -36,8 +37,9 @@ from connector.suppression import SendWorkspace
 
 log = structlog.get_logger(__name__)
 
-AT_THE_ESP = ("uploaded", "importing", "imported")
-"""Batch statuses of the file path whose file is at the ESP's drop (or already imported)."""
+AT_THE_ESP = ("uploaded", "starting", "importing", "imported")
+"""Batch statuses of the file path whose file is at the ESP's drop (or already imported); a
+``starting`` one keeps its start mark, so the start guard decides whether it was started."""
 
 
 def own_workspace(ctx, job) -> None:

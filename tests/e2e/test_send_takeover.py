@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from connector.sandbox.marketing_cloud import Latency
+
 ROOT = Path(__file__).resolve().parents[2]
 SENT, PENDING = 100000002, 100000000
 
@@ -38,7 +40,8 @@ class Cluster:
         from connector.sandbox import start_sandbox
 
         self.base, self.state_url = base, state_url
-        self.sb = start_sandbox(base / "sb", seed=3, contacts=200)
+        # the ESP's realistic delays at 1/20: import results visible after 1.5 s, a started send after 3 s
+        self.sb = start_sandbox(base / "sb", seed=3, contacts=200, esp_latency=Latency(scale=0.05))
         self.logs: dict[str, Path] = {}
 
     def ini(self, name: str, lease_seconds: int = 60) -> Path:
@@ -46,7 +49,8 @@ class Cluster:
         return self.sb.write_service_ini(
             self.base / name / "service.ini", service__instance_id=name, state__url=self.state_url,
             state__lease_seconds=lease_seconds, imports__poll_seconds=0.2, logging__console="off",
-            tracking__mode="none", sends__soap_chunk_size=20, batching__batch_size=15)
+            tracking__mode="none", sends__soap_chunk_size=20, batching__batch_size=15,
+            esp__visibility_minutes=0.1)  # 6 s: above the sandbox's delays, so a start never made is made
 
     def new_request(self, files: bool) -> str:
         org = self.sb.seeded

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -190,12 +191,13 @@ def test_a_takeover_after_crm_changed_hands_nobody_over_twice(sandbox, tmp_path,
         sandbox.crm.store.patch("contacts", at_esp[1][1], {"emailaddress1": "moved.house@example.com"})
 
         ctx_b = b.ctx()
-        for _ in range(30):
+        for _ in range(300):  # import results and the send show at the ESP after (scaled) delays
             job = process_request(ctx_b, rid) or b.store.get_send_job(rid)
             if job.status == "importing":
                 poll_send(ctx_b, rid)
             if b.store.get_send_job(rid).status in ("sent", "failed"):
                 break
+            time.sleep(0.1)
         check_sent_once(sandbox, b.store, rid)  # counts add up, members at the ESP = handed over
         for seq in range(1, 40):
             assert len(sandbox.esp.store.runs_for(f"cesp-import-{rid}-{seq}")) <= 1
