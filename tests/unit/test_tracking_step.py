@@ -75,6 +75,17 @@ def test_tracking_key_is_addressable_short_and_one_per_recipient_and_kind() -> N
     assert len(seen) == len(odd) * 5 * 3
 
 
+def test_old_form_tracking_keys_map_to_the_new_form() -> None:
+    from dataclasses import replace
+
+    from connector.steps.tracking.rules import tracking_key_from_legacy
+
+    ev = replace(make_event(E.CLICK, 1, T0), subscriber_key="urn:crm:ann@example.test")
+    assert tracking_key_from_legacy(f"{JOB}:urn:crm:ann@example.test:click") == tracking_key(ev)
+    assert tracking_key_from_legacy(tracking_key(ev)) is None
+    assert tracking_key_from_legacy(f"{JOB}:someone:opened") is None
+
+
 def test_lookahead_marks_the_last_item() -> None:
     assert list(with_lookahead([])) == []
     assert list(with_lookahead([1, 2, 3])) == [(1, False), (2, False), (3, True)]

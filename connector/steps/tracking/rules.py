@@ -97,6 +97,20 @@ def tracking_key(event: TrackingEvent) -> str:
     return f"{tracking_key_prefix(event.job_id)}{kind}.{keys.digest(event.job_id, event.subscriber_key, kind)}"
 
 
+def tracking_key_from_legacy(old: str) -> str | None:
+    """The current key for a pre-issue-21 key ``<job>:<subscriber key>:<type>``; None if it is not one.
+
+    Split at the first and the last ``:`` (a subscriber key may hold ``:`` itself). An old key
+    that was over 100 characters held a digest instead of the subscriber key: its result
+    never matches a new event's key (docs/contracts.md, migration).
+    """
+    job, sep, rest = old.partition(":")
+    subscriber, sep2, kind = rest.rpartition(":")
+    if not (sep and sep2 and job and subscriber) or kind not in {t.value for t in EventType}:
+        return None
+    return f"{tracking_key_prefix(job)}{kind}.{keys.digest(job, subscriber, kind)}"
+
+
 def tracking_key_prefix(job_id: str) -> str:
     """What every tracking key of one ESP job starts with (for counting a send's responses)."""
     return keys.key_part(job_id, TRACKING_KEY_JOB_CHARS) + "."
