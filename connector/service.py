@@ -105,6 +105,7 @@ class Service:
         self._inflight = 0
         self._cond = threading.Condition()
         self._unavailable: set[str] = set()
+        self._tracking_key_ready = False  # once Active, a key stays so: asked until then, once a run
         self._closed = False
         self._recovered = False
         self._registered = False
@@ -334,7 +335,8 @@ class Service:
         started = time.monotonic()
         log.info("step_started")
         try:
-            outcome = func(ctx) or StepOutcome()
+            refused = self._not_ready(name, ctx)
+            outcome = refused or func(ctx) or StepOutcome()
         except ShutdownRequested:
             raise
         except AdapterUnavailable as exc:
@@ -351,6 +353,28 @@ class Service:
         self._finish(run_id, outcome)
         log.info("step_finished", ok=outcome.ok, count=outcome.processed, duration_ms=duration_ms)
         return outcome
+
+    def _not_ready(self, name: str, ctx: StepContext) -> StepOutcome | None:
+        """Tracking writes campaign responses by an alternate key: not before the key is Active."""
+        if name != "tracking" or self._tracking_key_ready or self.config.tracking.mode not in ("responders", "all"):
+            return None
+        try:
+            probe = getattr(ctx.crm(), "tracking_key_status", None)  # CrmClient has it; a bare stand-in may not
+            status, key = probe() if probe is not None else ("Active", "")
+        except ConnectorError:  # no CRM, or it cannot be asked now: the step itself reports that
+            return None
+        if status == "Active":
+            self._tracking_key_ready = True
+            return None
+        what = {"Missing": "does not exist: run `connector crm-setup -c service.ini`",
+                "Failed": "is Failed (rows hold duplicate tracking keys): `connector crm-setup -c service.ini`"
+                          " lists them and reactivates the key once they are cleaned up"}.get(
+            status, f"is {status}: Dataverse is still building its index; `connector crm-setup -c service.ini`"
+                    " shows its progress")
+        message = (f"tracking not started: the alternate key {key} that campaign responses are written by {what}."
+                   " The other steps go on; tracking starts by itself once the key is Active")
+        log.error("step_refused", reason=message)
+        return StepOutcome(ok=False, message=message)
 
     def _finish(self, run_id: str, outcome: StepOutcome, label: str | None = None) -> None:
         try:

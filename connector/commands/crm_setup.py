@@ -1,7 +1,11 @@
-"""``connector crm-setup -c FILE [--dry-run]``: create the CRM customizations the connector needs.
+"""``connector crm-setup -c FILE [--dry-run] [--wait SECONDS]``: create the CRM customizations.
 
 Reads the organization's table definitions first and creates only what is missing
-(docs/crm.md), so it can be run again at any time; ``--dry-run`` only reports.
+(docs/crm.md), so it can be run again at any time; ``--dry-run`` only reports. It turns
+change tracking on where the connector reads changes, then waits (``--wait``, default
+30 minutes; 0 = do not wait) until the alternate keys' index jobs are done, printing
+each status change. A Failed key is reported with the duplicated values and what to do
+(exit 1); a key still building when the wait ends is reported as such (exit 1).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Reads what exists first and creates only what is missing.")
     parser.add_argument("-c", "--config", required=True, help="path of service.ini")
     parser.add_argument("--dry-run", action="store_true", help="only report what would be created")
+    parser.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                        help="how long to wait for the alternate keys to become Active (default 1800; 0: no wait)")
     parser.set_defaults(func=run)
 
 
@@ -34,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     _setup_logging(config)
     from connector.crm.dataverse import DataverseCrmClient
-    from connector.crm.setup import CrmSetup
+    from connector.crm.setup import KEY_WAIT_SECONDS, CrmSetup
 
     try:
         client = DataverseCrmClient.from_config(config)
@@ -45,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         me = client.who_am_i()
         print(f"connected to {client.http.org_url} as user {me['UserId']}")
+        wait = KEY_WAIT_SECONDS if args.wait is None else max(0.0, args.wait)
         report = CrmSetup(client.http, config.crm.prefix).run(
-            dry_run=args.dry_run, progress=lambda item: print(f"created  {item}", flush=True))
+            dry_run=args.dry_run, progress=lambda line: print(line, flush=True), wait_seconds=wait)
     except ConnectorError as exc:
         print(f"crm-setup failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -59,8 +66,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"missing  {item} (dry run: not created)")
     done = "would create" if args.dry_run else "created"
     count = len(report.planned) if args.dry_run else len(report.created)
-    print(f"crm-setup: {done} {count}, already present {len(report.present)}")
-    return EXIT_OK
+    changed = f", changed {len(report.changed)}" if report.changed else ""
+    print(f"crm-setup: {done} {count}{changed}, already present {len(report.present)}")
+    if args.dry_run:
+        return EXIT_OK
+    for failure in report.failed:
+        print(f"FAILED   {failure.describe()}", file=sys.stderr)
+    building = [name for name, status in report.keys.items() if status in ("Pending", "InProgress")]
+    for name in building:
+        print(f"waiting  key {name} is still {report.keys[name]}: Dataverse builds its index in the background."
+              " Run `connector crm-setup` again later; the tracking step starts once the key is Active",
+              file=sys.stderr)
+    return EXIT_FAILURE if report.failed or building else EXIT_OK
 
 
 def _setup_logging(config: object) -> None:

@@ -112,6 +112,15 @@ class CrmClient(abc.ABC):
         with code ``delta_expired`` so the caller does a full resync.
         """
 
+    def tracking_key_status(self) -> tuple[str, str]:
+        """(status, name) of the key ``create_campaign_responses`` writes by.
+
+        A CRM that builds such keys in the background (Dataverse: EntityKeyIndexStatus)
+        reports Pending, InProgress, Active, Failed or Missing; the tracking step starts only
+        on Active. A CRM whose writes need no such key has nothing to wait for: Active.
+        """
+        return "Active", ""
+
     def close(self) -> None:  # pragma: no cover - default no-op
         """Release sessions and pools."""
 

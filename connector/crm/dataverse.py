@@ -17,10 +17,11 @@ from connector.crm.auth import MsalTokenProvider, ntlm_auth
 from connector.crm.base import CrmClient
 from connector.crm.batch import MAX_BATCH
 from connector.crm.odata import Call, ODataHttp, set_error_details
+from connector.crm.pacing import pace_for
 from connector.crm.recipients import RecipientReader
 from connector.crm.records import ENTITY_SETS, SendRequestColumns, primary_id
 from connector.crm.writes import CrmWriter
-from connector.errors import ConfigError, PermanentPeerError, TransientPeerError
+from connector.errors import ConfigError, NotFoundError, PermanentPeerError, TransientPeerError
 from connector.models import (
     BounceUpdate,
     CampaignResponse,
@@ -83,11 +84,14 @@ class DataverseCrmClient(CrmClient):
         else:
             password = crm.password.get_secret_value() if crm.password is not None else ""
             auth = ntlm_auth(crm.username, password)
+        user = crm.client_id if crm.auth == "oauth" else crm.username
         http = ODataHttp(crm.url, api_version=crm.api_version, tokens=tokens, auth=auth,
-                         ca_bundle=crm.ca_bundle, timeout=timeout, max_retries=crm.max_retries)
+                         ca_bundle=crm.ca_bundle, timeout=timeout, max_retries=crm.max_retries,
+                         pace=pace_for(crm.url, str(user or ""), crm.batch_size))
         return cls(http, prefix=crm.prefix, page_size=crm.page_size, batch_size=crm.batch_size)
 
     def close(self) -> None:
+        self.writer.close()
         self.http.close()
 
     def who_am_i(self) -> dict[str, str]:
@@ -241,6 +245,20 @@ class DataverseCrmClient(CrmClient):
 
     def set_opt_outs(self, refs: Sequence[RecordRef]) -> list[WriteResult]:
         return self.writer.set_opt_outs(refs)
+
+    def tracking_key_status(self) -> tuple[str, str]:
+        """EntityKeyIndexStatus of the campaign responses' tracking key ("Missing" when absent)."""
+        name = f"{self.prefix}_trackingkey_key"
+        try:
+            page = self.http.get_json("EntityDefinitions(LogicalName='campaignresponse')/Keys",
+                                      Call("read alternate keys", "campaignresponse", idempotent=True),
+                                      params={"$select": "LogicalName,EntityKeyIndexStatus"})
+        except NotFoundError:
+            return "Missing", f"campaignresponse.{name}"
+        for row in (page or {}).get("value", []):
+            if str(row.get("LogicalName", "")).lower() == name:
+                return str(row.get("EntityKeyIndexStatus") or "Active"), f"campaignresponse.{name}"
+        return "Missing", f"campaignresponse.{name}"
 
     # -- change tracking ----------------------------------------------------------
     def iter_changes(self, table: CrmTable, columns: Sequence[str],

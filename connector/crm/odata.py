@@ -3,7 +3,9 @@
 One ``requests.Session`` per thread. Every call has a timeout. Retry policy:
 
 - 429 (service protection): wait ``Retry-After`` and repeat, whatever the method —
-  a throttled request was never processed.
+  a throttled request was never processed. Every request of the process to one
+  organization as one user goes through that pair's :class:`~connector.crm.pacing.Pace`
+  (how many in flight; paused for every thread after a 429; ``x-ms-dop-hint`` read).
 - 401: renew the token once and repeat (the request was refused, not processed).
 - 500/502/503/504 and dropped connections: exponential backoff with jitter, but only
   for calls the caller marked idempotent (GET, PATCH with If-Match / If-None-Match,
@@ -40,6 +42,7 @@ from connector.errors import (
     TransientPeerError,
 )
 from connector.crm.auth import PEER, MsalTokenProvider, ca_error_message
+from connector.crm.pacing import Pace
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +103,7 @@ class ODataHttp:
         timeout: float = 120.0,
         max_retries: int = 5,
         sleep: Callable[[float], None] = time.sleep,
+        pace: Pace | None = None,
     ) -> None:
         self.org_url = org_url.rstrip("/")
         self.api_url = f"{self.org_url}/api/data/v{api_version}/"
@@ -111,6 +115,7 @@ class ODataHttp:
         self.timeout = timeout
         self.max_retries = max_retries
         self._sleep = sleep
+        self.pace = pace or Pace()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -171,6 +176,7 @@ class ODataHttp:
             hdrs.setdefault("Content-Type", "application/json; charset=utf-8")
         attempt = throttled = 0
         renewed = False
+        waited_pause = -1  # the pause this thread has already waited out
         while True:
             if self._tokens is not None:
                 try:
@@ -181,6 +187,7 @@ class ODataHttp:
                         self._backoff(call, attempt, f"token: {exc}")
                         continue
                     raise
+            waited_pause = self._await_slot(waited_pause)
             try:
                 resp = self.session().request(  # explicit verify: the environment must not override it
                     method, url, params=params, data=body, headers=hdrs, timeout=self.timeout, verify=self._verify)
@@ -194,17 +201,24 @@ class ODataHttp:
                 raise TransientPeerError(
                     f"Dataverse {self.host}: {self._what(call)} failed: connection lost "
                     f"({exc.__class__.__name__}) after {attempt + 1} attempt(s)", PEER, call.operation) from exc
+            finally:
+                self.pace.release()
             status = resp.status_code
+            self.pace.hint(resp.headers.get("x-ms-dop-hint"))
+            if status != 429 and status < 500:
+                self.pace.healthy()
             if status in accept or status < 300:
                 return resp
             if status == 429:
                 retry_after = self._retry_after(resp, throttled)
                 if throttled < max(self.max_retries, 1) * THROTTLE_ATTEMPTS_FACTOR:
                     throttled += 1
+                    code, _message = error_of(resp)
                     resp.close()
-                    log.warning("crm_throttled", peer=PEER, operation=call.operation,
+                    wait, waited_pause = self.pace.throttled_by(code, retry_after)
+                    log.warning("crm_throttled", peer=PEER, operation=call.operation, reason=code,
                                 retry_after=retry_after, attempt=throttled)
-                    self._sleep(retry_after)
+                    self._sleep(wait)
                     continue
                 code, message = error_of(resp)
                 raise set_error_details(ThrottledError(
@@ -222,6 +236,19 @@ class ODataHttp:
                 self._backoff(call, attempt, f"HTTP {status}")
                 continue
             raise self.translate(resp, call)
+
+    def _await_slot(self, waited_pause: int) -> int:
+        """Take a request slot of the organization's pace, after any pause it is in; the pause waited for."""
+        while True:
+            pause = self.pace.wait_time()
+            if pause > 0 and self.pace.pause_id != waited_pause:
+                waited_pause = self.pace.pause_id
+                self._sleep(pause)  # another thread was told to wait: so is this one
+            self.pace.acquire()
+            if self.pace.wait_time() > 0 and self.pace.pause_id != waited_pause:
+                self.pace.release()  # a 429 came in while this thread waited for its slot
+                continue
+            return waited_pause
 
     def _retry_after(self, resp: requests.Response, throttled: int) -> float:
         value = resp.headers.get("Retry-After", "")

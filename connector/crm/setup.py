@@ -9,12 +9,20 @@ organization accepts:
 - lookup column: ``POST RelationshipDefinitions`` (OneToManyRelationshipMetadata with
   its Lookup), the documented way to create a lookup
 - alternate key: ``POST EntityDefinitions(LogicalName='t')/Keys``
+- change tracking: ``PUT EntityDefinitions(LogicalName='t')`` with the table's definition
+  and ``ChangeTrackingEnabled: true`` (contact, lead, account: ``iter_changes``)
 
-Running it again finds everything present and does nothing. Names: docs/contracts.md.
+A new alternate key is built by a background job in Dataverse (EntityKeyIndexStatus
+Pending -> InProgress -> Active, or Failed when rows already share a value); ``run``
+waits for the connector's keys (``wait_for_keys``), reports a Failed key with the values
+that are duplicated, and on a later run reactivates a Failed key once they are gone
+(``ReactivateEntityKey``). Running it again finds everything present and does nothing.
+Names: docs/contracts.md.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -164,6 +172,16 @@ class Customizations:
     tables: list[Table] = field(default_factory=list)
     columns: list[Column] = field(default_factory=list)
     keys: list[AltKey] = field(default_factory=list)
+    tracked: list[str] = field(default_factory=list)  # tables that need change tracking
+
+
+TRACKED_TABLES = ("contact", "lead", "account")
+"""Tables the connector reads incrementally (``iter_changes``): change tracking must be on."""
+KEY_POLL_SECONDS = 5.0
+"""How often ``wait_for_keys`` asks for the keys' index status."""
+KEY_WAIT_SECONDS = 1800.0
+"""How long ``connector crm-setup`` waits for its keys by default (big tables take long)."""
+DUPLICATES_SHOWN = 10
 
 
 def customizations(prefix: str = "cesp") -> Customizations:
@@ -192,7 +210,7 @@ def customizations(prefix: str = "cesp") -> Customizations:
     cols.append(Column("campaignresponse", f"{p}_TrackingKey", "String", "Tracking key", 100))
     keys = [AltKey("campaignresponse", f"{p}_trackingkey_key", (f"{p}_trackingkey",), "Tracking key")]
     return Customizations([Table(f"{p}_SendRequest", "Email send request", "Email send requests", name)],
-                          cols, keys)
+                          cols, keys, list(TRACKED_TABLES))
 
 
 @dataclass(frozen=True)
@@ -207,7 +225,25 @@ class Action:
     fallback_body: dict | None = None
 
     def describe(self) -> str:
-        return f"{self.kind} {self.table}.{self.name}" if self.kind != "table" else f"table {self.name}"
+        if self.kind in ("table", "change tracking"):
+            return f"{self.kind} {self.name}"
+        return f"{self.kind} {self.table}.{self.name}"
+
+
+@dataclass(frozen=True)
+class KeyFailure:
+    """A key whose index could not be built: the values held by more than one row."""
+
+    table: str
+    key: str
+    columns: tuple[str, ...]
+    duplicates: tuple[tuple[str, int], ...]  # (value, rows), the first few
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{value!r} ({rows} rows)" for value, rows in self.duplicates) or "none found any more"
+        return (f"key {self.table}.{self.key} failed: rows share the same {'/'.join(self.columns)}: {shown}. "
+                f"Delete or merge the duplicate {self.table} rows (keep one per value), then run "
+                "`connector crm-setup` again: it reactivates the key")
 
 
 @dataclass
@@ -215,6 +251,14 @@ class SetupReport:
     present: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # settings changed on existing tables
+    keys: dict[str, str] = field(default_factory=dict)  # "table.key" -> EntityKeyIndexStatus
+    failed: list[KeyFailure] = field(default_factory=list)
+    waited: bool = False
+
+    @property
+    def keys_active(self) -> bool:
+        return bool(self.keys) and all(v == "Active" for v in self.keys.values())
 
 
 class CrmSetup:
@@ -272,9 +316,26 @@ class CrmSetup:
             else:
                 actions.append(Action("key", key.table, key.logical_name, "POST",
                                       f"EntityDefinitions(LogicalName='{key.table}')/Keys", key.metadata()))
+        for table in self.spec.tracked:
+            definition = self._definition(table)
+            if definition.get("ChangeTrackingEnabled"):
+                present.append(f"change tracking {table}")
+            else:
+                body = {k: v for k, v in definition.items() if not k.startswith("@odata.context")}
+                body["@odata.type"] = "Microsoft.Dynamics.CRM.EntityMetadata"
+                body["ChangeTrackingEnabled"] = True
+                actions.append(Action("change tracking", table, table, "PUT",
+                                      f"EntityDefinitions(LogicalName='{table}')", body))
         return actions, present
 
-    def run(self, *, dry_run: bool = False, progress: Callable[[str], None] | None = None) -> SetupReport:
+    def _definition(self, table: str) -> dict:
+        """The table's definition (no collections), as ``PUT EntityDefinitions`` wants it back."""
+        return self.http.get_json(f"EntityDefinitions(LogicalName='{table}')",
+                                  Call("read table definition", table, idempotent=True)) or {}
+
+    def run(self, *, dry_run: bool = False, progress: Callable[[str], None] | None = None,
+            wait: bool = True, wait_seconds: float = KEY_WAIT_SECONDS,
+            poll_seconds: float = KEY_POLL_SECONDS) -> SetupReport:
         actions, present = self.plan()
         report = SetupReport(present=present)
         for action in actions:
@@ -282,11 +343,99 @@ class CrmSetup:
                 report.planned.append(action.describe())
                 continue
             self._apply(action)
-            report.created.append(action.describe())
+            done = report.changed if action.kind == "change tracking" else report.created
+            done.append(action.describe())
             log.info("crm_customization_created", item=action.describe())
             if progress:
-                progress(action.describe())
+                progress(("changed  " if action.kind == "change tracking" else "created  ") + action.describe())
+        if not dry_run:
+            self.wait_for_keys(report, progress=progress, wait_seconds=wait_seconds if wait else 0.0,
+                               poll_seconds=poll_seconds)
         return report
+
+    # -- alternate keys ------------------------------------------------------------------
+    def key_statuses(self) -> dict[str, str]:
+        """``table.key`` -> EntityKeyIndexStatus of the connector's keys ("Missing" when absent)."""
+        out: dict[str, str] = {}
+        for key in self.spec.keys:
+            try:
+                page = self.http.get_json(f"EntityDefinitions(LogicalName='{key.table}')/Keys",
+                                          Call("read alternate keys", key.table, idempotent=True),
+                                          params={"$select": "LogicalName,EntityKeyIndexStatus"})
+            except NotFoundError:
+                page = None
+            found = {str(row.get("LogicalName", "")).lower(): str(row.get("EntityKeyIndexStatus") or "Active")
+                     for row in (page or {}).get("value", [])}
+            out[f"{key.table}.{key.logical_name}"] = found.get(key.logical_name, "Missing")
+        return out
+
+    def wait_for_keys(self, report: SetupReport, *, progress: Callable[[str], None] | None = None,
+                      wait_seconds: float = KEY_WAIT_SECONDS, poll_seconds: float = KEY_POLL_SECONDS,
+                      sleep: Callable[[float], None] = time.sleep) -> None:
+        """Wait until every key is Active or Failed (or the time is up); Failed keys with their duplicates."""
+        started = time.monotonic()
+        reactivated: set[str] = set()
+        last: dict[str, str] = {}
+        while True:
+            statuses = self.key_statuses()
+            for name, status in statuses.items():
+                if status == "Failed" and name not in reactivated and self._reactivate(name, report, progress):
+                    reactivated.add(name)
+                    statuses[name] = "Pending"
+            if statuses != last and progress:
+                waited = int(time.monotonic() - started)
+                for name, status in statuses.items():
+                    progress(f"key      {name}: {status}" + (f" (after {waited} s)" if waited else ""))
+            last = dict(statuses)
+            report.keys = statuses
+            busy = [n for n, s in statuses.items() if s in ("Pending", "InProgress")]
+            if not busy or time.monotonic() - started >= wait_seconds:
+                break
+            report.waited = True
+            sleep(min(poll_seconds, max(0.0, wait_seconds - (time.monotonic() - started))))
+        report.failed = [self._failure(n) for n, s in report.keys.items() if s == "Failed"]
+        for failure in report.failed:
+            log.error("crm_key_failed", table=failure.table, key=failure.key, reason=failure.describe())
+
+    def _spec_key(self, name: str) -> AltKey:
+        return next(k for k in self.spec.keys if f"{k.table}.{k.logical_name}" == name)
+
+    def _reactivate(self, name: str, report: SetupReport, progress: Callable[[str], None] | None) -> bool:
+        """A Failed key whose duplicates are gone gets its index job run again."""
+        key = self._spec_key(name)
+        if self._duplicates(key):
+            return False
+        self.http.request("POST", "ReactivateEntityKey", Call("reactivate key", key.table, key.logical_name),
+                          json_body={"EntityLogicalName": key.table,
+                                     "EntityKeyLogicalName": key.logical_name}).close()
+        report.changed.append(f"reactivated key {name}")
+        log.info("crm_key_reactivated", table=key.table, key=key.logical_name)
+        if progress:
+            progress(f"changed  reactivated key {name} (no duplicate values left)")
+        return True
+
+    def _failure(self, name: str) -> KeyFailure:
+        key = self._spec_key(name)
+        return KeyFailure(key.table, key.logical_name, key.columns, tuple(self._duplicates(key)))
+
+    def _duplicates(self, key: AltKey) -> list[tuple[str, int]]:
+        """Values of a one-column key held by more than one row (case-insensitive), the first few."""
+        column = key.columns[0]
+        entity_set = ENTITY_SETS_FOR_KEYS.get(key.table, key.table + "s")
+        params = {"$select": column, "$filter": f"{column} ne null", "$orderby": f"{column} asc"}
+        counts: dict[str, int] = {}
+        previous = None
+        for page in self.http.iter_pages(entity_set, Call("find duplicate key values", key.table, idempotent=True),
+                                         params=params):
+            for row in page.get("value", []):
+                value = str(row.get(column, ""))
+                if previous is not None and value.lower() == previous.lower():
+                    counts[previous] = counts.get(previous, 1) + 1
+                else:
+                    if len(counts) >= DUPLICATES_SHOWN:
+                        return list(counts.items())
+                    previous = value
+        return list(counts.items())
 
     def _apply(self, action: Action) -> None:
         call = Call(f"create {action.kind}", action.table, action.name)
@@ -301,4 +450,7 @@ class CrmSetup:
         self.http.request("POST", action.fallback_path, call, json_body=action.fallback_body).close()
 
 
-__all__ = ["CrmSetup", "SetupReport", "customizations"]
+ENTITY_SETS_FOR_KEYS = {"campaignresponse": "campaignresponses"}
+
+
+__all__ = ["CrmSetup", "KeyFailure", "SetupReport", "customizations"]

@@ -4,10 +4,21 @@ Every operation is a PATCH guarded by ``If-None-Match: *`` (create only) or
 ``If-Match: *`` (update only), so a whole batch is safe to repeat after a dropped
 connection; batches go with ``Prefer: odata.continue-on-error`` and give one
 ``WriteResult`` per record.
+
+How many operations a batch holds and how many batches are in flight at once is the
+organization's :class:`~connector.crm.pacing.Pace` (shared by every step): each next
+batch takes the current batch size (capped by ``[crm] batch_size``, and small enough
+that one call's operations fill every slot), and up to the current parallelism batches
+run at the same time. The operations of one record (a
+response and its closing update) always travel in the same batch, in order.
 """
 
 from __future__ import annotations
 
+import contextvars
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
@@ -16,6 +27,7 @@ import structlog
 from connector.crm import keys
 from connector.crm.batch import BatchOp, build_batch, parse_batch
 from connector.crm.odata import Call, ODataHttp
+from connector.crm.pacing import MAX_PARALLELISM, START_BATCH
 from connector.crm.records import ENTITY_SETS, iso
 from connector.errors import PermanentPeerError
 from connector.models import BounceUpdate, CampaignResponse, CrmTable, RecordRef, WriteResult
@@ -38,6 +50,20 @@ class CrmWriter:
         self.http = http
         self.prefix = prefix
         self.batch_size = batch_size
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=MAX_PARALLELISM, thread_name_prefix="crm-batch")
+            return self._pool
 
     def create_campaign_responses(self, responses: Sequence[CampaignResponse]) -> list[WriteResult]:
         ops: list[tuple[str, BatchOp, bool]] = []
@@ -103,33 +129,79 @@ class CrmWriter:
 
     def _run_batches(self, ops: Sequence[tuple[str, BatchOp, bool]], operation: str, table: str,
                      *, exists_ok: bool = False) -> list[WriteResult]:
-        """Run ops in $batch chunks; one WriteResult per op (primary ops only carry the key's outcome)."""
-        out: list[WriteResult] = []
+        """Run ops in $batch chunks, several at once; one WriteResult per primary op, in order."""
+        if not ops:
+            return []
+        groups = _groups(ops)
+        pace = self.http.pace
+        spread = max(START_BATCH, -(-len(ops) // pace.limit()))  # enough batches to fill every slot
+        done: dict[int, list[WriteResult]] = {}
+        running: dict[Future, int] = {}
+        index = 0
+        try:
+            while groups or running:
+                while groups and len(running) < pace.limit():
+                    chunk = _take(groups, max(1, min(self.batch_size, pace.batch_size, spread)))
+                    future = self._executor().submit(contextvars.copy_context().run, self._send_batch, chunk,
+                                                     operation, table, exists_ok)
+                    running[future] = index
+                    index += 1
+                finished, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done[running.pop(future)] = future.result()
+        finally:
+            for future in running:  # an error stops the rest; wait for what is already on the wire
+                future.cancel()
+            wait(list(running))
+        return [result for i in sorted(done) for result in done[i]]
+
+    def _send_batch(self, chunk: Sequence[tuple[str, BatchOp, bool]], operation: str, table: str,
+                    exists_ok: bool) -> list[WriteResult]:
         api_path = "/" + self.http.api_url.split("/", 3)[3]
-        for start in range(0, len(ops), self.batch_size):
-            chunk = ops[start:start + self.batch_size]
-            ctype, body = build_batch([op for _, op, _ in chunk], api_path)
-            call = Call(operation, table, f"({len(chunk)} records)", idempotent=True)
-            resp = self.http.request("POST", "$batch", call, data=body, headers={
-                "Content-Type": ctype, "Prefer": "odata.continue-on-error"})
-            try:
-                replies = parse_batch(resp.headers.get("Content-Type", ""), resp.content)
-            except ValueError as exc:
-                raise PermanentPeerError(f"Dataverse {self.http.host}: {operation}: unreadable $batch reply: {exc}",
-                                         "crm", operation) from exc
-            finally:
-                resp.close()
-            failed = 0
-            for index, (key, _op, primary) in enumerate(chunk):
-                reply = replies[index] if index < len(replies) else None
-                result = _result(key, reply, exists_ok and primary)
-                failed += not result.ok
-                if primary:
-                    out.append(result)
-                elif not result.ok:  # a follow-up (closing a response) is retried with the next event
-                    log.warning("crm_followup_failed", operation=operation, key=key, reason=result.message)
-            log.info("crm_batch_written", operation=operation, count=len(chunk), failed=failed)
+        ctype, body = build_batch([op for _, op, _ in chunk], api_path)
+        call = Call(operation, table, f"({len(chunk)} records)", idempotent=True)
+        started = time.monotonic()
+        resp = self.http.request("POST", "$batch", call, data=body, headers={
+            "Content-Type": ctype, "Prefer": "odata.continue-on-error"})
+        try:
+            replies = parse_batch(resp.headers.get("Content-Type", ""), resp.content)
+        except ValueError as exc:
+            raise PermanentPeerError(f"Dataverse {self.http.host}: {operation}: unreadable $batch reply: {exc}",
+                                     "crm", operation) from exc
+        finally:
+            resp.close()
+        self.http.pace.batch_healthy(time.monotonic() - started)
+        out: list[WriteResult] = []
+        failed = 0
+        for index, (key, _op, primary) in enumerate(chunk):
+            reply = replies[index] if index < len(replies) else None
+            result = _result(key, reply, exists_ok and primary)
+            failed += not result.ok
+            if primary:
+                out.append(result)
+            elif not result.ok:  # a follow-up (closing a response) is retried with the next event
+                log.warning("crm_followup_failed", operation=operation, key=key, reason=result.message)
+        log.info("crm_batch_written", operation=operation, count=len(chunk), failed=failed)
         return out
+
+
+def _groups(ops: Sequence[tuple[str, BatchOp, bool]]) -> list[list[tuple[str, BatchOp, bool]]]:
+    """Consecutive operations of the same key, kept together (reversed: ``pop()`` takes the next)."""
+    groups: list[list[tuple[str, BatchOp, bool]]] = []
+    for item in ops:
+        if groups and groups[-1][0][0] == item[0]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    groups.reverse()
+    return groups
+
+
+def _take(groups: list[list[tuple[str, BatchOp, bool]]], size: int) -> list[tuple[str, BatchOp, bool]]:
+    chunk: list[tuple[str, BatchOp, bool]] = []
+    while groups and (not chunk or len(chunk) + len(groups[-1]) <= size):
+        chunk.extend(groups.pop())
+    return chunk
 
 
 def _result(key: str, reply: object, exists_ok: bool) -> WriteResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from datetime import datetime, timezone
 
 import pytest
@@ -38,7 +40,9 @@ def test_crm_setup_created_everything_then_nothing(crm_org, crm_client) -> None:
     assert len(crm_org.setup_report.created) == 1 + len(spec.columns) + len(spec.keys)
     again = CrmSetup(crm_client.http).run()
     assert again.created == []
-    assert len(again.present) == len(crm_org.setup_report.created)
+    assert len(again.present) == len(crm_org.setup_report.created) + len(crm_org.setup_report.changed)
+    assert crm_org.setup_report.changed == [f"change tracking {t}" for t in spec.tracked]
+    assert again.keys == {"campaignresponse.cesp_trackingkey_key": "Active"}
 
 
 # -- send requests -------------------------------------------------------------------
@@ -349,7 +353,10 @@ def test_crm_setup_command_dry_run_then_apply(tmp_path, crm_ca, monkeypatch, cap
     from connector.cli import main
     from connector.sandbox.dataverse import start_crm_sandbox
 
-    with start_crm_sandbox(tmp_path / "org", crm_ca, customizations=False) as org:
+    from connector.sandbox.dataverse import KeyActivation
+
+    with start_crm_sandbox(tmp_path / "org", crm_ca, customizations=False,
+                           key_activation=KeyActivation(pending_seconds=1, build_seconds=2)) as org:
         ini = tmp_path / "service.ini"
         ini.write_text(
             f"[logging]\nfolder = {tmp_path / 'log'}\nconsole = off\n\n"
@@ -363,6 +370,10 @@ def test_crm_setup_command_dry_run_then_apply(tmp_path, crm_ca, monkeypatch, cap
         assert main(["crm-setup", "-c", str(ini)]) == 0
         out = capsys.readouterr().out
         assert "created  key campaignresponse.cesp_trackingkey_key" in out
+        assert "changed  change tracking contact" in out
+        # the key's index is built in the background: crm-setup waits for it, showing progress
+        assert "key      campaignresponse.cesp_trackingkey_key: Pending" in out
+        assert re.search(r"key      campaignresponse.cesp_trackingkey_key: Active \(after \d+ s\)", out)
         assert main(["crm-setup", "-c", str(ini)]) == 0
         out = capsys.readouterr().out
         assert "created 0" in out and org.client_secret not in out

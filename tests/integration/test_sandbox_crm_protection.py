@@ -118,3 +118,35 @@ def test_window_slides_execution_time_frees_as_old_work_leaves(org) -> None:
     assert dict(refused.headers)["Retry-After"] == "120"
     clock[0] = 1000 + 300.5
     assert prot.enter("u") is None
+
+
+def test_connector_adapts_to_the_limits_writes_everything_and_never_repeats_a_refusal(tmp_path, sandbox_ca) -> None:
+    """The bench (bench/tracking) in small: a window of 30 sandbox s holding 3 s of execution,
+    run 30 times faster, so the writes meet the execution-time limit several times."""
+    import datetime as dt
+
+    from connector.crm.dataverse import DataverseCrmClient
+    from connector.models import CampaignResponse, CrmTable, RecordRef
+    from tests.fixtures.crm import crm_config
+
+    limits = Limits(execution_seconds=3.0, window_seconds=30.0, time_scale=30.0, hold_replies=True)
+    crm = start_crm_sandbox(tmp_path / "crm", sandbox_ca, customizations=True, limits=limits)
+    client = DataverseCrmClient.from_config(crm_config(crm, sandbox_ca.ca_file, batch_size=500, max_retries=5))
+    try:
+        contact = crm.store.insert("contacts", {"lastname": "X"})
+        campaign = crm.store.insert("campaigns", {"name": "C"})
+        now = dt.datetime.now(dt.timezone.utc)
+        responses = [CampaignResponse(f"job.sent.{i:05d}", campaign, RecordRef(CrmTable.CONTACT, contact), "s", now)
+                     for i in range(600)]
+        results = []
+        for start in range(0, len(responses), 100):
+            results += client.create_campaign_responses(responses[start:start + 100])
+        assert all(r.ok for r in results) and len(results) == 600
+        assert crm.store.count("campaignresponses") == 600
+        prot = crm.protection
+        assert prot.refused_by_code["0x80072321"] >= 1  # the limit was met ...
+        assert prot.rejected_twice == 0  # ... and no refused request was refused again
+        assert client.http.pace.throttled >= 1 and client.http.pace.state().dop_hint == 8
+    finally:
+        client.close()
+        crm.stop()

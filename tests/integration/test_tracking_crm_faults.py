@@ -7,6 +7,8 @@ it wants to fail, at the socket, so every retry of that call meets a 500 too).
 
 from __future__ import annotations
 
+import threading
+
 from typing import Any
 
 import pytest
@@ -42,13 +44,15 @@ def fail_call(rig: Rig, ctx: Any, wanted: Any, nth: int = 1) -> list[str]:
     real = http.request
     seen: list[str] = []
     attempts = http.max_retries + 1
+    one_at_a_time = threading.Lock()  # the writer sends batches in parallel: the fault must hit this call
 
     def request(method: str, path: str, call: Any, **kw: Any) -> Any:
-        if wanted(method, call):
-            seen.append(call.operation)
-            if len(seen) == nth:
-                rig.crm_sb.faults.set("http500", next_n=attempts)
-        return real(method, path, call, **kw)
+        with one_at_a_time:
+            if wanted(method, call):
+                seen.append(call.operation)
+                if len(seen) == nth:
+                    rig.crm_sb.faults.set("http500", next_n=attempts)
+            return real(method, path, call, **kw)
 
     http.request = request
     return seen
@@ -74,7 +78,8 @@ def test_crm_500s_at_7_percent_do_not_stop_tracking(rig_factory) -> None:
 
 
 def test_a_failed_write_slice_keeps_the_progress_of_the_others(rig_factory) -> None:
-    """The third of five $batch slices fails on every attempt: the other four land and count."""
+    """A $batch of the first of five write slices fails on every attempt: the other four land and count
+    (the slice's other batches may have landed too; the next run finds them there)."""
     rig = rig_factory(500, types=("OpenEvent",), event_types=("open",), mode="responders",
                       crm={"batch_size": 100, "max_retries": 1})
     ctx = rig.ctx()
@@ -85,7 +90,7 @@ def test_a_failed_write_slice_keeps_the_progress_of_the_others(rig_factory) -> N
     assert not first.ok and "1 CRM call(s) failed after their retries" in first.message, first.message
     assert first.processed == 400 and first.details["retry_later"] == 100, first.message
     assert "100 left for the next run" in first.message
-    assert rig.crm_sb.store.count("campaignresponses") == 400
+    assert 400 <= rig.crm_sb.store.count("campaignresponses") < 500
     assert rig.request()["cesp_opencount"] == 400
     assert rig.state.get_watermark("default", "open") is not None  # it moved, held below the failed slice
 

@@ -26,12 +26,19 @@ def test_plan_creates_everything_on_an_empty_org() -> None:
     responses.add(responses.GET, API + "EntityDefinitions", json={"value": []})
     responses.add(responses.GET, re.compile(re.escape(API) + r"EntityDefinitions\(.*\)/(Attributes|Keys).*"),
                   json={"value": [{"LogicalName": "emailaddress1"}]})
+    for table in ("contact", "lead", "account"):
+        responses.add(responses.GET, API + f"EntityDefinitions(LogicalName='{table}')",
+                      json={"LogicalName": table, "ChangeTrackingEnabled": False})
     responses.add(responses.POST, re.compile(re.escape(API) + ".*"), status=204)
+    responses.add(responses.PUT, re.compile(re.escape(API) + ".*"), status=204)
     http = _http()
-    report = CrmSetup(http).run()
+    report = CrmSetup(http).run(wait=False)
     http.close()
     spec = customizations()
     assert len(report.created) == 1 + len(spec.columns) + len(spec.keys)
+    puts = [c.request for c in responses.calls if c.request.method == "PUT"]
+    assert [json.loads(p.body)["ChangeTrackingEnabled"] for p in puts] == [True, True, True]
+    assert report.changed == ["change tracking contact", "change tracking lead", "change tracking account"]
     posts = [c.request for c in responses.calls if c.request.method == "POST"]
     first = json.loads(posts[0].body)
     assert posts[0].url.endswith("/EntityDefinitions")
@@ -57,6 +64,9 @@ def test_plan_is_idempotent_when_all_present() -> None:
                       json={"value": names})
     responses.add(responses.GET, API + "EntityDefinitions(LogicalName='campaignresponse')/Keys",
                   json={"value": [{"LogicalName": "cesp_trackingkey_key"}]})
+    for table in ("contact", "lead", "account"):
+        responses.add(responses.GET, API + f"EntityDefinitions(LogicalName='{table}')",
+                      json={"LogicalName": table, "ChangeTrackingEnabled": True})
     http = _http()
     report = CrmSetup(http).run(dry_run=True)
     http.close()

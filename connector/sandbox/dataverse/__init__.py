@@ -14,6 +14,7 @@ from typing import Any
 from connector.sandbox import private_json
 from connector.sandbox.dataverse.app import DataverseApp
 from connector.sandbox.dataverse.entra import EntraAuthority
+from connector.sandbox.dataverse.metadata import KeyActivation
 from connector.sandbox.dataverse.protection import Costs, Limits
 from connector.sandbox.dataverse.schema import Attribute, Entity, Key, connector_customizations
 from connector.sandbox.dataverse.store import DataverseStore
@@ -21,7 +22,7 @@ from connector.sandbox.faults import FaultKnobs
 from connector.sandbox.httpserver import SandboxHttpServer
 from connector.sandbox.tls import SandboxCA
 
-__all__ = ["CrmSandbox", "Costs", "Limits", "start_crm_sandbox", "apply_customizations"]
+__all__ = ["CrmSandbox", "Costs", "KeyActivation", "Limits", "start_crm_sandbox", "apply_customizations"]
 
 
 def apply_customizations(store: DataverseStore) -> list[str]:
@@ -43,8 +44,13 @@ def apply_customizations(store: DataverseStore) -> list[str]:
             table, key = payload  # type: ignore[misc]
             assert isinstance(key, Key)
             if key.logical_name not in store.schema.entities[table].keys:
-                store.add_key(table, key)
+                store.add_key(table, key)  # Active at once: an organization set up long ago
                 done.append(f"key {table}.{key.logical_name}")
+        elif kind == "change_tracking":
+            assert isinstance(payload, str)
+            if not store.schema.entities[payload].change_tracking:
+                store.set_change_tracking(payload, True)
+                done.append(f"change tracking {payload}")
     return done
 
 
@@ -61,6 +67,7 @@ class CrmSandbox:
         self.faults = app.faults
         self.limits = app.limits
         self.protection = app.protection
+        self.key_activation = app.key_activation
         self.url = server.url
         self.tenant_id = authority.tenant_id
         # the authority is another host in reality: its own port, its own fault knobs
@@ -122,7 +129,8 @@ def _ensure_app_user(store: DataverseStore, client_id: str, object_id: str) -> t
 def start_crm_sandbox(data_dir: Path, ca: SandboxCA | None, *, seed: int = 1, contacts: int = 0, tls: bool = True,
                       customizations: bool = False, db_file: Path | None = None,
                       limits: Limits | None = None, token_lifetime: int | None = None,
-                      faults: FaultKnobs | None = None, **seed_options: Any) -> CrmSandbox:
+                      faults: FaultKnobs | None = None, key_activation: KeyActivation | None = None,
+                      **seed_options: Any) -> CrmSandbox:
     """Start the Dataverse sandbox on 127.0.0.1 (seeded when the store is new and ``contacts`` > 0)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +145,8 @@ def start_crm_sandbox(data_dir: Path, ca: SandboxCA | None, *, seed: int = 1, co
         authority.token_lifetime = token_lifetime
     knobs = faults or FaultKnobs()
     app = DataverseApp(store, authority, knobs, limits)
+    if key_activation is not None:
+        app.key_activation = key_activation
     app.app_user_id, app.business_unit_id = _ensure_app_user(store, creds["client_id"], creds["app_object_id"])
     if fresh and (contacts > 0 or seed_options):
         from connector.sandbox.dataverse.generate import seed_organization

@@ -20,7 +20,7 @@ from connector.sandbox.dataverse.batch import run_batch
 from connector.sandbox.dataverse.entra import EntraAuthority
 from connector.sandbox.dataverse.http import API_VERSIONS, Request, Response, decode_path, parse_query, parse_segment, split_path, status_line
 from connector.sandbox.dataverse.keys import path_refusal, url_refusal
-from connector.sandbox.dataverse.metadata import Metadata
+from connector.sandbox.dataverse.metadata import KeyActivation, Metadata
 from connector.sandbox.dataverse.protection import Limits, ServiceProtection, fingerprint
 from connector.sandbox.dataverse.records import Records
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
@@ -38,6 +38,7 @@ class DataverseApp:
         self.limits = limits or Limits()
         self.protection = ServiceProtection(self.limits)
         self._cost = threading.local()  # execution time of the request this thread is serving
+        self.key_activation = KeyActivation()
         self.org_url = ""
         self.records: Records | None = None
         self.metadata: Metadata | None = None
@@ -49,7 +50,7 @@ class DataverseApp:
         self.org_url = org_url
         self.records = Records(self.store, org_url)
         self.records.default_owner = self.app_user_id
-        self.metadata = Metadata(self.store, org_url)
+        self.metadata = Metadata(self.store, org_url, clock=self.protection.now, activation=self.key_activation)
 
     # -- WSGI ----------------------------------------------------------------------
     def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
@@ -84,8 +85,9 @@ class DataverseApp:
                                   [("Retry-After", str(max(1, math.ceil(self.faults.seconds("throttle", 1)))))])
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
+        expected = self.expected_cost(environ["REQUEST_METHOD"], parts[4] if len(parts) > 4 else "", body)
         blocked = self.protection.enter(caller, fingerprint(environ["REQUEST_METHOD"], raw_path + "?" + raw_query,
-                                                            body))
+                                                            body), expected)
         if blocked is not None:
             return blocked
         started = time.monotonic()
@@ -104,9 +106,23 @@ class DataverseApp:
         finally:
             cost = self._cost.total
             self.protection.hold(started, cost)
-            limit_headers = self.protection.leave(caller, cost)
+            limit_headers = self.protection.leave(caller, cost - expected)
             if resp is not None:
                 resp.headers.extend(limit_headers)
+
+    def expected_cost(self, method: str, path: str, body: bytes) -> float:
+        """The execution time charged when a request starts (rows read are charged as they are known)."""
+        c = self.limits.costs
+        head = path.split("/", 1)[0].split("(", 1)[0]
+        if head == "$batch":
+            parts = body.count(b"application/http")
+            reads = body.count(b"\nGET ")
+            return c.batch + reads * c.read + max(0, parts - reads) * c.write
+        if method == "GET":
+            return c.read
+        if head in ("EntityDefinitions", "RelationshipDefinitions"):
+            return c.metadata_write
+        return c.write + (c.bulk_per_record * body.count(b"@odata.type") if "Multiple" in path else 0.0)
 
     def charge(self, req: Request, resp: Response) -> None:
         """Add one operation's execution time (``Costs``) to the current request's."""
@@ -136,6 +152,7 @@ class DataverseApp:
     def _route(self, req: Request) -> Response:
         rec, meta = self.records, self.metadata
         assert rec is not None and meta is not None
+        meta.advance_keys()
         segs = split_path(req.path)
         api = f"{self.org_url}/api/data/{req.version}/"
         if not segs:
@@ -151,6 +168,8 @@ class DataverseApp:
             if req.method != "POST":
                 raise StoreError(405, "0x80060888", "$batch needs POST.")
             return run_batch(req, self.store, self.dispatch)
+        if first.replace("Microsoft.Dynamics.CRM.", "") == "ReactivateEntityKey" and req.method == "POST":
+            return meta.reactivate_key(req)
         if first in ("WhoAmI", "WhoAmI()"):
             return Response.json(200, {"@odata.context": f"{api}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
                                        "BusinessUnitId": self.business_unit_id, "UserId": self.app_user_id,

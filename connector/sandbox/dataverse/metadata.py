@@ -6,14 +6,24 @@ Reads: ``EntityDefinitions`` (``$select``, ``$filter`` on simple properties such
 and ``/Keys`` collections. Writes, with the real request shapes: ``POST
 EntityDefinitions`` (EntityMetadata with its primary name attribute), ``POST
 .../Attributes`` (String, Memo, Integer, BigInt, Picklist, Boolean, DateTime, Money,
-Decimal, Double metadata), ``POST .../Keys`` (KeyAttributes) and ``POST
-RelationshipDefinitions`` (OneToManyRelationshipMetadata with its Lookup).
+Decimal, Double metadata), ``POST .../Keys`` (KeyAttributes), ``POST
+RelationshipDefinitions`` (OneToManyRelationshipMetadata with its Lookup), ``PUT
+EntityDefinitions(...)`` (``ChangeTrackingEnabled``) and ``ReactivateEntityKey``.
+
+A new alternate key is built by a background job, as in Dataverse: its
+``EntityKeyIndexStatus`` is Pending, then InProgress, then Active — or Failed when rows
+already hold the same values (:class:`KeyActivation` sets how long each phase takes, on
+the sandbox's clock). Until it is Active the key does not address records.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 from xml.sax.saxutils import escape
+
+import structlog
 
 from connector.sandbox.dataverse.http import Request, Response, parse_key, parse_segment
 from connector.sandbox.dataverse.odata import parse_filter
@@ -24,6 +34,20 @@ from connector.sandbox.dataverse.schema import (
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
 
 NS = "Microsoft.Dynamics.CRM"
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class KeyActivation:
+    """How long the index job of a new alternate key takes (sandbox seconds) [unverified]:
+    Microsoft documents only that it runs in the background and can take long on big tables."""
+
+    pending_seconds: float = 5.0
+    """Waiting for the asynchronous service to pick the job up."""
+    build_seconds: float = 10.0
+    """Building the index of an empty table."""
+    rows_per_second: float = 5000.0
+    """How fast the index build goes through existing rows."""
 
 
 def _label(text: str) -> dict:
@@ -67,7 +91,7 @@ def attribute_json(e: Entity, a: Attribute) -> dict:
 def key_json(e: Entity, k: Key) -> dict:
     return {"@odata.type": f"#{NS}.EntityKeyMetadata", "LogicalName": k.logical_name, "SchemaName": k.schema_name,
             "EntityLogicalName": e.logical_name, "KeyAttributes": list(k.attributes),
-            "EntityKeyIndexStatus": "Active", "IsCustomizable": {"Value": True}, "DisplayName": _label(k.schema_name)}
+            "EntityKeyIndexStatus": k.status, "IsCustomizable": {"Value": True}, "DisplayName": _label(k.schema_name)}
 
 
 def entity_json(e: Entity) -> dict:
@@ -118,9 +142,46 @@ def _shape(items: list[dict], req: Request) -> list[dict]:
 
 
 class Metadata:
-    def __init__(self, store: DataverseStore, org_url: str) -> None:
+    def __init__(self, store: DataverseStore, org_url: str, clock: Callable[[], float] = time.monotonic,
+                 activation: KeyActivation | None = None) -> None:
         self.store = store
         self.org_url = org_url
+        self.clock = clock
+        self.activation = activation or KeyActivation()
+        self._jobs: dict[tuple[str, str], tuple[float, float]] = {}  # (table, key) -> (start, build time)
+        for e in store.schema.entities.values():  # a restart picks unfinished jobs up again
+            for k in e.keys.values():
+                if k.status in ("Pending", "InProgress"):
+                    self._start_job(e, k)
+
+    # -- key index jobs -----------------------------------------------------------------
+    def _start_job(self, e: Entity, k: Key) -> None:
+        rows = self.store.count(e.entity_set)
+        act = self.activation
+        self._jobs[(e.logical_name, k.logical_name)] = (self.clock(), act.build_seconds + rows / act.rows_per_second)
+        k.status, k.failure = "Pending", ""
+
+    def advance_keys(self) -> None:
+        """Move every key index job on to where the clock says it is."""
+        if not self._jobs:
+            return
+        now = self.clock()
+        with self.store.lock:
+            for (table, name), (start, build) in list(self._jobs.items()):
+                key = self.store.schema.entities[table].keys.get(name)
+                if key is None:  # deleted meanwhile: the job is cancelled
+                    del self._jobs[(table, name)]
+                    continue
+                elapsed = now - start
+                if elapsed < self.activation.pending_seconds:
+                    key.status = "Pending"
+                elif elapsed < self.activation.pending_seconds + build:
+                    key.status = "InProgress"
+                else:
+                    del self._jobs[(table, name)]
+                    dups = self.store.activate_key(table, name)
+                    log.info("sandbox_key_index_built", table=table, key=name, status=key.status,
+                             count=len(dups))
 
     def api(self, req: Request) -> str:
         return f"{self.org_url}/api/data/{req.version}/"
@@ -154,6 +215,8 @@ class Metadata:
             return Response.json(200, {"@odata.context": f"{self.api(req)}$metadata#EntityDefinitions",
                                        "value": _shape(items, req)})
         e = self.find(key)
+        if len(segments) == 1 and req.method in ("PUT", "PATCH"):
+            return self.update_entity(req, e)
         if len(segments) == 1:
             item = entity_json(e)
             expand = req.query.get("$expand", "")
@@ -187,6 +250,29 @@ class Metadata:
         raise StoreError(404, "0x80060888", f"Resource not found for the segment '{segments[1]}'.")
 
     # -- writes -------------------------------------------------------------------------
+    def update_entity(self, req: Request, e: Entity) -> Response:
+        """``PUT EntityDefinitions(...)``: the sandbox applies ``ChangeTrackingEnabled``."""
+        body = req.json()
+        if str(body.get("@odata.type", f"#{NS}.EntityMetadata")).lstrip("#") != f"{NS}.EntityMetadata":
+            raise StoreError(400, "0x80048d19", f"The request body must be EntityMetadata (@odata.type {NS}.EntityMetadata).")
+        if str(body.get("LogicalName", e.logical_name)).lower() != e.logical_name:
+            raise StoreError(400, "0x80048d19", "The LogicalName of a table can't be changed.")
+        if "ChangeTrackingEnabled" in body and bool(body["ChangeTrackingEnabled"]) != e.change_tracking:
+            self.store.set_change_tracking(e.logical_name, bool(body["ChangeTrackingEnabled"]))
+        return Response.empty(204)
+
+    def reactivate_key(self, req: Request) -> Response:
+        """``ReactivateEntityKey``: run the index job of a Failed key again."""
+        body = req.json()
+        e = self.find(f"LogicalName='{body.get('EntityLogicalName', '')}'")
+        key = e.keys.get(str(body.get("EntityKeyLogicalName", "")).lower())
+        if key is None:
+            raise StoreError(404, "0x80040217", f"Could not find key {body.get('EntityKeyLogicalName')} on"
+                             f" {e.logical_name}.")
+        if key.status == "Failed":
+            self._start_job(e, key)
+        return Response.empty(204)
+
     def _attribute_from(self, body: dict, entity: str) -> Attribute:
         odata_type = str(body.get("@odata.type", "")).lstrip("#").replace(f"{NS}.", "")
         type_ = TYPE_BY_METADATA_NAME.get(odata_type)
@@ -258,8 +344,9 @@ class Metadata:
                 raise StoreError(400, "0x80048d19", f"The attribute '{c}' doesn't exist on {e.logical_name}.")
         if schema.lower() in e.keys:
             raise StoreError(400, "0x80060892", f"A key with the name {schema} already exists on {e.logical_name}.")
-        key = Key(schema.lower(), tuple(cols), schema)
+        key = Key(schema.lower(), tuple(cols), schema, status="Pending")
         self.store.add_key(e.logical_name, key)
+        self._start_job(e, key)
         return Response.empty(204, [("OData-EntityId", f"{self.api(req)}EntityDefinitions({e.metadata_id})"
                                                        f"/Keys({key.logical_name})")])
 

@@ -119,8 +119,12 @@ class ServiceProtection:
         return sandbox_seconds / self.limits.time_scale
 
     # -- admission ----------------------------------------------------------------------
-    def enter(self, caller: str, fingerprint: str = "") -> Response | None:
-        """None when the request may run (the caller must call :meth:`leave`), else the 429."""
+    def enter(self, caller: str, fingerprint: str = "", cost: float = 0.0) -> Response | None:
+        """None when the request may run (the caller must call :meth:`leave`), else the 429.
+
+        ``cost`` is the execution time the request is expected to take: it is charged when
+        the request starts, so a ``Retry-After`` computed meanwhile counts the work in flight.
+        """
         lim = self.limits
         with self._lock:
             now = self.now()
@@ -130,6 +134,9 @@ class ServiceProtection:
             if refused is None:
                 user.requests.append(now)
                 user.inflight += 1
+                if cost > 0:
+                    user.work.append((now, cost))
+                    user.work_total += cost
                 user.concurrency_strikes = 0
                 self._refused.discard(fingerprint)
                 return None
@@ -193,14 +200,15 @@ class ServiceProtection:
             if remaining > 0:
                 time.sleep(remaining)
 
-    def leave(self, caller: str, cost: float) -> list[tuple[str, str]]:
-        """Charge ``cost`` seconds of execution; the rate-limit headers for the reply."""
+    def leave(self, caller: str, extra: float) -> list[tuple[str, str]]:
+        """Charge ``extra`` seconds (what the request took beyond its expected cost); the rate-limit headers."""
         with self._lock:
             now = self.now()
             user = self._users[caller]
             user.inflight -= 1
-            user.work.append((now, cost))
-            user.work_total += cost
+            if extra > 0:
+                user.work.append((now, extra))
+                user.work_total += extra
             self._expire(user, now)
             return self._headers(user, now)
 

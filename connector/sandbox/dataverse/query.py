@@ -164,7 +164,7 @@ class QueryOps:
                 raise StoreError(400, "0x80060888", f'The "{option}" query parameter isn\'t supported when'
                                  " Change Tracking is enabled.")
         if not e.change_tracking:
-            raise StoreError(400, "0x80048d19", f"Change tracking is not enabled for entity {e.logical_name}.")
+            raise StoreError(400, "0x80072491", f"Entity {e.logical_name} isn't enabled for change tracking.")
         select = parse_select(e, req.query.get("$select"))
         pref_size = req.prefer.get("odata.maxpagesize")
         size = max(1, min(int(pref_size), MAX_PAGE_SIZE)) if pref_size and pref_size.isdigit() else MAX_PAGE_SIZE

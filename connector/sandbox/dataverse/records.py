@@ -41,7 +41,7 @@ class Records(QueryOps, NavigationOps):
         if list(parsed) == [e.primary_id]:
             rid = str(parsed[e.primary_id]).lower()
             return self.store.get_raw(e, rid), rid
-        for k in e.keys.values():
+        for k in e.active_keys():  # a key whose index job has not finished addresses nothing
             if set(k.attributes) == set(parsed):
                 check_key_values(parsed)
                 values = {}

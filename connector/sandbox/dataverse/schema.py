@@ -68,11 +68,17 @@ class Attribute:
         return f"_{self.logical_name}_value" if self.type in LOOKUP_TYPES else self.logical_name
 
 
+KEY_STATUSES = ("Pending", "InProgress", "Active", "Failed")
+"""EntityKeyIndexStatus, as the metadata reports it."""
+
+
 @dataclass
 class Key:
     logical_name: str
     attributes: tuple[str, ...]
     schema_name: str = ""
+    status: str = "Active"  # EntityKeyIndexStatus; only an Active key addresses records
+    failure: str = ""  # why the index job failed (the duplicate values), for a Failed key
 
     def __post_init__(self) -> None:
         self.schema_name = self.schema_name or self.logical_name
@@ -89,7 +95,7 @@ class Entity:
     schema_name: str = ""
     custom: bool = False
     object_type_code: int = 0
-    change_tracking: bool = True
+    change_tracking: bool = False  # ChangeTrackingEnabled
     metadata_id: str = ""
     display_name: str = ""
 
@@ -102,6 +108,10 @@ class Entity:
 
     def add(self, attr: Attribute) -> None:
         self.attributes[attr.logical_name] = attr
+
+    def active_keys(self) -> list[Key]:
+        """The alternate keys in effect (index built): only these address records."""
+        return [k for k in self.keys.values() if k.status == "Active"]
 
     def nav(self, name: str) -> tuple[Attribute, str] | None:
         """The lookup attribute and target table for navigation property ``name``."""
@@ -140,7 +150,13 @@ def _common(owner: bool = True) -> list[Attribute]:
     return attrs
 
 
+UNTRACKED = ("contact", "lead", "account")
+"""Standard tables that start with change tracking off [unverified: which tables a new organization
+tracks is not documented]; ``connector crm-setup`` turns it on where the connector needs it."""
+
+
 def _entity(logical, entity_set, pk, name, otc, attrs, **kw) -> Entity:
+    kw.setdefault("change_tracking", logical not in UNTRACKED)
     e = Entity(logical, entity_set, pk, name, object_type_code=otc, **kw)
     for attr in attrs:
         e.add(attr)
@@ -291,7 +307,7 @@ def connector_customizations() -> list[tuple[str, object]]:
               "cesp_technicalbouncecount", "cesp_unknownbouncecount", "cesp_unsubscribecount",
               "cesp_notsentcount"]
     sendrequest = Entity("cesp_sendrequest", "cesp_sendrequests", "cesp_sendrequestid", "cesp_name",
-                         schema_name="cesp_SendRequest", custom=True, object_type_code=10100)
+                         schema_name="cesp_SendRequest", custom=True, object_type_code=10100, change_tracking=True)
     for attr in [
         _a("cesp_name", "String", 200, custom=True, required=True),
         _a("cesp_status", "Picklist", custom=True, options=dict(SENDREQUEST_STATUS)),
@@ -317,4 +333,5 @@ def connector_customizations() -> list[tuple[str, object]]:
         ops += [("attribute", (table, Attribute(**{**a.__dict__}))) for a in bounce]
     ops.append(("attribute", ("campaignresponse", _a("cesp_trackingkey", "String", 100, custom=True))))
     ops.append(("key", ("campaignresponse", Key("cesp_trackingkey_key", ("cesp_trackingkey",)))))
+    ops += [("change_tracking", table) for table in UNTRACKED]
     return ops

@@ -84,6 +84,7 @@ def _entity_to_json(e: Entity) -> dict:
     return {"logical_name": e.logical_name, "entity_set": e.entity_set, "primary_id": e.primary_id,
             "primary_name": e.primary_name, "schema_name": e.schema_name,
             "object_type_code": e.object_type_code, "display_name": e.display_name,
+            "change_tracking": e.change_tracking,
             "attributes": [_attr_to_json(a) for a in e.attributes.values()],
             "keys": [k.__dict__ | {"attributes": list(k.attributes)} for k in e.keys.values()]}
 
@@ -105,12 +106,17 @@ def _attr_from_json(d: dict) -> Attribute:
 def _entity_from_json(d: dict) -> Entity:
     e = Entity(d["logical_name"], d["entity_set"], d["primary_id"], d["primary_name"],
                schema_name=d["schema_name"], custom=True, object_type_code=d["object_type_code"],
-               display_name=d.get("display_name", ""))
+               display_name=d.get("display_name", ""), change_tracking=d.get("change_tracking", False))
     for a in d["attributes"]:
         e.add(_attr_from_json(a))
     for k in d["keys"]:
-        e.keys[k["logical_name"]] = Key(k["logical_name"], tuple(k["attributes"]), k["schema_name"])
+        e.keys[k["logical_name"]] = _key_from_json(k)
     return e
+
+
+def _key_from_json(k: dict) -> Key:
+    return Key(k["logical_name"], tuple(k["attributes"]), k["schema_name"], k.get("status", "Active"),
+               k.get("failure", ""))
 
 
 class DataverseStore:
@@ -211,10 +217,45 @@ class DataverseStore:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {_q(a.logical_name)} {_sql_type(a)}")
             if a.type in LOOKUP_TYPES and a.logical_name + "__type" not in existing:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {_q(a.logical_name + '__type')} TEXT")
-        for k in e.keys.values():  # string key columns compare case-insensitively, as SQL Server's collation
-            cols = ", ".join(_q(c) + (" COLLATE NOCASE" if e.attributes[c].type in STRING_TYPES else "")
-                             for c in k.attributes)
-            self._db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {_q('k_' + k.logical_name)} ON {table} ({cols})")
+        for k in e.active_keys():  # only a key whose index job finished has its unique index
+            self._key_index(e, k)
+
+    def _key_index(self, e: Entity, k: Key) -> None:
+        """The key's unique index; string columns compare case-insensitively, as SQL Server's collation."""
+        cols = ", ".join(_q(c) + (" COLLATE NOCASE" if e.attributes[c].type in STRING_TYPES else "")
+                         for c in k.attributes)
+        self._db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {_q('k_' + k.logical_name)} ON"
+                         f" {_q('e_' + e.logical_name)} ({cols})")
+
+    def duplicates(self, e: Entity, k: Key, limit: int = 5) -> list[tuple]:
+        """Values held by more than one row for key ``k`` (what makes its index fail)."""
+        cols = ", ".join(_q(c) + (" COLLATE NOCASE" if e.attributes[c].type in STRING_TYPES else "")
+                         for c in k.attributes)
+        present = " AND ".join(f"{_q(c)} IS NOT NULL" for c in k.attributes)
+        with self.lock:
+            return self._db.execute(f"SELECT {cols}, COUNT(*) FROM {_q('e_' + e.logical_name)} WHERE {present}"
+                                    f" GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT ?", (limit,)).fetchall()
+
+    def activate_key(self, entity: str, name: str) -> list[tuple]:
+        """Build the key's index: Active, or Failed with the duplicate values (returned)."""
+        with self.lock:
+            e = self.schema.entities[entity]
+            k = e.keys[name]
+            try:
+                self._key_index(e, k)
+            except sqlite3.IntegrityError:
+                dups = self.duplicates(e, k)
+                text = "; ".join(", ".join(f"{c}={v!r}" for c, v in zip(k.attributes, row)) + f" ({row[-1]} rows)"
+                                 for row in dups)
+                self._apply({"kind": "key_status", "entity": entity, "key": name, "status": "Failed",
+                             "failure": text})
+                return dups
+            self._apply({"kind": "key_status", "entity": entity, "key": name, "status": "Active", "failure": ""})
+            return []
+
+    def set_change_tracking(self, entity: str, enabled: bool) -> None:
+        with self.lock:
+            self._apply({"kind": "change_tracking", "entity": entity, "enabled": bool(enabled)})
 
     def _apply(self, change: dict, persist: bool = True) -> None:
         kind = change["kind"]
@@ -229,13 +270,20 @@ class DataverseStore:
         elif kind == "key":
             e = self.schema.entities[change["entity"]]
             k = change["key"]
-            e.keys[k["logical_name"]] = Key(k["logical_name"], tuple(k["attributes"]), k["schema_name"])
+            e.keys[k["logical_name"]] = _key_from_json(k)
             try:
                 self._ensure_table(e)
             except sqlite3.IntegrityError as exc:
                 del e.keys[k["logical_name"]]
                 raise StoreError(400, "0x80060892", "A record that has the attribute values "
                                  f"{', '.join(k['attributes'])} already exists: the key cannot be activated.") from exc
+        elif kind == "key_status":
+            key = self.schema.entities[change["entity"]].keys[change["key"]]
+            key.status, key.failure = change["status"], change.get("failure", "")
+            if key.status == "Active" and not persist:
+                self._ensure_table(self.schema.entities[change["entity"]])
+        elif kind == "change_tracking":
+            self.schema.entities[change["entity"]].change_tracking = change["enabled"]
         if persist:
             self.schema.customizations.append(change)
             custom = json.loads(self._meta("customizations") or "[]")
@@ -253,6 +301,7 @@ class DataverseStore:
             self._apply({"kind": "attribute", "entity": entity, "attribute": _attr_to_json(attr)})
 
     def add_key(self, entity: str, key: Key) -> None:
+        """Declare a key; Active builds its index now, Pending leaves that to :meth:`activate_key`."""
         with self.lock:
             self._apply({"kind": "key", "entity": entity,
                          "key": key.__dict__ | {"attributes": list(key.attributes)}})
