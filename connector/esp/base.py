@@ -48,8 +48,9 @@ class EspClient(abc.ABC):
     def start_import(self, customer_key: str, file_name: str, list_id: str) -> str:
         """Find or create the ImportDefinition for an uploaded file, and start it once.
 
-        Idempotent on ``customer_key``: an import that already ran is not started again.
-        Returns the import's task/definition id.
+        Idempotent on ``customer_key`` once the ESP shows the import's results: an import that
+        already ran is not started again (the step's durable start mark covers the ESP's
+        delay before it shows one, ``connector.steps.start_guard``). Returns the import's task id.
         """
 
     @abc.abstractmethod
