@@ -255,6 +255,18 @@ def test_event_pages_over_many_pages_without_loss_or_duplicates(esp, mc) -> None
     assert all(e.event_time.utcoffset() == timedelta(0) for e in events)
 
 
+def test_a_continuation_whose_reply_was_lost_is_not_repeated_so_no_page_is_skipped(esp, mc) -> None:
+    """The result set keeps one RequestID and each ContinueRequest moves on: a blind retry of a lost
+    continuation would get page 3 in place of page 2. The adapter raises instead; the caller starts over."""
+    mc.store.generate_events(6_000, event_types=("SentEvent",), hours=10)
+    pages = esp.iter_event_pages(EventType.SENT, datetime.now(UTC) - timedelta(days=2))
+    assert len(next(pages)) == 2500
+    mc.faults.set("drop", next_n=1)  # the reply of the first continuation is lost
+    with pytest.raises(TransientPeerError, match="next page"):
+        for _page in pages:
+            pass
+
+
 def test_event_times_cross_the_cst_day_boundary_correctly(esp, mc) -> None:
     # 23:59:50 CST on 31 March is 05:59:50 UTC on 1 April
     start = datetime(2026, 3, 31, 23, 59, 50, tzinfo=CST)
