@@ -224,8 +224,15 @@ class DataverseStore:
         """The key's unique index; string columns compare case-insensitively, as SQL Server's collation."""
         cols = ", ".join(_q(c) + (" COLLATE NOCASE" if e.attributes[c].type in STRING_TYPES else "")
                          for c in k.attributes)
-        self._db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {_q('k_' + k.logical_name)} ON"
-                         f" {_q('e_' + e.logical_name)} ({cols})")
+        name = _q("k_" + k.logical_name)
+        sql = f"CREATE UNIQUE INDEX {name} ON {_q('e_' + e.logical_name)} ({cols})"
+        have = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                                ("k_" + k.logical_name,)).fetchone()
+        if have and have[0] != sql:  # a data folder from before keys were case-insensitive
+            self._db.execute(f"DROP INDEX {name}")
+            have = None
+        if not have:
+            self._db.execute(sql)
 
     def duplicates(self, e: Entity, k: Key, limit: int = 5) -> list[tuple]:
         """Values held by more than one row for key ``k`` (what makes its index fail)."""
