@@ -104,6 +104,12 @@ class JobMixin(StoreBase):
         with self._read(conn) as c:
             return [Batch(**dict(r)) for r in c.execute(query).mappings()]
 
+    def batch_member_keys(self, request_id: str, seq: int, conn: Connection | None = None) -> bytes | None:
+        """One batch's ``member_keys`` (read one batch at a time: memory stays flat)."""
+        query = sa.select(batches.c.member_keys).where(batches.c.request_id == request_id, batches.c.seq == seq)
+        with self._read(conn) as c:
+            return c.execute(query).scalar()
+
     def forget_member_keys(self, request_id: str, conn: Connection | None = None) -> None:
         """Drop the batches' member keys once the send is released (only a takeover needs them)."""
         with self._write(conn) as c:

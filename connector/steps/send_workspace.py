@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from pathlib import Path
 
 import structlog
 
-from connector.batchfiles import MEMBER_KEY_SIZE, split_keys
+from connector.batchfiles import split_keys
 from connector.errors import PeerError
-from connector.state.records import BATCH_ABANDONED
+from connector.state.records import BATCH_ABANDONED, Batch, SendJob
+from connector.steps import StepContext
 from connector.steps.send_handover import HANDOVER_SKIPS, current_batches, work_folder
 from connector.steps.send_resolve import batches_folder
 from connector.suppression import SendWorkspace
@@ -42,7 +44,7 @@ AT_THE_ESP = ("uploaded", "starting", "importing", "imported")
 ``starting`` one keeps its start mark, so the start guard decides whether it was started."""
 
 
-def own_workspace(ctx, job) -> None:
+def own_workspace(ctx: StepContext, job: SendJob) -> None:
     """Make the local work folder this attempt's, taking the send over when it is not."""
     folder = work_folder(ctx.config, job.request_id)
     path = folder / "work.db"
@@ -68,7 +70,7 @@ def own_workspace(ctx, job) -> None:
     take_over(ctx, job, folder)
 
 
-def _missing_files(ctx, job, folder) -> list[str]:
+def _missing_files(ctx: StepContext, job: SendJob, folder: Path) -> list[str]:
     """Batch files this attempt still has to read from this disk but that are gone (deleted by hand?)."""
     needed = ("written",) if job.path != "soap" else ("written", "uploaded", "importing")
     return [b.file_name for b in current_batches(ctx.state, job.request_id)
@@ -79,7 +81,7 @@ def _new_token() -> str:
     return uuid.uuid4().hex
 
 
-def _fresh(ctx, job, folder) -> None:
+def _fresh(ctx: StepContext, job: SendJob, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     job.workspace = _new_token()
     with SendWorkspace(folder / "work.db") as workspace:
@@ -87,28 +89,16 @@ def _fresh(ctx, job, folder) -> None:
     ctx.state.save_send_job(job)
 
 
-def take_over(ctx, job, folder) -> None:
+def take_over(ctx: StepContext, job: SendJob, folder: Path) -> None:
     """Rebuild the attempt's work folder here from the state database (see the module docstring)."""
     shutil.rmtree(folder, ignore_errors=True)
-    kept, abandoned = [], []
-    for batch in ctx.state.batches(job.request_id, keys=True):
-        if batch.set_aside:
-            continue
-        if job.path == "soap":
-            done = batch.rows_ok + batch.rows_error
-            if done and batch.status in ("importing", "imported"):
-                batch.rows, batch.status = done, "imported"  # the rest of its rows go into a new batch
-                batch.member_keys = batch.member_keys[:done * MEMBER_KEY_SIZE] if batch.member_keys else None
-                kept.append(batch)
-                continue
-        elif batch.status in AT_THE_ESP:
-            kept.append(batch)
-            continue
-        batch.status, batch.error = "failed", BATCH_ABANDONED
-        abandoned.append(batch)
-    token = _new_token()
+    kept, abandoned = _sort_out(job, current_batches(ctx.state, job.request_id))
+    token, loaded, unknown = _new_token(), 0, 0
     with SendWorkspace(folder / "work.db") as workspace:
-        loaded = workspace.load_done(d for b in kept for d in split_keys(b.member_keys, b.rows))
+        for batch in kept:  # one batch's keys at a time
+            keys = ctx.state.batch_member_keys(job.request_id, batch.seq)
+            unknown += keys is None
+            loaded = workspace.load_done(split_keys(keys, batch.rows))
         workspace.set_owner(token)
     previous = job.status
     job.workspace, job.status = token, "resolving"
@@ -119,12 +109,29 @@ def take_over(ctx, job, folder) -> None:
         ctx.state.clear_quarantine(job.request_id, keep_reasons=HANDOVER_SKIPS, conn=conn)
         ctx.state.save_send_job(job, conn=conn)
     log.warning("send_taken_over", send=job.request_id, previous_status=previous, kept=len(kept),
-                abandoned=len(abandoned), handed_over_before=loaded,
-                unknown_members=sum(1 for b in kept if not b.member_keys))
+                abandoned=len(abandoned), handed_over_before=loaded, kept_without_members=unknown)
     _remove_leftovers(ctx, job, abandoned)
 
 
-def _remove_leftovers(ctx, job, abandoned) -> None:
+def _sort_out(job: SendJob, batches: list[Batch]) -> tuple[list[Batch], list[Batch]]:
+    """Batches that reached the ESP (kept; a SOAP batch cut to its upserted rows) and the rest (abandoned)."""
+    kept, abandoned = [], []
+    for batch in batches:
+        if job.path == "soap":
+            done = batch.rows_ok + batch.rows_error
+            if done and batch.status in ("importing", "imported"):
+                batch.rows, batch.status = done, "imported"  # the rest of its rows go into a new batch
+                kept.append(batch)
+                continue
+        elif batch.status in AT_THE_ESP:
+            kept.append(batch)
+            continue
+        batch.status, batch.error = "failed", BATCH_ABANDONED
+        abandoned.append(batch)
+    return kept, abandoned
+
+
+def _remove_leftovers(ctx: StepContext, job: SendJob, abandoned: list[Batch]) -> None:
     """An abandoned batch may have been partly uploaded: remove it from the drop (best effort)."""
     if job.path == "soap" or not abandoned:
         return
