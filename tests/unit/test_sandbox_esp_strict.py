@@ -146,3 +146,39 @@ def test_millisecond_bounds_match_a_row_by_row_check():
                     and (bounds.hi is None or t < bounds.hi or (t == bounds.hi and bounds.hi_incl)))
 
         assert list(block.indexes(bounds, now)) == [i for i in range(len(block)) if naive(i)], (bounds, now)
+
+
+def test_a_value_the_attributes_type_refuses_fails_that_subscriber(mcsb_call):
+    """SF 12000_12099: 12004 InvalidDPV, e.g. a date of birth attribute given a street address."""
+    list_id = create_list(mcsb_call)
+    objects = (subscriber_with("d1", {"Birthday": "1990-05-17"}, list_id)
+               + subscriber_with("d2", {"Birthday": "12 Main Street"}, list_id)
+               + subscriber_with("d3", {"Birthday": "5/17/1990", "First Name": "12 Main Street"}, list_id))
+    _s, body = mcsb_call.soap("Create", f"<CreateRequest {P}>{UPSERT}{objects}</CreateRequest>")
+    root = xml(body)
+    assert texts(root, "//p:Results/p:StatusCode") == ["OK", "Error", "OK"]
+    assert texts(root, "//p:Results/p:ErrorCode") == ["12004"]
+    assert "'Birthday'" in texts(root, "//p:Results/p:StatusMessage")[1]
+    assert mcsb_call.app.store.subscriber("d2") is None
+
+
+def test_an_import_row_with_a_value_its_attribute_refuses_is_a_row_error(mcsb_call):
+    store = mcsb_call.app.store
+    list_id = create_list(mcsb_call)
+    (store.import_root / "Import" / "typed.csv").write_text(
+        "SubscriberKey,EmailAddress,Birthday\nt1,a@example.com,1990-05-17\nt2,b@example.com,soon\nt3,c@example.com,\n",
+        encoding="utf-8")
+    definition = (f'<Objects xsi:type="ImportDefinition"><CustomerKey>imp-typed</CustomerKey><Name>i</Name>'
+                  f'<DestinationObject xsi:type="List"><ID>{list_id}</ID></DestinationObject>'
+                  "<FileSpec>typed.csv</FileSpec></Objects>")
+    mcsb_call.soap("Create", f"<CreateRequest {P}><Options/>{definition}</CreateRequest>")
+    mcsb_call.soap("Perform", f'<PerformRequestMsg {P}><Action>start</Action><Definitions>'
+                   '<Definition xsi:type="ImportDefinition"><CustomerKey>imp-typed</CustomerKey></Definition>'
+                   "</Definitions></PerformRequestMsg>")
+    deadline = time.monotonic() + 10
+    while not (store.runs_for("imp-typed") and store.runs_for("imp-typed")[0].status in ("Completed", "Error")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    run = store.runs_for("imp-typed")[0]
+    assert (run.ok, run.errors) == (2, 1) and run.row_errors[0].subscriber_key == "t2"
+    assert store.subscriber("t2") is None and store.subscriber("t1").attributes["Birthday"] == "1990-05-17"

@@ -118,6 +118,10 @@ def _apply(store: EspStore, definition: ImportDefinitionRec, run: ImportRunRec, 
             if not valid_email(email):
                 _row_error(run, line, key, f"Invalid email address '{email}'.")
                 continue
+            bad = _bad_value(store, columns, attr_cols, row)
+            if bad:
+                _row_error(run, line, key, bad)
+                continue
             if key in seen:
                 run.duplicated += 1
             seen.add(key)
@@ -139,6 +143,15 @@ def _apply(store: EspStore, definition: ImportDefinitionRec, run: ImportRunRec, 
                 sub.attributes[store.attribute(columns[i]).name] = row[i]
             members[key] = "Active"
             run.ok += 1
+
+
+def _bad_value(store: EspStore, columns: list[str], attr_cols: list[int], row: list[str]) -> str:
+    """The row error for the first value its attribute's type refuses (12004 InvalidDPV), or ''."""
+    for i in attr_cols:
+        attr = store.attribute(columns[i])
+        if attr is not None and not attr.accepts(row[i]):
+            return f"InvalidDPV: '{row[i]}' is not a valid {attr.type} value for attribute '{attr.name}'."
+    return ""
 
 
 def _row_error(run: ImportRunRec, line: int, key: str, message: str) -> None:

@@ -35,6 +35,25 @@ class SimClock:
             self._offset += hours * 3600.0
 
 
+_US_DATE = ("%m/%d/%Y", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M")
+
+
+def _parses_as_date(text: str) -> bool:
+    """ISO 8601 (what the connector writes) or the US m/d/yyyy forms the service documents for imports."""
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return True
+    except ValueError:
+        pass
+    for fmt in _US_DATE:
+        try:
+            datetime.strptime(text, fmt)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
 @dataclass
 class AttributeRec:
     """A profile attribute of the account (Describe Subscriber lists them as ExtendedProperties)."""
@@ -42,6 +61,21 @@ class AttributeRec:
     name: str
     type: str = "string"  # PropertyType of the WSDL: string, boolean, double, datetime
     required: bool = False
+
+    def accepts(self, value: str) -> bool:
+        """Whether ``value`` fits the attribute's type (blank always does; 12004 InvalidDPV otherwise)."""
+        text = (value or "").strip()
+        if not text or self.type == "string":
+            return True
+        if self.type == "boolean":
+            return text.lower() in ("true", "false", "1", "0", "yes", "no", "y", "n")
+        if self.type == "double":
+            try:
+                float(text)
+            except ValueError:
+                return False
+            return True
+        return _parses_as_date(text)
 
 
 DEFAULT_ATTRIBUTES = (

@@ -270,12 +270,16 @@ class EspStore(SendOps, ImportOps):
         return None
 
     def _attribute_problem(self, obj: Obj) -> tuple[str, int] | None:
-        """An attribute the account does not have fails the whole object (12004, InvalidDPV)."""
-        names = [a.text("Name") for a in obj.all("Attributes") if isinstance(a, Obj) and a.text("Name")]
-        unknown = self.unknown_attributes(names)
+        """An attribute the account does not have, or a value its type refuses, fails the whole object (12004)."""
+        pairs = [(a.text("Name"), a.text("Value")) for a in obj.all("Attributes") if isinstance(a, Obj) and a.text("Name")]
+        unknown = self.unknown_attributes(name for name, _ in pairs)
         if unknown:
             listed = ", ".join(f"'{n}'" for n in unknown)
             return f"Error: Subscriber attribute(s) {listed} do not exist in this account.", 12004
+        for name, value in pairs:
+            attr = self.attribute(name)
+            if attr is not None and not attr.accepts(value):
+                return f"InvalidDPV: '{value}' is not a valid {attr.type} value for attribute '{attr.name}'.", 12004
         return None
 
     def _memberships(self, obj: Obj) -> list[tuple[int, str, str]] | str:
