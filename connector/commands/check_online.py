@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from connector.config import Config
+from connector.crm.base import CrmClient
 from connector.errors import ConnectorError
+from connector.esp.base import EspClient
 from connector.mapping import columns_to_read, unknown_attribute_mappings
+from connector.transfer.base import FileDrop
 
 
 @dataclass
@@ -84,19 +87,19 @@ def _with_client(peer: str, build: Callable, config: Config, steps: tuple[Callab
     return out
 
 
-def _crm_client(config: Config):  # noqa: ANN202 - DataverseCrmClient, imported late
+def _crm_client(config: Config) -> CrmClient:
     from connector.crm.dataverse import DataverseCrmClient
 
     return DataverseCrmClient.from_config(config)
 
 
-def _esp_client(config: Config):  # noqa: ANN202
+def _esp_client(config: Config) -> EspClient:
     from connector.esp.marketing_cloud import MarketingCloudEspClient
 
     return MarketingCloudEspClient.from_config(config)
 
 
-def _sftp_client(config: Config):  # noqa: ANN202
+def _sftp_client(config: Config) -> FileDrop:
     from connector.transfer.sftp import SftpFileDrop
 
     return SftpFileDrop.from_config(config)
@@ -106,7 +109,7 @@ def _where(config: Config) -> str:
     return str(config.source_path) if config.source_path else "service.ini"
 
 
-def _crm_columns(config: Config, crm, check: PeerCheck) -> None:  # noqa: ANN001
+def _crm_columns(config: Config, crm: CrmClient, check: PeerCheck) -> None:
     """mapped CRM columns exist"""
     count = 0
     for table, columns in columns_to_read(config).items():
@@ -123,7 +126,7 @@ def _crm_columns(config: Config, crm, check: PeerCheck) -> None:  # noqa: ANN001
     check.detail = f"{count} mapped column(s)"
 
 
-def _crm_roles(config: Config, crm, check: PeerCheck) -> None:  # noqa: ANN001
+def _crm_roles(config: Config, crm: CrmClient, check: PeerCheck) -> None:
     """allowed roles exist"""
     have = {name.casefold() for name in crm.role_names()}
     for role in config.sends.allowed_roles:
@@ -133,14 +136,14 @@ def _crm_roles(config: Config, crm, check: PeerCheck) -> None:  # noqa: ANN001
     check.detail = f"{len(config.sends.allowed_roles)} role(s)"
 
 
-def _esp_attributes(config: Config, esp, check: PeerCheck) -> None:  # noqa: ANN001
+def _esp_attributes(config: Config, esp: EspClient, check: PeerCheck) -> None:
     """mapped ESP attributes exist"""
     attributes = esp.profile_attributes()
     check.problems += [str(p) for p in unknown_attribute_mappings(config, attributes, config.esp.name)]
     check.detail = f"{len(attributes)} profile attribute(s) in the account"
 
 
-def _esp_email(config: Config, esp, check: PeerCheck) -> None:  # noqa: ANN001
+def _esp_email(config: Config, esp: EspClient, check: PeerCheck) -> None:
     """default e-mail exists"""
     key = config.sends.default_email_key
     if not key:
@@ -152,7 +155,7 @@ def _esp_email(config: Config, esp, check: PeerCheck) -> None:  # noqa: ANN001
     check.detail = f"e-mail {key!r}"
 
 
-def _sftp_writable(config: Config, drop, check: PeerCheck) -> None:  # noqa: ANN001
+def _sftp_writable(config: Config, drop: FileDrop, check: PeerCheck) -> None:
     """import folder writable"""
     name = f"cesp-check-{secrets.token_hex(6)}.tmp"
     with tempfile.TemporaryDirectory() as tmp:
