@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 from connector.models import CrmTable, Recipient, Skip, SkipReason, Subscriber
 
+from connector.config import ConfigProblem
+
 if TYPE_CHECKING:  # pragma: no cover
-    from connector.config import Config, ConfigProblem, FieldMapping
+    from connector.config import Config, FieldMapping
 
 MAX_EMAIL_LENGTH = 254
 """RFC 5321: a forward path holds at most 254 characters of address."""
@@ -68,14 +70,12 @@ def esp_attribute_names(config: "Config") -> list[str]:
     return names
 
 
-def unknown_attribute_mappings(config: "Config", known: Iterable[str], account: str = "") -> list["ConfigProblem"]:
+def unknown_attribute_mappings(config: "Config", known: Iterable[str], account: str = "") -> list[ConfigProblem]:
     """One ``ConfigProblem`` per ``[mapping.*]`` line whose ESP attribute the account does not have.
 
     Names compare without case, as Marketing Cloud's attribute names do; the problem names
     the file, line, section and attribute, so an operator can fix the line or add the attribute.
     """
-    from connector.config import ConfigProblem  # noqa: F811 - at run time (config imports this module)
-
     have = {name.strip().casefold() for name in known}
     where = str(config.source_path) if config.source_path else "service.ini"
     problems = []
