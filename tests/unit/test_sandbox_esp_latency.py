@@ -32,6 +32,7 @@ def _equals(prop: str, value: str) -> str:
 
 def test_a_started_send_is_retrievable_by_id_and_key_only_after_the_delay(mcsb_call):
     store = mcsb_call.app.store
+    store.clock.speed = 0.0  # the sandbox clock moves only with advance(): no wall-time race
     job_id = _start_send(mcsb_call, "cesp-send-late")
     by_id, by_key = _equals("ID", job_id), _equals("EmailSendDefinition.CustomerKey", "cesp-send-late")
     assert store.latency.send_delay == 60

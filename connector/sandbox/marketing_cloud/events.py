@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 from xml.sax.saxutils import escape
 
 from connector.sandbox.marketing_cloud.filters import Bounds, date_bounds, key_hint
-from connector.sandbox.marketing_cloud.latency import Latency, arrival_sampler
+from connector.sandbox.marketing_cloud.latency import TABLE_BITS, Latency, arrival_table
 from connector.sandbox.marketing_cloud.wsdl import fields_of
 
 EVENT_OBJECTS = ("SentEvent", "OpenEvent", "ClickEvent", "BounceEvent", "UnsubEvent", "NotSentEvent")
@@ -106,8 +106,8 @@ class EventBlock:
         if max_seconds and len(self.ts):
             rng = random.Random(seed * 7919 + self.send_id * 31 + EVENT_OBJECTS.index(self.obj_type))
             if latency is not None:
-                draw = arrival_sampler(latency, rng)
-                self.lag = array("H", (min(draw(), max_seconds) for _ in range(len(self.ts))))
+                table, bits = arrival_table(latency), rng.getrandbits
+                self.lag = array("H", (table[bits(TABLE_BITS)] for _ in range(len(self.ts))))
             else:
                 self.lag = array("H", (int(rng.random() * (max_seconds + 1)) for _ in range(len(self.ts))))
             self.max_lag = max_seconds
