@@ -87,13 +87,13 @@ def hand_over_soap(ctx, job, work: Path, keep_alive: Callable[[], None], progres
             add_skips(job, SkipReason.ESP_REJECTED, len(rejected))
             job.phase_detail = f"upserting: {job.handed_over} of {job.resolved - skipped_before_handover(job)} handed over"
             with ctx.state.transaction() as conn:
+                keep_alive(conn)  # in the transaction: a holder taken over meanwhile counts nothing
                 ctx.state.quarantine(
                     (_rejected_row(job, s, by_key.get(s.subscriber_key)) for s in rejected), conn=conn
                 )
                 ctx.state.save_batch(batch, conn=conn)
                 ctx.state.save_send_job(job, conn=conn)
             crashpoint("after_soap_chunk")
-            keep_alive()
             if progress is not None:
                 progress("handing_over")
             if ctx.stopping.is_set():
@@ -139,6 +139,8 @@ def hand_over_batches(state, config, request_id: str, list_id: str, work: Path, 
     for batch in current_batches(state, request_id):
         if batch.status not in ("written", "uploaded", "starting") or (claim is not None and not claim(batch.seq)):
             continue
+        if keep_alive is not None:  # before the work: a holder whose send was taken over stops here
+            keep_alive()
         if batch.status == "written":
             size = drop.upload(batches_folder(work) / batch.file_name, batch.file_name)
             batch.status = "uploaded"
@@ -150,8 +152,6 @@ def hand_over_batches(state, config, request_id: str, list_id: str, work: Path, 
             if start_import_once(state, config, esp, batch,
                                  lambda b=batch: esp.start_import(b.import_key, b.file_name, list_id)):
                 log.info("import_started", send=request_id, batch=batch.seq, import_key=batch.import_key)
-        if keep_alive is not None:
-            keep_alive()
         if progress is not None:
             progress("handing_over")
         if stopping.is_set():
@@ -169,8 +169,10 @@ class BackgroundHandover:
     phase afterwards.
     """
 
-    def __init__(self, ctx, request_id: str, list_id: str, work: Path, clients: list[tuple]) -> None:
+    def __init__(self, ctx, request_id: str, list_id: str, work: Path, clients: list[tuple],
+                 keep_alive: Callable[[], None] | None = None) -> None:
         self.ctx, self.request_id, self.list_id, self.work = ctx, request_id, list_id, work
+        self.keep_alive = keep_alive
         self.clients = clients
         self.error: BaseException | None = None
         self._wake = threading.Condition()
@@ -183,14 +185,15 @@ class BackgroundHandover:
             thread.start()
 
     @classmethod
-    def start(cls, ctx, request_id: str, list_id: str, work: Path) -> "BackgroundHandover | None":
+    def start(cls, ctx, request_id: str, list_id: str, work: Path,
+              keep_alive: Callable[[], None] | None = None) -> "BackgroundHandover | None":
         esp, drop = ctx.esp(), ctx.file_drop()
         esp_factory = getattr(type(esp), "from_config", None)
         drop_factory = getattr(type(drop), "from_config", None)
         if esp_factory is None or drop_factory is None:
             return None
         clients = [(esp_factory(ctx.config), drop_factory(ctx.config)) for _ in range(HANDOVER_WORKERS)]
-        return cls(ctx, request_id, list_id, work, clients)
+        return cls(ctx, request_id, list_id, work, clients, keep_alive)
 
     def kick(self) -> None:
         if self.error is not None:
@@ -216,7 +219,7 @@ class BackgroundHandover:
                     seen, last = self._generation, self._closing
                 try:
                     hand_over_batches(self.ctx.state, self.ctx.config, self.request_id, self.list_id, self.work,
-                                      esp, drop, self.ctx.stopping, claim=self._claim)
+                                      esp, drop, self.ctx.stopping, self.keep_alive, claim=self._claim)
                 except BaseException as exc:  # noqa: BLE001 - handed to the step's thread
                     self.error = self.error or exc
                     return

@@ -165,7 +165,7 @@ class Resolver:
                 log.info("suppression_list_loaded", send=self.request.id, count=loaded)
             workspace.commit(point)
         else:
-            self._save_finished(workspace)  # batches finished before a crash, maybe not yet in state
+            self._record_finished(workspace)  # batches finished before a crash, maybe not yet in state
         if point.done:
             return point
         writer = BatchWriter(
@@ -185,7 +185,7 @@ class Resolver:
         point.resolved, point.written = point.resolved + gone, point.written + gone
         point.open_seq, point.open_rows, point.open_size, point.done = writer.seq, 0, 0, True
         workspace.commit(point)
-        self._save_finished(workspace)
+        self._record_finished(workspace)
         return point
 
     def _stream(self, workspace: SendWorkspace, writer: BatchWriter, point: ResolveCheckpoint) -> None:
@@ -311,27 +311,33 @@ class Resolver:
         log.info("batch_written", send=self.request.id, batch=batch.seq, rows=batch.rows,
                  resolved=point.resolved, written=point.written, skipped=point.skipped)
 
-    def _save_finished(self, workspace: SendWorkspace) -> None:
+    def _record_finished(self, workspace: SendWorkspace) -> None:
+        with self.ctx.state.transaction() as conn:
+            self.keep_alive(conn)  # fenced: a holder taken over meanwhile records no batch
+            self._save_finished(workspace, conn)
+
+    def _save_finished(self, workspace: SendWorkspace, conn=None) -> None:  # noqa: ANN001 - a state connection
         if self._known is None:
-            self._known = {b.seq for b in self.ctx.state.batches(self.request.id)}
+            self._known = {b.seq for b in self.ctx.state.batches(self.request.id, conn)}
         for seq, rows, _size in workspace.finished():
             if seq not in self._known:
                 self._known.add(seq)
                 name = batch_file_name(self.request.id, seq)
                 keys = member_keys(batches_folder(self.work) / name)  # so another instance can take over
                 self.ctx.state.save_batch(
-                    Batch(request_id=self.request.id, seq=seq, file_name=name, rows=rows, member_keys=keys)
+                    Batch(request_id=self.request.id, seq=seq, file_name=name, rows=rows, member_keys=keys), conn=conn
                 )
 
     def _save_progress(self, workspace: SendWorkspace, point: ResolveCheckpoint, new_batches: bool) -> None:
-        if new_batches:
-            self._save_finished(workspace)
         job = self.job
         job.resolved, job.skipped = point.resolved, point.skipped
         job.skipped_by_reason = dict(point.skipped_by_reason)
         job.phase_detail = f"resolving: {point.resolved} recipients, {point.written} to hand over"
-        self.ctx.state.save_send_job(job)
-        self.keep_alive()
+        with self.ctx.state.transaction() as conn:
+            self.keep_alive(conn)  # in the transaction: a holder taken over meanwhile writes nothing more
+            if new_batches:
+                self._save_finished(workspace, conn)
+            self.ctx.state.save_send_job(job, conn=conn)
         if self.progress is not None:
             self.progress("resolving")
 

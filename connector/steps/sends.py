@@ -171,8 +171,8 @@ def send_lease(ctx: StepContext, request_id: str) -> Iterator[Callable[[], None]
         yield None
         return
 
-    def keep_alive() -> None:
-        if not ctx.state.extend_lease(resource, seconds):
+    def keep_alive(conn=None) -> None:  # noqa: ANN001 - a state connection: fence the caller's writes with it
+        if not ctx.state.extend_lease(resource, seconds, conn=conn):
             raise StateError(f"lost the lease on {resource}; another instance took send request {request_id}")
         end_of_turn()  # a safe point: past its turn, the request pauses here and the others go first
 
@@ -481,9 +481,11 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
             return
         if job.path != "files":
             job.path = "files"
-            ctx.state.save_send_job(job)
+            with ctx.state.transaction() as conn:
+                keep_alive(conn)  # fenced: a holder taken over meanwhile writes nothing
+                ctx.state.save_send_job(job, conn=conn)
         if not background:
-            background.append(BackgroundHandover.start(ctx, job.request_id, ensure_list(ctx, job), work))
+            background.append(BackgroundHandover.start(ctx, job.request_id, ensure_list(ctx, job), work, keep_alive))
         if background[0] is None:
             hand_over_files(ctx, job, work, keep_alive)
         else:
@@ -506,6 +508,7 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
         job.phase_detail = f"{point.written} recipients to hand over by {job.path}"
         rows = (QuarantineRow(job.request_id, *row) for row in workspace.iter_skips())
         with ctx.state.transaction() as conn:
+            keep_alive(conn)  # fenced: a holder taken over meanwhile writes nothing
             ctx.state.quarantine(rows, conn=conn)
             ctx.state.save_send_job(job, conn=conn)
     log.info("send_resolved", send=job.request_id, resolved=job.resolved, skipped=job.skipped,

@@ -238,3 +238,54 @@ def test_batch_files_gone_from_the_own_disk_are_written_again_not_a_traceback(sa
         assert any(b.set_aside for b in a.store.batches(rid))  # the batches whose files were gone
     finally:
         a.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_a_holder_whose_send_was_taken_over_meanwhile_writes_nothing_more(sandbox, tmp_path, pg_url,
+                                                                          chunk: int) -> None:
+    """A pauses past its lease (a frozen VM, a long throttling wait) after its first or its last
+    chunk; B takes the send; A wakes up and must not write to the shared state any more."""
+    import sqlalchemy as sa
+
+    from connector.errors import StateError
+    from connector.steps.imports import poll_send
+
+    a = Instance(sandbox, tmp_path, "a", pg_url, batching__batch_size=15)
+    b = Instance(sandbox, tmp_path, "b", pg_url, batching__batch_size=15)
+    try:
+        rid = new_request(sandbox, "Zombie")
+        sandbox.crm.store.patch("cesp_sendrequests", rid, {"cesp_forcebatching": True})
+        [listed] = a.ctx().crm().pending_send_requests(limit=5)
+        at_takeover: dict = {}
+        reports: list[str] = []
+
+        def b_takes_over(job, phase) -> None:  # after A's chunk number ``chunk`` is committed
+            reports.append(phase)
+            if reports.count("resolving") != chunk or at_takeover:
+                return
+            with a.store.transaction() as conn:  # A's lease runs out ...
+                conn.execute(sa.text("update leases set expires_at = now() - interval '1 second' where resource = :r"),
+                             {"r": f"send:{rid}"})
+            assert b.store.acquire_lease(f"send:{rid}", 300)  # ... and B takes the send
+            at_takeover["batches"] = {x.seq for x in a.store.batches(rid)}
+            at_takeover["job"] = a.store.get_send_job(rid).updated_at
+
+        with pytest.raises(StateError, match="lost the lease"):
+            process_request(a.ctx(), rid, pending=listed, progress=b_takes_over)
+        assert {x.seq for x in a.store.batches(rid)} == at_takeover["batches"], "A recorded batches after losing"
+        assert a.store.get_send_job(rid).updated_at == at_takeover["job"], "A wrote the job after losing it"
+
+        ctx_b = b.ctx()
+        for _ in range(300):
+            job = process_request(ctx_b, rid) or b.store.get_send_job(rid)
+            if job.status == "importing":
+                poll_send(ctx_b, rid)
+            if b.store.get_send_job(rid).status in ("sent", "failed"):
+                break
+            time.sleep(0.1)
+        check_sent_once(sandbox, b.store, rid)
+        for seq in range(1, 40):
+            assert len(sandbox.esp.store.runs_for(f"cesp-import-{rid}-{seq}")) <= 1
+    finally:
+        a.close()
+        b.close()
