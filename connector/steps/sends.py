@@ -268,14 +268,20 @@ HELD_NOTE = ("Held by the connector, not failed: {problem}. This is for the conn
 
 
 def hold(ctx: StepContext, request_id: str, exc: Exception, *, job: SendJob | None = None) -> None:
-    """Keep the request (and its job) where it is, say why on it and in the log, loudly."""
+    """Keep the request (and its job) where it is, say why on it and in the log, loudly.
+
+    A request claimed but not yet started on (job ``claimed``) goes back to Pending: the job
+    then is one whose CRM claim is still to be made, which the next run makes (``_advance``).
+    """
     log.error("send_held", send=request_id, status=job.status if job else "pending",
               peer=getattr(exc, "peer", ""), reason=f"{type(exc).__name__}: {exc}")
     if job is not None:
         job.phase_detail = f"held until an operator fixes: {exc}"[:4000]
         ctx.state.save_send_job(job)
+    unclaim = SendStatus.PENDING if job is not None and job.status == "claimed" else None
     try:
-        ctx.crm().update_send_request(request_id, SendRequestUpdate(reason=HELD_NOTE.format(problem=exc)))
+        ctx.crm().update_send_request(request_id, SendRequestUpdate(status=unclaim,
+                                                                    reason=HELD_NOTE.format(problem=exc)))
     except PeerError as again:  # the CRM may be the very problem; the log and the step run still tell
         log.warning("send_hold_not_noted", send=request_id, error=str(again))
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
 from connector.config import load_config
 from connector.runtime import AdapterPool
 from connector.sandbox.tls import SandboxCA
@@ -62,15 +64,21 @@ def assert_sent(sb, rid: str) -> None:
     assert row["cesp_handedover"] + row["cesp_skipped"] == row["cesp_resolved"] > 0
 
 
-def test_a_wrong_esp_secret_holds_the_request_until_it_is_fixed(sandbox, tmp_path, monkeypatch) -> None:
-    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off", tracking__mode="none")
+@pytest.mark.parametrize("auth, variable, words", [
+    ("oauth", "CONNECTOR_ESP_CLIENT_SECRET", "client"),
+    ("wsse", "CONNECTOR_ESP_PASSWORD", "password"),
+])
+def test_a_wrong_esp_secret_holds_the_request_until_it_is_fixed(sandbox, tmp_path, monkeypatch, auth: str,
+                                                                variable: str, words: str) -> None:
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off", tracking__mode="none",
+                                    esp__auth=auth, esp__username=sandbox.esp.username)
     rid = new_request(sandbox)
-    monkeypatch.setenv("CONNECTOR_ESP_CLIENT_SECRET", "not-the-secret")
+    monkeypatch.setenv(variable, "not-the-secret")
     for _ in range(2):  # every poll holds it again, none fails it
         outcome, _job = poll(load_config(ini), rid)
-        assert_held(sandbox, rid, outcome, "client")
+        assert_held(sandbox, rid, outcome, words)
 
-    monkeypatch.delenv("CONNECTOR_ESP_CLIENT_SECRET")
+    monkeypatch.delenv(variable)
     outcome, _job = poll(load_config(ini), rid)
     assert outcome.ok, outcome.message
     assert_sent(sandbox, rid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connector.errors import AuthError, ConfigError, OperatorError, PeerSetupError
-from connector.models import SendStatus
+from connector.models import SendRequestUpdate, SendStatus
 from connector.steps.imports import run_imports
 from connector.steps.sends import run_sends
 from tests.fixtures.sends import SendWorld, contact
@@ -76,3 +76,25 @@ def test_the_pending_request_is_held_when_the_esp_refuses_before_the_claim(send_
     assert not outcome.ok and outcome.details["held"] == 1
     assert send_world.crm.requests["R1"].status is SendStatus.PENDING
     assert send_world.state.get_send_job("R1") is None  # nothing claimed, nothing to undo
+
+
+def test_a_retried_request_held_at_its_precheck_goes_back_to_pending(send_world: SendWorld, monkeypatch) -> None:
+    send_world.crm.members["L1"] = [contact(1), contact(2)]
+    send_world.crm.add_request("R1", ["L1"], email_key="nope")
+    run_sends(send_world.ctx())
+    assert send_world.state.get_send_job("R1").status == "failed"  # the marketer's: an unknown email
+    send_world.esp.emails["nope"] = "7"
+    send_world.crm.update_send_request("R1", SendRequestUpdate(status=SendStatus.PENDING))  # a retry
+
+    def refuse(key):
+        raise AuthError("Marketing Cloud refused the credentials", "esp", "Retrieve")
+
+    monkeypatch.setattr(send_world.esp, "find_email", refuse)
+    outcome = run_sends(send_world.ctx())
+    assert not outcome.ok and outcome.details["held"] == 1
+    assert send_world.crm.requests["R1"].status is SendStatus.PENDING  # claimed, then given back
+    assert send_world.state.get_send_job("R1").status == "claimed"
+    monkeypatch.undo()
+    assert run_sends(send_world.ctx()).ok
+    assert send_world.state.get_send_job("R1").status == "sent"
+    assert send_world.crm.requests["R1"].status is SendStatus.SENT
