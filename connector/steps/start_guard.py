@@ -62,7 +62,7 @@ def start_send_once(ctx, job, key: str, start: Callable[[], EspSend]) -> EspSend
                                 f"the ESP does not show it yet; looking again until {until:%H:%M:%S} UTC before "
                                 "starting it ([esp] visibility_minutes)")
             state.save_send_job(job)
-            log.info("send_start_unconfirmed", send=job.request_id, key=key, requested_at=marked.isoformat(),
+            log.info("send_start_awaited", send=job.request_id, key=key, requested_at=marked.isoformat(),
                      wait_until=until.isoformat())
             return None
         log.warning("send_start_not_seen", send=job.request_id, key=key, requested_at=marked.isoformat(),
@@ -86,7 +86,7 @@ def start_import_once(state, config, esp, batch, start: Callable[[], str]) -> bo
         if not status.found:
             until = _horizon(config, batch.updated_at)
             if state.now() < until:
-                log.info("import_start_unconfirmed", send=batch.request_id, batch=batch.seq,
+                log.info("import_start_awaited", send=batch.request_id, batch=batch.seq,
                          import_key=batch.import_key, requested_at=batch.updated_at.isoformat(),
                          wait_until=until.isoformat())
                 return False

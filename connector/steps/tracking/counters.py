@@ -58,7 +58,7 @@ def read_counters(ctx: Any, account: str, problems: list[str]) -> dict[str, dict
             problems.append(f"counters of ESP send {send.job_id}: {exc}")
             continue
         if summary is None:  # a send is retrievable only a while after its start
-            log.info("tracking_counters_not_yet", job_id=send.job_id, reason="the ESP does not show the send yet")
+            log.info("tracking_counters_deferred", job_id=send.job_id, reason="the ESP does not show the send yet")
             continue
         out[send.job_id] = counter_totals(summary.counts, ctx.state.send_counts(send.job_id))
     log.info("tracking_counters_read", sends=len(out))
