@@ -439,7 +439,8 @@ class CrmSetup:
 
     def _apply(self, action: Action) -> None:
         call = Call(f"create {action.kind}", action.table, action.name)
-        resp = self.http.request(action.method, action.path, call, json_body=action.body,
+        headers = {"MSCRM.MergeLabels": "true"} if action.method == "PUT" else None  # keep other languages' labels
+        resp = self.http.request(action.method, action.path, call, json_body=action.body, headers=headers,
                                  accept=(404, 405, 501) if action.fallback_path else ())
         status = resp.status_code
         resp.close()

@@ -128,3 +128,23 @@ def test_change_tracking_only_where_enabled_and_crm_setup_turns_it_on(bare) -> N
     pages = list(client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], None))
     assert pages[-1][2]  # a delta link
     assert CrmSetup(client.http).run(wait=False).changed == []
+
+
+def test_crm_setup_command_reports_a_failed_key_with_its_duplicates_and_fails(bare, tmp_path, monkeypatch,
+                                                                              capsys) -> None:
+    from connector.cli import main
+
+    crm, client = bare
+    CrmSetup(client.http).run(wait=False)
+    crm.store.insert("campaignresponses", {"subject": "a", "cesp_trackingkey": "job.open.x1"})
+    crm.store.insert("campaignresponses", {"subject": "b", "cesp_trackingkey": "job.open.x1"})
+    ini = tmp_path / "service.ini"
+    ini.write_text(f"[logging]\nfolder = {tmp_path / 'log'}\nconsole = off\n\n[crm]\nurl = {crm.url}\n"
+                   f"authority = {crm.authority}\nclient_id = {crm.client_id}\nca_bundle = {crm.ca_file}\n",
+                   encoding="utf-8")
+    monkeypatch.setenv("CONNECTOR_CRM_CLIENT_SECRET", crm.client_secret)
+    assert main(["crm-setup", "-c", str(ini), "--wait", "60"]) == 1
+    out = capsys.readouterr()
+    assert f"key      {KEY}: Failed" in out.out
+    assert f"FAILED   key {KEY} failed: rows share the same cesp_trackingkey: 'job.open.x1' (2 rows)" in out.err
+    assert "run `connector crm-setup` again: it reactivates the key" in out.err
