@@ -15,7 +15,6 @@ most ``dop_hint`` seconds of execution per second.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 
@@ -48,7 +47,3 @@ class Floor:
 
     def best_rate(self, n: int) -> float:
         return n / self.best_seconds(n)
-
-
-def windows(seconds: float, window: float) -> int:
-    return max(1, math.ceil(seconds / window))

@@ -21,7 +21,9 @@ from connector.sandbox.dataverse.entra import EntraAuthority
 from connector.sandbox.dataverse.http import API_VERSIONS, Request, Response, decode_path, parse_query, parse_segment, split_path, status_line
 from connector.sandbox.dataverse.keys import path_refusal, url_refusal
 from connector.sandbox.dataverse.metadata import KeyActivation, Metadata
-from connector.sandbox.dataverse.protection import Limits, ServiceProtection, fingerprint
+from connector.sandbox.dataverse.protection import (
+    Limits, ServiceProtection, expected_cost, fingerprint, operation_cost,
+)
 from connector.sandbox.dataverse.records import Records
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
 from connector.sandbox.faults import FaultKnobs
@@ -85,7 +87,8 @@ class DataverseApp:
                                   [("Retry-After", str(max(1, math.ceil(self.faults.seconds("throttle", 1)))))])
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
-        expected = self.expected_cost(environ["REQUEST_METHOD"], parts[4] if len(parts) > 4 else "", body)
+        expected = expected_cost(self.limits.costs, environ["REQUEST_METHOD"], parts[4] if len(parts) > 4 else "",
+                                 body)
         blocked = self.protection.enter(caller, fingerprint(environ["REQUEST_METHOD"], raw_path + "?" + raw_query,
                                                             body), expected)
         if blocked is not None:
@@ -110,35 +113,9 @@ class DataverseApp:
             if resp is not None:
                 resp.headers.extend(limit_headers)
 
-    def expected_cost(self, method: str, path: str, body: bytes) -> float:
-        """The execution time charged when a request starts (rows read are charged as they are known)."""
-        c = self.limits.costs
-        head = path.split("/", 1)[0].split("(", 1)[0]
-        if head == "$batch":
-            parts = body.count(b"application/http")
-            reads = body.count(b"\nGET ")
-            return c.batch + reads * c.read + max(0, parts - reads) * c.write
-        if method == "GET":
-            return c.read
-        if head in ("EntityDefinitions", "RelationshipDefinitions"):
-            return c.metadata_write
-        return c.write + (c.bulk_per_record * body.count(b"@odata.type") if "Multiple" in path else 0.0)
-
     def charge(self, req: Request, resp: Response) -> None:
         """Add one operation's execution time (``Costs``) to the current request's."""
-        c = self.limits.costs
-        segs = req.path.split("/", 1)[0].split("(", 1)[0]
-        if segs == "$batch":
-            cost = c.batch
-        elif req.method == "GET":
-            cost = c.read + c.read_per_row * resp.body.count(b'"@odata.etag"')
-        elif segs in ("EntityDefinitions", "RelationshipDefinitions"):
-            cost = c.metadata_write
-        else:
-            cost = c.write
-            if "Multiple" in req.path:
-                cost += c.bulk_per_record * req.body.count(b"@odata.type")
-        self._cost.total = getattr(self._cost, "total", 0.0) + cost
+        self._cost.total = getattr(self._cost, "total", 0.0) + operation_cost(self.limits.costs, req, resp)
 
     # -- routing --------------------------------------------------------------------
     def dispatch(self, req: Request) -> Response:

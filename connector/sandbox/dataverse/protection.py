@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from connector.sandbox.dataverse.http import Response
+from connector.sandbox.dataverse.http import Request, Response
 
 
 HOLD_REPLIES_ENV = "SANDBOX_DATAVERSE_HOLD_REPLIES"
@@ -243,3 +243,36 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     digest.update(path.encode("utf-8", "replace"))
     digest.update(body)
     return digest.hexdigest()
+
+
+METADATA_SETS = ("EntityDefinitions", "RelationshipDefinitions")
+
+
+def _head(path: str) -> str:
+    return path.split("/", 1)[0].split("(", 1)[0]
+
+
+def expected_cost(costs: Costs, method: str, path: str, body: bytes) -> float:
+    """The execution time charged when a request starts (rows read are charged once known)."""
+    head = _head(path)
+    if head == "$batch":
+        parts = body.count(b"application/http")
+        reads = body.count(b"\nGET ")
+        return costs.batch + reads * costs.read + max(0, parts - reads) * costs.write
+    if method == "GET":
+        return costs.read
+    if head in METADATA_SETS:
+        return costs.metadata_write
+    return costs.write + (costs.bulk_per_record * body.count(b"@odata.type") if "Multiple" in path else 0.0)
+
+
+def operation_cost(costs: Costs, req: Request, resp: Response) -> float:
+    """What one operation (a request, or a part of a ``$batch``) cost, its reply known."""
+    head = _head(req.path)
+    if head == "$batch":
+        return costs.batch
+    if req.method == "GET":
+        return costs.read + costs.read_per_row * resp.body.count(b'"@odata.etag"')
+    if head in METADATA_SETS:
+        return costs.metadata_write
+    return costs.write + (costs.bulk_per_record * req.body.count(b"@odata.type") if "Multiple" in req.path else 0.0)
