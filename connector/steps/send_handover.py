@@ -25,6 +25,7 @@ from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipRea
 from connector.state.records import BATCH_SUPERSEDED
 from connector.state.store import QuarantineRow
 from connector.steps.send_resolve import Interrupted, batches_folder, chunked
+from connector.steps.send_slice import end_of_turn
 from connector.steps.start_guard import start_import_once, start_send_once
 
 log = structlog.get_logger(__name__)
@@ -98,6 +99,7 @@ def hand_over_soap(ctx, job, work: Path, keep_alive: Callable[[], None], progres
                 progress("handing_over")
             if ctx.stopping.is_set():
                 raise Interrupted()
+            end_of_turn()  # committed: past its turn, the request pauses here
         log.info("batch_upserted", send=job.request_id, batch=batch.seq, rows=batch.rows,
                  rows_ok=batch.rows_ok, rows_error=batch.rows_error, handed_over=job.handed_over)
         if batch.status != "imported":  # an empty remainder: the file was fully done before
@@ -156,6 +158,7 @@ def hand_over_batches(state, config, request_id: str, list_id: str, work: Path, 
             progress("handing_over")
         if stopping.is_set():
             raise Interrupted()
+        end_of_turn()  # recorded: past its turn, the request pauses here (never in a background worker)
 
 
 class BackgroundHandover:

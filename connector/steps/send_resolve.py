@@ -27,6 +27,7 @@ from connector.mapping import Mapper, columns_to_read, esp_attribute_names, norm
 from connector.models import SendRequest, SendTarget, Skip, SkipReason, Subscriber, SubscriberStatus, TargetKind
 from connector.state.store import Batch
 from connector.steps.readahead import ReadAhead
+from connector.steps.send_slice import Interrupted, end_of_turn
 from connector.suppression import ResolveCheckpoint, SendWorkspace, read_suppression_file
 
 log = structlog.get_logger(__name__)
@@ -111,10 +112,6 @@ class Prepared:
     mapped: list[Subscriber]
     skips: list[Skip]
     statuses: dict
-
-
-class Interrupted(Exception):
-    """The service is stopping; the checkpoint is committed and the send resumes next run."""
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:  # noqa: D103
@@ -233,6 +230,7 @@ class Resolver:
             waited_from = time.monotonic()
             if self.ctx.stopping.is_set():
                 raise Interrupted()
+            end_of_turn()  # committed: past its turn, the request pauses here and the others go first
 
     def _prepare(self, chunk: list, esp: "StatusLookup") -> Prepared:
         """Map a chunk and ask the ESP for the status of its subscribers (no local state touched)."""

@@ -2,7 +2,8 @@
 
 The send step gives every request a turn of at most ``[sends] time_slice_seconds``.
 At its next safe point (a committed chunk while resolving, a chunk or batch while
-handing over: wherever the lease is extended) a request past its turn pauses with
+handing over: where it also looks whether the service is stopping, always after the
+commit) a request past its turn pauses with
 ``TurnUsed``, its checkpoint committed, and goes to the back of the step's queue;
 the other requests (and any that became Pending meanwhile) get their turns, and it
 resumes from its checkpoint in the same step run. ``send-now`` runs without turns.
@@ -16,7 +17,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Iterator
 
-from connector.steps.send_resolve import Interrupted
+
+
+class Interrupted(Exception):
+    """The service is stopping (or the turn is over); the checkpoint is committed and the send resumes."""
 
 
 class TurnUsed(Interrupted):

@@ -52,7 +52,7 @@ from connector.steps.send_handover import (
     work_folder,
 )
 from connector.steps.send_resolve import Interrupted, Resolver
-from connector.steps.send_slice import end_of_turn, turn
+from connector.steps.send_slice import turn
 from connector.steps.send_workspace import own_workspace
 from connector.suppression import SendWorkspace
 
@@ -174,7 +174,6 @@ def send_lease(ctx: StepContext, request_id: str) -> Iterator[Callable[[], None]
     def keep_alive(conn=None) -> None:  # noqa: ANN001 - a state connection: fence the caller's writes with it
         if not ctx.state.extend_lease(resource, seconds, conn=conn):
             raise StateError(f"lost the lease on {resource}; another instance took send request {request_id}")
-        end_of_turn()  # a safe point: past its turn, the request pauses here and the others go first
 
     try:
         with structlog.contextvars.bound_contextvars(send=request_id):
