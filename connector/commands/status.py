@@ -69,6 +69,9 @@ def collect_status(config: Any, store: Any, now: datetime | None = None) -> dict
     ]
     report["tracked_sends_active"] = len(store.tracked_sends(active_only=True))
     leases = store.leases()
+    held = {r["resource"]: r["holder"] for r in leases if r["expires_at"] >= now}
+    for send in report["sends_in_flight"]:
+        send["held_by"] = held.get(f"send:{send['request_id']}", "")
     report["instances"], report["label_conflicts"] = _instances(store, leases, now)
     labels = {i["holder"]: i["label"] for i in report["instances"]}
     report["leases"] = [
@@ -259,6 +262,7 @@ def render_text(report: dict[str, Any]) -> str:
             f"  {s['request_id']}  {s['name'][:30]!r}  {s['status']}"
             f"{' (' + s['phase_detail'] + ')' if s['phase_detail'] else ''}: handed over "
             f"{s['handed_over']}/{s['resolved']}, skipped {s['skipped']}{files}; updated {_ago(s['updated_at'], now)}"
+            f"{'; held by ' + s['held_by'] if s.get('held_by') else ''}"
         )
     finished = report.get("sends_finished_recently", [])
     if finished:

@@ -15,7 +15,7 @@ import structlog
 from connector.commands.status import collect_status, render_text
 from connector.config import Config, ServiceSettings
 from connector.service import Service
-from connector.state.store import StateStore
+from connector.state.store import SendJob, StateStore
 from connector.steps import StepOutcome
 from tests.fixtures.state import FakeClock
 
@@ -50,14 +50,16 @@ def test_a_copied_instance_id_is_reported_by_status_and_a_warning(tmp_path, stat
         shared = [e for e in logs if e["event"] == "instance_label_shared"]
         assert {e["other"] for e in shared} == {first.holder}, shared  # the second one saw the first
         first.acquire_lease("send:r9", 300)
+        first.save_send_job(SendJob(request_id="r9", status="resolving", name="Held"))
         report = collect_status(config, second)
+        assert report["sends_in_flight"][0]["held_by"] == first.holder
         [conflict] = report["label_conflicts"]
         assert conflict["label"] == "copied" and sorted(conflict["holders"]) == sorted([first.holder, second.holder])
         [held] = [i for i in report["instances"] if i["holder"] == first.holder]
         assert held["holds"] == ["send:r9"] and held["alive"] and held["pid"] == first.identity.pid
         text = render_text(report)
         assert "WARNING: 2 live processes use the instance_id 'copied'" in text
-        assert "send:r9" in text and first.holder in text
+        assert "send:r9" in text and f"held by {first.holder}" in text
         for service in services:
             service.close()
         assert collect_status(config, first)["instances"] == []  # both stopped
