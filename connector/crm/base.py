@@ -11,6 +11,7 @@ import abc
 from datetime import datetime
 from typing import Iterable, Iterator, Mapping, Sequence
 
+from connector.errors import NotFoundError
 from connector.models import (
     BounceUpdate,
     CampaignResponse,
@@ -78,6 +79,20 @@ class CrmClient(abc.ABC):
         """
         for target in targets:
             yield from self.iter_recipients(target, attributes)
+
+    def missing_records(self, targets: Sequence[SendTarget]) -> list[SendTarget]:
+        """The single-record targets (contact, lead, account) whose record does not exist.
+
+        Asked before anything of a send is written; an implementation asks in sets (Dataverse:
+        ``$filter`` with ``In``, the id column only); this default tries each one.
+        """
+        missing: list[SendTarget] = []
+        for target in targets:
+            try:
+                next(iter(self.iter_recipients(target, {})), None)
+            except NotFoundError:
+                missing.append(target)
+        return missing
 
     @abc.abstractmethod
     def find_records(self, ids: Sequence[str]) -> dict[str, RecordRef]:

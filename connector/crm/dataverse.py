@@ -216,6 +216,9 @@ class DataverseCrmClient(CrmClient):
                             attributes: Mapping[CrmTable, Sequence[str]]) -> Iterator[Recipient]:
         return self.reader.iter_record_targets(targets, attributes)
 
+    def missing_records(self, targets: Sequence[SendTarget]) -> list[SendTarget]:
+        return self.reader.missing_records(targets)
+
     # -- lookups ------------------------------------------------------------------
     def find_records(self, ids: Sequence[str]) -> dict[str, RecordRef]:
         wanted = {i.lower(): i for i in ids if is_guid(i)}

@@ -93,6 +93,16 @@ class RecipientReader:
             table = CrmTable(TargetKind(target.kind).value)
             yield recipient_from_row(table, rows[(table, target.id.lower())], attributes.get(table, ()), target)
 
+    def missing_records(self, targets: Sequence[SendTarget]) -> list[SendTarget]:
+        """The targets whose record does not exist, asked in sets (the id column only)."""
+        wanted: dict[CrmTable, list[str]] = {}
+        for target in targets:
+            wanted.setdefault(CrmTable(TargetKind(target.kind).value), []).append(target.id.lower())
+        found: set[tuple[CrmTable, str]] = set()
+        for table, ids in wanted.items():
+            found.update((table, key) for key in self._read_set(table, list(dict.fromkeys(ids)), [primary_id(table)]))
+        return [t for t in targets if (CrmTable(TargetKind(t.kind).value), t.id.lower()) not in found]
+
     def _read_set(self, table: CrmTable, ids: Sequence[str], columns: Sequence[str]) -> dict[str, dict]:
         found: dict[str, dict] = {}
         pk = primary_id(table)

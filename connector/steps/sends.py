@@ -33,7 +33,7 @@ from connector.errors import (
     TransientPeerError,
 )
 from connector.mapping import unknown_attribute_mappings
-from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
+from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason, TargetKind
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
 from connector.steps.send_handover import (
@@ -51,12 +51,15 @@ from connector.steps.send_handover import (
     summary,
     work_folder,
 )
-from connector.steps.send_resolve import Interrupted, Resolver
+from connector.steps.send_resolve import SINGLE_KINDS, Interrupted, Resolver
 from connector.steps.send_slice import turn
 from connector.steps.send_workspace import own_workspace
 from connector.suppression import SendWorkspace
 
 log = structlog.get_logger(__name__)
+
+MISSING_NAMED = 10
+"""Targets whose record does not exist named one by one on the request; the rest are counted."""
 
 RESUMABLE = ("claimed", "resolving", "handing_over", "starting")
 """Job statuses the send step carries on with; ``importing`` belongs to the imports step."""
@@ -443,6 +446,14 @@ def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
     if request.invalid_targets:
         log.warning("send_targets_left_out", send=job.request_id, count=len(request.invalid_targets),
                     reason="; ".join(request.invalid_targets))
+    singles = [t for t in request.targets if TargetKind(t.kind) in SINGLE_KINDS]
+    gone = ctx.crm().missing_records(singles) if singles else []
+    if gone:  # before anything is written: not after a list's batches went to the ESP
+        named = ", ".join(f"{TargetKind(t.kind).value} {t.id}" for t in gone[:MISSING_NAMED])
+        more = f" and {len(gone) - MISSING_NAMED} more" if len(gone) > MISSING_NAMED else ""
+        fail(ctx, job, f"the request targets {len(gone)} record(s) that do not exist (deleted?): {named}{more}; "
+                       "nothing was sent. Remove them from its targets.")
+        return False
     email_key = request.email_key or ctx.config.sends.default_email_key
     if ctx.esp().find_email(email_key) is None:  # before any subscriber is written at the ESP
         where = "the request's email key" if request.email_key else "[sends] default_email_key"

@@ -108,6 +108,8 @@ def test_single_record_targets_are_read_in_sets_in_target_order(crm_client, crm_
     assert got[1].attributes["firstname"] == "C1" and got[5].attributes["companyname"] == "Firma"
     assert got[0].source == targets[0]
     gone = [SendTarget(TargetKind.CONTACT, f"00000000-0000-0000-0000-0000000000{i:02d}") for i in range(12)]
+    assert crm_client.missing_records(targets + gone[:2] + [SendTarget(TargetKind.LEAD, contacts[1])]) == [
+        *gone[:2], SendTarget(TargetKind.LEAD, contacts[1])]  # a contact's id is no lead
     with pytest.raises(NotFoundError, match=r"12 record\(s\) that do not exist.*and 2 more"):
         list(crm_client.iter_record_targets(targets + gone, ATTRS))
 

@@ -116,3 +116,20 @@ def test_a_long_request_pauses_for_its_turn_and_a_small_one_is_not_held_up(big_s
     row = sb.crm.store.get("cesp_sendrequests", long_id)
     assert row["cesp_status"] == SENT and row["cesp_resolved"] == 7_500
     assert row["cesp_handedover"] + row["cesp_skipped"] == 7_500
+
+
+def test_a_missing_record_is_found_before_a_list_goes_to_the_esp(sandbox, tmp_path) -> None:
+    gone = "0b5b3a52-6a7e-4d0b-9d0e-1f2a3b4c5d6e"
+    rid = sandbox.crm.store.insert("cesp_sendrequests", {
+        "cesp_name": "List, then a deleted contact", "cesp_status": PENDING, "cesp_forcebatching": True,
+        "cesp_targets": json.dumps([{"kind": "list", "id": sandbox.seeded.lists["newsletter"]},
+                                    {"kind": "contact", "id": gone}]),
+        "ownerid": sandbox.seeded.users["mia"], "ownerid__type": "systemuser"})
+    # small batch files: the list's first files would be uploaded and imported while resolving goes on
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off", tracking__mode="none",
+                                    batching__batch_size=3)
+    run_one(load_config(ini), rid, threading.Event(), ProgressBar(io.StringIO(), tty=False), 0.1)
+    row = sandbox.crm.store.get("cesp_sendrequests", rid)
+    assert row["cesp_status"] == 100000003
+    assert f"contact {gone}" in row["cesp_reason"] and "nothing was sent" in row["cesp_reason"]
+    assert not sandbox.esp.store.subscribers and not sandbox.esp.store.import_definitions
