@@ -154,9 +154,8 @@ def test_find_send_before_start_and_a_second_start_finds(esp, mc) -> None:
     assert len(mc.store.sends_for("cesp-send-x1")) == 1
 
 
-def test_lost_perform_reply_is_looked_up_not_repeated(esp, mc) -> None:
-    """The send started at the ESP but its reply was lost: the adapter must find it, not send twice."""
-    list_id = _list_with_subscribers(esp, "cesp-list-x2")
+def _lose_perform_replies(esp) -> None:
+    """Every Perform reaches the ESP, but its reply is lost on the way back (a read time-out)."""
     real_call = esp._soap.call  # noqa: SLF001
 
     def lose_perform_reply(operation: str, **kwargs):  # noqa: ANN003, ANN202
@@ -166,6 +165,12 @@ def test_lost_perform_reply_is_looked_up_not_repeated(esp, mc) -> None:
         return reply
 
     esp._soap.call = lose_perform_reply  # noqa: SLF001
+
+
+def test_lost_perform_reply_is_looked_up_not_repeated(esp, mc) -> None:
+    """The send started at the ESP but its reply was lost: the adapter must find it, not send twice."""
+    list_id = _list_with_subscribers(esp, "cesp-list-x2")
+    _lose_perform_replies(esp)
     mc.store.latency = Latency.none()  # the send is retrievable at once: the look-up after the error finds it
     found = esp.start_send("cesp-send-x2", list_id, "cesp-demo-email", "Default Commercial", "X2")
     assert found.job_id
@@ -176,15 +181,7 @@ def test_lost_perform_reply_before_the_send_is_visible_raises_and_does_not_repea
     """Reply lost and the send not retrievable yet: a transient error saying so, still one send (the
     step's durable start mark then makes the next run wait for it instead of starting it again)."""
     list_id = _list_with_subscribers(esp, "cesp-list-x4")
-    real_call = esp._soap.call  # noqa: SLF001
-
-    def lose_perform_reply(operation: str, **kwargs):  # noqa: ANN003, ANN202
-        reply = real_call(operation, **kwargs)
-        if operation == "Perform":
-            raise TransientPeerError("read timed out", peer="esp", operation=operation)
-        return reply
-
-    esp._soap.call = lose_perform_reply  # noqa: SLF001
+    _lose_perform_replies(esp)
     with pytest.raises(TransientPeerError, match="does not show a send"):
         esp.start_send("cesp-send-x4", list_id, "cesp-demo-email", "Default Commercial", "X4")
     assert len(mc.store.sends_for("cesp-send-x4")) == 1
