@@ -431,11 +431,6 @@ class Service:
         if self.scheduler is not None and self.scheduler.running and not self.stopping.is_set():
             self.scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
 
-    def next_run_times(self) -> dict[str, datetime | None]:
-        if self.scheduler is None:
-            return {}
-        return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
-
 
 def next_run(last_started: datetime | None, interval_seconds: float, now: datetime) -> datetime:
     """When a step runs next, from its last start (a missed run is due now)."""

@@ -130,7 +130,3 @@ class SandboxCA:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
         return ctx
-
-    def client_context(self) -> ssl.SSLContext:
-        """A verifying client context trusting only this CA (for tests)."""
-        return ssl.create_default_context(cafile=str(self.ca_file))

@@ -16,13 +16,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from connector.crm.base import CrmClient
     from connector.esp.base import EspClient
     from connector.staging.base import StagingStore
+    from connector.state.store import StateStore
     from connector.transfer.base import FileDrop
 
 
 @dataclass
 class StepContext:
     config: "Config"
-    state: Any  # connector.state.store.StateStore
+    state: "StateStore"
     crm: Callable[[], "CrmClient"]
     esp: Callable[[], "EspClient"]
     file_drop: Callable[[], "FileDrop"]

@@ -12,7 +12,6 @@ a link-entity attribute gets no paging cookie, and paging by page numbers alone
 
 from __future__ import annotations
 
-import html
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -287,8 +286,3 @@ def _names(q: FetchQuery) -> list[str]:
             names.append(f"c{i}t")
     names.append("_v")
     return names
-
-
-def escape_cookie(cookie_value: str) -> str:
-    """How a client puts a decoded pagingcookie into the fetch (for tests)."""
-    return html.escape(cookie_value, quote=True)

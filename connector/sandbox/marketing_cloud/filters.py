@@ -205,11 +205,6 @@ def _narrow(into: Bounds, other: Bounds) -> None:
     into.exact = into.exact and other.exact
 
 
-def check_filter(part: Any, allowed: frozenset[str]) -> None:
-    """Raise SoapFault-free FilterError early for bad filters (used before paging starts)."""
-    compile_filter(part, allowed)
-
-
 __all__ = ["Bounds", "FilterError", "compile_filter", "date_bounds", "SoapFault"]
 
 
