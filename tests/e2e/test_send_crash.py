@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,7 +97,10 @@ class World:
     def run_to_end(self, path: str, rid: str, crash: str | None = None) -> bool:
         """Runs until the request is Sent; True if the crash point was hit on the way."""
         killed = False
-        for _ in range(40):  # a start marked but never performed waits out its horizon (up to 30 s here)
+        # a start marked but never performed waits out its horizon (up to 30 s here): run until a
+        # deadline, not a number of runs (on a fast machine 40 runs take less than the horizon)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
             if self.request(rid)["cesp_status"] == SENT:
                 break
             rc = self.run_once(path, None if killed else crash)
