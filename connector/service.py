@@ -1,11 +1,14 @@
-"""The service loop: one APScheduler executor (thread pool) per step, two-stage shutdown.
+"""The service loop: one APScheduler executor (one thread) per step, two-stage shutdown.
 
 ::
 
     BackgroundScheduler
-    ├─ executor "sends"    ThreadPoolExecutor([sends] workers)    every [sends] poll_minutes
-    ├─ executor "imports"  ThreadPoolExecutor([imports] workers)  every [imports] poll_seconds
-    └─ executor "tracking" ThreadPoolExecutor([tracking] workers) every [tracking] poll_minutes
+    ├─ executor "sends"    1 thread -> pool of [sends] workers     every [sends] poll_minutes
+    ├─ executor "imports"  1 thread -> pool of [imports] workers   every [imports] poll_seconds
+    └─ executor "tracking" 1 thread -> pool of [tracking] workers  every [tracking] poll_minutes
+
+A step run works on its items (send requests, importing sends, tracking streams) in
+its own process-lifetime pool of ``[<step>] workers`` threads (``connector.steps.workers``).
 
 Each job has ``max_instances=1`` (a step never overlaps itself) and
 ``coalesce=True`` (missed runs collapse into one), and runs first right at start.
@@ -113,9 +116,9 @@ class Service:
 
     # -- building -------------------------------------------------------------
     def build_scheduler(self) -> BackgroundScheduler:
-        intervals, workers = step_intervals(self.config), step_workers(self.config)
-        executors = {
-            name: ThreadPoolExecutor(workers.get(name, 1), pool_kwargs={"thread_name_prefix": f"step-{name}"})
+        intervals = step_intervals(self.config)
+        executors = {  # one thread: a step never overlaps itself; its items go to its workers pool
+            name: ThreadPoolExecutor(1, pool_kwargs={"thread_name_prefix": f"step-{name}"})
             for name in self.steps
         }
         executors["default"] = ThreadPoolExecutor(1, pool_kwargs={"thread_name_prefix": "maintenance"})

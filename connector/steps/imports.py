@@ -22,6 +22,7 @@ from connector.steps import StepContext, StepOutcome
 from connector.steps.send_handover import add_skips, current_batches, fail, give_up
 from connector.steps.sends import guarded, release_checked, send_lease
 from connector.steps.start_guard import start_import_once
+from connector.steps.workers import in_workers
 
 log = structlog.get_logger(__name__)
 
@@ -30,20 +31,33 @@ MAX_WAITING_POLLED = 20
 
 
 def run_imports(ctx: StepContext) -> StepOutcome:
+    """Poll every importing send once; with ``[imports] workers`` > 1 several at once.
+
+    Each send is polled under its own lease ``send:<id>`` in a thread of the step's
+    process-lifetime pool (``connector.steps.workers``), so a send whose ESP or CRM
+    calls are slow holds up only its own thread, not the other sends' polls.
+    """
     outcome = StepOutcome()
-    for job in ctx.state.send_jobs(["importing"]):
+    held: list[str] = []
+
+    def one(request_id: str) -> SendJob | None:
         if ctx.stopping.is_set():
-            break
+            return None
         try:
-            done = poll_send(ctx, job.request_id)
+            return poll_send(ctx, request_id)
         except OperatorError as exc:  # held and noted by the send step's guard; the run reports it
-            outcome.ok, outcome.message = False, f"held until an operator fixes: {exc}"
-            continue
+            held.append(f"held until an operator fixes: {exc}")
+            return None
+
+    work = [job.request_id for job in ctx.state.send_jobs(["importing"])]
+    for done in in_workers("import", ctx.config.imports.workers, one, work):
         if done is not None:
             outcome.processed += 1
             outcome.details[done.status] = outcome.details.get(done.status, 0) + 1
-    held = f"; {outcome.message}" if outcome.message else ""
-    outcome.message = f"{outcome.processed} importing send(s) polled{held}"
+    if held:
+        outcome.ok, outcome.message = False, held[-1]
+    suffix = f"; {outcome.message}" if outcome.message else ""
+    outcome.message = f"{outcome.processed} importing send(s) polled{suffix}"
     return outcome
 
 

@@ -14,8 +14,6 @@ releases the send when the last file is in.
 from __future__ import annotations
 
 import shutil
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator
@@ -54,6 +52,7 @@ from connector.steps.send_handover import (
 from connector.steps.send_resolve import SINGLE_KINDS, Interrupted, Resolver
 from connector.steps.send_slice import turn
 from connector.steps.send_workspace import own_workspace
+from connector.steps.workers import in_workers
 from connector.suppression import SendWorkspace
 
 log = structlog.get_logger(__name__)
@@ -71,9 +70,9 @@ def run_sends(ctx: StepContext) -> StepOutcome:
     """One poll: resume the jobs in flight, then claim and process new pending requests.
 
     With ``[sends] workers`` > 1, several requests are worked on at once, each in a
-    thread of a pool that lives as long as the process (so each thread keeps its own
-    adapters); the lease on each request keeps any two threads apart. Each request
-    gets turns of ``[sends] time_slice_seconds`` (``connector.steps.send_slice``): one
+    thread of a pool that lives as long as the process (``connector.steps.workers``:
+    each thread keeps its own adapters); the lease on each request keeps any two
+    threads apart. Each request gets turns of ``[sends] time_slice_seconds`` (``connector.steps.send_slice``): one
     past its turn pauses at a checkpoint and waits for the next round, so a long one
     does not hold up the others; each round also takes in requests that became Pending.
     """
@@ -110,8 +109,7 @@ def run_sends(ctx: StepContext) -> StepOutcome:
         if not work:
             break
         rounds += 1
-        workers = min(ctx.config.sends.workers, len(work))
-        results = _pool(workers).map(one, work) if workers > 1 else map(one, work)
+        results = in_workers("send", ctx.config.sends.workers, one, work)
         again: list[tuple[str, SendRequest | None]] = []
         for (request_id, _), (job, paused) in zip(work, results):
             last[request_id] = job
@@ -144,18 +142,6 @@ def _newly_pending(ctx: StepContext, seen: set[str], first: bool) -> list[tuple[
         return []
     seen.update(rid for rid, _ in fresh)
     return fresh
-
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool(size: int) -> ThreadPoolExecutor:
-    """A process-wide pool per size: its threads are reused, and so are their adapters."""
-    with _POOLS_LOCK:
-        if size not in _POOLS:
-            _POOLS[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="send-worker")
-        return _POOLS[size]
 
 
 def _tally(outcome: StepOutcome, job: SendJob | None) -> None:

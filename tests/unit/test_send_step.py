@@ -275,3 +275,60 @@ def test_a_claim_that_failed_transiently_is_made_on_the_next_poll(send_world: Se
     run_sends(send_world.ctx())
     assert len(calls) == 2
     assert send_world.state.get_send_job("R15").status == "sent"
+
+
+def _two_importing_sends(world: SendWorld) -> None:
+    world.configure(threshold=0, batch_size=100)
+    world.crm.members["L1"] = [contact(i) for i in range(4)]
+    world.crm.members["L2"] = [contact(i) for i in range(10, 13)]
+    world.crm.add_request("RA", ["L1"])
+    world.crm.add_request("RB", ["L2"])
+    run_sends(world.ctx())
+    assert [world.state.get_send_job(r).status for r in ("RA", "RB")] == ["importing", "importing"]
+
+
+def _gate_first_poll(world: SendWorld, wait_s: float):
+    """The first import status asked waits until another send has been started at the ESP."""
+    import threading
+
+    real_status, real_start = world.esp.import_status, world.esp.start_send
+    lock, asked, started, waited = threading.Lock(), [], threading.Event(), []
+
+    def import_status(key):
+        with lock:
+            first = not asked
+            asked.append(key)
+        if first:
+            waited.append(started.wait(wait_s))
+        return real_status(key)
+
+    def start_send(*args):
+        send = real_start(*args)
+        started.set()
+        return send
+
+    world.esp.import_status, world.esp.start_send = import_status, start_send
+    return waited
+
+
+def _with_import_workers(world: SendWorld, n: int):
+    return world.config.model_copy(update={"imports": world.config.imports.model_copy(update={"workers": n})})
+
+
+def test_two_import_workers_a_slow_send_does_not_hold_up_another(send_world: SendWorld) -> None:
+    _two_importing_sends(send_world)
+    waited = _gate_first_poll(send_world, wait_s=20.0)
+    outcome = run_imports(send_world.ctx(_with_import_workers(send_world, 2)))
+    assert waited == [True]  # the other send was released while the first one's ESP call was held
+    assert outcome.ok and outcome.processed == 2 and outcome.details == {"sent": 2}
+    assert [send_world.state.get_send_job(r).status for r in ("RA", "RB")] == ["sent", "sent"]
+    assert send_world.esp.start_calls == 2
+
+
+def test_one_import_worker_polls_the_sends_one_after_the_other(send_world: SendWorld) -> None:
+    _two_importing_sends(send_world)
+    waited = _gate_first_poll(send_world, wait_s=0.2)
+    outcome = run_imports(send_world.ctx(_with_import_workers(send_world, 1)))
+    assert waited == [False]  # nothing ran beside the held poll
+    assert outcome.processed == 2
+    assert [send_world.state.get_send_job(r).status for r in ("RA", "RB")] == ["sent", "sent"]

@@ -490,8 +490,8 @@ def test_record_cache_asks_crm_once_per_subscriber_and_stays_bounded() -> None:
 
 
 def test_one_crm_lookup_per_subscriber_across_event_types(tracking_env) -> None:
-    make_ctx, esp, crm = tracking_env
-    ctx = make_ctx(mode="responders", event_types=("sent", "open", "click"))
+    make_ctx, esp, crm = tracking_env  # one worker: the streams share one record cache
+    ctx = make_ctx(mode="responders", event_types=("sent", "open", "click"), workers=1)
     track(ctx)
     calls: list[int] = []
     real = crm.find_records
@@ -551,3 +551,53 @@ def test_record_lookups_in_slices_keep_what_answered() -> None:
     refs, unresolved = cache.lookup_in_slices(keys, find, 3, lambda exc: None, lambda: None)
     assert calls == [failed_slice]  # the answers kept are not asked again
     assert unresolved == set() and set(refs) == keys - {"k5"}
+
+
+# -- [tracking] workers ---------------------------------------------------------------------
+
+
+def _gate_first_stream(esp, wait_s: float = 20.0):
+    """The first stream's pull waits until another stream's pull has been read to its end."""
+    import threading
+
+    real, lock, started, other_done, waited = esp.iter_event_pages, threading.Lock(), [], threading.Event(), []
+
+    def gated(event_type, since, until=None):
+        with lock:
+            first = not started
+            started.append(event_type)
+        if first:
+            waited.append(other_done.wait(wait_s))
+        yield from real(event_type, since, until)
+        if not first:
+            other_done.set()
+
+    esp.iter_event_pages = gated
+    return started, waited
+
+
+def test_two_workers_a_blocked_stream_does_not_hold_up_another(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="responders", event_types=("open", "click"), workers=2)
+    track(ctx)
+    esp.add(*(make_event(E.OPEN, i, T0) for i in range(3)))
+    esp.add(*(make_event(E.CLICK, i, T0, url="https://a.test/") for i in range(2)))
+    started, waited = _gate_first_stream(esp)
+    outcome = run_tracking(ctx)
+    assert waited == [True]  # the other stream finished while the first one's ESP call was held
+    assert outcome.ok and outcome.processed == 5 and outcome.details["by_type"] == {"open": 3, "click": 2}
+    assert len([k for k in crm.responses if ".open." in k]) == 3
+    assert len([k for k in crm.responses if ".click." in k]) == 2
+    assert counts(ctx)["opens"] == 3 and counts(ctx)["clicks"] == 2
+    assert sorted(started) == sorted([E.OPEN, E.CLICK])
+
+
+def test_one_worker_runs_the_streams_one_after_the_other_in_order(tracking_env) -> None:
+    make_ctx, esp, crm = tracking_env
+    ctx = make_ctx(mode="responders", event_types=("open", "click"), workers=1)
+    track(ctx)
+    esp.add(make_event(E.OPEN, 1, T0), make_event(E.CLICK, 1, T0, url="https://a.test/"))
+    started, waited = _gate_first_stream(esp, wait_s=0.2)
+    assert run_tracking(ctx).processed == 2
+    assert waited == [False]  # one after the other: nothing ran beside the held stream
+    assert started == [E.OPEN, E.CLICK]

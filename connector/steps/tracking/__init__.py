@@ -1,6 +1,9 @@
 """The tracking step: ESP events -> send counts, campaign responses, contact updates, staging.
 
-Per ESP account and event type, under the lease ``tracking:<account>:<type>``:
+Per ESP account and event type (a stream), under the lease ``tracking:<account>:<type>``;
+with ``[tracking] workers`` > 1 that many streams run at once, each in a thread of the
+step's process-lifetime pool (``connector.steps.workers``) with its own adapters, so a
+slow stream holds up only itself. Their counts are written to CRM once all are done:
 
 1. read events with EventDate > watermark - overlap (first run: now - initial lookback),
    page by page (2,500 events a page; a helper thread retrieves the next page while
@@ -50,6 +53,7 @@ from connector.steps.tracking.rules import (
     tracking_key,
 )
 from connector.steps.tracking.store import prune, push_counts
+from connector.steps.workers import in_workers
 
 __all__ = ["bounce_type", "crm_counts", "run_tracking", "seen_key", "tracking_key", "with_lookahead"]
 
@@ -64,27 +68,17 @@ def run_tracking(ctx: StepContext) -> StepOutcome:
         log.info("tracking_skipped", reason="[tracking] mode = none")
         return StepOutcome(message="tracking mode none: nothing pulled")
     account = ctx.config.esp.name
-    stats = RunStats()
-    shared = Shared()
-    problems: list[str] = []
-    for name in cfg.event_types:
-        if ctx.stopping.is_set():
-            break
-        etype = EventType(name)
-        if mode is TrackingMode.AGGREGATE and etype not in COUNTER_EVENT_TYPES:
-            continue  # its counts come from the Send counters
-        errors_before = len(shared.call_errors)
-        try:
-            with structlog.contextvars.bound_contextvars(step="tracking", account=account, event_type=name):
-                _run_type_leased(ctx, account, etype, mode, stats, shared)
-        except (PeerError, StateError) as exc:
-            log.warning("tracking_type_failed", event_type=name, error=str(exc), kind=type(exc).__name__)
-            problems.append(f"{name}: {exc}")
-        else:
-            failed_calls = shared.call_errors[errors_before:]
-            if failed_calls:  # the run went on; say so, the events wait for the next run
-                problems.append(f"{name}: {len(failed_calls)} CRM call(s) failed after their retries, "
-                                f"their events are left for the next run: {failed_calls[0]}")
+    types = [EventType(name) for name in cfg.event_types]
+    if mode is TrackingMode.AGGREGATE:  # the other counts come from the Send counters
+        types = [etype for etype in types if etype in COUNTER_EVENT_TYPES]
+    if min(cfg.workers, len(types)) <= 1:
+        stats, shared = RunStats(), Shared()
+        problems = [p for etype in types for p in _stream(ctx, account, etype, mode, stats, shared)]
+    else:  # one stream per thread, each with its own lease, stats and caches; merged after
+        runs = [(etype, RunStats(), Shared()) for etype in types]
+        found = in_workers("tracking", cfg.workers, lambda r: _stream(ctx, account, r[0], mode, r[1], r[2]), runs)
+        problems = [p for stream in found for p in stream]
+        stats, shared = _merged(runs)
     counters = read_counters(ctx, account, problems) if mode is TrackingMode.AGGREGATE else None
     push_counts(ctx, account, shared.touched, problems, counters)
     prune(ctx)
@@ -94,6 +88,42 @@ def run_tracking(ctx: StepContext) -> StepOutcome:
     if problems:
         message += "; " + " | ".join(problems)[:1000]
     return StepOutcome(ok=not problems, processed=stats.new, message=message, details=stats.as_dict())
+
+
+def _stream(
+    ctx: StepContext, account: str, etype: EventType, mode: TrackingMode, stats: RunStats, shared: Shared
+) -> list[str]:
+    """One (account, event type) stream under its lease; the problems to report."""
+    if ctx.stopping.is_set():
+        return []
+    name = etype.value
+    errors_before = len(shared.call_errors)
+    try:
+        with structlog.contextvars.bound_contextvars(step="tracking", account=account, event_type=name):
+            _run_type_leased(ctx, account, etype, mode, stats, shared)
+    except (PeerError, StateError) as exc:
+        log.warning("tracking_type_failed", event_type=name, error=str(exc), kind=type(exc).__name__)
+        return [f"{name}: {exc}"]
+    failed_calls = shared.call_errors[errors_before:]
+    if failed_calls:  # the run went on; say so, the events wait for the next run
+        return [f"{name}: {len(failed_calls)} CRM call(s) failed after their retries, "
+                f"their events are left for the next run: {failed_calls[0]}"]
+    return []
+
+
+def _merged(runs: list[tuple[EventType, RunStats, Shared]]) -> tuple[RunStats, Shared]:
+    """The stats and touched sends of parallel streams, as one sequential run would have them."""
+    stats, shared = RunStats(), Shared()
+    for _, part, own in runs:
+        for key, value in part.as_dict().items():
+            if key == "by_type":
+                for etype, n in value.items():
+                    stats.by_type[etype] = stats.by_type.get(etype, 0) + n
+            else:
+                setattr(stats, key, getattr(stats, key) + value)
+        shared.touched.update(own.touched)
+        shared.call_errors += own.call_errors
+    return stats, shared
 
 
 def _run_type_leased(
