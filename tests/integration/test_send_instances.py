@@ -66,6 +66,20 @@ def new_request(sb, name: str = "Two instances") -> str:
         "ownerid": org.users["mia"], "ownerid__type": "systemuser"})
 
 
+def drive_to_end(ctx, store: StateStore, rid: str) -> None:
+    """Poll the send and imports steps for one request until it is sent or failed (import results and
+    the send show at the ESP only after its scaled delays)."""
+    from connector.steps.imports import poll_send
+
+    for _ in range(300):
+        job = process_request(ctx, rid) or store.get_send_job(rid)
+        if job.status == "importing":
+            poll_send(ctx, rid)
+        if store.get_send_job(rid).status in ("sent", "failed"):
+            return
+        time.sleep(0.1)
+
+
 def check_sent_once(sb, store: StateStore, rid: str) -> dict:
     row = sb.crm.store.get("cesp_sendrequests", rid)
     assert row["cesp_status"] == SENT, row["cesp_reason"]
@@ -167,7 +181,6 @@ def test_two_processes_with_one_copied_service_ini_send_each_request_once(sandbo
 def test_a_takeover_after_crm_changed_hands_nobody_over_twice(sandbox, tmp_path, pg_url) -> None:
     """A stops mid-resolve with some batches at the ESP; CRM changes; B (another disk) finishes the send."""
     from connector.batchfiles import split_keys
-    from connector.steps.imports import poll_send
     from connector.suppression import address_digest
 
     a = Instance(sandbox, tmp_path, "a", pg_url, batching__batch_size=15)
@@ -192,13 +205,7 @@ def test_a_takeover_after_crm_changed_hands_nobody_over_twice(sandbox, tmp_path,
         sandbox.crm.store.patch("contacts", at_esp[1][1], {"emailaddress1": "moved.house@example.com"})
 
         ctx_b = b.ctx()
-        for _ in range(300):  # import results and the send show at the ESP after (scaled) delays
-            job = process_request(ctx_b, rid) or b.store.get_send_job(rid)
-            if job.status == "importing":
-                poll_send(ctx_b, rid)
-            if b.store.get_send_job(rid).status in ("sent", "failed"):
-                break
-            time.sleep(0.1)
+        drive_to_end(ctx_b, b.store, rid)  # import results and the send show at the ESP after (scaled) delays
         check_sent_once(sandbox, b.store, rid)  # counts add up, members at the ESP = handed over
         for seq in range(1, 40):
             assert len(sandbox.esp.store.runs_for(f"cesp-import-{rid}-{seq}")) <= 1
@@ -213,7 +220,6 @@ def test_batch_files_gone_from_the_own_disk_are_written_again_not_a_traceback(sa
     """The same instance resumes, but its batch files were deleted meanwhile (a cleaned data_dir)."""
     import shutil
 
-    from connector.steps.imports import poll_send
     from connector.steps.send_handover import work_folder
 
     a = Instance(sandbox, tmp_path, "a", pg_url, batching__batch_size=15)
@@ -227,13 +233,7 @@ def test_batch_files_gone_from_the_own_disk_are_written_again_not_a_traceback(sa
         assert any(b.status == "written" for b in a.store.batches(rid))
         shutil.rmtree(work_folder(a.config, rid) / "batches")
         ctx = a.ctx()
-        for _ in range(300):
-            job = process_request(ctx, rid) or a.store.get_send_job(rid)
-            if job.status == "importing":
-                poll_send(ctx, rid)
-            if a.store.get_send_job(rid).status in ("sent", "failed"):
-                break
-            time.sleep(0.1)
+        drive_to_end(ctx, a.store, rid)
         check_sent_once(sandbox, a.store, rid)
         assert any(b.set_aside for b in a.store.batches(rid))  # the batches whose files were gone
     finally:
@@ -248,7 +248,6 @@ def test_a_holder_whose_send_was_taken_over_meanwhile_writes_nothing_more(sandbo
     import sqlalchemy as sa
 
     from connector.errors import StateError
-    from connector.steps.imports import poll_send
 
     a = Instance(sandbox, tmp_path, "a", pg_url, batching__batch_size=15)
     b = Instance(sandbox, tmp_path, "b", pg_url, batching__batch_size=15)
@@ -276,13 +275,7 @@ def test_a_holder_whose_send_was_taken_over_meanwhile_writes_nothing_more(sandbo
         assert a.store.get_send_job(rid).updated_at == at_takeover["job"], "A wrote the job after losing it"
 
         ctx_b = b.ctx()
-        for _ in range(300):
-            job = process_request(ctx_b, rid) or b.store.get_send_job(rid)
-            if job.status == "importing":
-                poll_send(ctx_b, rid)
-            if b.store.get_send_job(rid).status in ("sent", "failed"):
-                break
-            time.sleep(0.1)
+        drive_to_end(ctx_b, b.store, rid)
         check_sent_once(sandbox, b.store, rid)
         for seq in range(1, 40):
             assert len(sandbox.esp.store.runs_for(f"cesp-import-{rid}-{seq}")) <= 1
