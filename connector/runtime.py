@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import importlib
 import threading
+import uuid
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import structlog
 
 from connector.errors import ConnectorError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from connector.steps import StepContext
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +79,20 @@ class AdapterPool:
 
     def getter(self, role: str) -> Callable[[], Any]:
         return partial(self.get, role)
+
+    def step_context(
+        self, state: Any, *, stopping: threading.Event | None = None, run_id: str | None = None
+    ) -> "StepContext":
+        """A step's context over these adapters and ``state`` (the one wiring for the service,
+        ``send-now`` and tests); a fresh run id unless one is given."""
+        from connector.steps import StepContext
+
+        return StepContext(
+            config=self.config, state=state, crm=self.getter("crm"), esp=self.getter("esp"),
+            file_drop=self.getter("file_drop"), staging=self.getter("staging"),
+            stopping=stopping if stopping is not None else threading.Event(),
+            run_id=run_id if run_id is not None else uuid.uuid4().hex, holder=state.holder,
+        )
 
     def close_all(self) -> None:
         with self._lock:

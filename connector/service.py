@@ -394,17 +394,7 @@ class Service:
         return target
 
     def _context(self, run_id: str) -> StepContext:
-        return StepContext(
-            config=self.config,
-            state=self.store,
-            crm=self.adapters.getter("crm"),
-            esp=self.adapters.getter("esp"),
-            file_drop=self.adapters.getter("file_drop"),
-            staging=self.adapters.getter("staging"),
-            stopping=self.stopping,
-            run_id=run_id,
-            holder=self.store.holder,
-        )
+        return self.adapters.step_context(self.store, stopping=self.stopping, run_id=run_id)
 
     def _not_available(self, name: str, run_id: str, reason: str) -> StepOutcome:
         try:

@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -126,7 +125,6 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
     from connector.models import SendStatus
     from connector.runtime import AdapterPool
     from connector.state.store import StateStore
-    from connector.steps import StepContext
 
     # a holder name of its own, so a service with the same instance_id never shares its leases
     holder = f"{config.service.instance_id or socket.gethostname()}:send-now:{os.getpid()}"
@@ -134,11 +132,7 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
     adapters = AdapterPool(config)
     try:
         store.migrate()
-        ctx = StepContext(
-            config=config, state=store, crm=adapters.getter("crm"), esp=adapters.getter("esp"),
-            file_drop=adapters.getter("file_drop"), staging=adapters.getter("staging"),
-            stopping=stopping, run_id=uuid.uuid4().hex, holder=store.holder,
-        )
+        ctx = adapters.step_context(store, stopping=stopping)
         request = ctx.crm().get_send_request(request_id)
         if request is None:
             bar.done(f"send request {request_id} does not exist in CRM")

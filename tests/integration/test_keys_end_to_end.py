@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import uuid
 
 import pytest
 
@@ -43,17 +42,13 @@ def _seed(sb) -> tuple[str, list[str]]:
 def _track(config, request_id: str) -> tuple[object, dict]:
     from connector.runtime import AdapterPool
     from connector.state.store import StateStore
-    from connector.steps import StepContext
     from connector.steps.tracking import run_tracking
 
     store = StateStore.from_config(config, holder="it")
     adapters = AdapterPool(config)
     try:
         store.migrate()
-        ctx = StepContext(config=config, state=store, crm=adapters.getter("crm"), esp=adapters.getter("esp"),
-                          file_drop=adapters.getter("file_drop"), staging=adapters.getter("staging"),
-                          stopping=threading.Event(), run_id=uuid.uuid4().hex, holder=store.holder)
-        outcome = run_tracking(ctx)
+        outcome = run_tracking(adapters.step_context(store))
         return outcome, store.quarantine_counts(request_id)
     finally:
         adapters.close_all()

@@ -8,9 +8,7 @@ race changes nothing in the shared state.
 from __future__ import annotations
 
 import json
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -39,10 +37,7 @@ class Instance:
         self.adapters = AdapterPool(self.config)
 
     def ctx(self) -> StepContext:
-        a = self.adapters
-        return StepContext(config=self.config, state=self.store, crm=a.getter("crm"), esp=a.getter("esp"),
-                           file_drop=a.getter("file_drop"), staging=a.getter("staging"), stopping=threading.Event(),
-                           run_id=uuid.uuid4().hex, holder=self.store.holder)
+        return self.adapters.step_context(self.store)
 
     def close(self) -> None:
         self.adapters.close_all()

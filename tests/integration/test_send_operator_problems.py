@@ -10,7 +10,6 @@ the key, before any subscriber is written at the ESP.
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
@@ -18,7 +17,6 @@ from connector.config import load_config
 from connector.runtime import AdapterPool
 from connector.sandbox.tls import SandboxCA
 from connector.state.store import StateStore
-from connector.steps import StepContext
 from connector.steps.sends import run_sends
 
 PENDING, SENT, FAILED = 100000000, 100000002, 100000003
@@ -38,10 +36,7 @@ def poll(config, rid: str):
     adapters = AdapterPool(config)
     try:
         store.migrate()
-        ctx = StepContext(config=config, state=store, crm=adapters.getter("crm"), esp=adapters.getter("esp"),
-                          file_drop=adapters.getter("file_drop"), staging=adapters.getter("staging"),
-                          run_id=uuid.uuid4().hex, holder=store.holder)
-        return run_sends(ctx), store.get_send_job(rid)
+        return run_sends(adapters.step_context(store)), store.get_send_job(rid)
     finally:
         adapters.close_all()
         store.close()
