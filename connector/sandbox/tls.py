@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from connector.private import FILE_MODE, open_private
+
 CA_VALID_DAYS = 3650
 """Lifetime of the sandbox CA certificate."""
 
@@ -32,9 +34,8 @@ _lock = threading.Lock()
 
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to a file only its owner can read (also when the file already existed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fh.fileno(), 0o600)
+    with open_private(path) as fh:
+        os.fchmod(fh.fileno(), FILE_MODE)
         fh.write(data)
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from connector.private import open_private
 from connector.sandbox.marketing_cloud import records as rec
 from connector.sandbox.marketing_cloud.events import EventBlock
 
@@ -38,8 +39,7 @@ _DATE_FIELDS = {"created", "modified", "unsubscribed", "send_date", "sent_date",
 
 def write_private(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with open_private(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)
 
