@@ -68,24 +68,29 @@ def test_only_filterable_properties_may_be_filtered_on(mcsb_call):
     assert texts(retrieve(mcsb_call, "Subscriber", ["SubscriberKey"], flt), "//p:OverallStatus")[0].startswith("Error:")
 
 
-def test_an_import_column_that_names_no_attribute_gives_row_errors(mcsb_call):
+def import_file(mcsb_call, file_name: str, key: str, csv_text: str):
+    """Upload ``csv_text`` as ``file_name``, import it into a new list over SOAP and wait for its run."""
     store = mcsb_call.app.store
     list_id = create_list(mcsb_call)
-    (store.import_root / "Import" / "odd.csv").write_text(
-        "SubscriberKey,EmailAddress,First Name,Shoe Size\nk1,a@example.com,Ann,40\nk2,b@example.com,Bob,44\n",
-        encoding="utf-8")
-    definition = (f'<Objects xsi:type="ImportDefinition"><CustomerKey>imp-odd</CustomerKey><Name>i</Name>'
+    (store.import_root / "Import" / file_name).write_text(csv_text, encoding="utf-8")
+    definition = (f'<Objects xsi:type="ImportDefinition"><CustomerKey>{key}</CustomerKey><Name>i</Name>'
                   f'<DestinationObject xsi:type="List"><ID>{list_id}</ID></DestinationObject>'
-                  "<FileSpec>odd.csv</FileSpec></Objects>")
+                  f"<FileSpec>{file_name}</FileSpec></Objects>")
     mcsb_call.soap("Create", f"<CreateRequest {P}><Options/>{definition}</CreateRequest>")
     mcsb_call.soap("Perform", f'<PerformRequestMsg {P}><Action>start</Action><Definitions>'
-                   '<Definition xsi:type="ImportDefinition"><CustomerKey>imp-odd</CustomerKey></Definition>'
+                   f'<Definition xsi:type="ImportDefinition"><CustomerKey>{key}</CustomerKey></Definition>'
                    "</Definitions></PerformRequestMsg>")
     deadline = time.monotonic() + 10
-    while not (store.runs_for("imp-odd") and store.runs_for("imp-odd")[0].status in ("Completed", "Error")):
+    while not (store.runs_for(key) and store.runs_for(key)[0].status in ("Completed", "Error")):
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    run = store.runs_for("imp-odd")[0]
+    return store.runs_for(key)[0]
+
+
+def test_an_import_column_that_names_no_attribute_gives_row_errors(mcsb_call):
+    store = mcsb_call.app.store
+    run = import_file(mcsb_call, "odd.csv", "imp-odd", "SubscriberKey,EmailAddress,First Name,Shoe Size\n"
+                      "k1,a@example.com,Ann,40\nk2,b@example.com,Bob,44\n")
     assert (run.total, run.ok, run.errors) == (2, 0, 2)
     assert [e.subscriber_key for e in run.row_errors] == ["k1", "k2"]
     assert "'Shoe Size'" in run.row_errors[0].message
@@ -164,21 +169,7 @@ def test_a_value_the_attributes_type_refuses_fails_that_subscriber(mcsb_call):
 
 def test_an_import_row_with_a_value_its_attribute_refuses_is_a_row_error(mcsb_call):
     store = mcsb_call.app.store
-    list_id = create_list(mcsb_call)
-    (store.import_root / "Import" / "typed.csv").write_text(
-        "SubscriberKey,EmailAddress,Birthday\nt1,a@example.com,1990-05-17\nt2,b@example.com,soon\nt3,c@example.com,\n",
-        encoding="utf-8")
-    definition = (f'<Objects xsi:type="ImportDefinition"><CustomerKey>imp-typed</CustomerKey><Name>i</Name>'
-                  f'<DestinationObject xsi:type="List"><ID>{list_id}</ID></DestinationObject>'
-                  "<FileSpec>typed.csv</FileSpec></Objects>")
-    mcsb_call.soap("Create", f"<CreateRequest {P}><Options/>{definition}</CreateRequest>")
-    mcsb_call.soap("Perform", f'<PerformRequestMsg {P}><Action>start</Action><Definitions>'
-                   '<Definition xsi:type="ImportDefinition"><CustomerKey>imp-typed</CustomerKey></Definition>'
-                   "</Definitions></PerformRequestMsg>")
-    deadline = time.monotonic() + 10
-    while not (store.runs_for("imp-typed") and store.runs_for("imp-typed")[0].status in ("Completed", "Error")):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    run = store.runs_for("imp-typed")[0]
+    run = import_file(mcsb_call, "typed.csv", "imp-typed", "SubscriberKey,EmailAddress,Birthday\n"
+                      "t1,a@example.com,1990-05-17\nt2,b@example.com,soon\nt3,c@example.com,\n")
     assert (run.ok, run.errors) == (2, 1) and run.row_errors[0].subscriber_key == "t2"
     assert store.subscriber("t2") is None and store.subscriber("t1").attributes["Birthday"] == "1990-05-17"
