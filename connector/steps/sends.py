@@ -77,7 +77,7 @@ def run_sends(ctx: StepContext) -> StepOutcome:
     does not hold up the others; each round also takes in requests that became Pending.
     """
     outcome = StepOutcome()
-    _PROBE_REFUSED.pop(ctx.run_id, None)  # a run asks the ESP afresh (even under a reused run id)
+    _new_probe(ctx)  # a run asks the ESP afresh (even under a reused run id)
     work: list[tuple[str, SendRequest | None]] = [(job.request_id, None) for job in ctx.state.send_jobs(RESUMABLE)]
     seen = {rid for rid, _ in work}
     held: list[str] = []
@@ -222,8 +222,58 @@ def guarded(ctx: StepContext, job: SendJob, work: Callable[[], None]) -> SendJob
     return job
 
 
-_PROBE_REFUSED: dict[str, OperatorError] = {}
-"""run id -> the operator problem the ESP probe met in that step run (the latest run only)."""
+class _EspProbe:
+    """What one step run learned from the ESP, asked once per run rather than once per request:
+    the e-mail ids by key, whether the attribute mapping holds, and an operator problem met."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.emails: dict[str, str | None] = {}
+        self.mapping_ok = False
+        self.refused: OperatorError | None = None
+
+
+_PROBE = _EspProbe("")
+"""The latest step run's probe (a run id of its own; "" = no run id, nothing kept)."""
+
+
+def _new_probe(ctx: StepContext) -> _EspProbe:
+    global _PROBE
+    _PROBE = _EspProbe(ctx.run_id)
+    return _PROBE
+
+
+def _probe(ctx: StepContext) -> _EspProbe:
+    probe = _PROBE
+    return probe if ctx.run_id and probe.run_id == ctx.run_id else _new_probe(ctx)
+
+
+def find_email(ctx: StepContext, email_key: str) -> str | None:
+    """The ESP's id of the e-mail ``email_key`` (None: no such e-mail), looked up once per step run."""
+    probe = _probe(ctx)
+    if probe.refused is not None:  # asked once this run: no second failed login per pending request
+        raise probe.refused
+    if email_key not in probe.emails:
+        try:
+            probe.emails[email_key] = ctx.esp().find_email(email_key)
+        except OperatorError as exc:
+            probe.refused = exc
+            raise
+    return probe.emails[email_key]
+
+
+def check_mapping_once(ctx: StepContext) -> None:
+    """``check_mapping`` once per step run (the account's attributes do not depend on the request)."""
+    probe = _probe(ctx)
+    if probe.refused is not None:
+        raise probe.refused
+    if not probe.mapping_ok:
+        try:
+            check_mapping(ctx)
+        except OperatorError as exc:
+            probe.refused = exc
+            raise
+        probe.mapping_ok = True
 
 
 def esp_ready(ctx: StepContext, request: SendRequest) -> bool:
@@ -232,16 +282,10 @@ def esp_ready(ctx: StepContext, request: SendRequest) -> bool:
     email_key = request.email_key or ctx.config.sends.default_email_key
     if not email_key:
         return True  # the precheck fails it with the reason
-    refused = _PROBE_REFUSED.get(ctx.run_id) if ctx.run_id else None
     try:
-        if refused is not None:  # asked once this run: no second failed login per pending request
-            raise refused
-        ctx.esp().find_email(email_key)
-        check_mapping(ctx)
+        find_email(ctx, email_key)
+        check_mapping_once(ctx)
     except OperatorError as exc:
-        if ctx.run_id:
-            _PROBE_REFUSED.clear()  # only the latest run's answer is kept
-            _PROBE_REFUSED[ctx.run_id] = exc
         hold(ctx, request.id, exc)
         raise
     except TransientPeerError as exc:  # the next poll asks again; nothing is claimed
@@ -441,12 +485,12 @@ def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
                        "nothing was sent. Remove them from its targets.")
         return False
     email_key = request.email_key or ctx.config.sends.default_email_key
-    if ctx.esp().find_email(email_key) is None:  # before any subscriber is written at the ESP
+    if find_email(ctx, email_key) is None:  # before any subscriber is written at the ESP
         where = "the request's email key" if request.email_key else "[sends] default_email_key"
         fail(ctx, job, f"the ESP has no email with the key {email_key!r} ({where}): name an existing email "
                        "by its customer key (Marketing Cloud: the External Key in the email's properties).")
         return False
-    check_mapping(ctx)  # an operator's problem: holds the request (OperatorError), see guarded()
+    check_mapping_once(ctx)  # an operator's problem: holds the request (OperatorError), see guarded()
     return True
 
 
