@@ -46,7 +46,7 @@ _NOISY_LOGGERS = ("urllib3", "paramiko", "apscheduler.scheduler", "msal", "zeep"
 
 def secret_values(config: "Config", env: dict[str, str] | None = None) -> set[str]:
     """Every secret to keep out of the logs: the config's, and those of the ``CONNECTOR_*`` environment."""
-    from connector.config import _url_password, secret_keys
+    from connector.config import secret_keys, url_password
     from connector.secrets import env_var_name
 
     env = dict(os.environ if env is None else env)
@@ -56,7 +56,7 @@ def secret_values(config: "Config", env: dict[str, str] | None = None) -> set[st
         if not name.startswith("CONNECTOR_") or not value:
             continue
         if name in secret_env and secret_env[name][1] == "url":
-            password = _url_password(value)
+            password = url_password(value)
             if password:
                 found.add(password)
         elif name in secret_env or _SECRET_NAME.search(name):

@@ -90,7 +90,7 @@ def _numeric_options() -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize(("section", "key", "allowed"), _numeric_options())
 def test_every_number_has_a_range_documented_in_both_places(section: str, key: str, allowed: str) -> None:
-    assert allowed, f"[{section}] {key} has no upper and lower bound in connector/config.py"
+    assert allowed, f"[{section}] {key} has no upper and lower bound in connector/config/models.py"
     comment = re.search(rf"((?:^#.*\n)+)^{key} =", _example_sections()[section], flags=re.M)
     assert comment and f"# Allowed: {allowed}." in comment.group(1), f"service.ini.example [{section}] {key}"
     row = re.search(rf"^\| `{key}` \|.*$", _doc_sections()[section], flags=re.M)

@@ -1,0 +1,117 @@
+"""``[mapping.TABLE]`` lines (ESP attribute = crm_column | step ...) and ``[transform.NAME]`` tables."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Mapping
+
+from pydantic import ValidationError
+
+from connector.config.fields import MAPPING_TABLES
+from connector.config.models import CONTROL_CHARACTERS, FieldMapping
+from connector.config.problems import did_you_mean
+
+if TYPE_CHECKING:
+    from connector.config.loader import Item, Loader
+
+VALUE_TRANSFORMS = ("strip", "lower", "upper", "title", "capitalize")
+"""Transforms a mapping line may name, applied in the order written (``connector.mapping``), then
+the lookup, then the default when the value is blank."""
+
+
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TRANSFORM_NAME = re.compile(r"^[a-z0-9_-]+$")
+
+
+def build_mappings(loader: Loader, transforms: Mapping[str, object]) -> dict[str, tuple[FieldMapping, ...]]:
+    """``{"contact": (FieldMapping, ...), ...}`` from the ``[mapping.TABLE]`` sections; bad lines reported, left out."""
+    mappings: dict[str, tuple[FieldMapping, ...]] = {}
+    for name, raw in loader.raw.items():
+        if not name.startswith("mapping."):
+            continue
+        table = name.partition(".")[2]
+        if table not in MAPPING_TABLES:
+            loader.problem(name, "", raw.line, f"no CRM table {table!r} to map",
+                           did_you_mean(table, list(MAPPING_TABLES),
+                                        "mapping sections are " + ", ".join(f"[mapping.{t}]" for t in MAPPING_TABLES)))
+            continue
+        parsed = (parse_mapping_line(loader, name, item, transforms) for item in raw.items.values())
+        mappings[table] = tuple(m for m in parsed if m is not None)
+    return mappings
+
+
+def parse_mapping_line(loader: Loader, section: str, item: Item, transforms: Mapping[str, object]) -> FieldMapping | None:
+    """One ``ESP attribute = crm_column | step | ...`` line, or None (its problems reported)."""
+    found = CONTROL_CHARACTERS.search(item.key + item.value)
+    if found:
+        loader.problem(section, item.key, item.line, f"holds the control character U+{ord(found.group()):04X}",
+                       "retype the line: it holds an invisible character (copied from a document?)")
+        return None
+    parts = [p.strip() for p in item.value.split("|")]
+    column, options = parts[0], parts[1:]
+    lookup = default = None
+    steps: list[str] = []
+    ok = True
+    for option in options:
+        kind, colon, arg = option.partition(":")
+        kind = kind.strip().lower()
+        if colon and kind == "lookup":
+            lookup, ok = (arg.strip(), ok) if lookup is None else (lookup, _twice(loader, section, item, "lookup"))
+            if lookup and lookup.lower() not in transforms:
+                loader.problem(section, item.key, item.line, f"lookup {lookup!r} has no [transform.{lookup}] section",
+                               did_you_mean(lookup.lower(), list(transforms), "add the section, or fix the name"))
+                ok = False
+        elif colon and kind == "default":
+            default, ok = (arg.strip(), ok) if default is None else (default, _twice(loader, section, item, "default"))
+        elif not colon and kind in VALUE_TRANSFORMS:
+            steps.append(kind)
+        else:
+            loader.problem(section, item.key, item.line, f"unknown mapping step {option!r}",
+                           did_you_mean(kind, [*VALUE_TRANSFORMS, "lookup:", "default:"],
+                                        "steps are lookup:NAME, default:TEXT, " + ", ".join(VALUE_TRANSFORMS)))
+            ok = False
+    if not column:
+        loader.problem(section, item.key, item.line, "no CRM column",
+                       "write ESP attribute = crm_column [| step ...]")
+        ok = False
+    elif not _COLUMN.match(column):
+        loader.problem(section, item.key, item.line, f"{column!r} is not a CRM column name",
+                       "use the column's logical name, e.g. address1_country; "
+                       "the steps after it are separated by |")
+        ok = False
+    if not ok:
+        return None
+    try:
+        return FieldMapping(esp_attribute=item.key, crm_column=column, lookup=(lookup or "").lower(),
+                            default=default or "", transforms=tuple(steps), line=item.line)
+    except ValidationError as exc:  # never a traceback for a config value
+        loader.problem(section, item.key, item.line, exc.errors()[0]["msg"].removeprefix("Value error, "))
+        return None
+
+
+def _twice(loader: Loader, section: str, item: Item, what: str) -> bool:
+    loader.problem(section, item.key, item.line, f"{what} given twice", f"keep one {what}: step")
+    return False
+
+
+def build_transforms(loader: Loader) -> dict[str, dict[str, str]]:
+    """``{"countries": {CRM value: ESP value}, ...}`` from the ``[transform.NAME]`` sections."""
+    transforms: dict[str, dict[str, str]] = {}
+    for name, raw in loader.raw.items():
+        if not name.startswith("transform."):
+            continue
+        table = name.partition(".")[2]
+        if not _TRANSFORM_NAME.match(table):
+            loader.problem(name, "", raw.line, f"bad transform name {table!r}",
+                           "use letters, digits, - and _ only, e.g. [transform.countries]")
+            continue
+        values = {}
+        for item in raw.items.values():
+            found = CONTROL_CHARACTERS.search(item.key + item.value)
+            if found:
+                loader.problem(name, item.key, item.line, f"holds the control character U+{ord(found.group()):04X}",
+                               "retype the line: it holds an invisible character (copied from a document?)")
+                continue
+            values[item.key] = item.value
+        transforms[table] = values
+    return transforms
