@@ -419,11 +419,6 @@ class Service:
         if reaped:
             log.warning("leases_reaped", resources=reaped, count=len(reaped))
 
-    def run_soon(self, name: str) -> None:
-        """Move step ``name``'s next run to now (the demo and tests use it to skip waiting)."""
-        if self.scheduler is not None and self.scheduler.running and not self.stopping.is_set():
-            self.scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
-
 
 def next_run(last_started: datetime | None, interval_seconds: float, now: datetime) -> datetime:
     """When a step runs next, from its last start (a missed run is due now)."""

@@ -256,10 +256,6 @@ class SetupReport:
     failed: list[KeyFailure] = field(default_factory=list)
     waited: bool = False
 
-    @property
-    def keys_active(self) -> bool:
-        return bool(self.keys) and all(v == "Active" for v in self.keys.values())
-
 
 class CrmSetup:
     """Reads what exists and creates what is missing."""

@@ -21,7 +21,6 @@ from connector.errors import PeerSetupError, PermanentPeerError, TransientPeerEr
 
 log = structlog.get_logger(__name__)
 
-FAULT_XSD_URL = "https://webservice.exacttarget.com/ETFrameworkFault.xsd"
 WSDL_CACHE_SECONDS = 24 * 3600
 
 # The PartnerAPI WSDL imports this schema from the internet although nothing in the WSDL

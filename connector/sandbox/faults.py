@@ -20,8 +20,6 @@ import random
 import threading
 from dataclasses import dataclass
 
-GENERIC_KINDS = ("drop", "drop_after", "http500", "http502", "http503", "http504", "slow", "throttle")
-
 
 @dataclass
 class Knob:

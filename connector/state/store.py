@@ -16,10 +16,7 @@ The parts live in mixins: ``leases``, ``jobs`` (send jobs, batches),
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import uuid
 from typing import Any
 
 import sqlalchemy as sa

@@ -268,18 +268,6 @@ def test_run_service_until_refuses_a_bad_config(tmp_path: Path, capsys) -> None:
     assert "servce" in capsys.readouterr().err
 
 
-def test_run_soon_moves_the_next_run_forward(tmp_path: Path, store: StateStore) -> None:
-    rec = Recorder()
-    service = Service(make_config(tmp_path, sends=10.0), store=store, steps={"sends": rec.step("sends")})
-    service.start()
-    try:
-        wait_for(lambda: rec.runs.get("sends", 0) == 1)
-        service.run_soon("sends")
-        wait_for(lambda: rec.runs.get("sends", 0) == 2)
-    finally:
-        assert service.stop(5)
-
-
 def test_each_run_binds_step_and_run_to_the_log_context_and_resets_it(tmp_path: Path, store: StateStore) -> None:
     import structlog
 

@@ -16,6 +16,7 @@ from connector.sandbox.dataverse.app import DataverseApp
 from connector.sandbox.dataverse.entra import EntraAuthority
 from connector.sandbox.dataverse.metadata import KeyActivation
 from connector.sandbox.dataverse.protection import Costs, Limits
+from connector.sandbox.dataverse.records import Records
 from connector.sandbox.dataverse.schema import Attribute, Entity, Key, connector_customizations
 from connector.sandbox.dataverse.store import DataverseStore
 from connector.sandbox.faults import FaultKnobs
@@ -81,7 +82,7 @@ class CrmSandbox:
         self.app_user_id = app.app_user_id
 
     @property
-    def records(self):  # the Web API record layer (change-tracking knobs)
+    def records(self) -> Records | None:  # the Web API record layer (change-tracking knobs)
         return self.app.records
 
     def expire_tokens(self) -> None:

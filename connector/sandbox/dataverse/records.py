@@ -16,7 +16,7 @@ from connector.sandbox.dataverse.http import (
     Request, Response, not_found, parse_key, parse_segment, payload_error, split_path,
 )
 from connector.sandbox.dataverse.odata import bad_query, parse_select
-from connector.sandbox.dataverse.schema import FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, ONE_TO_MANY, STRING_TYPES, Entity
+from connector.sandbox.dataverse.schema import FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, ONE_TO_MANY, STRING_TYPES, Attribute, Entity
 from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire, utc_text
 
 class Records(QueryOps, NavigationOps):
@@ -125,7 +125,7 @@ class Records(QueryOps, NavigationOps):
             row[name] = self.check_value(e, attr, value)
         return row, deep
 
-    def check_value(self, e: Entity, attr, value: Any) -> Any:
+    def check_value(self, e: Entity, attr: Attribute, value: Any) -> Any:
         if value is None:
             return None
         t = attr.type

@@ -68,10 +68,6 @@ class Attribute:
         return f"_{self.logical_name}_value" if self.type in LOOKUP_TYPES else self.logical_name
 
 
-KEY_STATUSES = ("Pending", "InProgress", "Active", "Failed")
-"""EntityKeyIndexStatus, as the metadata reports it."""
-
-
 @dataclass
 class Key:
     logical_name: str

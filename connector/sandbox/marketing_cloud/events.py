@@ -258,10 +258,9 @@ _GETTERS: dict[str, Getter] = {
     "SMTPCode": lambda b, i: BOUNCES[b.code[i]][3],
     "SMTPReason": lambda b, i: escape(BOUNCES[b.code[i]][4]),
     "IsMasterUnsubscribed": lambda b, i: "false",
+    # ListID is outside the WSDL, yet the real service returns it (strict clients choke on it)
     "ListID": lambda b, i: str(b.list_id),
 }
-EXTRA_PROPERTIES = frozenset({"ListID"})
-"""Event properties outside the WSDL that the real service still returns (strict clients choke on them)."""
 
 
 def row_renderer(obj_type: str, properties: Sequence[str]) -> Callable[[EventBlock, int], str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
+from datetime import datetime
 
 from connector.sandbox.marketing_cloud import events as ev
 from connector.sandbox.marketing_cloud.records import SendDefinitionRec, SendRec, utc
@@ -138,7 +139,7 @@ class SendOps:
             send.sent_date = send.send_date
 
     def generate_events(self, n: int, *, event_types: tuple[str, ...] = ev.EVENT_OBJECTS, hours: float = 24.0,
-                        start=None, seed: int | None = None, list_id: int = ALL_SUBSCRIBERS_ID,
+                        start: datetime | None = None, seed: int | None = None, list_id: int = ALL_SUBSCRIBERS_ID,
                         arrival_lag_minutes: float | None = None, published_arrival: bool = False) -> int:
         """Add a finished send with ``n`` events of each given type, spread over ``hours``.
 

@@ -115,7 +115,7 @@ class EspStore(SendOps, ImportOps):
         for key, kind in (("Default Commercial", "Marketing"), ("Default Transactional", "Operational")):
             self.send_classifications[key] = SendClassificationRec(next(self._ids), key, key, str(uuid.uuid4()), kind)
 
-    def now(self):
+    def now(self) -> datetime:
         return self.clock.now()
 
     def apply_due_changes(self) -> None:
