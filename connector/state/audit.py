@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from connector.state.base import StoreBase, dumps, loads
 from connector.state.records import ChangeRow, QuarantineRow, StepRun
 from connector.state.schema import change_log, quarantine, step_runs
+from connector.state.sync import change_row
 
 CHUNK = 1000
 
@@ -123,6 +124,8 @@ class AuditMixin(StoreBase):
                             "new_value": _text(d.get("new_value")),
                             "source": d.get("source") or "",
                             "run_id": d.get("run_id") or "",
+                            "direction": d.get("direction") or "",
+                            "rule": (d.get("rule") or "")[:400],
                         }
                     )
                 c.execute(sa.insert(change_log), values)
@@ -137,19 +140,7 @@ class AuditMixin(StoreBase):
             .limit(limit)
         )
         with self._read() as c:
-            return [
-                ChangeRow(
-                    table=r["table_name"],
-                    record_id=r["record_id"],
-                    field=r["field"],
-                    old_value=r["old_value"],
-                    new_value=r["new_value"],
-                    source=r["source"],
-                    run_id=r["run_id"],
-                    changed_at=r["changed_at"],
-                )
-                for r in c.execute(query).mappings()
-            ]
+            return [change_row(r) for r in c.execute(query).mappings()]
 
     # -- step runs ----------------------------------------------------------
     def start_step_run(self, step: str, run_id: str) -> None:

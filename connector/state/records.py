@@ -110,7 +110,7 @@ class QuarantineRow:
 
 @dataclass(frozen=True)
 class ChangeRow:
-    """One field the connector changed in CRM: the field-level change log."""
+    """One field the connector changed in CRM or (sync) at the ESP: the field-level change log."""
 
     table: str
     record_id: str
@@ -120,6 +120,8 @@ class ChangeRow:
     source: str = ""  # e.g. "tracking:<job id>" or "send:<request id>"
     run_id: str = ""
     changed_at: datetime | None = None
+    direction: str = ""  # sync: to_esp, to_crm, agreed, skipped, deleted ...; "" for other steps
+    rule: str = ""  # sync: the [sync.<table>] line that decided, and how a conflict went
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,22 @@ change_log = sa.Table(
     sa.Column("new_value", sa.Text),
     sa.Column("source", sa.String(200), nullable=False, server_default=""),
     sa.Column("run_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("direction", sa.String(20), nullable=False, server_default=""),  # to_esp, to_crm, skipped ...
+    sa.Column("rule", sa.String(400), nullable=False, server_default=""),  # the [sync.*] line that decided
     sa.Index("ix_change_log_record", "table_name", "record_id"),
+    sa.Index("ix_change_log_changed_at", "changed_at"),
+)
+
+sync_shadow = sa.Table(  # per record and synced CRM column: the last values both sides agreed on
+    "sync_shadow",
+    metadata,
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("record_id", sa.String(64), primary_key=True, index=True),
+    sa.Column("field", sa.String(100), primary_key=True),
+    sa.Column("crm_value", sa.Text, nullable=False, server_default=""),
+    sa.Column("esp_value", sa.Text, nullable=False, server_default=""),
+    sa.Column("run_id", sa.String(64), nullable=False, server_default=""),
+    _ts("updated_at", nullable=False),
 )
 
 step_runs = sa.Table(

@@ -11,7 +11,7 @@ one transaction::
 
 The parts live in mixins: ``leases``, ``jobs`` (send jobs, batches),
 ``tracking`` (watermarks, tracked sends, counters, seen events), ``audit``
-(quarantine, change log, step runs).
+(quarantine, change log, step runs), ``sync`` (the sync shadow, the change log read back).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from connector.state.records import (
     Watermark,
 )
 from connector.state.schema import meta
+from connector.state.sync import SyncMixin
 from connector.state.tracking import TrackingMixin
 
 __all__ = [
@@ -70,7 +71,7 @@ def default_holder() -> str:
     return this_process().holder
 
 
-class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin, InstanceMixin):
+class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin, InstanceMixin, SyncMixin):
     """Durable state of one connector instance (or several sharing one database).
 
     ``holder`` is who this process is in leases and step runs: by default
