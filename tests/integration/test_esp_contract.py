@@ -1,4 +1,12 @@
-"""Contract suite: MarketingCloudEspClient against the Marketing Cloud sandbox over HTTPS."""
+"""Contract suite of the ``EspClient`` interface.
+
+Tests taking ``peer`` run twice: ``sandbox`` is the real MarketingCloudEspClient against the
+Marketing Cloud sandbox over HTTPS; ``double`` is ``tests.doubles.esp.FakeEsp``, the unit tests'
+stand-in. They are written against the interface (and a small seeding/inspection handle,
+``EspPeer``), so the double is held to what the real adapter does and refuses. Tests taking
+``esp`` and ``mc`` are the adapter's own (SOAP faults, lost replies, TLS, tokens, chunking) and
+run against the sandbox only.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,8 @@ import pytest
 from pydantic import SecretStr
 
 from connector.config import Config, EspSettings, ServiceSettings, TimeoutSettings
-from connector.errors import AuthError, ThrottledError, TransientPeerError
+from connector.errors import AuthError, PermanentPeerError, ThrottledError, TransientPeerError
+from connector.esp.base import EspClient
 from connector.esp.events import CST
 from connector.esp.marketing_cloud import MarketingCloudEspClient
 from connector.models import EventType, Subscriber, SubscriberStatus
@@ -50,6 +59,72 @@ def esp(mc, mc_ca, tmp_path: Path) -> Iterator[MarketingCloudEspClient]:
         client.close()
 
 
+class EspPeer:
+    """The ESP account behind a client: seeding and inspection, outside the interface."""
+
+    def __init__(self, client: EspClient, account) -> None:  # noqa: ANN001 - EspSandbox or FakeEsp
+        self.client = client
+        self.account = account
+
+    @property
+    def sandbox(self):  # noqa: ANN201
+        return getattr(self.account, "store", None)
+
+    def list_id(self, customer_key: str) -> str:
+        if self.sandbox is not None:
+            return str(self.sandbox.list_by_key(customer_key).id)
+        return self.account.lists[customer_key]
+
+    def subscriber_email(self, key: str) -> str:
+        if self.sandbox is not None:
+            return self.sandbox.subscriber(key).email
+        return self.account.subscribers[key].email
+
+    def add_subscriber(self, key: str, email: str, status: str) -> None:
+        (self.sandbox or self.account).add_subscriber(key, email, status=status)
+
+    def write_import_file(self, name: str, text: str) -> None:
+        folder = self.account.import_root / "Import" if self.sandbox is not None else self.account.drop_folder
+        (folder / name).write_text(text, encoding="utf-8")
+
+    def settle(self) -> None:
+        """Background work done and the ESP's visibility delays over."""
+        assert self.account.wait_idle(10)
+        self.account.advance_past_delays()
+
+    def advance(self, hours: float) -> None:
+        self.account.wait_idle(10)
+        self.account.advance(hours=hours)
+
+    def runs_for(self, customer_key: str) -> int:
+        return len((self.sandbox or self.account).runs_for(customer_key))
+
+    def send_ids(self, customer_key: str) -> list[str]:
+        if self.sandbox is not None:
+            return [str(s.id) for s in self.sandbox.sends_for(customer_key)]
+        return [s.job_id for s in self.account.sends_for(customer_key)]
+
+    def email_id(self, customer_key: str) -> str:
+        if self.sandbox is not None:
+            return str(self.sandbox.email_by_key(customer_key).id)
+        return self.account.emails[customer_key]
+
+    def generate_events(self, n: int, **kw) -> str:  # noqa: ANN003
+        return str((self.sandbox or self.account).generate_events(n, **kw))
+
+
+@pytest.fixture(params=["sandbox", "double"])
+def peer(request, tmp_path: Path) -> Iterator[EspPeer]:
+    if request.param == "double":
+        from tests.doubles.esp import FakeEsp
+
+        (tmp_path / "drop").mkdir()
+        fake = FakeEsp(tmp_path / "drop")
+        yield EspPeer(fake, fake)
+        return
+    yield EspPeer(request.getfixturevalue("esp"), request.getfixturevalue("mc"))
+
+
 def _subs(n: int, prefix: str = "crm") -> list[Subscriber]:
     return [Subscriber(f"{prefix}-{i:04d}", f"{prefix}{i}@example.com", {"First Name": f"Ann{i}"}) for i in range(n)]
 
@@ -57,13 +132,14 @@ def _subs(n: int, prefix: str = "crm") -> list[Subscriber]:
 # -- lists and subscribers ----------------------------------------------------------------
 
 
-def test_ensure_list_creates_once_and_then_finds(esp, mc) -> None:
-    first = esp.ensure_list("cesp-list-s1", "Spring newsletter")
-    assert first and esp.ensure_list("cesp-list-s1", "Spring newsletter") == first
-    assert mc.store.list_by_key("cesp-list-s1").id == int(first)
+def test_ensure_list_creates_once_and_then_finds(peer) -> None:
+    first = peer.client.ensure_list("cesp-list-s1", "Spring newsletter")
+    assert first and peer.client.ensure_list("cesp-list-s1", "Spring newsletter") == first
+    assert peer.list_id("cesp-list-s1") == first and int(first)
 
 
-def test_upsert_reports_per_subscriber_failures_and_is_repeatable(esp, mc) -> None:
+def test_upsert_reports_per_subscriber_failures_and_is_repeatable(peer) -> None:
+    esp = peer.client
     list_id = esp.ensure_list("cesp-list-s2", "s2")
     subs = _subs(3) + [Subscriber("crm-bad", "not-an-address", {})]
     results = esp.upsert_subscribers(subs, list_id)
@@ -72,10 +148,23 @@ def test_upsert_reports_per_subscriber_failures_and_is_repeatable(esp, mc) -> No
     assert results[3].message  # the ESP's own words, for the send record
     again = esp.upsert_subscribers(_subs(3), list_id)  # UpdateAdd, already on the list: fine
     assert all(r.ok for r in again)
-    assert mc.store.subscriber("crm-0001").email == "crm1@example.com"
+    assert peer.subscriber_email("crm-0001") == "crm1@example.com"
     moved = esp.upsert_subscribers([Subscriber("crm-0000", "moved0@example.com", {"First Name": "Ann0"})], list_id)
     assert moved[0].ok
-    assert mc.store.subscriber("crm-0000").email == "moved0@example.com"  # the update really lands
+    assert peer.subscriber_email("crm-0000") == "moved0@example.com"  # the update really lands
+
+
+def test_a_write_the_esp_refuses_is_a_failed_result_not_an_exception(peer) -> None:
+    esp = peer.client
+    list_id = esp.ensure_list("cesp-list-s5", "s5")
+    odd = [Subscriber("crm-odd", "odd@example.com", {"Shoe Size": "44"}), Subscriber("crm-odd2", "", {})]
+    results = esp.upsert_subscribers(odd + _subs(1, "s5"), list_id)
+    assert [r.ok for r in results] == [False, False, True]  # no such attribute; a new one without address
+    assert results[0].code == "12004" and "Shoe Size" in results[0].message  # no such attribute
+    unknown_list = esp.upsert_subscribers(_subs(2, "s5"), "999999")
+    assert [r.ok for r in unknown_list] == [False, False] and all("999999" in r.message for r in unknown_list)
+    with pytest.raises(ValueError):  # a list id is the ESP's number: nothing else leaves the adapter
+        esp.upsert_subscribers(_subs(1, "s5"), "L1")
 
 
 def test_has_errors_partial_failure_is_not_an_exception(esp, mc) -> None:
@@ -87,13 +176,14 @@ def test_has_errors_partial_failure_is_not_an_exception(esp, mc) -> None:
     assert all(r.message for r in results if not r.ok)
 
 
-def test_subscriber_statuses_in_filter_over_many_keys(esp, mc) -> None:
+def test_subscriber_statuses_in_filter_over_many_keys(peer) -> None:
+    esp = peer.client
     list_id = esp.ensure_list("cesp-list-s4", "s4")
     subs = _subs(40, "st")
     for start in range(0, 40, 20):
         esp.upsert_subscribers(subs[start:start + 20], list_id)
-    mc.store.add_subscriber("st-held", "held@example.com", status="Held")
-    mc.store.add_subscriber("st-unsub", "unsub@example.com", status="Unsubscribed")
+    peer.add_subscriber("st-held", "held@example.com", status="Held")
+    peer.add_subscriber("st-unsub", "unsub@example.com", status="Unsubscribed")
     keys = [s.subscriber_key for s in subs] + ["st-held", "st-unsub", "st-new"]
     statuses = esp.subscriber_statuses(keys)
     assert statuses["st-held"] is SubscriberStatus.HELD
@@ -105,30 +195,56 @@ def test_subscriber_statuses_in_filter_over_many_keys(esp, mc) -> None:
 # -- imports ------------------------------------------------------------------------------
 
 
-def _write_batch(mc, name: str, rows: list[tuple[str, str]]) -> None:  # noqa: ANN001
+def _write_batch(peer, name: str, rows: list[tuple[str, str]]) -> None:  # noqa: ANN001
     lines = ["SubscriberKey,EmailAddress,First Name"] + [f"{k},{e},Bo" for k, e in rows]
-    (mc.import_root / "Import" / name).write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    peer.write_import_file(name, "\r\n".join(lines) + "\r\n")
 
 
-def test_import_starts_once_and_reports_counts(esp, mc) -> None:
+def test_import_starts_once_and_reports_counts(peer) -> None:
+    esp = peer.client
     list_id = esp.ensure_list("cesp-list-i1", "i1")
-    _write_batch(mc, "cesp_i1_1.csv", [("imp-1", "a1@example.com"), ("imp-2", "bad address"), ("imp-3", "a3@example.com")])
+    _write_batch(peer, "cesp_i1_1.csv", [("imp-1", "a1@example.com"), ("imp-2", "bad address"), ("imp-3", "a3@example.com")])
     task = esp.start_import("cesp-import-i1-1", "cesp_i1_1.csv", list_id)
     assert task
-    assert mc.wait_idle(10)
+    assert peer.account.wait_idle(10)
     # the ESP shows an import's results only a while after its start (the step's start guard covers that gap)
     assert not esp.import_status("cesp-import-i1-1").found
-    mc.advance_past_delays()
+    peer.account.advance_past_delays()
     assert esp.start_import("cesp-import-i1-1", "cesp_i1_1.csv", list_id) == task  # already ran: not again
     status = esp.import_status("cesp-import-i1-1")
     assert status.finished and status.state == "completed"
     assert (status.rows_total, status.rows_ok, status.rows_error) == (3, 2, 1)
-    assert len(mc.store.runs_for("cesp-import-i1-1")) == 1
+    assert peer.runs_for("cesp-import-i1-1") == 1
 
 
-def test_import_status_before_start_is_queued(esp) -> None:
-    status = esp.import_status("cesp-import-none-1")
+def test_import_status_before_start_is_queued(peer) -> None:
+    status = peer.client.import_status("cesp-import-none-1")
     assert status.state == "queued" and not status.finished
+
+
+def test_an_import_of_a_missing_file_or_onto_no_list_fails(peer) -> None:
+    esp = peer.client
+    list_id = esp.ensure_list("cesp-list-i2", "i2")
+    esp.start_import("cesp-import-i2-1", "cesp_i2_1.csv", list_id)  # the file was never uploaded
+    peer.settle()
+    status = esp.import_status("cesp-import-i2-1")
+    assert status.state == "error" and status.finished and "Error" in status.message
+    with pytest.raises(PermanentPeerError, match="List"):
+        esp.start_import("cesp-import-i2-2", "cesp_i2_2.csv", "999999")
+
+
+def test_a_second_start_before_the_first_shows_starts_again(peer) -> None:
+    """The ESP does not guard a start it does not show yet: the step's durable start mark must."""
+    esp = peer.client
+    list_id = esp.ensure_list("cesp-list-i3", "i3")
+    _write_batch(peer, "cesp_i3_1.csv", [("imp3-1", "b1@example.com")])
+    esp.start_import("cesp-import-i3-1", "cesp_i3_1.csv", list_id)
+    esp.start_import("cesp-import-i3-1", "cesp_i3_1.csv", list_id)
+    list_id = _list_with_subscribers(esp, "cesp-list-x6", 2)
+    esp.start_send("cesp-send-x6", list_id, "welcome", "Default Commercial", "X6")
+    esp.start_send("cesp-send-x6", list_id, "welcome", "Default Commercial", "X6")
+    peer.settle()
+    assert peer.runs_for("cesp-import-i3-1") == 2 and len(peer.send_ids("cesp-send-x6")) == 2
 
 
 # -- sends --------------------------------------------------------------------------------
@@ -140,18 +256,19 @@ def _list_with_subscribers(esp, key: str, n: int = 5) -> str:  # noqa: ANN001
     return list_id
 
 
-def test_find_send_before_start_and_a_second_start_finds(esp, mc) -> None:
+def test_find_send_before_start_and_a_second_start_finds(peer) -> None:
+    esp = peer.client
     list_id = _list_with_subscribers(esp, "cesp-list-x1")
     assert esp.find_send("cesp-send-x1") is None
     started = esp.start_send("cesp-send-x1", list_id, "cesp-demo-email", "Default Commercial", "X1")
     assert started.job_id
     # a started send is retrievable only after a delay (the step's start guard covers that gap)
     assert esp.find_send("cesp-send-x1") is None
-    mc.advance_past_delays()
+    peer.account.advance_past_delays()
     again = esp.start_send("cesp-send-x1", list_id, "cesp-demo-email", "Default Commercial", "X1")
     assert again.job_id == started.job_id
     assert esp.find_send("cesp-send-x1").job_id == started.job_id
-    assert len(mc.store.sends_for("cesp-send-x1")) == 1
+    assert len(peer.send_ids("cesp-send-x1")) == 1
 
 
 def _lose_perform_replies(esp) -> None:
@@ -207,14 +324,27 @@ def test_dropped_perform_is_not_retried_and_the_next_attempt_sends_once(esp, mc)
     assert len(mc.store.sends_for("cesp-send-x3")) == 1
 
 
-def test_unknown_email_key_names_the_config_key(esp) -> None:
+def test_unknown_email_key_names_the_config_key(peer) -> None:
+    esp = peer.client
     list_id = _list_with_subscribers(esp, "cesp-list-x4", 1)
     with pytest.raises(Exception, match="default_email_key"):
         esp.start_send("cesp-send-x4", list_id, "no-such-email", "Default Commercial", "X4")
 
 
-def test_find_email_by_customer_key(esp, mc) -> None:
-    assert esp.find_email("welcome") == str(mc.store.email_by_key("welcome").id)
+def test_a_send_needs_a_known_classification_and_list(peer) -> None:
+    esp = peer.client
+    list_id = _list_with_subscribers(esp, "cesp-list-x7", 1)
+    with pytest.raises(PermanentPeerError, match="SendClassification"):
+        esp.start_send("cesp-send-x7", list_id, "welcome", "No Such Classification", "X7")
+    with pytest.raises(PermanentPeerError, match="List"):
+        esp.start_send("cesp-send-x8", "999999", "welcome", "Default Commercial", "X8")
+    peer.settle()
+    assert peer.send_ids("cesp-send-x7") == [] and peer.send_ids("cesp-send-x8") == []
+
+
+def test_find_email_by_customer_key(peer) -> None:
+    esp = peer.client
+    assert esp.find_email("welcome") == peer.email_id("welcome")
     assert esp.find_email("no-such-email") is None
 
 
@@ -228,11 +358,11 @@ def test_a_ca_bundle_that_does_not_trust_the_esp_is_a_setup_error(mc, tmp_path: 
     assert isinstance(caught.value, OperatorError)
 
 
-def test_send_summary_counts(esp, mc) -> None:
+def test_send_summary_counts(peer) -> None:
+    esp = peer.client
     list_id = _list_with_subscribers(esp, "cesp-list-x5", 8)
     job = esp.start_send("cesp-send-x5", list_id, "cesp-demo-email", "Default Commercial", "X5").job_id
-    mc.wait_idle(10)
-    mc.advance(hours=72)
+    peer.advance(hours=72)
     summary = esp.send_summary(job)
     assert summary.job_id == job and summary.status
     assert summary.counts.get("sent") == 8
@@ -241,8 +371,9 @@ def test_send_summary_counts(esp, mc) -> None:
 # -- tracking -----------------------------------------------------------------------------
 
 
-def test_event_pages_over_many_pages_without_loss_or_duplicates(esp, mc) -> None:
-    job = mc.store.generate_events(6_000, event_types=("SentEvent",), hours=10)
+def test_event_pages_over_many_pages_without_loss_or_duplicates(peer) -> None:
+    esp = peer.client
+    job = peer.generate_events(6_000, event_types=("SentEvent",), hours=10)
     since = datetime.now(UTC) - timedelta(days=2)
     pages = list(esp.iter_event_pages(EventType.SENT, since))
     assert len(pages) >= 3 and all(len(p) <= 2500 for p in pages)
@@ -264,10 +395,11 @@ def test_a_continuation_whose_reply_was_lost_is_not_repeated_so_no_page_is_skipp
             pass
 
 
-def test_event_times_cross_the_cst_day_boundary_correctly(esp, mc) -> None:
+def test_event_times_cross_the_cst_day_boundary_correctly(peer) -> None:
+    esp = peer.client
     # 23:59:50 CST on 31 March is 05:59:50 UTC on 1 April
     start = datetime(2026, 3, 31, 23, 59, 50, tzinfo=CST)
-    job = str(mc.store.generate_events(5, event_types=("OpenEvent",), hours=0.002, start=start))
+    job = peer.generate_events(5, event_types=("OpenEvent",), hours=0.002, start=start)
     window = list(esp.iter_event_pages(EventType.OPEN, start - timedelta(seconds=1), start + timedelta(seconds=30)))
     events = [e for page in window for e in page if e.job_id == job]
     assert len(events) == 5
@@ -282,13 +414,19 @@ def test_event_times_cross_the_cst_day_boundary_correctly(esp, mc) -> None:
     assert earlier == []
 
 
-def test_click_and_bounce_details_come_through(esp, mc) -> None:
-    job = str(mc.store.generate_events(50, event_types=("ClickEvent", "BounceEvent"), hours=1))
+def test_click_and_bounce_details_come_through(peer) -> None:
+    esp = peer.client
+    job = peer.generate_events(50, event_types=("ClickEvent", "BounceEvent"), hours=1)
     since = datetime.now(UTC) - timedelta(days=3)
     clicks = [e for p in esp.iter_event_pages(EventType.CLICK, since) for e in p if e.job_id == job]
     bounces = [e for p in esp.iter_event_pages(EventType.BOUNCE, since) for e in p if e.job_id == job]
     assert clicks and all(e.url for e in clicks)
     assert bounces and all(e.bounce_category for e in bounces)
+
+
+def test_event_windows_take_aware_datetimes_only(peer) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        next(iter(peer.client.iter_event_pages(EventType.OPEN, datetime(2026, 1, 1))), None)
 
 
 # -- auth and faults ----------------------------------------------------------------------

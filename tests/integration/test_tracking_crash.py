@@ -24,11 +24,12 @@ from datetime import timedelta
 from pathlib import Path
 from connector.models import EventType as E
 from connector.steps.tracking import run_tracking
-from tests.fixtures.tracking import (CAMPAIGN, JOB, REQUEST, T0, TrackingFakeCrm, TrackingFakeEsp,
+from tests.doubles.esp import FakeEsp
+from tests.fixtures.tracking import (CAMPAIGN, JOB, REQUEST, T0, TrackingFakeCrm,
                                      make_event, tracking_context)
 
 tmp = Path(sys.argv[1])
-esp = TrackingFakeEsp(page_size=7, shuffle=True)
+esp = FakeEsp(page_size=7, shuffle=True)
 esp.add(*(make_event(E.SENT, i, T0 + timedelta(seconds=i)) for i in range(40)))
 esp.add(*(make_event(E.OPEN, i, T0 + timedelta(minutes=i)) for i in range(0, 40, 2)))
 esp.add(*(make_event(E.OPEN, i, T0 + timedelta(minutes=i, seconds=30)) for i in range(0, 40, 4)))

@@ -9,6 +9,7 @@ import pytest
 
 from connector.models import EventType as E
 from connector.steps.tracking import run_tracking
+from tests.doubles.esp import FakeEsp
 from tests.fixtures.tracking import (
     response_key,
     CAMPAIGN,
@@ -16,7 +17,6 @@ from tests.fixtures.tracking import (
     REQUEST,
     T0,
     TrackingFakeCrm,
-    TrackingFakeEsp,
     contact_id,
     make_event,
     tracking_context,
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.postgres
 
 
 def test_exactly_once_with_postgres_state_and_staging(tmp_path: Path, pg_url: str) -> None:
-    esp = TrackingFakeEsp(page_size=4, shuffle=True)
+    esp = FakeEsp(page_size=4, shuffle=True)
     crm = TrackingFakeCrm()
     crm.add_contacts(20)
     crm.add_request()

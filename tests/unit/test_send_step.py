@@ -1,8 +1,13 @@
-"""The send and imports steps against stand-in peers and a real (SQLite) state store."""
+"""The send and imports steps against peer doubles and a real (SQLite) state store.
+
+The ESP and file-drop doubles (``tests.doubles``) are kept, not replaced by the sandbox,
+because the contract suites (test_esp_contract, test_file_drop_contract) run over them as
+over the real adapters: they refuse what the real ones refuse, and they let these tests
+drive every branch in well under a second each."""
 
 from __future__ import annotations
 
-from connector.models import SendStatus, SubscriberStatus
+from connector.models import SendStatus
 from connector.state.store import StateStore
 from connector.steps.imports import run_imports
 from connector.steps.sends import run_sends
@@ -21,7 +26,7 @@ def seed_mixed(world: SendWorld) -> None:
         contact(14, active=False),
     ]
     world.crm.members["L2"] = [contact(3), contact(15, email="PERSON4@example.com"), contact(16)]
-    world.esp.statuses["00000000-0000-0000-0000-000000000005"] = SubscriberStatus.UNSUBSCRIBED
+    world.esp.add_subscriber("00000000-0000-0000-0000-000000000005", "person5@example.com", "Unsubscribed")
     world.esp.reject.add("person16@example.com")
 
 

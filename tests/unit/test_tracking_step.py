@@ -1,4 +1,8 @@
-"""The tracking step against in-process ESP/CRM stand-ins, a real state DB and staging table.
+"""The tracking step against in-process ESP/CRM doubles, a real state DB and staging table.
+
+The ESP double (``tests.doubles.esp.FakeEsp``) is kept because test_esp_contract runs over it
+as over the real adapter against the sandbox; the tests here need its knobs (page size,
+shuffled pages, counted calls) and its speed.
 
 Each invariant test names the mechanism it proves; removing the mechanism fails it.
 """
