@@ -86,3 +86,15 @@ ALLOWED_ROLES = ("System Administrator", "Marketing Manager")
 MAX_REQUESTS_PER_POLL = 20
 
 SEND_CLASSIFICATION_KEY = "Default Commercial"
+
+SYNC_POLL_MINUTES = 15.0
+"""Two-way sync: minutes between differential runs (the step runs only with ``[sync.<table>]`` rules)."""
+SYNC_WORKERS = 1
+"""Two-way sync: tables (contact, lead, account) synced at once."""
+SYNC_OVERLAP_MINUTES = 10.0
+"""Two-way sync: the ESP's modified dates are read from watermark - overlap (a subscriber the ESP
+showed late is not missed; the shadow makes the re-read a no-op)."""
+SYNC_CHANGE_LOG_KEEP_DAYS = 365
+"""Change-log rows older than this are deleted by the sync step."""
+SYNC_HELD_COLUMN = "donotbulkemail"
+"""CRM Boolean column set true when the ESP holds or deletes the subscriber of a synced record."""

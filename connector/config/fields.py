@@ -50,7 +50,7 @@ MAPPING_TABLES = tuple(t.value for t in CrmTable)
 
 
 def known_section(name: str) -> bool:
-    return name in plain_sections() or name.startswith(("mapping.", "transform."))
+    return name in plain_sections() or name.startswith(("mapping.", "transform.", "sync."))
 
 
 @functools.cache

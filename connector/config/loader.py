@@ -31,6 +31,7 @@ from connector.config.fields import (
     section_models,
 )
 from connector.config.mappings import build_mappings, build_transforms
+from connector.config.sync import build_sync_rules
 from connector.config.models import CONTROL_CHARACTERS, Config, Section, section_names, url_password
 from connector.config.problems import MAX_PROBLEMS, ConfigProblem, did_you_mean, format_problems
 from connector.config.rules import check_rules
@@ -114,7 +115,7 @@ class Loader:
             if current is None:
                 self.problem("", key, number, "option outside any section", "put it under its [section] header")
                 continue
-            if current.name.startswith("mapping.") or current.name.startswith("transform."):
+            if current.name.startswith(("mapping.", "transform.", "sync.")):
                 name = key
             else:
                 name = key.lower()
@@ -239,7 +240,8 @@ class Loader:
         if self.full:
             self.more += 1
             return
-        choices = [f"[{c}]" for c in (*section_names(), *(f"mapping.{t}" for t in MAPPING_TABLES), "transform.NAME")]
+        choices = [f"[{c}]" for c in (*section_names(), *(f"mapping.{t}" for t in MAPPING_TABLES),
+                                      *(f"sync.{t}" for t in MAPPING_TABLES), "transform.NAME")]
         self.problem(name, "", line, "unknown section",
                      did_you_mean(f"[{name}]", choices, "sections are " + ", ".join(choices)))
 
@@ -313,10 +315,12 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     sections = {name: loader.build_section(name, model) for name, model in section_models().items()}
     transforms = build_transforms(loader)
     mappings = build_mappings(loader, transforms)
+    sync_rules = build_sync_rules(loader, transforms)
     config = None
     if all(s is not None for s in sections.values()):
         resolved = {name: loader.resolve_paths(s) for name, s in sections.items()}  # type: ignore[arg-type]
-        config = Config(**resolved, mappings=mappings, transforms=transforms, source_path=path.resolve(),
+        config = Config(**resolved, mappings=mappings, transforms=transforms, sync_rules=sync_rules,
+                        source_path=path.resolve(),
                         secret_sources=loader.secret_sources)
         check_rules(config, loader)
     if loader.problems:

@@ -162,6 +162,28 @@ class SftpSettings(Section):
     import_folder: str = "/Import"
 
 
+class SyncSettings(Section):
+    """``[sync]``: the two-way subscriber sync (``connector.sync``); its rules are ``[sync.<table>]``."""
+
+    poll_minutes: float = Field(d.SYNC_POLL_MINUTES, gt=0, le=1440, description="Minutes between differential sync runs")
+    workers: int = Field(d.SYNC_WORKERS, ge=1, le=3, description="Tables synced at once")
+    test_mode: bool = Field(False, description="Scheduled runs only simulate: nothing written anywhere, a report per run")
+    conflict: Literal["newest", "crm", "esp"] = Field("newest", description="Who wins when both sides changed a field")
+    conflict_contact: Literal["", "newest", "crm", "esp"] = ""
+    conflict_lead: Literal["", "newest", "crm", "esp"] = ""
+    conflict_account: Literal["", "newest", "crm", "esp"] = ""
+    crm_deleted: Literal["leave", "unsubscribe"] = Field("leave", description="What a CRM record deleted or deactivated does at the ESP")
+    esp_held_column: str = Field(d.SYNC_HELD_COLUMN, pattern=r"^([a-z_][a-z0-9_]*)?$",
+                                 description="CRM Boolean column set when the ESP holds or deletes the subscriber; blank = only logged")
+    overlap_minutes: float = Field(d.SYNC_OVERLAP_MINUTES, ge=0, le=1440)
+    change_log_keep_days: int = Field(d.SYNC_CHANGE_LOG_KEEP_DAYS, ge=1, le=36_500)
+    report_folder: Path | None = Field(None, description="Where test-mode runs write their report; blank = <data_dir>/sync-reports")
+
+    def conflict_rule(self, table: str) -> str:
+        """The table's conflict rule (its own, else ``conflict``)."""
+        return getattr(self, f"conflict_{table}", "") or self.conflict
+
+
 class FieldMapping(Section):
     """One ESP attribute from one CRM column, with optional transforms."""
 
@@ -188,6 +210,9 @@ class Config(Section):
     crm: CrmSettings = CrmSettings()
     esp: EspSettings = EspSettings()
     sftp: SftpSettings = SftpSettings()
+    sync: SyncSettings = SyncSettings()
+    # [sync.contact], [sync.lead], [sync.account]: connector.sync.rules.SyncRule per line
+    sync_rules: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
     # [mapping.contact], [mapping.lead], [mapping.account]: ESP attribute -> CRM column
     mappings: dict[str, tuple[FieldMapping, ...]] = Field(default_factory=dict)
     # [transform.NAME]: CRM value -> ESP value lookup tables

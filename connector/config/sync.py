@@ -1,0 +1,54 @@
+"""``[sync.TABLE]`` lines (CRM column = ESP attribute | direction | transforms), checked line by line.
+
+The rules themselves are ``connector.sync.rules``; here each line's problem is reported with
+its file, line, section and column, and the rules across lines and sections are checked.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
+from connector.config.fields import MAPPING_TABLES
+from connector.config.models import CONTROL_CHARACTERS
+from connector.config.problems import did_you_mean
+from connector.sync.rules import RuleProblem, SyncRule, check_unique, parse_rule
+
+if TYPE_CHECKING:
+    from connector.config.loader import Loader
+
+
+def build_sync_rules(loader: Loader, transforms: Mapping[str, Mapping[str, str]]) -> dict[str, tuple[SyncRule, ...]]:
+    """``{"contact": (SyncRule, ...), ...}``; a bad line is reported and left out."""
+    found: dict[str, tuple[SyncRule, ...]] = {}
+    for name, raw in loader.raw.items():
+        if not name.startswith("sync."):
+            continue
+        table = name.partition(".")[2]
+        if table not in MAPPING_TABLES:
+            loader.problem(name, "", raw.line, f"no CRM table {table!r} to sync",
+                           did_you_mean(table, list(MAPPING_TABLES),
+                                        "sync sections are " + ", ".join(f"[sync.{t}]" for t in MAPPING_TABLES)))
+            continue
+        rules = []
+        for item in raw.items.values():
+            bad = CONTROL_CHARACTERS.search(item.key + item.value)
+            if bad:
+                loader.problem(name, item.key, item.line, f"holds the control character U+{ord(bad.group()):04X}",
+                               "retype the line: it holds an invisible character (copied from a document?)")
+                continue
+            try:
+                rules.append(parse_rule(table, item.key, item.value, item.line, transforms))
+            except RuleProblem as exc:
+                loader.problem(name, item.key, item.line, exc.message, exc.hint)
+        for rule, message, hint in check_unique(rules):
+            loader.problem(name, rule.crm_column, rule.line, message, hint)
+            rules.remove(rule)
+        found[table] = tuple(rules)
+    sends = loader.raw.get("sends")
+    by_email = sends is not None and (item := sends.items.get("subscriber_key")) is not None \
+        and item.value.strip().lower() == "email"
+    if found and by_email:
+        loader.problem("sends", "subscriber_key", item.line,
+                       "[sync.*] rules need subscribers keyed by the CRM record id",
+                       "set subscriber_key = record_id, or remove the [sync.*] sections")
+    return found
