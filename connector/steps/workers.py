@@ -37,8 +37,9 @@ def pool(step: str, size: int) -> ThreadPoolExecutor:
 def in_workers(step: str, workers: int, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     """``map(fn, items)`` over up to ``workers`` threads; results in the order of ``items``."""
     work = list(items)
-    size = min(workers, len(work))
-    if size <= 1:
+    if min(workers, len(work)) <= 1:
         return map(fn, work)
     contexts = [contextvars.copy_context() for _ in work]
-    return pool(step, size).map(lambda pair: pair[0].run(fn, pair[1]), zip(contexts, work))
+    # one pool of ``workers`` threads whatever the number of items (it starts a thread only
+    # when none is idle): a pool per item count would grow threads, and adapters, run after run
+    return pool(step, workers).map(lambda pair: pair[0].run(fn, pair[1]), zip(contexts, work))

@@ -494,8 +494,8 @@ def test_record_cache_asks_crm_once_per_subscriber_and_stays_bounded() -> None:
 
 
 def test_one_crm_lookup_per_subscriber_across_event_types(tracking_env) -> None:
-    make_ctx, esp, crm = tracking_env  # one worker: the streams share one record cache
-    ctx = make_ctx(mode="responders", event_types=("sent", "open", "click"), workers=1)
+    make_ctx, esp, crm = tracking_env  # the default workers: the streams run at once, sharing one record cache
+    ctx = make_ctx(mode="responders", event_types=("sent", "open", "click"))
     track(ctx)
     calls: list[int] = []
     real = crm.find_records

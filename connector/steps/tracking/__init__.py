@@ -3,7 +3,9 @@
 Per ESP account and event type (a stream), under the lease ``tracking:<account>:<type>``;
 with ``[tracking] workers`` > 1 that many streams run at once, each in a thread of the
 step's process-lifetime pool (``connector.steps.workers``) with its own adapters, so a
-slow stream holds up only itself. Their counts are written to CRM once all are done:
+slow stream holds up only itself. The streams of a run share one CRM record cache
+(``records``: a recipient is looked up once a run). Their counts are written to CRM once
+all are done:
 
 1. read events with EventDate > watermark - overlap (first run: now - initial lookback),
    page by page (2,500 events a page; a helper thread retrieves the next page while
@@ -46,6 +48,7 @@ from connector.steps import StepContext, StepOutcome
 from connector.steps.tracking.counters import COUNTER_EVENT_TYPES, read_counters
 from connector.steps.tracking.pages import with_lookahead
 from connector.steps.tracking.pull import EventTypeRun, RunStats, Shared
+from connector.steps.tracking.records import RecordCache
 from connector.steps.tracking.rules import (
     bounce_type,
     crm_counts,
@@ -74,8 +77,9 @@ def run_tracking(ctx: StepContext) -> StepOutcome:
     if min(cfg.workers, len(types)) <= 1:
         stats, shared = RunStats(), Shared()
         problems = [p for etype in types for p in _stream(ctx, account, etype, mode, stats, shared)]
-    else:  # one stream per thread, each with its own lease, stats and caches; merged after
-        runs = [(etype, RunStats(), Shared()) for etype in types]
+    else:  # one stream per thread, each with its own lease and stats (merged after); one record cache
+        records = RecordCache()
+        runs = [(etype, RunStats(), Shared(records=records)) for etype in types]
         found = in_workers("tracking", cfg.workers, lambda r: _stream(ctx, account, r[0], mode, r[1], r[2]), runs)
         problems = [p for stream in found for p in stream]
         stats, shared = _merged(runs)

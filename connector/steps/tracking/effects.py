@@ -10,7 +10,6 @@ attempt), the others' progress is kept.
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,61 +38,10 @@ from connector.steps.tracking.rules import (
     bounce_type,
     tracking_key,
 )
+from connector.steps.tracking.records import RecordCache
 from connector.steps.tracking.store import short_hash
 
 log = structlog.get_logger(__name__)
-
-
-class RecordCache:
-    """Subscriber key -> CRM record (or None: not in CRM), for one run, bounded.
-
-    The same recipients come back in the sent, open and click pulls of a send, so one
-    run asks CRM about each at most once while the cache holds them. Oldest entries go
-    first when it is full (about 150 bytes an entry).
-    """
-
-    def __init__(self, limit: int = rules.RECORD_CACHE_SIZE) -> None:
-        self.limit = limit
-        self._refs: dict[str, RecordRef | None] = {}
-
-    def lookup(self, keys: set[str], find: Any) -> dict[str, RecordRef]:
-        missing = sorted(k for k in keys if k not in self._refs)
-        if missing:
-            found = find(missing)
-            for key in missing:
-                self._refs[key] = found.get(key)
-        return self._answer(keys)
-
-    def lookup_in_slices(self, keys: set[str], find: Any, size: int, failed: Callable[[TransientPeerError], None],
-                         succeeded: Callable[[], None]) -> tuple[dict[str, RecordRef], set[str]]:
-        """Like ``lookup``, one ``find`` per ``size`` keys: (records found, keys not looked up).
-
-        A slice whose call fails (after the client's retries) is reported to ``failed``
-        (which may raise to stop) and its keys come back unresolved; the other slices'
-        answers are kept (each reported to ``succeeded``).
-        """
-        missing = sorted(k for k in keys if k not in self._refs)
-        unresolved: set[str] = set()
-        for start in range(0, len(missing), size):
-            part = missing[start:start + size]
-            try:
-                found = find(part)
-            except TransientPeerError as exc:
-                unresolved.update(part)
-                failed(exc)
-                continue
-            succeeded()
-            for key in part:
-                self._refs[key] = found.get(key)
-        return self._answer(keys - unresolved), unresolved
-
-    def _answer(self, keys: set[str]) -> dict[str, RecordRef]:
-        out = {key: ref for key in keys if (ref := self._refs.get(key)) is not None}
-        overflow = len(self._refs) - self.limit  # the answers are taken: evicting the oldest is safe now
-        if overflow > 0:
-            for key in list(itertools.islice(self._refs, overflow)):
-                del self._refs[key]
-        return out
 
 
 class EffectsMixin:

@@ -15,7 +15,8 @@ from connector.crashpoints import crashpoint
 from connector.errors import TransientPeerError
 from connector.models import EventType, TrackingEvent, TrackingMode
 from connector.steps import StepContext
-from connector.steps.tracking.effects import EffectsMixin, RecordCache
+from connector.steps.tracking.effects import EffectsMixin
+from connector.steps.tracking.records import RecordCache
 from connector.steps.readahead import ReadAhead
 from connector.steps.tracking.pages import with_lookahead
 from connector.steps.tracking.rules import (
