@@ -14,7 +14,8 @@
     │     ├─ AuthError                    credentials refused or expired beyond renewal
     │     ├─ PeerSetupError               the peer refuses how the connector is set up there:
     │     │                               TLS trust, host key, a mapped attribute it does not have
-    │     └─ NotFoundError                the record/object does not exist at the peer
+    │     ├─ NotFoundError                the record/object does not exist at the peer
+    │     └─ DeltaTokenExpired            a change-tracking token is no longer valid: full resync
     ├─ RecordError(record_id, field)      quarantine the record, carry on
     └─ StateError                         abort the run; the lease expires, the next run resumes
 
@@ -100,6 +101,14 @@ class PeerSetupError(PermanentPeerError, OperatorError):
 
 class NotFoundError(PermanentPeerError):
     """The record or object named in the call does not exist at the peer."""
+
+
+class DeltaTokenExpired(PermanentPeerError):
+    """A change-tracking token (a Dataverse delta link) the CRM no longer accepts: expired, or not
+    valid any more. The caller forgets the token and does a full resync that reconciles.
+    ``code`` is ``"delta_expired"`` (as on the other CRM errors that carry one)."""
+
+    code = "delta_expired"
 
 
 class RecordError(ConnectorError):

@@ -280,3 +280,71 @@ class BounceUpdate:
     bounced_on: datetime
     bounce_type: BounceType
     job_id: str
+
+
+# -- subscriber sync (ESP side) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EspSubscriberState:
+    """A subscriber as the ESP shows it now: what the sync step reads from the ESP side.
+
+    ``modified`` (aware UTC) is the ESP's modified date of the subscriber; ``status`` is None
+    when the ESP answers a status this project does not know.
+    """
+
+    subscriber_key: str
+    email: str
+    status: SubscriberStatus | None
+    attributes: Mapping[str, str]
+    modified: datetime
+
+
+@dataclass(frozen=True)
+class SubscriberUpdate:
+    """A change to write to an existing ESP subscriber (the sync step's ESP-bound half).
+
+    Only what is given is written: ``attributes`` by name, ``email`` and ``status`` when not None.
+    """
+
+    subscriber_key: str
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    email: str | None = None
+    status: SubscriberStatus | None = None
+
+
+DE_FIELD_TYPES = ("Text", "Number", "Date", "Boolean", "EmailAddress", "Phone", "Decimal", "Locale")
+"""Data extension field types (the PartnerAPI's DataExtensionFieldType, minus the encrypted ones)."""
+
+
+@dataclass(frozen=True)
+class DataExtensionField:
+    """One field (column) of an ESP data extension."""
+
+    name: str
+    field_type: str = "Text"
+    max_length: int | None = None
+    is_primary_key: bool = False
+    is_required: bool = False
+    scale: int | None = None
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class DataExtensionInfo:
+    """An ESP data extension: its fields, primary key and sendable relationship."""
+
+    customer_key: str
+    name: str
+    fields: tuple[DataExtensionField, ...]
+    is_sendable: bool = False
+    sendable_field: str | None = None
+    sendable_subscriber_field: str | None = None
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.is_primary_key)
+
+    def row_key(self, row: Mapping[str, str]) -> str:
+        """The key ``WriteResult`` carries for a row: its primary-key values joined by ``|``."""
+        return "|".join(str(row.get(name, "")) for name in self.primary_key)

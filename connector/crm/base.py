@@ -123,8 +123,15 @@ class CrmClient(abc.ABC):
     ) -> Iterator[tuple[list[dict], list[str], str | None]]:
         """Change tracking: yields (changed rows, deleted ids, next delta link or None) per page.
 
-        The last page carries the new delta link; an expired link raises PermanentPeerError
-        with code ``delta_expired`` so the caller does a full resync.
+        ``delta_link`` None starts tracking: every row of the table comes as changed (a full read,
+        page by page), and the last page carries the first delta link. With a delta link: the rows
+        created or updated since (a deactivation is an update: ``statecode`` changes), then the ids
+        deleted since; the link keeps the columns it was made with (``columns`` is not read again:
+        after a mapping change start over with None). Changed rows are the CRM's wire values
+        (``<pk>`` always, ``@odata.etag``, the ``columns`` asked for, ``modifiedon`` if asked).
+        Only the last page carries the new delta link; store it once that page is processed.
+        A link the CRM no longer accepts (expired, or invalid) raises ``DeltaTokenExpired``
+        (a PermanentPeerError with code ``delta_expired``): forget it and resync in full.
         """
 
     def tracking_key_status(self) -> tuple[str, str]:

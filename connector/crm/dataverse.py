@@ -21,7 +21,7 @@ from connector.crm.pacing import pace_for
 from connector.crm.recipients import RecipientReader
 from connector.crm.records import ENTITY_SETS, SendRequestColumns, primary_id
 from connector.crm.writes import CrmWriter
-from connector.errors import ConfigError, NotFoundError, PermanentPeerError, TransientPeerError
+from connector.errors import ConfigError, DeltaTokenExpired, NotFoundError, PermanentPeerError, TransientPeerError
 from connector.models import (
     BounceUpdate,
     CampaignResponse,
@@ -288,8 +288,8 @@ class DataverseCrmClient(CrmClient):
         except PermanentPeerError as exc:
             text = str(exc).lower()
             if delta_link and getattr(exc, "status", 0) in (400, 410, 412) and any(h in text for h in DELTA_EXPIRED_HINTS):
-                raise set_error_details(PermanentPeerError(
-                    f"Dataverse {self.http.host}: the change-tracking token for {table.value} has expired; "
-                    "a full resync is needed", "crm", "read changes"),
+                raise set_error_details(DeltaTokenExpired(
+                    f"Dataverse {self.http.host}: the change-tracking token for {table.value} has expired or is "
+                    f"no longer valid ({exc}); a full resync is needed", "crm", "read changes"),
                     getattr(exc, "status", None), "delta_expired") from exc
             raise

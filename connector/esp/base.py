@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import abc
 from datetime import datetime
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from connector.models import (
+    DataExtensionInfo,
     EspSend,
+    EspSubscriberState,
     EventType,
     ImportStatus,
     Subscriber,
     SubscriberStatus,
+    SubscriberUpdate,
     TrackingEvent,
     WriteResult,
 )
@@ -100,6 +103,64 @@ class EspClient(abc.ABC):
         Datetimes in and out are timezone-aware UTC; the adapter converts from and to the
         ESP's Central Standard Time.
         """
+
+    # -- subscriber sync (optional: an ESP without it raises NotImplementedError) ---------------
+
+    def iter_subscribers_modified_since(
+        self, since: datetime, attributes: Sequence[str], until: datetime | None = None
+    ) -> Iterator[list[EspSubscriberState]]:
+        """Subscribers whose ESP modified date is after ``since`` (and at or before ``until``),
+        one list per ESP page, with their e-mail, status, the named profile ``attributes``
+        (absent ones as "") and the modified date.
+
+        Datetimes in and out are timezone-aware UTC. A subscriber changed again while the pages
+        are read may come twice or in a later run: the caller keeps a watermark with overlap.
+        Raises PermanentPeerError for an attribute the account lacks (named in the message).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not offer subscriber sync")
+
+    def update_subscribers(self, updates: Sequence[SubscriberUpdate]) -> list[WriteResult]:
+        """Write attributes / e-mail / status to subscribers that exist; one result per update, in order.
+
+        Never creates a subscriber and never touches list membership. A subscriber the ESP refuses
+        (unknown key, malformed e-mail, a value its attribute type refuses ...) comes back as
+        ok=False with the ESP's message and code; the others are written. Safe to repeat.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not offer subscriber sync")
+
+    def data_extension(self, customer_key: str) -> DataExtensionInfo | None:
+        """The data extension with this customer key (fields, primary key, sendable relationship),
+        or None when the account has none."""
+        raise NotImplementedError(f"{type(self).__name__} does not offer data extensions")
+
+    def iter_data_extension_rows(
+        self, customer_key: str, fields: Sequence[str], *, modified_field: str | None = None,
+        since: datetime | None = None, until: datetime | None = None,
+    ) -> Iterator[list[dict[str, str]]]:
+        """Rows of a data extension, one list per ESP page (2,500 at most), with the named ``fields``.
+
+        With ``modified_field`` (a Date field of the data extension) and ``since``: only rows whose
+        field is after ``since`` (and at or before ``until``). Values are text; Date fields come as
+        ISO 8601 UTC (``2026-01-31T12:00:00Z``), blank as "". Raises PermanentPeerError when the
+        data extension or a field does not exist.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not offer data extensions")
+
+    def upsert_data_extension_rows(
+        self, customer_key: str, rows: Sequence[Mapping[str, str]]
+    ) -> list[WriteResult]:
+        """Insert-or-update rows by the data extension's primary key; one result per row, in order,
+        keyed by ``DataExtensionInfo.row_key``. A row the ESP refuses (missing primary key, a value
+        too long or of the wrong type, an unknown field) is ok=False with the ESP's message; the
+        others are written. Safe to repeat."""
+        raise NotImplementedError(f"{type(self).__name__} does not offer data extensions")
+
+    def delete_data_extension_rows(
+        self, customer_key: str, keys: Sequence[Mapping[str, str]]
+    ) -> list[WriteResult]:
+        """Delete rows by their primary-key values; one result per key, in order. A row that is
+        already gone is ok (a repeat after a lost reply must not fail)."""
+        raise NotImplementedError(f"{type(self).__name__} does not offer data extensions")
 
     def close(self) -> None:  # pragma: no cover - default no-op
         """Release sessions."""

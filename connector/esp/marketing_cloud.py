@@ -20,6 +20,7 @@ from lxml import etree
 from connector.config import Config
 from connector.errors import ConfigError, PeerError, PermanentPeerError, TransientPeerError
 from connector.esp.base import EspClient
+from connector.esp.mc_subscribers import SubscriberSyncOps
 from connector.esp.events import EVENT_OBJECTS, EVENT_PROPERTIES, events_from_rows, parse_esp_datetime, to_esp_datetime
 from connector.esp.partner import PartnerApi, number, q
 from connector.esp.partner import results as result_rows
@@ -64,7 +65,7 @@ _SEND_COUNTS = {
 _SEND_PROPERTIES = ("ID", "Status", "SendDate", "SentDate", "EmailName", *_SEND_COUNTS)
 
 
-class MarketingCloudEspClient(EspClient):
+class MarketingCloudEspClient(SubscriberSyncOps, EspClient):
     """``EspClient`` for Marketing Cloud over SOAP (zeep requests, lxml replies)."""
 
     def __init__(

@@ -29,6 +29,17 @@ def number(text: str) -> int:
     return int(text) if text.lstrip("-").isdigit() else 0
 
 
+def name_values(element: etree._Element, path: str) -> dict[str, str]:
+    """The Name/Value pairs under ``path`` of a reply object (Subscriber ``Attributes``, a data
+    extension row's ``Properties/Property``) as a dict; a nil or empty value is ""."""
+    out: dict[str, str] = {}
+    for item in element.iterfind(path):
+        name = (item.findtext(q("Name")) or "").strip()
+        if name:
+            out[name] = item.findtext(q("Value")) or ""
+    return out
+
+
 def results(reply: etree._Element) -> list[dict[str, str]]:
     """The per-object ``Results`` of a Create / Update / Delete reply, in order."""
     return [flatten(r) for r in reply.iterfind(q("Results"))]
@@ -61,7 +72,15 @@ class PartnerApi:
     def pages(
         self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
     ) -> Iterator[list[dict[str, str]]]:
-        """Retrieve, page by page (2,500 rows at most), following ContinueRequest.
+        """Retrieve, page by page, as flat rows (``element_pages`` has the rules)."""
+        for page in self.element_pages(object_type, properties, filter_part, what):
+            yield [flatten(r) for r in page]
+
+    def element_pages(
+        self, object_type: str, properties: Sequence[str], filter_part: Any, what: str
+    ) -> Iterator[list[etree._Element]]:
+        """Retrieve, page by page (2,500 rows at most), following ContinueRequest; the ``Results``
+        elements as they came (for objects with name/value collections, ``name_values``).
 
         The first call is retried like any read. A continuation is not: the whole result
         set keeps one RequestID and each ContinueRequest with it moves on to the next page,
@@ -78,7 +97,7 @@ class PartnerApi:
             if status not in ("OK", "MoreDataAvailable"):
                 raise PermanentPeerError(f"Marketing Cloud Retrieve of {what} failed: {status or 'no OverallStatus'}",
                                          peer="esp", operation="Retrieve")
-            yield results(reply)
+            yield list(reply.iterfind(q("Results")))
             if status != "MoreDataAvailable":
                 return
             request_id = (reply.findtext(q("RequestID")) or "").strip()
@@ -87,6 +106,10 @@ class PartnerApi:
                                          peer="esp", operation="Retrieve")
             # zeep insists on ObjectType; the server continues from the RequestID alone
             request = {"ObjectType": object_type, "Properties": list(properties), "ContinueRequest": request_id}
+
+    def in_(self, prop: str, values: Sequence[str]) -> Any:
+        """``prop`` equals the one value, or is IN the several."""
+        return self.simple(prop, "IN" if len(values) > 1 else "equals", values)
 
     def rows(
         self, object_type: str, properties: Sequence[str], filter_part: Any, what: str

@@ -10,7 +10,7 @@ import pytest
 
 from connector.crm.dataverse import DataverseCrmClient
 from connector.crm.setup import CrmSetup, customizations
-from connector.errors import AuthError, NotFoundError, PermanentPeerError, TransientPeerError
+from connector.errors import AuthError, DeltaTokenExpired, NotFoundError, PermanentPeerError, TransientPeerError
 from connector.models import (
     BounceType,
     BounceUpdate,
@@ -256,9 +256,9 @@ def test_change_tracking_with_deletions(crm_client, crm_seed) -> None:
 
 def test_expired_delta_link_asks_for_full_resync(crm_client, crm_org) -> None:
     link = crm_client.http.api_url + "contacts?$select=emailaddress1&$deltatoken=1!01/01/2001 00:00:00"
-    with pytest.raises(PermanentPeerError) as info:
+    with pytest.raises(DeltaTokenExpired) as info:
         list(crm_client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], link))
-    assert getattr(info.value, "code") == "delta_expired"
+    assert isinstance(info.value, PermanentPeerError) and info.value.code == "delta_expired"
     assert getattr(info.value, "status") in (400, 410, 412)
 
 

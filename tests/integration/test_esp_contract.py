@@ -18,11 +18,11 @@ import pytest
 from pydantic import SecretStr
 
 from connector.config import Config, EspSettings, ServiceSettings, TimeoutSettings
-from connector.errors import AuthError, PermanentPeerError, ThrottledError, TransientPeerError
+from connector.errors import AuthError, PeerSetupError, PermanentPeerError, ThrottledError, TransientPeerError
 from connector.esp.base import EspClient
 from connector.esp.events import CST
 from connector.esp.marketing_cloud import MarketingCloudEspClient
-from connector.models import EventType, Subscriber, SubscriberStatus
+from connector.models import EventType, Subscriber, SubscriberStatus, SubscriberUpdate
 from connector.sandbox.marketing_cloud import Latency
 
 UTC = timezone.utc
@@ -535,3 +535,89 @@ def test_a_slow_reply_times_out_and_a_read_is_retried(mc, mc_ca, tmp_path: Path)
     finally:
         client.close()
         mc.faults.clear()
+
+
+# -- subscriber sync ------------------------------------------------------------------------
+
+
+def _changed(esp, since, attributes=("First Name",), until=None) -> list:  # noqa: ANN001
+    try:
+        pages = list(esp.iter_subscribers_modified_since(since, list(attributes), until))
+    except NotImplementedError:
+        pytest.skip(f"{type(esp).__name__} offers no subscriber sync")
+    return pages
+
+
+def test_subscribers_modified_since_finds_attribute_status_and_email_changes(esp, mc) -> None:
+    list_id = esp.ensure_list("cesp-sync", "sync")
+    esp.upsert_subscribers(_subs(4, "sy"), list_id)
+    since = mc.store.now()
+    mc.advance(hours=0.01)
+    mc.store.edit_subscriber("sy-0001", attributes={"first name": "Bea"})  # names compare without case
+    mc.store.edit_subscriber("sy-0002", status="Unsubscribed")
+    held = mc.store.edit_subscriber("sy-0003", email="new3@example.com", status="Held")
+    pages = _changed(esp, since, ("First Name", "Last Name"))
+    changed = {s.subscriber_key: s for page in pages for s in page}
+    assert sorted(changed) == ["sy-0001", "sy-0002", "sy-0003"]
+    assert changed["sy-0001"].attributes == {"First Name": "Bea", "Last Name": ""}
+    assert changed["sy-0001"].status is SubscriberStatus.ACTIVE and changed["sy-0001"].email == "sy1@example.com"
+    assert changed["sy-0002"].status is SubscriberStatus.UNSUBSCRIBED
+    assert changed["sy-0003"].status is SubscriberStatus.HELD and changed["sy-0003"].email == "new3@example.com"
+    assert abs(changed["sy-0003"].modified - held.modified) < timedelta(milliseconds=1)
+    assert changed["sy-0003"].modified.tzinfo is not None and changed["sy-0003"].modified > since
+    # nothing changed after the last edit: an empty answer, not an error
+    assert [s for page in _changed(esp, held.modified) for s in page] == []
+    # until bounds the window
+    later = mc.store.now()
+    mc.advance(hours=0.01)
+    mc.store.edit_subscriber("sy-0000", attributes={"Last Name": "Late"})
+    window = [s.subscriber_key for page in _changed(esp, since, until=later) for s in page]
+    assert sorted(window) == ["sy-0001", "sy-0002", "sy-0003"]
+
+
+def test_subscribers_modified_since_pages_through_more_than_2500(esp, mc) -> None:
+    for i in range(2600):
+        mc.store.add_subscriber(f"bulk-{i:05d}", f"b{i}@example.com", attributes={"City": "Graz"})
+    since = mc.store.now()
+    mc.advance(hours=0.01)
+    for i in range(2600):
+        mc.store.edit_subscriber(f"bulk-{i:05d}", attributes={"City": "Wien"})
+    pages = _changed(esp, since, ("City",))
+    assert [len(p) for p in pages] == [2500, 100]
+    keys = [s.subscriber_key for p in pages for s in p]
+    assert len(set(keys)) == 2600 and {s.attributes["City"] for p in pages for s in p} == {"Wien"}
+
+
+def test_subscribers_modified_since_names_an_attribute_the_account_lacks(esp, mc) -> None:
+    with pytest.raises(PeerSetupError, match="'Shoe Size'"):
+        _changed(esp, mc.store.now(), ("First Name", "Shoe Size"))
+
+
+def test_update_subscribers_reports_each_subscriber_and_moves_its_modified_date(esp, mc) -> None:
+    list_id = esp.ensure_list("cesp-sync-upd", "sync")
+    esp.upsert_subscribers(_subs(3, "up"), list_id)
+    before = mc.store.subscriber("up-0000").modified
+    mc.advance(hours=0.01)
+    updates = [
+        SubscriberUpdate("up-0000", {"First Name": "Cleo", "Country": "Austria"}),
+        SubscriberUpdate("nobody-here", {"First Name": "X"}),
+        SubscriberUpdate("up-0001", email="not-an-address"),
+        SubscriberUpdate("up-0002", status=SubscriberStatus.UNSUBSCRIBED),
+        SubscriberUpdate("up-0001", {"Birthday": "soon"}),
+    ]
+    try:
+        results = esp.update_subscribers(updates)
+    except NotImplementedError:
+        pytest.skip(f"{type(esp).__name__} offers no subscriber sync")
+    assert [r.key for r in results] == [u.subscriber_key for u in updates]
+    assert [r.ok for r in results] == [True, False, False, True, False]
+    assert results[1].code == "12001" and "nobody-here" in results[1].message
+    assert results[2].code == "12000" and "not-an-address" in results[2].message
+    assert "Birthday" in results[4].message
+    rec = mc.store.subscriber("up-0000")
+    assert rec.attributes["First Name"] == "Cleo" and rec.attributes["Country"] == "Austria"
+    assert rec.modified > before
+    assert mc.store.subscriber("up-0002").status == "Unsubscribed"
+    assert mc.store.subscriber("up-0001").email == "up1@example.com"
+    assert mc.store.subscriber("nobody-here") is None  # an update never creates
+    assert all(r.ok for r in esp.update_subscribers(updates[:1]))  # safe to repeat

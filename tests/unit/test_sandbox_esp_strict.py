@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from connector.sandbox.marketing_cloud.store import ALL_SUBSCRIBERS_ID
 from tests.unit.test_sandbox_esp_app import P, UPSERT, create_list, retrieve, texts, xml
 
 
@@ -173,3 +174,23 @@ def test_an_import_row_with_a_value_its_attribute_refuses_is_a_row_error(mcsb_ca
                       "t1,a@example.com,1990-05-17\nt2,b@example.com,soon\nt3,c@example.com,\n")
     assert (run.ok, run.errors) == (2, 1) and run.row_errors[0].subscriber_key == "t2"
     assert store.subscriber("t2") is None and store.subscriber("t1").attributes["Birthday"] == "1990-05-17"
+
+
+def test_subscriber_modified_date_is_refused_and_list_subscriber_answers_it(mcsb_call):
+    store = mcsb_call.app.store
+    store.add_subscriber("m1", "m1@example.com")
+    store.add_subscriber("m2", "m2@example.com")
+    since = store.now()
+    store.clock.advance(0.01)
+    edited = store.edit_subscriber("m2", attributes={"City": "Linz"})
+    assert edited.modified > since
+    flt = ('<Filter xsi:type="SimpleFilterPart"><Property>ModifiedDate</Property>'
+           f"<SimpleOperator>greaterThan</SimpleOperator><DateValue>{since.isoformat()}</DateValue></Filter>")
+    # Subscriber refuses ModifiedDate as a filter (and as a property: the test above) ...
+    assert texts(retrieve(mcsb_call, "Subscriber", ["SubscriberKey"], flt), "//p:OverallStatus")[0].startswith(
+        "Error: The Filter Property 'ModifiedDate'")
+    # ... ListSubscriber of All Subscribers answers it, moved by the edit
+    root = retrieve(mcsb_call, "ListSubscriber", ["SubscriberKey", "ModifiedDate", "ListID"], flt)
+    assert texts(root, "//p:OverallStatus") == ["OK"]
+    assert texts(root, "//p:Results/p:SubscriberKey") == ["m2"]
+    assert texts(root, "//p:Results/p:ListID") == [str(ALL_SUBSCRIBERS_ID)]

@@ -116,6 +116,7 @@ class ListRec:
     modified: datetime | None = None
     members: dict[str, str] = field(default_factory=dict)  # subscriber key -> status
     all_subscribers: bool = False
+    member_modified: dict[str, datetime] = field(default_factory=dict)  # key -> membership last changed
 
 
 EMAIL_FOLDERS = {5000: "my emails", 5001: "Connector"}

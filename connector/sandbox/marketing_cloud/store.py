@@ -224,6 +224,30 @@ class EspStore(SendOps, ImportOps):
                 self.lists[list_id].members[key] = "Active"
             return rec
 
+    def edit_subscriber(self, key: str, *, attributes: dict[str, str] | None = None, email: str | None = None,
+                        status: str | None = None, when: datetime | None = None) -> SubscriberRec:
+        """Change a subscriber as a marketer at the ESP would (the UI, a journey, a profile centre),
+        while the connector runs: the modified date moves to ``when`` (default: now), so the next
+        Retrieve of subscribers changed since a date finds it. Raises KeyError for an unknown
+        subscriber or attribute, ValueError for a status the service does not have."""
+        with self.lock:
+            rec = self.subscribers[key]
+            unknown = self.unknown_attributes(attributes or {})
+            if unknown:
+                raise KeyError(f"attribute(s) {unknown} do not exist in this account")
+            if status is not None and status not in SUBSCRIBER_STATUSES:
+                raise ValueError(f"{status!r} is not a SubscriberStatus")
+            moment = when or self.clock.now()
+            for name, value in (attributes or {}).items():
+                rec.attributes[self.attribute(name).name] = value  # type: ignore[union-attr]
+            if email is not None:
+                rec.email = email
+            if status is not None:
+                rec.status = status
+                rec.unsubscribed = moment if status == "Unsubscribed" else rec.unsubscribed
+            rec.modified = moment
+            return rec
+
     def upsert_subscriber(self, obj: Obj, *, add: bool, update: bool, list_conflict_ok: bool) -> Result:
         """Create and/or update one subscriber and its list memberships, as Create/Update do."""
         key = obj.text("SubscriberKey") or obj.text("EmailAddress")
@@ -248,6 +272,7 @@ class EspStore(SendOps, ImportOps):
                     members.pop(key, None)
                 else:
                     members[key] = member_status
+                    self.lists[list_id].member_modified[key] = rec.modified or self.clock.now()
             message = "Created Subscriber." if created else "Updated Subscriber."
             return ok(message, ("Subscriber", subscriber_values(rec)), rec.id)
 
@@ -432,21 +457,26 @@ class EspStore(SendOps, ImportOps):
         for record in records:
             yield make(record)
 
-    def _list_subscriber_pairs(self, keys: list[str] | None = None) -> list[tuple[int, str, str]]:
+    def _list_subscriber_pairs(self, keys: list[str] | None = None) -> list[tuple]:
+        """(list id, key, status, created, modified) per membership.
+
+        On "All Subscribers" the row is the subscriber's own: its status and modified date, which
+        every write to the subscriber moves (so ``ListSubscriber.ModifiedDate`` on that list is
+        how a client finds subscribers changed since a date); on other lists the membership's.
+        """
+        subs = self.subscribers
+        wanted = [k for k in dict.fromkeys(keys) if k in subs] if keys is not None else None
         pairs = []
-        if keys is not None:
-            wanted = [k for k in dict.fromkeys(keys) if k in self.subscribers]
-            for lst in self.lists.values():
-                for key in wanted:
-                    if lst.all_subscribers:
-                        pairs.append((lst.id, key, self.subscribers[key].status))
-                    elif key in lst.members:
-                        pairs.append((lst.id, key, lst.members[key]))
-            return pairs
         for lst in self.lists.values():
             if lst.all_subscribers:
-                pairs.extend((lst.id, key, sub.status) for key, sub in self.subscribers.items())
-            else:
-                pairs.extend((lst.id, key, status) for key, status in lst.members.items())
+                for key in (wanted if wanted is not None else subs):
+                    sub = subs[key]
+                    pairs.append((lst.id, key, sub.status, sub.created, sub.modified))
+                continue
+            for key in (wanted if wanted is not None else lst.members):
+                if key in lst.members and key in subs:
+                    sub = subs[key]
+                    pairs.append((lst.id, key, lst.members[key], sub.created,
+                                  lst.member_modified.get(key, sub.created)))
         return pairs
 

@@ -79,9 +79,11 @@ def list_values(rec: ListRec) -> dict:
     }
 
 
-def list_subscriber_values(pair: tuple[int, str, str]) -> dict:
-    list_id, key, status = pair
-    return {"Status": status, "ListID": list_id, "SubscriberKey": key}
+def list_subscriber_values(pair: tuple) -> dict:
+    """(list id, key, status, created, modified) as a ListSubscriber row."""
+    list_id, key, status, created, modified = pair
+    return {"Status": status, "ListID": list_id, "SubscriberKey": key, "CreatedDate": created,
+            "ModifiedDate": modified}
 
 
 def email_values(rec: EmailRec) -> dict:

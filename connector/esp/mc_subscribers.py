@@ -1,0 +1,139 @@
+"""Subscriber sync on Marketing Cloud: subscribers changed since a date, and updates to them.
+
+Marketing Cloud does not let a Retrieve of ``Subscriber`` ask for or filter on
+``ModifiedDate`` (its Describe marks it not retrievable), so "changed since" is read
+the way tap-exacttarget reads it: ``ListSubscriber`` rows of the account's
+"All Subscribers" list filtered on their ``ModifiedDate``, then the subscribers
+themselves (e-mail, status, profile attributes) by ``SubscriberKey IN`` a page's keys.
+Mixed into ``MarketingCloudEspClient``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Iterator, Sequence
+
+import structlog
+
+from connector.errors import PermanentPeerError, PeerSetupError
+from connector.esp.events import parse_esp_datetime, to_esp_datetime
+from connector.esp.partner import PartnerApi, name_values, q
+from connector.esp.partner import results as result_rows
+from connector.esp.soap import SoapCaller
+from connector.models import EspSubscriberState, SubscriberStatus, SubscriberUpdate, WriteResult
+
+log = structlog.get_logger(__name__)
+
+ALL_SUBSCRIBERS = "All Subscribers"
+"""ListName of the list every subscriber of the account is on."""
+KEYS_PER_RETRIEVE = 500
+"""SubscriberKeys per ``IN`` filter when the subscribers of a page are read."""
+
+
+def ceil_second(value: datetime) -> datetime:
+    """An upper bound for a filter (whole seconds, CST): rounded *up*, so a ``lessThanOrEqual`` keeps
+    everything up to ``value``; the adapter trims the extra fraction of a second itself."""
+    whole = to_esp_datetime(value)
+    return whole + timedelta(seconds=1) if value.microsecond else whole
+
+
+class SubscriberSyncOps:
+    """``iter_subscribers_modified_since`` and ``update_subscribers`` (see ``EspClient``)."""
+
+    _api: PartnerApi
+    _soap: SoapCaller
+    _chunk_size: int
+    _account: str
+    _all_subscribers_id: str | None = None
+
+    def _all_subscribers(self) -> str:
+        if self._all_subscribers_id is None:
+            rows = list(self._api.rows("List", ("ID", "ListName"), self._api.simple("ListName", "equals",
+                                                                                    [ALL_SUBSCRIBERS]),
+                                       f"List {ALL_SUBSCRIBERS!r}"))
+            if len(rows) != 1 or not rows[0].get("ID"):
+                raise PermanentPeerError(f"Marketing Cloud account {self._account!r} shows {len(rows)} lists named "
+                                         f"{ALL_SUBSCRIBERS!r} (one expected)", peer="esp", operation="Retrieve")
+            self._all_subscribers_id = rows[0]["ID"]
+        return self._all_subscribers_id
+
+    def _known_attributes(self, attributes: Sequence[str]) -> dict[str, str]:
+        """Wanted name -> the account's spelling (names compare without case, as the service does)."""
+        have = {name.casefold(): name for name in self.profile_attributes()}  # type: ignore[attr-defined]
+        missing = [a for a in attributes if a.casefold() not in have]
+        if missing:
+            raise PeerSetupError(f"Marketing Cloud account {self._account!r} has no subscriber attribute(s) "
+                                 f"{', '.join(map(repr, missing))}: create them or change the [sync.*] rules",
+                                 peer="esp", operation="Describe")
+        return {a: have[a.casefold()] for a in attributes}
+
+    def iter_subscribers_modified_since(
+        self, since: datetime, attributes: Sequence[str], until: datetime | None = None
+    ) -> Iterator[list[EspSubscriberState]]:
+        names = self._known_attributes(attributes)
+        api = self._api
+        window = api.and_(api.simple("ListID", "equals", [self._all_subscribers()]),
+                          api.simple("ModifiedDate", "greaterThan", dates=[to_esp_datetime(since)]))
+        if until is not None:
+            window = api.and_(window, api.simple("ModifiedDate", "lessThanOrEqual", dates=[ceil_second(until)]))
+        pages = api.pages("ListSubscriber", ("SubscriberKey", "Status", "ModifiedDate"), window,
+                          "ListSubscribers of All Subscribers by ModifiedDate")
+        for page_no, rows in enumerate(pages, 1):
+            modified: dict[str, datetime] = {}
+            for row in rows:
+                if row.get("SubscriberKey") and row.get("ModifiedDate"):
+                    when = parse_esp_datetime(row["ModifiedDate"])
+                    if when > since and (until is None or when <= until):
+                        modified[row["SubscriberKey"]] = when
+            states = list(self._states(modified, names))
+            log.debug("esp_subscribers_page_fetched", peer="esp", esp_account=self._account, page=page_no,
+                      count=len(states))
+            yield states
+
+    def _states(self, modified: dict[str, datetime], names: dict[str, str]) -> Iterator[EspSubscriberState]:
+        keys = list(modified)
+        for start in range(0, len(keys), KEYS_PER_RETRIEVE):
+            chunk = keys[start:start + KEYS_PER_RETRIEVE]
+            found = {}
+            for page in self._api.element_pages("Subscriber", ("SubscriberKey", "EmailAddress", "Status"),
+                                                self._api.in_("SubscriberKey", chunk), f"{len(chunk)} Subscribers"):
+                for element in page:
+                    found[element.findtext(q("SubscriberKey")) or ""] = element
+            for key in chunk:
+                element = found.get(key)
+                if element is None:  # deleted between the two reads: the next run sees it gone
+                    continue
+                have = name_values(element, q("Attributes"))
+                folded = {k.casefold(): v for k, v in have.items()}
+                try:
+                    status: SubscriberStatus | None = SubscriberStatus(element.findtext(q("Status")) or "")
+                except ValueError:
+                    status = None
+                yield EspSubscriberState(
+                    subscriber_key=key, email=element.findtext(q("EmailAddress")) or "", status=status,
+                    attributes={wanted: folded.get(spelled.casefold(), "") for wanted, spelled in names.items()},
+                    modified=modified[key],
+                )
+
+    def update_subscribers(self, updates: Sequence[SubscriberUpdate]) -> list[WriteResult]:
+        """Update (never UpdateAdd: an unknown key is an error, 12001) in chunks of ``soap_chunk_size``."""
+        out: list[WriteResult] = []
+        for start in range(0, len(updates), self._chunk_size):
+            chunk = updates[start:start + self._chunk_size]
+            objects = [self._update_object(u) for u in chunk]
+            reply = self._soap.call("Update", safe=True, what=f"{len(objects)} Subscribers", Options={},
+                                    Objects=objects)
+            out.extend(self._write_results(chunk, result_rows(reply), reply))  # type: ignore[attr-defined]
+        return out
+
+    def _update_object(self, update: SubscriberUpdate) -> Any:
+        attribute = self._api.type("Attribute")
+        fields: dict[str, Any] = {"SubscriberKey": update.subscriber_key}
+        if update.email is not None:
+            fields["EmailAddress"] = update.email
+        if update.attributes:
+            fields["Attributes"] = [attribute(Name=k, Value="" if v is None else str(v))
+                                    for k, v in update.attributes.items()]
+        if update.status is not None:
+            fields["Status"] = SubscriberStatus(update.status).value
+        return self._api.type("Subscriber")(**fields)
