@@ -58,8 +58,8 @@ INSTANCES_KEEP_DAYS = 7
 """Instances stopped (or silent) for longer than this leave the registry."""
 
 STEP_FUNCTIONS = {
-    "sends": "connector.steps.sends:run_sends",
-    "imports": "connector.steps.imports:run_imports",
+    "sends": "connector.steps.send:run_sends",
+    "imports": "connector.steps.send:run_imports",
     "tracking": "connector.steps.tracking:run_tracking",
 }
 

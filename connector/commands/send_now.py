@@ -55,7 +55,7 @@ class ProgressBar:
         self.show(self.render(job, phase))
 
     def render(self, job: Any, phase: str, batches: tuple[int, int] | None = None) -> str:
-        from connector.steps.send_handover import skipped_before_handover
+        from connector.steps.send.handover import skipped_before_handover
 
         to_hand = max(job.resolved - skipped_before_handover(job), 0)
         text = f"{phase:<12} resolved {job.resolved:>9,}  handed over {job.handed_over:>9,}  skipped {job.skipped:>7,}"
@@ -156,8 +156,8 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
 def _follow(ctx: Any, store: Any, request_id: str, pending: Any, stopping: threading.Event, bar: ProgressBar,
             poll: float) -> int:
     """Carry the request to its end (or to a stop) in the foreground."""
-    from connector.steps.imports import poll_send
-    from connector.steps.sends import RESUMABLE, process_request
+    from connector.steps.send.imports import poll_send
+    from connector.steps.send.step import RESUMABLE, process_request
 
     job = process_request(ctx, request_id, pending=pending, progress=bar)
     while not stopping.is_set():

@@ -53,7 +53,7 @@ class EspClient(abc.ABC):
 
         Idempotent on ``customer_key`` once the ESP shows the import's results: an import that
         already ran is not started again (the step's durable start mark covers the ESP's
-        delay before it shows one, ``connector.steps.start_guard``). Returns the import's task id.
+        delay before it shows one, ``connector.steps.send.start_guard``). Returns the import's task id.
         """
 
     @abc.abstractmethod

@@ -17,7 +17,7 @@ from connector.config import load_config
 from connector.runtime import AdapterPool
 from connector.sandbox.tls import SandboxCA
 from connector.state.store import StateStore
-from connector.steps.sends import run_sends
+from connector.steps.send.step import run_sends
 
 PENDING, SENT, FAILED = 100000000, 100000002, 100000003
 

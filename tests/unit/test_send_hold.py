@@ -6,8 +6,8 @@ import pytest
 
 from connector.errors import AuthError, ConfigError, OperatorError, PeerSetupError
 from connector.models import SendRequestUpdate, SendStatus
-from connector.steps.imports import run_imports
-from connector.steps.sends import run_sends
+from connector.steps.send.imports import run_imports
+from connector.steps.send.step import run_sends
 from tests.fixtures.sends import SendWorld, contact
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from connector.models import SendStatus
 from connector.state.store import StateStore
-from connector.steps.imports import run_imports
-from connector.steps.sends import run_sends
+from connector.steps.send.imports import run_imports
+from connector.steps.send.step import run_sends
 from tests.fixtures.sends import SendWorld, contact
 
 
@@ -120,7 +120,7 @@ def test_owner_without_role_is_refused(send_world: SendWorld) -> None:
 
 
 def test_transient_crm_errors_resume_without_duplicates(send_world: SendWorld, monkeypatch) -> None:
-    monkeypatch.setattr("connector.steps.send_resolve.RESOLVE_CHUNK", 2)
+    monkeypatch.setattr("connector.steps.send.resolve.RESOLVE_CHUNK", 2)
     send_world.configure(threshold=0, batch_size=3)
     send_world.crm.members["L1"] = [contact(i) for i in range(1, 21)]
     send_world.crm.add_request("R6", ["L1"])

@@ -24,9 +24,9 @@ from connector.crashpoints import crashpoint
 from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
 from connector.state.records import BATCH_SUPERSEDED
 from connector.state.store import QuarantineRow
-from connector.steps.send_resolve import Interrupted, batches_folder, chunked
-from connector.steps.send_slice import end_of_turn
-from connector.steps.start_guard import start_import_once, start_send_once
+from connector.steps.send.resolve import Interrupted, batches_folder, chunked
+from connector.steps.send.turns import end_of_turn
+from connector.steps.send.start_guard import start_import_once, start_send_once
 
 log = structlog.get_logger(__name__)
 

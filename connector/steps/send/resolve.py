@@ -27,7 +27,7 @@ from connector.mapping import Mapper, columns_to_read, esp_attribute_names, norm
 from connector.models import SendRequest, SendTarget, Skip, SkipReason, Subscriber, SubscriberStatus, TargetKind
 from connector.state.store import Batch
 from connector.steps.readahead import ReadAhead
-from connector.steps.send_slice import Interrupted, end_of_turn
+from connector.steps.send.turns import Interrupted, end_of_turn
 from connector.suppression import ResolveCheckpoint, SendWorkspace, read_suppression_file
 
 log = structlog.get_logger(__name__)

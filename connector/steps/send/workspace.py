@@ -33,8 +33,8 @@ from connector.batchfiles import split_keys
 from connector.errors import PeerError
 from connector.state.records import BATCH_ABANDONED, Batch, SendJob
 from connector.steps import StepContext
-from connector.steps.send_handover import HANDOVER_SKIPS, current_batches, work_folder
-from connector.steps.send_resolve import batches_folder
+from connector.steps.send.handover import HANDOVER_SKIPS, current_batches, work_folder
+from connector.steps.send.resolve import batches_folder
 from connector.suppression import SendWorkspace
 
 log = structlog.get_logger(__name__)

@@ -19,9 +19,9 @@ from connector.errors import OperatorError, PeerError
 from connector.models import ImportStatus, SkipReason
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
-from connector.steps.send_handover import add_skips, current_batches, fail, give_up
-from connector.steps.sends import guarded, release_checked, send_lease
-from connector.steps.start_guard import start_import_once
+from connector.steps.send.handover import add_skips, current_batches, fail, give_up
+from connector.steps.send.step import guarded, release_checked, send_lease
+from connector.steps.send.start_guard import start_import_once
 from connector.steps.workers import in_workers
 
 log = structlog.get_logger(__name__)

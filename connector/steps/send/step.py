@@ -7,7 +7,7 @@ outage left it. Two claims guard each request: the state lease ``send:<id>`` (po
 and instances sharing one state database) and the etag-guarded Pending ->
 Processing change in CRM. The ESP objects carry keys derived from the request id
 and are looked up before anything is created, so one request releases at most one
-ESP send. The imports step (``connector.steps.imports``) polls file imports and
+ESP send. The imports step (``connector.steps.send.imports``) polls file imports and
 releases the send when the last file is in.
 """
 
@@ -34,7 +34,7 @@ from connector.mapping import unknown_attribute_mappings
 from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason, TargetKind
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
-from connector.steps.send_handover import (
+from connector.steps.send.handover import (
     SUPERSEDED,
     BackgroundHandover,
     add_skips,
@@ -49,9 +49,9 @@ from connector.steps.send_handover import (
     summary,
     work_folder,
 )
-from connector.steps.send_resolve import SINGLE_KINDS, Interrupted, Resolver
-from connector.steps.send_slice import turn
-from connector.steps.send_workspace import own_workspace
+from connector.steps.send.resolve import SINGLE_KINDS, Interrupted, Resolver
+from connector.steps.send.turns import turn
+from connector.steps.send.workspace import own_workspace
 from connector.steps.workers import in_workers
 from connector.suppression import SendWorkspace
 
@@ -72,7 +72,7 @@ def run_sends(ctx: StepContext) -> StepOutcome:
     With ``[sends] workers`` > 1, several requests are worked on at once, each in a
     thread of a pool that lives as long as the process (``connector.steps.workers``:
     each thread keeps its own adapters); the lease on each request keeps any two
-    threads apart. Each request gets turns of ``[sends] time_slice_seconds`` (``connector.steps.send_slice``): one
+    threads apart. Each request gets turns of ``[sends] time_slice_seconds`` (``connector.steps.send.turns``): one
     past its turn pauses at a checkpoint and waits for the next round, so a long one
     does not hold up the others; each round also takes in requests that became Pending.
     """
