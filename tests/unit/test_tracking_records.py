@@ -10,6 +10,7 @@ from connector.models import CrmTable, RecordRef
 from connector.steps.tracking.records import RecordCache
 
 WAIT_S = 20.0  # generous: only a broken cache ever waits this long
+Result = tuple[dict[str, RecordRef], set[str]]
 
 
 def _refs(ids: Iterable[str]) -> dict[str, RecordRef]:
@@ -29,6 +30,13 @@ def _held_find(asked: list[list[str]], asking: threading.Event, release: threadi
     return find
 
 
+def _recording_find(asked: list[list[str]]) -> Callable[[list[str]], dict[str, RecordRef]]:
+    def find(ids: list[str]) -> dict[str, RecordRef]:
+        asked.append(list(ids))
+        return _refs(ids)
+    return find
+
+
 def _signal_waiting(cache: RecordCache) -> threading.Event:
     """An event set when a lookup starts waiting for another stream's call."""
     waiting, real = threading.Event(), cache._wait
@@ -44,7 +52,7 @@ def _signal_waiting(cache: RecordCache) -> threading.Event:
 
 
 def _lookup(cache: RecordCache, keys: set[str], find: Callable[[list[str]], dict[str, RecordRef]],
-            out: list[object]) -> threading.Thread:
+            out: list[Result]) -> threading.Thread:
     def run() -> None:
         out.append(cache.lookup_in_slices(keys, find, 100, lambda exc: None, lambda: None))
     thread = threading.Thread(target=run, daemon=True)
@@ -58,19 +66,19 @@ def test_a_key_another_stream_is_asking_about_is_waited_for_not_asked_again() ->
     asked_a: list[list[str]] = []
     asked_b: list[list[str]] = []
     asking, release = threading.Event(), threading.Event()
-    out_a: list[object] = []
-    out_b: list[object] = []
+    out_a: list[Result] = []
+    out_b: list[Result] = []
     a = _lookup(cache, {"k1", "k2"}, _held_find(asked_a, asking, release), out_a)
     assert asking.wait(WAIT_S)
-    b = _lookup(cache, {"k2", "k3", "nobody"}, lambda ids: asked_b.append(list(ids)) or _refs(ids), out_b)
+    b = _lookup(cache, {"k2", "k3", "nobody"}, _recording_find(asked_b), out_b)
     assert waiting.wait(WAIT_S)  # b asked about its own keys, then waits for k2
     release.set()
     a.join(WAIT_S)
     b.join(WAIT_S)
     assert asked_a == [["k1", "k2"]] and asked_b == [["k3", "nobody"]]
-    refs_b, unresolved_b = out_b[0]  # type: ignore[misc]
+    refs_b, unresolved_b = out_b[0]
     assert set(refs_b) == {"k2", "k3"} and unresolved_b == set()
-    assert set(out_a[0][0]) == {"k1", "k2"}  # type: ignore[index]
+    assert set(out_a[0][0]) == {"k1", "k2"}
 
 
 def test_a_failed_call_of_another_stream_is_asked_again_by_the_waiting_one() -> None:
@@ -79,11 +87,11 @@ def test_a_failed_call_of_another_stream_is_asked_again_by_the_waiting_one() -> 
     asked_a: list[list[str]] = []
     asked_b: list[list[str]] = []
     asking, release = threading.Event(), threading.Event()
-    out_a: list[object] = []
-    out_b: list[object] = []
+    out_a: list[Result] = []
+    out_b: list[Result] = []
     a = _lookup(cache, {"k1"}, _held_find(asked_a, asking, release, fail=True), out_a)
     assert asking.wait(WAIT_S)
-    b = _lookup(cache, {"k1"}, lambda ids: asked_b.append(list(ids)) or _refs(ids), out_b)
+    b = _lookup(cache, {"k1"}, _recording_find(asked_b), out_b)
     assert waiting.wait(WAIT_S)
     release.set()
     a.join(WAIT_S)
