@@ -15,7 +15,7 @@ import shutil
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 
@@ -23,10 +23,17 @@ from connector.batchfiles import import_key, read_batch
 from connector.crashpoints import crashpoint
 from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
 from connector.state.records import BATCH_SUPERSEDED
-from connector.state.store import QuarantineRow
+from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps.send.resolve import Interrupted, batches_folder, chunked
 from connector.steps.send.turns import end_of_turn
 from connector.steps.send.start_guard import start_import_once, start_send_once
+
+if TYPE_CHECKING:  # pragma: no cover
+    from connector.config import Config
+    from connector.esp.base import EspClient
+    from connector.state.store import StateStore
+    from connector.steps import StepContext
+    from connector.transfer.base import FileDrop
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +46,7 @@ def send_key(request_id: str) -> str:
     return f"cesp-send-{request_id}"
 
 
-def work_folder(config, request_id: str) -> Path:
+def work_folder(config: Config, request_id: str) -> Path:
     return Path(config.service.data_dir) / "sends" / request_id
 
 
@@ -49,26 +56,27 @@ HANDOVER_WORKERS = 2
 """Batch files uploaded (and their imports started) at once while resolving goes on."""
 
 
-def current_batches(state, request_id: str) -> list:
+def current_batches(state: StateStore, request_id: str) -> list[Batch]:
     """The batches of this attempt (a retried request keeps its earlier batches, marked superseded;
     a takeover sets aside the batches that were only on the other instance's disk)."""
     return [b for b in state.batches(request_id) if not b.set_aside]
 
 
-def add_skips(job, reason: SkipReason, count: int) -> None:
+def add_skips(job: SendJob, reason: SkipReason, count: int) -> None:
     if count:
         job.skipped += count
         job.skipped_by_reason[reason.value] = job.skipped_by_reason.get(reason.value, 0) + count
 
 
-def ensure_list(ctx, job) -> str:
+def ensure_list(ctx: StepContext, job: SendJob) -> str:
     if not job.esp_list_id:
         job.esp_list_id = ctx.esp().ensure_list(list_key(job.request_id), job.name or job.request_id)
         ctx.state.save_send_job(job)
     return job.esp_list_id
 
 
-def hand_over_soap(ctx, job, work: Path, keep_alive: Callable[[], None], progress=None) -> None:
+def hand_over_soap(ctx: StepContext, job: SendJob, work: Path, keep_alive: Callable[..., None],
+                   progress: Callable[[str], None] | None = None) -> None:
     esp = ctx.esp()
     list_id = ensure_list(ctx, job)
     size = ctx.config.sends.soap_chunk_size
@@ -111,7 +119,7 @@ HANDOVER_SKIPS = (SkipReason.ESP_REJECTED.value, SkipReason.IMPORT_ROW_ERROR.val
 """Skips counted while handing over (the rest were decided while resolving)."""
 
 
-def skipped_before_handover(job) -> int:
+def skipped_before_handover(job: SendJob) -> int:
     return job.skipped - sum(job.skipped_by_reason.get(reason, 0) for reason in HANDOVER_SKIPS)
 
 
@@ -123,14 +131,16 @@ def _rejected_row(job, sub, result) -> QuarantineRow:
                          f"the ESP refused subscriber {sub.subscriber_key}: {message}")
 
 
-def hand_over_files(ctx, job, work: Path, keep_alive: Callable[[], None], progress=None) -> None:
+def hand_over_files(ctx: StepContext, job: SendJob, work: Path, keep_alive: Callable[[], None],
+                    progress: Callable[[str], None] | None = None) -> None:
     list_id = ensure_list(ctx, job)
     hand_over_batches(ctx.state, ctx.config, job.request_id, list_id, work, ctx.esp(), ctx.file_drop(), ctx.stopping,
                       keep_alive, progress)
 
 
-def hand_over_batches(state, config, request_id: str, list_id: str, work: Path, esp, drop, stopping,
-                      keep_alive: Callable[[], None] | None = None, progress=None,
+def hand_over_batches(state: StateStore, config: Config, request_id: str, list_id: str, work: Path,
+                      esp: EspClient, drop: FileDrop, stopping: threading.Event,
+                      keep_alive: Callable[[], None] | None = None, progress: Callable[[str], None] | None = None,
                       claim: Callable[[int], bool] | None = None) -> None:
     """Upload every written batch and start its import (each step recorded, safe to repeat).
 
@@ -188,7 +198,7 @@ class BackgroundHandover:
             thread.start()
 
     @classmethod
-    def start(cls, ctx, request_id: str, list_id: str, work: Path,
+    def start(cls, ctx: StepContext, request_id: str, list_id: str, work: Path,
               keep_alive: Callable[[], None] | None = None) -> "BackgroundHandover | None":
         esp, drop = ctx.esp(), ctx.file_drop()
         esp_factory = getattr(type(esp), "from_config", None)
@@ -249,7 +259,7 @@ class BackgroundHandover:
                     log.warning("handover_client_close_failed", send=self.request_id, error=str(exc))
 
 
-def release(ctx, job, request: SendRequest) -> None:
+def release(ctx: StepContext, job: SendJob, request: SendRequest) -> None:
     """Start the send once, record it, report Sent.
 
     ``start_send_once`` guards the start: a start requested before (its durable mark) is
@@ -289,7 +299,7 @@ def release(ctx, job, request: SendRequest) -> None:
     shutil.rmtree(work_folder(config, job.request_id), ignore_errors=True)
 
 
-def summary(job) -> str:
+def summary(job: SendJob) -> str:
     text = f"{job.handed_over} of {job.resolved} recipients handed over"
     if job.skipped:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(job.skipped_by_reason.items()))
@@ -305,7 +315,7 @@ def left_out(request: SendRequest) -> str:
             f"([sends] invalid_targets = skip): {'; '.join(request.invalid_targets)}")
 
 
-def fail(ctx, job, reason: str) -> None:
+def fail(ctx: StepContext, job: SendJob, reason: str) -> None:
     """Tell CRM the send failed (with a reason a person can act on), then mark the job failed.
 
     CRM first: if that write fails transiently, the job stays in flight and the next run
@@ -324,7 +334,7 @@ def fail(ctx, job, reason: str) -> None:
     log.error("send_failed", send=job.request_id, reason=reason)
 
 
-def give_up(ctx, job, reason: str) -> None:
+def give_up(ctx: StepContext, job: SendJob, reason: str) -> None:
     """Mark the job failed in state only (the CRM request is not ours to report on, or is gone)."""
     job.status, job.error = "failed", reason
     ctx.state.save_send_job(job)

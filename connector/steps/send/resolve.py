@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import structlog
 
@@ -29,6 +29,9 @@ from connector.state.store import Batch
 from connector.steps.readahead import ReadAhead
 from connector.steps.send.turns import Interrupted, end_of_turn
 from connector.suppression import ResolveCheckpoint, SendWorkspace, read_suppression_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from connector.steps import StepContext
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +74,7 @@ class StatusLookup:
         self._pool = pool
 
     @classmethod
-    def start(cls, ctx) -> "StatusLookup":
+    def start(cls, ctx: StepContext) -> StatusLookup:
         esp = ctx.esp()
         factory = getattr(type(esp), "from_config", None)
         if factory is None:

@@ -20,19 +20,25 @@ The horizon must exceed the ESP's real visibility delay (docs/sends.md).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 
 from connector.crashpoints import crashpoint
 from connector.models import EspSend
 
+if TYPE_CHECKING:  # pragma: no cover
+    from connector.config import Config
+    from connector.esp.base import EspClient
+    from connector.state.store import Batch, SendJob, StateStore
+    from connector.steps import StepContext
+
 log = structlog.get_logger(__name__)
 
 SEND_MARK = "send_start_requested:{request_id}"
 
 
-def send_mark(state, request_id: str) -> datetime | None:
+def send_mark(state: StateStore, request_id: str) -> datetime | None:
     """When the start of this request's send was requested (None: never)."""
     text = state.get_meta(SEND_MARK.format(request_id=request_id))
     try:
@@ -41,11 +47,11 @@ def send_mark(state, request_id: str) -> datetime | None:
         return None
 
 
-def _horizon(config, marked: datetime) -> datetime:
+def _horizon(config: Config, marked: datetime) -> datetime:
     return marked + timedelta(minutes=config.esp.visibility_minutes)
 
 
-def start_send_once(ctx, job, key: str, start: Callable[[], EspSend]) -> EspSend | None:
+def start_send_once(ctx: StepContext, job: SendJob, key: str, start: Callable[[], EspSend]) -> EspSend | None:
     """The send under ``key``: found, or started by ``start()``; None while an earlier start may
     still become visible (``job.phase_detail`` says until when; the job waits for the next run)."""
     state, esp = ctx.state, ctx.esp()
@@ -75,7 +81,7 @@ def start_send_once(ctx, job, key: str, start: Callable[[], EspSend]) -> EspSend
     return found
 
 
-def start_import_once(state, config, esp, batch, start: Callable[[], str]) -> bool:
+def start_import_once(state: StateStore, config: Config, esp: EspClient, batch: Batch, start: Callable[[], str]) -> bool:
     """Start the batch's import unless an earlier start may still become visible.
 
     True when the import is known started (``batch.status`` is then ``importing``, saved);
