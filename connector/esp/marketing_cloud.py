@@ -20,9 +20,10 @@ from lxml import etree
 from connector.config import Config
 from connector.errors import ConfigError, PeerError, PermanentPeerError, TransientPeerError
 from connector.esp.base import EspClient
+from connector.esp.mc_dataext import DataExtensionOps
 from connector.esp.mc_subscribers import SubscriberSyncOps
 from connector.esp.events import EVENT_OBJECTS, EVENT_PROPERTIES, events_from_rows, parse_esp_datetime, to_esp_datetime
-from connector.esp.partner import PartnerApi, number, q
+from connector.esp.partner import PartnerApi, number, q, write_results
 from connector.esp.partner import results as result_rows
 from connector.esp.soap import SoapCaller
 from connector.esp.soap_auth import OAuthAuth, SoapAuth, WsseAuth
@@ -65,7 +66,7 @@ _SEND_COUNTS = {
 _SEND_PROPERTIES = ("ID", "Status", "SendDate", "SentDate", "EmailName", *_SEND_COUNTS)
 
 
-class MarketingCloudEspClient(SubscriberSyncOps, EspClient):
+class MarketingCloudEspClient(SubscriberSyncOps, DataExtensionOps, EspClient):
     """``EspClient`` for Marketing Cloud over SOAP (zeep requests, lxml replies)."""
 
     def __init__(
@@ -159,23 +160,9 @@ class MarketingCloudEspClient(SubscriberSyncOps, EspClient):
 
     @staticmethod
     def _write_results(
-        subs: Sequence[Subscriber], results: list[dict[str, str]], reply: etree._Element
+        subs: Sequence[Any], results: list[dict[str, str]], reply: etree._Element
     ) -> list[WriteResult]:
-        by_ordinal: dict[int, dict[str, str]] = {}
-        for position, result in enumerate(results):
-            ordinal = result.get("OrdinalID", "")
-            by_ordinal[int(ordinal) if ordinal.isdigit() else position] = result
-        overall = reply.findtext(q("OverallStatus")) or ""
-        out = []
-        for index, sub in enumerate(subs):
-            result = by_ordinal.get(index)
-            if result is None:
-                out.append(WriteResult(sub.subscriber_key, False, f"no result from Marketing Cloud ({overall})"))
-                continue
-            code = result.get("ErrorCode", "")
-            ok = result.get("StatusCode") == "OK"
-            out.append(WriteResult(sub.subscriber_key, ok, "" if ok else result.get("StatusMessage", overall), code))
-        return out
+        return write_results([s.subscriber_key for s in subs], results, reply)
 
     def subscriber_statuses(self, subscriber_keys: Sequence[str]) -> dict[str, SubscriberStatus]:
         statuses: dict[str, SubscriberStatus] = {}

@@ -17,7 +17,7 @@ import structlog
 
 from connector.errors import PermanentPeerError, PeerSetupError
 from connector.esp.events import parse_esp_datetime, to_esp_datetime
-from connector.esp.partner import PartnerApi, name_values, q
+from connector.esp.partner import PartnerApi, name_values, q, write_results
 from connector.esp.partner import results as result_rows
 from connector.esp.soap import SoapCaller
 from connector.models import EspSubscriberState, SubscriberStatus, SubscriberUpdate, WriteResult
@@ -123,7 +123,7 @@ class SubscriberSyncOps:
             objects = [self._update_object(u) for u in chunk]
             reply = self._soap.call("Update", safe=True, what=f"{len(objects)} Subscribers", Options={},
                                     Objects=objects)
-            out.extend(self._write_results(chunk, result_rows(reply), reply))  # type: ignore[attr-defined]
+            out.extend(write_results([u.subscriber_key for u in chunk], result_rows(reply), reply))
         return out
 
     def _update_object(self, update: SubscriberUpdate) -> Any:

@@ -16,6 +16,7 @@ from lxml import etree
 from connector.errors import PermanentPeerError
 from connector.esp.events import PARTNER_NS, flatten
 from connector.esp.soap import SoapCaller
+from connector.models import WriteResult
 
 
 def q(name: str) -> str:
@@ -37,6 +38,25 @@ def name_values(element: etree._Element, path: str) -> dict[str, str]:
         name = (item.findtext(q("Name")) or "").strip()
         if name:
             out[name] = item.findtext(q("Value")) or ""
+    return out
+
+
+def write_results(keys: Sequence[str], results: list[dict[str, str]], reply: etree._Element) -> list[WriteResult]:
+    """One ``WriteResult`` per key of a Create / Update / Delete, matched by ``OrdinalID``
+    (by position when it is missing); a key without a result failed."""
+    by_ordinal: dict[int, dict[str, str]] = {}
+    for position, result in enumerate(results):
+        ordinal = result.get("OrdinalID", "")
+        by_ordinal[int(ordinal) if ordinal.isdigit() else position] = result
+    overall = reply.findtext(q("OverallStatus")) or ""
+    out = []
+    for index, key in enumerate(keys):
+        result = by_ordinal.get(index)
+        if result is None:
+            out.append(WriteResult(key, False, f"no result from Marketing Cloud ({overall})"))
+            continue
+        ok = result.get("StatusCode") == "OK"
+        out.append(WriteResult(key, ok, "" if ok else result.get("StatusMessage", overall), result.get("ErrorCode", "")))
     return out
 
 

@@ -621,3 +621,72 @@ def test_update_subscribers_reports_each_subscriber_and_moves_its_modified_date(
     assert mc.store.subscriber("up-0001").email == "up1@example.com"
     assert mc.store.subscriber("nobody-here") is None  # an update never creates
     assert all(r.ok for r in esp.update_subscribers(updates[:1]))  # safe to repeat
+
+
+# -- data extensions --------------------------------------------------------------------------
+
+
+def _members_de(mc) -> None:  # noqa: ANN001
+    from connector.sandbox.marketing_cloud.dataext import DEFieldRec
+
+    mc.store.add_data_extension("cesp-members", "Members", [
+        DEFieldRec("ContactId", "Text", 36, is_primary_key=True, is_required=True),
+        DEFieldRec("Email", "EmailAddress"), DEFieldRec("Tier", "Text", 10), DEFieldRec("Points", "Number"),
+        DEFieldRec("ChangedOn", "Date")], sendable_field="ContactId")
+
+
+def test_data_extension_definition_with_fields_key_and_sendable_relationship(esp, mc) -> None:
+    _members_de(mc)
+    try:
+        info = esp.data_extension("cesp-members")
+    except NotImplementedError:
+        pytest.skip(f"{type(esp).__name__} offers no data extensions")
+    assert info.name == "Members" and info.primary_key == ("ContactId",)
+    assert [(f.name, f.field_type) for f in info.fields] == [
+        ("ContactId", "Text"), ("Email", "EmailAddress"), ("Tier", "Text"), ("Points", "Number"), ("ChangedOn", "Date")]
+    assert info.fields[2].max_length == 10 and info.fields[0].is_required
+    assert info.is_sendable and info.sendable_field == "ContactId" and info.sendable_subscriber_field == "Subscriber Key"
+    assert esp.data_extension("no-such-de") is None
+
+
+def test_data_extension_rows_upsert_read_by_date_and_delete(esp, mc) -> None:
+    _members_de(mc)
+    rows = [{"ContactId": f"c{i}", "Email": f"m{i}@example.com", "Points": str(i),
+             "ChangedOn": "2026-03-01T12:00:00Z"} for i in range(3)]
+    bad = [{"Email": "x@example.com"}, {"ContactId": "c9", "Tier": "far-too-long-tier"},
+           {"ContactId": "c8", "Points": "lots"}]
+    try:
+        results = esp.upsert_data_extension_rows("cesp-members", rows + bad)
+    except NotImplementedError:
+        pytest.skip(f"{type(esp).__name__} offers no data extensions")
+    assert [r.ok for r in results] == [True, True, True, False, False, False]
+    assert [r.key for r in results][:3] == ["c0", "c1", "c2"] and results[4].key == "c9"
+    assert "ContactId" in results[3].message and "MaxLength" in results[4].message and results[5].code == "310007"
+    assert all(r.ok for r in esp.upsert_data_extension_rows("cesp-members", rows))  # safe to repeat
+    # a journey changes one row later; a read by the Date field finds only it
+    mc.store.edit_row("cesp-members", {"ContactId": "c1", "Tier": "gold", "ChangedOn": "2026-03-02T08:00:00Z"})
+    since = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    pages = list(esp.iter_data_extension_rows("cesp-members", ["ContactId", "Tier"], modified_field="ChangedOn",
+                                              since=since))
+    assert [r for p in pages for r in p] == [{"ContactId": "c1", "Tier": "gold", "ChangedOn": "2026-03-02T08:00:00Z"}]
+    every = [r for p in esp.iter_data_extension_rows("cesp-members", ["ContactId", "Points"]) for r in p]
+    assert sorted((r["ContactId"], r["Points"]) for r in every) == [("c0", "0"), ("c1", "1"), ("c2", "2")]
+    with pytest.raises(PermanentPeerError, match="'Nope'"):
+        list(esp.iter_data_extension_rows("cesp-members", ["ContactId", "Nope"]))
+    with pytest.raises(PermanentPeerError, match="no-such-de"):
+        list(esp.iter_data_extension_rows("no-such-de", ["ContactId"]))
+    gone = esp.delete_data_extension_rows("cesp-members", [{"ContactId": "c0"}, {"ContactId": "c0"}])
+    assert [r.ok for r in gone] == [True, True]  # the second: already gone, still ok
+    assert sorted(r["ContactId"] for r in mc.store.de_rows(mc.store.data_extensions["cesp-members"])) == ["c1", "c2"]
+
+
+def test_data_extension_rows_page_through_more_than_2500(esp, mc) -> None:
+    _members_de(mc)
+    for i in range(2700):
+        mc.store.edit_row("cesp-members", {"ContactId": f"p{i:05d}", "Points": str(i)})
+    try:
+        pages = list(esp.iter_data_extension_rows("cesp-members", ["ContactId", "Points"]))
+    except NotImplementedError:
+        pytest.skip(f"{type(esp).__name__} offers no data extensions")
+    assert [len(p) for p in pages] == [2500, 200]
+    assert len({r["ContactId"] for p in pages for r in p}) == 2700

@@ -280,6 +280,20 @@ def test_every_object_with_every_property_parses_with_the_real_wsdl_in_strict_mo
         CustomerKey="imp", DestinationObject=T("ns0:List")(ID=list_id), FileSpec="x.csv")])
     service.Perform(Action="start", Definitions={"Definition": [T("ns0:ImportDefinition")(CustomerKey="imp"),
                                                                 T("ns0:EmailSendDefinition")(CustomerKey="esd")]})
+    field = T("ns0:DataExtensionField")
+    de = T("ns0:DataExtension")(
+        CustomerKey="de", Name="de name", IsSendable=True, SendableDataExtensionField=field(Name="Key"),
+        SendableSubscriberField=T("ns0:Attribute")(Name="Subscriber Key", Value=""),
+        Fields={"Field": [field(Name="Key", FieldType="Text", IsPrimaryKey=True, IsRequired=True, MaxLength=50),
+                          field(Name="When", FieldType="Date")]})
+    assert service.Create(Options={}, Objects=[de]).OverallStatus == "OK"
+    row = T("ns0:DataExtensionObject")(CustomerKey="de", Properties={"Property": [
+        T("ns0:APIProperty")(Name="Key", Value="k1"), T("ns0:APIProperty")(Name="When", Value="2026-01-02T03:04:05Z")]})
+    assert service.Create(Options={}, Objects=[row]).OverallStatus == "OK"
+    rows = service.Retrieve(RetrieveRequest=T("ns0:RetrieveRequest")(ObjectType="DataExtensionObject[de name]",
+                                                                       Properties=["Key", "When"]))
+    assert [(p.Name, p.Value) for p in rows.Results[0].Properties.Property] == [("Key", "k1"),
+                                                                                 ("When", "1/1/2026 9:04:05 PM")]
     assert mcsb_esp.wait_idle(10)
     mcsb_esp.advance_past_delays()
     for obj_type in RETRIEVABLE_OBJECTS:

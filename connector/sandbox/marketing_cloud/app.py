@@ -193,6 +193,8 @@ class MarketingCloudApp:
             "Email": self.store.create_email,
             "EmailSendDefinition": self.store.create_send_definition,
             "ImportDefinition": self.store.create_import_definition,
+            "DataExtension": self.store.create_data_extension,
+            "DataExtensionObject": lambda o: self.store.write_row(o, add=True, update=upsert),
         }
         return self._write("Create", "CreateResponse", "CreateResult", request, request_id, handlers)
 
@@ -204,6 +206,7 @@ class MarketingCloudApp:
             "List": self.store.update_list,
             "EmailSendDefinition": self.store.update_send_definition,
             "ImportDefinition": self.store.update_import_definition,
+            "DataExtensionObject": lambda o: self.store.write_row(o, add=add, update=True),
         }
         return self._write("Update", "UpdateResponse", "UpdateResult", request, request_id, handlers)
 
@@ -213,6 +216,7 @@ class MarketingCloudApp:
             "List": self.store.delete_list,
             "EmailSendDefinition": self.store.delete_send_definition,
             "ImportDefinition": self.store.delete_import_definition,
+            "DataExtensionObject": self.store.delete_row,
         }
         return self._write("Delete", "DeleteResponse", "DeleteResult", request, request_id, handlers)
 

@@ -20,8 +20,9 @@ from connector.sandbox.marketing_cloud.wsdl import ENUMS, fields_of
 if TYPE_CHECKING:
     from connector.sandbox.marketing_cloud.store import EspStore
 
-CREATABLE = {"Subscriber", "List", "Email", "EmailSendDefinition", "ImportDefinition"}
-UPDATABLE = {"Subscriber", "List", "EmailSendDefinition", "ImportDefinition"}
+CREATABLE = {"Subscriber", "List", "Email", "EmailSendDefinition", "ImportDefinition", "DataExtension",
+             "DataExtensionObject"}
+UPDATABLE = {"Subscriber", "List", "EmailSendDefinition", "ImportDefinition", "DataExtensionObject"}
 DATA_TYPES = {"string": "String", "int": "Int32", "long": "Int64", "boolean": "Boolean", "dateTime": "DateTime",
               "byte": "Byte"}
 

@@ -45,6 +45,8 @@ _EVENT_OWN = {
 NESTED = {
     "Send": frozenset({"Email.ID", "EmailSendDefinition.CustomerKey", "List.ID"}),
     "EmailSendDefinition": frozenset({"Email.ID", "SendClassification.CustomerKey"}),
+    "DataExtension": frozenset({"SendableDataExtensionField.Name", "SendableSubscriberField.Name"}),
+    "DataExtensionField": frozenset({"DataExtension.CustomerKey"}),
 }
 """Dotted properties of nested objects that Retrieve answers (documented in the guide's samples)."""
 
@@ -52,7 +54,11 @@ OUTSIDE_WSDL = frozenset({"ListID", "Client.ID"})
 """Event properties the real service answers although the WSDL lacks them (strict zeep clients choke on ListID)."""
 
 RETRIEVABLE_OBJECTS = ("Subscriber", "List", "ListSubscriber", "Email", "SendClassification", "EmailSendDefinition",
-                       "Send", "ImportDefinition", "ImportResultsSummary") + EVENT_OBJECTS
+                       "Send", "ImportDefinition", "ImportResultsSummary", "DataExtension",
+                       "DataExtensionField") + EVENT_OBJECTS
+NOT_RETRIEVED = {"DataExtension": frozenset({"Fields"})}
+"""Fields of a WSDL type that a Retrieve does not answer: a data extension's fields are retrieved as
+``DataExtensionField`` objects (FuelSDK ``ET_DataExtension_Column``, tap-exacttarget)."""
 
 
 @lru_cache(maxsize=None)
@@ -66,7 +72,8 @@ def retrievable(obj_type: str) -> frozenset[str]:
         return _EVENT | _EVENT_OWN.get(obj_type, frozenset())
     if obj_type not in RETRIEVABLE_OBJECTS:
         return frozenset()
-    return (field_names(obj_type) - PLUMBING) | NESTED.get(obj_type, frozenset())
+    return ((field_names(obj_type) - PLUMBING - NOT_RETRIEVED.get(obj_type, frozenset()))
+            | NESTED.get(obj_type, frozenset()))
 
 
 @lru_cache(maxsize=None)
@@ -79,6 +86,7 @@ def filterable(obj_type: str) -> frozenset[str]:
     scalars = set(retrievable(obj_type))
     for name in ("Attributes", "Lists", "SendDefinitionList", "Subscribers", "Email", "List", "SendClassification",
                  "EmailSendDefinition", "DestinationObject", "RetrieveFileTransferLocation", "Notification",
-                 "SourceObject", "AutomatedEmail"):
+                 "SourceObject", "AutomatedEmail", "DataExtension", "SendableDataExtensionField",
+                 "SendableSubscriberField"):
         scalars.discard(name)
     return frozenset(scalars)

@@ -17,7 +17,10 @@ from itertools import islice
 from typing import Any, Callable, Iterator
 from xml.sax.saxutils import escape
 
+import re
+
 from connector.sandbox.marketing_cloud import events as ev
+from connector.sandbox.marketing_cloud.dataext import row_object
 from connector.sandbox.marketing_cloud.filters import FilterError, compile_filter, key_hint
 from connector.sandbox.marketing_cloud.properties import RETRIEVABLE_OBJECTS, filterable, retrievable
 from connector.sandbox.marketing_cloud.soap import Obj, SoapFault, message, render_fields
@@ -57,6 +60,11 @@ class Retriever:
             return self._continue(continue_id, request_id)
         obj_type = rr.text("ObjectType")
         properties = [p for p in rr.all("Properties") if isinstance(p, str) and p]
+        if obj_type.startswith("DataExtensionObject"):
+            de_rows = self._de_rows(obj_type, properties, rr)
+            if isinstance(de_rows, str):
+                return retrieve_msg(de_rows, request_id, "")
+            return self._page(_Cursor(de_rows, min(PAGE_SIZE, _batch(rr))), request_id)
         problem = check_request(obj_type, properties)
         if problem:
             return retrieve_msg(problem, request_id, "")
@@ -65,10 +73,34 @@ class Retriever:
         except (FilterError, ValueError) as exc:
             text = str(exc)
             return retrieve_msg(text if text.startswith("Error") else f"Error: {text}", request_id, "")
-        options = rr.get("Options")
-        batch = _positive_int(options.get("BatchSize") if isinstance(options, Obj) else None) or PAGE_SIZE
         rows = self._rows(obj_type, rr.get("Filter"), predicate, properties)
-        return self._page(_Cursor(rows, min(PAGE_SIZE, batch)), request_id)
+        return self._page(_Cursor(rows, min(PAGE_SIZE, _batch(rr))), request_id)
+
+    def _de_rows(self, obj_type: str, properties: list[str], rr: Obj) -> Iterator[str] | str:
+        """The rows of ``DataExtensionObject[<name>]``, or the OverallStatus error text."""
+        match = re.fullmatch(r"DataExtensionObject\[(.+)\]", obj_type)
+        if match is None:
+            return ("Error: The Request ObjectType 'DataExtensionObject' needs the data extension in brackets: "
+                    "DataExtensionObject[<name>].")
+        name = match.group(1)
+        rec = self.store.data_extension(name=name) or self.store.data_extension(customer_key=name)
+        if rec is None:
+            return f"Error: The data extension '{name}' does not exist."
+        if not properties:
+            return f"Error: The Request Properties are required for {obj_type}."
+        bad = [p for p in properties if rec.field(p) is None]
+        if bad:
+            return f"Error: The Request Property(s) {', '.join(bad)} do not match with the fields of {obj_type} retrieve"
+        if _uses_like(rr.get("Filter")):
+            return "Error: The LIKE operator is not supported in filters of data extension objects."
+        try:
+            predicate = compile_filter(rr.get("Filter"), frozenset(f.name for f in rec.fields))
+        except (FilterError, ValueError) as exc:
+            text = str(exc)
+            return text if text.startswith("Error") else f"Error: {text}"
+        head = '<Results xsi:type="DataExtensionObject">'
+        return (f"{head}{render_fields('DataExtensionObject', row_object(rec, row, properties))}</Results>"
+                for row in self.store.de_rows(rec) if predicate(row))
 
     def _rows(self, obj_type: str, filter_part: Any, predicate: Callable[[dict], bool],
               properties: list[str]) -> Iterator[str]:
@@ -159,3 +191,17 @@ def retrieve_msg(status: str, request_id: str, rows: str) -> str:
 
 def _positive_int(value: Any) -> int:
     return max(0, as_int(value))
+
+
+def _batch(rr: Obj) -> int:
+    """RetrieveOptions.BatchSize ("the API uses the lesser of the two values"), else the page size."""
+    options = rr.get("Options")
+    return _positive_int(options.get("BatchSize") if isinstance(options, Obj) else None) or PAGE_SIZE
+
+
+def _uses_like(part: Any) -> bool:
+    if not isinstance(part, Obj):
+        return False
+    if part.text("SimpleOperator") == "like":
+        return True
+    return any(_uses_like(part.get(name)) for name in ("LeftOperand", "RightOperand"))

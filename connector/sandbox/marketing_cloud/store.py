@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from connector.sandbox.marketing_cloud import events as ev
+from connector.sandbox.marketing_cloud.dataext import DataExtensionOps, DataExtensionRec, de_field_values, de_values
 from connector.sandbox.marketing_cloud.imports import ImportOps
 from connector.sandbox.marketing_cloud.latency import Latency
 from connector.sandbox.marketing_cloud.records import (
@@ -65,7 +66,7 @@ HELD_SPAN = timedelta(days=14)
 __all__ = ["ALL_SUBSCRIBERS_ID", "EspStore", "Result", "error", "ok", "valid_email"]
 
 
-class EspStore(SendOps, ImportOps):
+class EspStore(SendOps, ImportOps, DataExtensionOps):
     """All objects of one sandbox Marketing Cloud account (business unit)."""
 
     def __init__(self, *, import_root: Path, clock: SimClock, rates: ev.EventRates | None = None, seed: int = 1,
@@ -90,6 +91,7 @@ class EspStore(SendOps, ImportOps):
         self.sends: dict[int, SendRec] = {}
         self.import_definitions: dict[str, ImportDefinitionRec] = {}
         self.import_runs: dict[int, ImportRunRec] = {}
+        self.data_extensions: dict[str, DataExtensionRec] = {}
         self.blocks: list[ev.EventBlock] = []
         self._pending_status: list[tuple[int, str, str]] = []
         self._threads: list[threading.Thread] = []
@@ -452,6 +454,11 @@ class EspStore(SendOps, ImportOps):
                 records, make = list(self.import_definitions.values()), import_def_values
             elif obj_type == "ImportResultsSummary":
                 records, make = self.visible_import_runs(), import_run_values
+            elif obj_type == "DataExtension":
+                records, make = list(self.data_extensions.values()), de_values
+            elif obj_type == "DataExtensionField":
+                records = [(d, f) for d in self.data_extensions.values() for f in d.fields]
+                make = de_field_values
             else:
                 raise KeyError(obj_type)
         for record in records:

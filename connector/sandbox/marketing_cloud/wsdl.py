@@ -51,6 +51,10 @@ ENUMS: dict[str, tuple[str, ...]] = {
     ),
     "ImportDefinitionFieldMappingType": ("InferFromColumnHeadings", "MapByOrdinal", "ManualMap"),
     "PropertyType": ("string", "boolean", "double", "datetime"),
+    "DataExtensionFieldType": (
+        "Text", "Number", "Date", "Boolean", "EmailAddress", "Phone", "Decimal", "Locale", "Base16Encrypted",
+        "Base16EncryptedEmail",
+    ),
 }
 
 S, I, B, D, L = "xsd:string", "xsd:int", "xsd:boolean", "xsd:dateTime", "xsd:long"
@@ -230,9 +234,26 @@ TYPES: dict[str, tuple[str | None, bool, tuple]] = {
         ("Name", S, 0, 1), ("DataType", S, 0, 1), ("PropertyType", "tns:PropertyType", 0, 1),
         ("IsCreatable", B, 0, 1), ("IsUpdatable", B, 0, 1),
         ("IsRetrievable", B, 0, 1), ("IsQueryable", B, 0, 1), ("IsFilterable", B, 0, 1),
-        ("IsPartnerProperty", B, 0, 1), ("IsAccountProperty", B, 0, 1), ("Label", S, 0, 1),
-        ("Description", S, 0, 1), ("IsRequired", B, 0, 1), ("IsViewable", B, 0, 1), ("IsEditable", B, 0, 1),
+        ("IsPartnerProperty", B, 0, 1), ("IsAccountProperty", B, 0, 1), ("Precision", I, 0, 1),
+        ("Scale", I, 0, 1), ("Label", S, 0, 1), ("Description", S, 0, 1), ("DefaultValue", S, 0, 1),
+        ("MaxLength", I, 0, 1), ("IsRequired", B, 0, 1), ("IsViewable", B, 0, 1), ("IsEditable", B, 0, 1),
         ("IsNillable", B, 0, 1),
+    )),
+    "DataExtensionField": ("PropertyDefinition", False, (
+        ("Ordinal", I, 0, 1), ("IsPrimaryKey", B, 0, 1), ("FieldType", "tns:DataExtensionFieldType", 0, 1),
+        ("DataExtension", "tns:DataExtension", 0, 1),
+    )),
+    "DataExtension": ("APIObject", False, (
+        ("Name", S, 0, 1), ("Description", S, 0, 1), ("IsSendable", B, 0, 1), ("IsTestable", B, 0, 1),
+        ("SendableDataExtensionField", "tns:DataExtensionField", 0, 1),
+        ("SendableSubscriberField", "tns:Attribute", 0, 1), ("Fields", "{Field:tns:DataExtensionField}", 0, 1),
+        ("CategoryID", L, 0, 1), ("Status", S, 0, 1),
+    )),
+    "ObjectExtension": ("APIObject", False, (
+        ("Type", S, 0, 1), ("Properties", "{Property:tns:APIProperty}", 0, 1),
+    )),
+    "DataExtensionObject": ("ObjectExtension", False, (
+        ("Name", S, 0, 1), ("Keys", "{Key:tns:APIProperty}", 0, 1),
     )),
     "ObjectDefinition": (None, False, (
         ("ObjectType", S, 0, 1), ("Name", S, 0, 1), ("IsCreatable", B, 0, 1), ("IsUpdatable", B, 0, 1),
