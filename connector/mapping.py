@@ -91,7 +91,8 @@ def unknown_attribute_mappings(config: "Config", known: Iterable[str], account: 
     return problems
 
 
-def _to_text(value: object) -> str:
+def to_text(value: object) -> str:
+    """A CRM value as the text an ESP attribute holds (booleans true/false, dates ISO, no control characters)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -150,7 +151,7 @@ class Mapper:
         return Subscriber(subscriber_key=key, email=email, attributes=attributes, ref=ref)
 
     def _value(self, field_mapping: "FieldMapping", raw: object) -> str:
-        value = _to_text(raw)
+        value = to_text(raw)
         for name in field_mapping.transforms:
             value = VALUE_TRANSFORMS[name](value)
         if value and field_mapping.lookup:

@@ -348,3 +348,14 @@ class DataExtensionInfo:
     def row_key(self, row: Mapping[str, str]) -> str:
         """The key ``WriteResult`` carries for a row: its primary-key values joined by ``|``."""
         return "|".join(str(row.get(name, "")) for name in self.primary_key)
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What the CRM says about one column of a table (its metadata)."""
+
+    name: str
+    type: str  # Dataverse AttributeType: String, Memo, Integer, Picklist, Boolean, DateTime ...
+    writable: bool = True  # IsValidForUpdate
+    max_length: int | None = None  # String / Memo
+    options: Mapping[int, str] = field(default_factory=dict)  # Picklist / State / Status: code -> label

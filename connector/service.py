@@ -5,7 +5,9 @@
     BackgroundScheduler
     ├─ executor "sends"    1 thread -> pool of [sends] workers     every [sends] poll_minutes
     ├─ executor "imports"  1 thread -> pool of [imports] workers   every [imports] poll_seconds
-    └─ executor "tracking" 1 thread -> pool of [tracking] workers  every [tracking] poll_minutes
+    ├─ executor "tracking" 1 thread -> pool of [tracking] workers  every [tracking] poll_minutes
+    └─ executor "sync"     1 thread -> pool of [sync] workers      every [sync] poll_minutes
+                                       (only with [sync.<table>] rules)
 
 A step run works on its items (send requests, importing sends, tracking streams) in
 its own process-lifetime pool of ``[<step>] workers`` threads (``connector.steps.workers``).
@@ -61,9 +63,8 @@ STEP_FUNCTIONS = {
     "sends": "connector.steps.send:run_sends",
     "imports": "connector.steps.send:run_imports",
     "tracking": "connector.steps.tracking:run_tracking",
+    "sync": "connector.sync.engine:run_sync",
 }
-
-STEP_NAMES = tuple(STEP_FUNCTIONS)
 
 
 class StepUnavailable(ConnectorError):
@@ -76,11 +77,19 @@ def step_intervals(config: Any) -> dict[str, float]:
         "sends": config.sends.poll_minutes * 60.0,
         "imports": float(config.imports.poll_seconds),
         "tracking": config.tracking.poll_minutes * 60.0,
+        "sync": config.sync.poll_minutes * 60.0,
     }
 
 
 def step_workers(config: Any) -> dict[str, int]:
-    return {"sends": config.sends.workers, "imports": config.imports.workers, "tracking": config.tracking.workers}
+    return {"sends": config.sends.workers, "imports": config.imports.workers, "tracking": config.tracking.workers,
+            "sync": config.sync.workers}
+
+
+def configured_steps(config: Any) -> dict[str, str]:
+    """The steps this config runs: ``sync`` only when a ``[sync.<table>]`` section has rules."""
+    return {name: target for name, target in STEP_FUNCTIONS.items()
+            if name != "sync" or any(getattr(config, "sync_rules", {}).values())}
 
 
 def load_step(target: str) -> StepFunc:
@@ -101,7 +110,7 @@ class Service:
         self.config = config
         self._own_store = store is None
         self.store = store or StateStore.from_config(config)
-        self.steps: dict[str, StepFunc | str] = dict(STEP_FUNCTIONS if steps is None else steps)
+        self.steps: dict[str, StepFunc | str] = dict(configured_steps(config) if steps is None else steps)
         self.adapters = AdapterPool(config, adapters)
         self.stopping = threading.Event()
         self.scheduler: BackgroundScheduler | None = None

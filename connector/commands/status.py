@@ -101,13 +101,13 @@ def _instances(store: Any, leases: list[dict], now: datetime) -> tuple[list[dict
 
 
 def _steps(config: Any, store: Any, now: datetime) -> dict[str, Any]:
-    from connector.service import STEP_NAMES, next_run, step_intervals
+    from connector.service import configured_steps, next_run, step_intervals
 
     intervals = step_intervals(config)
     summary = store.step_runs_summary()
     answering = _answering_holders(store, now)
     steps: dict[str, Any] = {}
-    for name in sorted(set(STEP_NAMES) | set(summary)):
+    for name in sorted(set(configured_steps(config)) | set(summary)):
         info = summary.get(name, {})
         last, error, ok = info.get("last"), info.get("last_error"), info.get("last_ok")
         interval = intervals.get(name, 0.0)

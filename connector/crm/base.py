@@ -15,6 +15,7 @@ from connector.errors import NotFoundError
 from connector.models import (
     BounceUpdate,
     CampaignResponse,
+    ColumnInfo,
     CrmTable,
     Recipient,
     RecordRef,
@@ -133,6 +134,22 @@ class CrmClient(abc.ABC):
         A link the CRM no longer accepts (expired, or invalid) raises ``DeltaTokenExpired``
         (a PermanentPeerError with code ``delta_expired``): forget it and resync in full.
         """
+
+    def update_records(self, table: CrmTable, updates: Sequence[tuple[str, Mapping[str, object]]]) -> list[WriteResult]:
+        """Write columns of existing records (never creates one): the sync step's CRM-bound half.
+
+        ``updates`` are (record id, {column: typed value}); one result per update, in order;
+        a record that no longer exists comes back ok=False with code ``not_found``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot update records")
+
+    def column_definitions(self, table: CrmTable) -> dict[str, ColumnInfo]:
+        """What the table's columns are: type, maximum length, writable, option labels.
+
+        The sync step checks values against it before it writes; a CRM that cannot say
+        returns {} (values are then written as text and the CRM's refusal is the check).
+        """
+        return {}
 
     def tracking_key_status(self) -> tuple[str, str]:
         """(status, name) of the key ``create_campaign_responses`` writes by.

@@ -16,6 +16,7 @@ import structlog
 from connector.crm.auth import MsalTokenProvider, ntlm_auth
 from connector.crm.base import CrmClient
 from connector.crm.batch import MAX_BATCH
+from connector.crm.columns import read_columns
 from connector.crm.odata import Call, ODataHttp, set_error_details
 from connector.crm.pacing import pace_for
 from connector.crm.recipients import RecipientReader
@@ -25,6 +26,7 @@ from connector.errors import ConfigError, DeltaTokenExpired, NotFoundError, Perm
 from connector.models import (
     BounceUpdate,
     CampaignResponse,
+    ColumnInfo,
     CrmTable,
     Recipient,
     RecordRef,
@@ -248,6 +250,12 @@ class DataverseCrmClient(CrmClient):
 
     def set_opt_outs(self, refs: Sequence[RecordRef]) -> list[WriteResult]:
         return self.writer.set_opt_outs(refs)
+
+    def update_records(self, table: CrmTable, updates: Sequence[tuple[str, Mapping[str, object]]]) -> list[WriteResult]:
+        return self.writer.update_records(table, updates)
+
+    def column_definitions(self, table: CrmTable) -> dict[str, ColumnInfo]:
+        return read_columns(self.http, table)
 
     def tracking_key_status(self) -> tuple[str, str]:
         """EntityKeyIndexStatus of the campaign responses' tracking key ("Missing" when absent)."""

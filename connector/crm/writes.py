@@ -1,4 +1,4 @@
-"""CRM writes in bulk through ``$batch``: campaign responses, bounce details, opt-outs.
+"""CRM writes in bulk through ``$batch``: campaign responses, bounce details, opt-outs, synced columns.
 
 Every operation is a PATCH guarded by ``If-None-Match: *`` (create only) or
 ``If-Match: *`` (update only), so a whole batch is safe to repeat after a dropped
@@ -19,7 +19,7 @@ import contextvars
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 import structlog
@@ -126,6 +126,14 @@ class CrmWriter:
                                 {"donotbulkemail": True}, {"If-Match": "*"}), True) for ref in refs]
         results = {r.key: r for r in self._run_batches(ops, "set opt-outs", "contact/lead/account")}
         return [results[ref.id] for ref in refs]
+
+    def update_records(self, table: CrmTable, updates: Sequence[tuple[str, Mapping[str, object]]]) -> list[WriteResult]:
+        """PATCH columns of existing records (``If-Match: *``: never creates one); one result per id."""
+        entity_set = ENTITY_SETS[CrmTable(table)]
+        ops = [(record_id, BatchOp("PATCH", f"{entity_set}({record_id})", dict(values), {"If-Match": "*"}), True)
+               for record_id, values in updates]
+        results = {r.key: r for r in self._run_batches(ops, "update synced columns", CrmTable(table).value)}
+        return [results[record_id] for record_id, _ in updates]
 
     def _run_batches(self, ops: Sequence[tuple[str, BatchOp, bool]], operation: str, table: str,
                      *, exists_ok: bool = False) -> list[WriteResult]:

@@ -231,6 +231,8 @@ class Metadata:
         if sub == "Attributes":
             if req.method == "POST":
                 return self.create_attribute(req, e)
+            if len(segments) > 2:
+                return self.attributes_of_type(req, e, segments[2])
             items = [attribute_json(e, a) for a in e.attributes.values()]
             if sub_key:
                 parsed = parse_key(sub_key)
@@ -248,6 +250,30 @@ class Metadata:
             return Response.json(200, {"@odata.context": f"{self.api(req)}$metadata#EntityDefinitions"
                                        f"({e.metadata_id})/Keys", "value": _shape(items, req)})
         raise StoreError(404, "0x80060888", f"Resource not found for the segment '{segments[1]}'.")
+
+    def attributes_of_type(self, req: Request, e: Entity, cast: str) -> Response:
+        """``Attributes/Microsoft.Dynamics.CRM.<Type>AttributeMetadata``: the columns of one derived
+        type, with its own properties (``MaxLength``; ``OptionSet`` by ``$expand``), as Dataverse
+        answers the cast (Microsoft Learn, "Query table definitions using the Web API")."""
+        name = cast.removeprefix(f"{NS}.")
+        kind = TYPE_BY_METADATA_NAME.get(name)
+        if not cast.startswith(f"{NS}.") or kind is None:
+            raise StoreError(404, "0x80060888", f"Resource not found for the segment '{cast}'.")
+        items = []
+        for a in e.attributes.values():
+            if METADATA_TYPE_NAMES.get(a.type) != name:
+                continue
+            item = attribute_json(e, a)
+            if "OptionSet" in req.query.get("$expand", "") and a.type in ("Picklist", "State", "Status"):
+                item["OptionSet"] = {"Options": [{"Value": code, "Label": _label(label)}
+                                                 for code, label in a.options.items()]}
+            items.append(item)
+        select = [s.strip() for s in req.query.get("$select", "").split(",") if s.strip()]
+        keep = set(select) | {"MetadataId", "@odata.type", "OptionSet"}
+        if select:
+            items = [{k: v for k, v in i.items() if k in keep} for i in items]
+        return Response.json(200, {"@odata.context": f"{self.api(req)}$metadata#EntityDefinitions"
+                                   f"({e.metadata_id})/Attributes/{cast}", "value": items})
 
     # -- writes -------------------------------------------------------------------------
     def update_entity(self, req: Request, e: Entity) -> Response:

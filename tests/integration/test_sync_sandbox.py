@@ -1,0 +1,182 @@
+"""Two-way sync over real sockets against the sandboxes: full and differential runs, conflicts,
+bad input, deletes, held subscribers, test mode and the change log."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from connector.config import load_config
+from connector.runtime import AdapterPool
+from connector.state.store import StateStore
+from connector.sync.engine import SyncOptions, run_sync
+
+RULES = """
+[transform.countries]
+Austria = Österreich
+Germany = Deutschland
+
+[sync.contact]
+firstname = First Name | both | trim
+address1_country = Country | both | map:countries
+lastname = Last Name | to_esp
+"""
+
+
+class Org:
+    """The sandboxes, three contacts with their subscribers, and a way to run the sync step."""
+
+    def __init__(self, sandbox, tmp_path: Path, extra: str = "", **settings: str) -> None:
+        self.sb = sandbox
+        ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off",
+                                        **{f"sync__{k}": v for k, v in settings.items()})
+        ini.write_text(ini.read_text(encoding="utf-8") + RULES + extra, encoding="utf-8")
+        self.config = load_config(ini)
+        self.crm = sandbox.crm.store
+        self.esp = sandbox.esp.store
+        self.ids = []
+        for n, (first, country) in enumerate([("Anna", "Austria"), ("Berta", "Germany"), ("Carla", "Austria")]):
+            rid = self.crm.insert("contacts", {"firstname": first, "lastname": f"L{n}", "address1_country": country,
+                                               "emailaddress1": f"p{n}@example.com"})
+            self.esp.add_subscriber(rid, f"p{n}@example.com", attributes={
+                "First Name": first, "Country": {"Austria": "Österreich", "Germany": "Deutschland"}[country],
+                "Last Name": f"L{n}"})
+            # an hour old at the ESP: a CRM edit in the test is newer (modifiedon has whole seconds)
+            self.esp.edit_subscriber(rid, attributes={"First Name": first},
+                                     when=self.esp.now() - timedelta(hours=1))
+            self.ids.append(rid)
+        self.state = StateStore.from_config(self.config, holder="test")
+        self.state.migrate()
+
+    def run(self, **options):
+        adapters = AdapterPool(self.config)
+        try:
+            return run_sync(adapters.step_context(self.state, run_id=f"run{id(options)}"), SyncOptions(**options))
+        finally:
+            adapters.close_all()
+
+    def contact(self, n: int) -> dict:
+        return self.crm.get("contacts", self.ids[n])
+
+    def subscriber(self, n: int):
+        return self.esp.subscriber(self.ids[n])
+
+    def close(self) -> None:
+        self.state.close()
+
+
+@pytest.fixture
+def org(sandbox, tmp_path):
+    org = Org(sandbox, tmp_path)
+    yield org
+    org.close()
+
+
+def test_first_full_run_agrees_then_each_side_carries_its_changes(org: Org) -> None:
+    first = org.run(full=True)
+    assert first.ok, first.message
+    assert first.details["agreed"] == 9 and not first.details.get("to_esp") and not first.details.get("to_crm")
+    assert first.details["no_subscriber"] > 0  # the sandbox's other contacts have no subscriber
+
+    org.crm.patch("contacts", org.ids[0], {"firstname": "Anneliese", "address1_country": "Germany"})
+    org.esp.edit_subscriber(org.ids[1], attributes={"First Name": "Bertha", "Country": "Österreich"})
+    org.esp.edit_subscriber(org.ids[2], attributes={"Last Name": "Changed at the ESP"})  # a to_esp field
+    second = org.run()
+    assert second.ok, second.message
+    assert org.subscriber(0).attributes["First Name"] == "Anneliese"
+    assert org.subscriber(0).attributes["Country"] == "Deutschland"
+    assert (org.contact(1)["firstname"], org.contact(1)["address1_country"]) == ("Bertha", "Austria")
+    assert org.subscriber(2).attributes["Last Name"] == "L2"  # CRM is the source of a to_esp rule
+    logged = {(c.record_id, c.field): c for c in org.state.iter_changes_logged()}
+    change = logged[(org.ids[1], "address1_country")]
+    assert (change.old_value, change.new_value, change.direction) == ("Germany", "Austria", "to_crm")
+    assert change.rule.startswith("sync.contact:") and change.run_id
+
+    third = org.run()  # our own writes come back as changes on both sides: nothing to do
+    assert third.ok and not third.details.get("to_esp") and not third.details.get("to_crm"), third.details
+
+
+def test_same_record_edited_on_both_sides_the_newest_wins(org: Org) -> None:
+    assert org.run(full=True).ok
+    org.crm.patch("contacts", org.ids[0], {"firstname": "CRM-edit"})
+    org.crm.patch("contacts", org.ids[1], {"firstname": "CRM-later"})
+    crm_at = datetime.fromisoformat(org.contact(0)["modifiedon"].replace("Z", "+00:00"))
+    org.esp.edit_subscriber(org.ids[0], attributes={"First Name": "ESP-later"}, when=crm_at + timedelta(seconds=5))
+    org.esp.edit_subscriber(org.ids[1], attributes={"First Name": "ESP-earlier"},
+                            when=crm_at - timedelta(seconds=5))
+    outcome = org.run()
+    assert outcome.ok and outcome.details["conflicts"] == 2, outcome.details
+    assert org.contact(0)["firstname"] == "ESP-later" and org.subscriber(0).attributes["First Name"] == "ESP-later"
+    assert org.contact(1)["firstname"] == "CRM-later"
+    assert org.subscriber(1).attributes["First Name"] == "CRM-later"
+    notes = [c.rule for c in org.state.iter_changes_logged(record_id=org.ids[0]) if c.field == "firstname"]
+    assert any("conflict: CRM 'CRM-edit', ESP 'ESP-later'; rule newest" in n and "ESP wins" in n for n in notes)
+
+
+def test_bad_values_skip_their_field_and_the_run_goes_on(org: Org) -> None:
+    assert org.run(full=True).ok
+    org.esp.edit_subscriber(org.ids[0], attributes={"Country": "Narnia", "First Name": "Ann"})  # no map line
+    org.esp.edit_subscriber(org.ids[1], attributes={"First Name": "B" * 60})  # firstname holds 50
+    outcome = org.run()
+    assert outcome.details["skipped"] == 2 and outcome.details["to_crm"] == 1, outcome.details
+    assert org.contact(0)["firstname"] == "Ann" and org.contact(0)["address1_country"] == "Austria"
+    assert org.contact(1)["firstname"] == "Berta"
+    skipped = {c.record_id: c for c in org.state.iter_changes_logged() if c.direction == "skipped"}
+    assert "'Narnia' has no line in map:countries" in skipped[org.ids[0]].source
+    assert "too long" in skipped[org.ids[1]].source
+    run_id = skipped[org.ids[0]].run_id
+    assert {q.record_id for q in org.state.quarantined(f"sync:{run_id}")} == {org.ids[0], org.ids[1]}
+
+
+def test_dry_run_writes_nothing_anywhere_and_reports(org: Org, tmp_path: Path) -> None:
+    org.crm.patch("contacts", org.ids[0], {"firstname": "Dry"})
+    report = tmp_path / "report.csv"
+    outcome = org.run(full=True, dry_run=True, report_path=report)
+    assert outcome.ok and outcome.details.get("to_esp", 0) >= 1, outcome.details
+    assert org.subscriber(0).attributes["First Name"] == "Anna"
+    assert org.state.shadow_count() == 0 and list(org.state.iter_changes_logged()) == []
+    assert org.state.get_meta("sync:delta:contact") is None and org.state.leases() == []
+    lines = report.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "table,record,field,old,new,direction,rule,note"
+    assert f"contact,{org.ids[0]},First Name,Anna,Dry,to_esp," in "\n".join(lines)
+
+
+def test_deleted_held_and_deactivated(sandbox, tmp_path) -> None:
+    org = Org(sandbox, tmp_path, crm_deleted="unsubscribe")
+    try:
+        assert org.run(full=True).ok
+        org.crm.remove("contacts", org.ids[0])
+        org.crm.patch("contacts", org.ids[1], {"statecode": 1, "statuscode": 2})
+        org.esp.edit_subscriber(org.ids[2], status="Held")
+        outcome = org.run()
+        assert outcome.ok and outcome.details["deleted"] == 2 and outcome.details["held"] == 1, outcome.details
+        assert org.subscriber(0).status == "Unsubscribed" and org.subscriber(1).status == "Unsubscribed"
+        assert org.contact(2)["donotbulkemail"] is True
+        assert org.contact(0) is None  # nothing is ever deleted in CRM by the sync, this was the test
+        assert org.state.shadows("contact", org.ids[:2]) == {}
+        again = org.run()
+        assert not again.details.get("held") and not again.details.get("deleted"), again.details
+    finally:
+        org.close()
+
+
+def test_sync_and_changes_commands(org: Org, tmp_path: Path, capsys) -> None:
+    from connector.cli import main
+
+    ini = str(org.config.source_path)
+    org.crm.patch("contacts", org.ids[0], {"firstname": "Cli"})
+    assert main(["sync", "-c", ini, "--dry-run", "--report", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr()
+    assert "test mode, nothing written" in out.out and "to esp 1" in out.out and "crm read" in out.err
+    assert '"new": "Cli"' in (tmp_path / "r.json").read_text(encoding="utf-8")
+    assert main(["sync", "-c", ini, "--table", "contact"]) == 0
+    assert org.subscriber(0).attributes["First Name"] == "Cli"
+    capsys.readouterr()
+    assert main(["changes", "-c", ini, "--record", org.ids[0], "--format", "json", "--since", "1h"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["field"], r["old_value"], r["new_value"], r["direction"]) for r in lines] == [
+        ("First Name", "Anna", "Cli", "to_esp")]
+    assert main(["sync", "-c", ini, "--table", "lead"]) == 3  # no [sync.lead] section
