@@ -254,6 +254,37 @@ def test_change_tracking_with_deletions(crm_client, crm_seed) -> None:
     assert pages[-1][2] and pages[-1][2] != delta
 
 
+def test_delta_pages_carry_updates_deactivations_then_deletes_and_the_link_only_at_the_end(crm_client, crm_seed) -> None:
+    cols = ["emailaddress1", "statecode", "modifiedon"]
+    ids = [crm_seed.contact(emailaddress1=f"d{i}@example.com") for i in range(8)]
+    delta = list(crm_client.iter_changes(CrmTable.CONTACT, cols, None))[-1][2]
+    for i in range(4):
+        crm_seed.store.patch("contacts", ids[i], {"emailaddress1": f"new{i}@example.com"})
+    crm_seed.store.patch("contacts", ids[4], {"statecode": 1, "statuscode": 2})  # deactivated
+    crm_seed.store.remove("contacts", ids[5])
+    crm_seed.store.remove("contacts", ids[6])
+    pages = crm_client.iter_changes(CrmTable.CONTACT, cols, delta)
+    first = next(pages)
+    crm_seed.store.patch("contacts", ids[7], {"emailaddress1": "during@example.com"})  # while paging
+    rest = list(pages)
+    got = [first, *rest]
+    assert len(got) >= 2 and all(link is None for _, _, link in got[:-1]) and got[-1][2]
+    changed = {r["contactid"]: r for rows, _, _ in got for r in rows}
+    assert sorted(changed) == sorted(ids[:5])
+    assert changed[ids[4]]["statecode"] == 1 and changed[ids[0]]["emailaddress1"] == "new0@example.com"
+    assert all(r.get("modifiedon") for r in changed.values())
+    assert sorted(d for _, dels, _ in got for d in dels) == sorted(ids[5:7])
+    # the change made while the delta was paged is not lost: it comes with the next link
+    after = list(crm_client.iter_changes(CrmTable.CONTACT, cols, got[-1][2]))
+    assert [r["emailaddress1"] for rows, _, _ in after for r in rows] == ["during@example.com"]
+
+
+def test_an_invalid_delta_token_asks_for_full_resync_too(crm_client, crm_org) -> None:
+    link = crm_client.http.api_url + "contacts?$select=emailaddress1&$deltatoken=garbled"
+    with pytest.raises(DeltaTokenExpired, match="full resync"):
+        list(crm_client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], link))
+
+
 def test_expired_delta_link_asks_for_full_resync(crm_client, crm_org) -> None:
     link = crm_client.http.api_url + "contacts?$select=emailaddress1&$deltatoken=1!01/01/2001 00:00:00"
     with pytest.raises(DeltaTokenExpired) as info:

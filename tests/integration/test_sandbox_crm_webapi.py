@@ -262,6 +262,26 @@ def test_change_tracking_with_deletions_and_expiry(crm_sandbox, crm_session):
     assert "Version stamp associated with the client has expired" in expired.json()["error"]["message"]
 
 
+def test_delta_rows_keep_the_select_show_deactivations_and_bad_tokens_say_full_sync(crm_sandbox, crm_session):
+    api, store = crm_sandbox.api_url, crm_sandbox.store
+    track = {"Prefer": "odata.track-changes"}
+    ids = [store.insert("contacts", {"lastname": f"S{i}", "emailaddress1": f"s{i}@example.com"}) for i in range(3)]
+    first = crm_session.get(api + "contacts?$select=lastname,statecode", headers=track).json()
+    delta = first["@odata.deltaLink"]
+    assert "%24select=lastname%2Cstatecode" in delta or "$select=lastname,statecode" in delta
+    store.patch("contacts", ids[0], {"statecode": 1, "statuscode": 2})
+    store.patch("contacts", ids[1], {"emailaddress1": "other@example.com"})  # a column not selected
+    body = crm_session.get(delta, headers=track).json()
+    rows = {r["contactid"]: r for r in body["value"]}
+    assert sorted(rows) == sorted(ids[:2])
+    assert rows[ids[0]]["statecode"] == 1
+    assert set(rows[ids[1]]) == {"@odata.etag", "contactid", "lastname", "statecode"}  # only what was selected
+    for token in ("garbled", "1!01/01/2001 00:00:00"):
+        bad = crm_session.get(api + f"contacts?$select=lastname&$deltatoken={quote(token)}", headers=track)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "0x80044352"
+        assert "Please perform a full sync." in bad.json()["error"]["message"]
+
+
 def test_service_protection_and_faults(crm_sandbox, crm_session):
     import requests
 
