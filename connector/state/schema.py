@@ -142,6 +142,19 @@ seen_events = sa.Table(
     _ts("seen_at", nullable=False),
     sa.Index("ix_seen_events_seen_at", "seen_at"),
 )
+"""Seen-event keys before migration 0004 (SHA-256 of the natural key): read until pruned empty."""
+
+seen_keys = sa.Table(
+    "seen_keys",
+    metadata,
+    sa.Column("key", sa.LargeBinary(24), primary_key=True),
+    sqlite_with_rowid=False,
+)
+"""Seen-event keys (``connector.state.tracking.ordered_key``): 8 bytes of time, 16 of digest.
+
+The time comes first, so new keys land at the right edge of the B-tree (events arrive
+in about time order) and pruning is one key range; no other column, no other index.
+"""
 
 quarantine = sa.Table(
     "quarantine",

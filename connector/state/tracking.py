@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import struct
+from datetime import UTC, datetime, timedelta
 from typing import Iterable, Mapping
 
 import sqlalchemy as sa
@@ -12,14 +13,37 @@ from sqlalchemy.engine import Connection
 from connector.state.base import StoreBase
 from connector.state.engine import dialect_insert, upsert
 from connector.state.records import TrackedSend, Watermark
-from connector.state.schema import seen_events, send_counts, tracked_sends, watermarks
+from connector.state.schema import meta, seen_events, seen_keys, send_counts, tracked_sends, watermarks
 
 SEEN_CHUNK = 1000
-"""Keys per executemany in ``mark_events_seen`` (SQLAlchemy splits it into multi-row INSERTs)."""
+"""Keys per statement in ``mark_events_seen`` / ``unseen_events`` (one multi-row INSERT or IN list)."""
+LEGACY_META = "seen_events_legacy_before"
+"""Meta key: events older than this may be marked in the old ``seen_events`` table (migration 0004)."""
+
+_TIME = struct.Struct(">Q")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICRO = timedelta(microseconds=1)
 
 
-def event_key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+def ordered_key(when: datetime, natural: str) -> bytes:
+    """The stored seen key: 8 bytes of ``when`` (big-endian microseconds since 1970), then a
+    16-byte BLAKE2b digest of the natural key.
+
+    ``when`` orders the keys (an event's time; for a first-open / first-click key, its
+    send's ``added_at``): a run's new keys are neighbours in the B-tree, and
+    ``prune_seen_events`` deletes one key range.
+    """
+    micros = (when - _EPOCH) // _ONE_MICRO
+    return _TIME.pack(max(0, micros)) + hashlib.blake2b(natural.encode("utf-8"), digest_size=16).digest()
+
+
+def legacy_key_hash(natural: str) -> str:
+    """The key of ``natural`` in the old ``seen_events`` table (before migration 0004)."""
+    return hashlib.sha256(natural.encode("utf-8")).hexdigest()
+
+
+def event_key_hash(key: str) -> str:  # the old name, kept for readers of the old table
+    return legacy_key_hash(key)
 
 
 class TrackingMixin(StoreBase):
@@ -97,56 +121,109 @@ class TrackingMixin(StoreBase):
             return {counter: int(value) for counter, value in c.execute(query)}
 
     # -- exactly-once event keys --------------------------------------------
-    def mark_events_seen(self, keys: Iterable[str], conn: Connection | None = None) -> set[str]:
-        """Record natural event keys; return those not seen before (duplicates in ``keys`` count once).
+    def legacy_seen_before(self) -> datetime | None:
+        """Events older than this may be marked in the old ``seen_events`` table (None: it is empty)."""
+        with self._read() as c:
+            value = c.execute(sa.select(meta.c.value).where(meta.c.key == LEGACY_META)).scalar()
+        return datetime.fromisoformat(value) if value else None
 
-        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk, so a page of
-        2,500 events costs a handful of statements. Call it in the transaction
+    def mark_events_seen(
+        self, keys: Iterable[bytes], conn: Connection | None = None, legacy: Mapping[bytes, str] | None = None
+    ) -> set[bytes]:
+        """Record seen keys (``ordered_key``); return those not seen before (duplicates count once).
+
+        ``legacy`` maps the keys that may have been marked before migration 0004 to their
+        natural keys; those found in the old table count as seen. One multi-row
+        ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk of keys, so the database
+        says which keys were new, even with another writer. Call it in the transaction
         that writes the events' effects, so a rollback forgets the keys too.
         """
-        by_hash: dict[str, str] = {}
-        for key in keys:
-            by_hash.setdefault(event_key_hash(key), key)
-        if not by_hash:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
             return set()
-        now = self.now()
-        new: set[str] = set()
-        hashes = list(by_hash)
         with self._write(conn) as c:
-            for start in range(0, len(hashes), SEEN_CHUNK):
-                chunk = hashes[start : start + SEEN_CHUNK]
-                new.update(_insert_new(c, chunk, now))
-        return {by_hash[h] for h in new}
+            if legacy:
+                old = _legacy_seen(c, {k: legacy[k] for k in wanted if k in legacy})
+                wanted = [k for k in wanted if k not in old]
+            new: set[bytes] = set()
+            for start in range(0, len(wanted), SEEN_CHUNK):
+                new.update(_insert_new(c, wanted[start : start + SEEN_CHUNK]))
+        return new
 
-    def unseen_events(self, keys: Iterable[str], conn: Connection | None = None) -> set[str]:
-        """The keys not yet marked seen, without marking them (read only)."""
-        by_hash = {event_key_hash(key): key for key in keys}
-        hashes = list(by_hash)
-        found: set[str] = set()
+    def unseen_events(
+        self, keys: Iterable[bytes], conn: Connection | None = None, legacy: Mapping[bytes, str] | None = None
+    ) -> set[bytes]:
+        """The keys not yet marked seen, without marking them (read only); ``legacy`` as above."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[bytes] = set()
         with self._read(conn) as c:
-            for start in range(0, len(hashes), SEEN_CHUNK):
-                chunk = hashes[start : start + SEEN_CHUNK]
-                query = sa.select(seen_events.c.key_hash).where(seen_events.c.key_hash.in_(chunk))
-                found.update(c.execute(query).scalars())
-        return {key for h, key in by_hash.items() if h not in found}
+            for start in range(0, len(wanted), SEEN_CHUNK):
+                found.update(_existing(c, wanted[start : start + SEEN_CHUNK]))
+            if legacy:
+                found |= _legacy_seen(c, {k: legacy[k] for k in wanted if k in legacy and k not in found})
+        return {k for k in wanted if k not in found}
 
     def prune_seen_events(self, older_than: datetime) -> int:
-        """Forget event keys first seen before ``older_than`` (beyond any possible re-read)."""
+        """Forget keys ordered before ``older_than`` (events that old are beyond any re-read)."""
         with self._write(None) as c:
-            return c.execute(sa.delete(seen_events).where(seen_events.c.seen_at < older_than)).rowcount
+            pruned = c.execute(sa.delete(seen_keys).where(seen_keys.c.key < ordered_key(older_than, "")[:8])).rowcount
+            if c.execute(sa.select(meta.c.value).where(meta.c.key == LEGACY_META)).first() is not None:
+                pruned += c.execute(sa.delete(seen_events).where(seen_events.c.seen_at < older_than)).rowcount
+                if c.execute(sa.select(seen_events.c.key_hash).limit(1)).first() is None:
+                    c.execute(sa.delete(meta).where(meta.c.key == LEGACY_META))
+            return pruned
 
 
-def _insert_new(conn: Connection, hashes: list[str], now: datetime) -> list[str]:
-    rows = [{"key_hash": h, "seen_at": now} for h in hashes]
-    ins = dialect_insert(conn, seen_events)
-    if ins is not None:
-        stmt = ins.on_conflict_do_nothing(index_elements=["key_hash"]).returning(seen_events.c.key_hash)
-        return list(conn.execute(stmt, rows).scalars())  # "insertmanyvalues": a cached multi-row INSERT
-    existing = set(
-        conn.execute(sa.select(seen_events.c.key_hash).where(seen_events.c.key_hash.in_(hashes))).scalars()
-    )
-    fresh = [r for r in rows if r["key_hash"] not in existing]
+def _raw(conn: Connection) -> bool:
+    """PostgreSQL and SQLite: driver-level statements (no per-row SQLAlchemy work), ON CONFLICT."""
+    return dialect_insert(conn, seen_keys) is not None
+
+
+def _marks(conn: Connection, n: int, row: bool = False) -> str:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return ", ".join([f"({mark})" if row else mark] * n)
+
+
+def _insert_new(conn: Connection, keys: list[bytes]) -> list[bytes]:
+    if _raw(conn):  # the database skips the keys it has and returns the others
+        sql = f"INSERT INTO seen_keys (key) VALUES {_marks(conn, len(keys), row=True)} ON CONFLICT (key) DO NOTHING RETURNING key"
+        return [bytes(row[0]) for row in _fetch(conn, sql, keys)]
+    existing = _existing(conn, keys)
+    fresh = [k for k in keys if k not in existing]
     if fresh:
-        conn.execute(sa.insert(seen_events), fresh)
-    return [r["key_hash"] for r in fresh]
+        conn.execute(sa.insert(seen_keys), [{"key": k} for k in fresh])
+    return fresh
 
+
+def _fetch(conn: Connection, sql: str, params: list[bytes]) -> list[tuple]:
+    """Run ``sql`` on the driver's own cursor, in ``conn``'s transaction: the rows as the driver
+    gives them (SQLAlchemy's result objects cost more than the statement for 2,500 keys)."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, tuple(params))
+        return cursor.fetchall()
+    except dbapi_error as exc:  # as SQLAlchemy would raise it, so the store reports a StateError
+        raise sa.exc.DBAPIError.instance(sql, None, exc, dbapi_error) from exc
+    finally:
+        cursor.close()
+
+
+def _existing(conn: Connection, keys: list[bytes]) -> set[bytes]:
+    if not keys:
+        return set()
+    if _raw(conn):
+        sql = f"SELECT key FROM seen_keys WHERE key IN ({_marks(conn, len(keys))})"
+        return {bytes(row[0]) for row in _fetch(conn, sql, keys)}
+    return {bytes(k) for k in conn.execute(sa.select(seen_keys.c.key).where(seen_keys.c.key.in_(keys))).scalars()}
+
+
+def _legacy_seen(conn: Connection, naturals: Mapping[bytes, str]) -> set[bytes]:
+    """Of these keys, the ones marked in the old ``seen_events`` table."""
+    by_hash = {legacy_key_hash(natural): key for key, natural in naturals.items()}
+    hashes = list(by_hash)
+    found: set[bytes] = set()
+    for start in range(0, len(hashes), SEEN_CHUNK):
+        query = sa.select(seen_events.c.key_hash).where(seen_events.c.key_hash.in_(hashes[start : start + SEEN_CHUNK]))
+        found.update(by_hash[h] for h in conn.execute(query).scalars())
+    return found

@@ -15,6 +15,7 @@ from connector.errors import StateError
 from connector.state.records import ChangeRow
 from connector.state.schema import metadata
 from connector.state.store import Batch, QuarantineRow, SendJob, StateStore
+from connector.state.tracking import LEGACY_META, legacy_key_hash, ordered_key
 from tests.fixtures.state import FakeClock
 
 UTC = timezone.utc
@@ -133,24 +134,59 @@ def test_tracked_sends_and_counts(state_store: StateStore) -> None:
     assert stopped[0].stopped_reason == "older than 90 days" and not stopped[0].active
 
 
+def _keys(n: int, when: datetime, prefix: str = "1001:sub") -> list[bytes]:
+    return [ordered_key(when, f"{prefix}{i}:open") for i in range(n)]
+
+
 def test_mark_events_seen_returns_only_new_keys(state_store: StateStore, state_clock: FakeClock) -> None:
-    keys = [f"1001:sub{i}:open:2026-01-01T00:00:{i % 60:02d}" for i in range(1200)]
+    keys = _keys(1200, state_clock() - timedelta(hours=2))
     assert state_store.mark_events_seen(keys[:700] + keys[:10]) == set(keys[:700])
     assert state_store.mark_events_seen(keys) == set(keys[700:])
     assert state_store.mark_events_seen(keys) == set()
     assert state_store.mark_events_seen([]) == set()
-    assert state_store.unseen_events(keys[:2] + ["never"]) == {"never"}
+    never = ordered_key(state_clock(), "never")
+    assert state_store.unseen_events(keys[:2] + [never]) == {never}
+    newer = _keys(5, state_clock() + timedelta(hours=1))
+    assert state_store.mark_events_seen(newer) == set(newer)
     state_clock.advance(86400)
-    assert state_store.prune_seen_events(state_clock() - timedelta(hours=1)) == 1200
-    assert state_store.mark_events_seen(keys[:3]) == set(keys[:3])
+    # pruning goes by the keys' own time: the 1,200 are older than the cut, the 5 are not
+    assert state_store.prune_seen_events(state_clock() - timedelta(hours=24)) == 1200
+    assert state_store.mark_events_seen(keys[:3] + newer) == set(keys[:3])
 
 
-def test_seen_keys_roll_back_with_the_transaction(state_store: StateStore) -> None:
+def test_ordered_keys_sort_by_time_and_tell_natural_keys_apart(state_clock: FakeClock) -> None:
+    t = state_clock()
+    assert ordered_key(t, "b") < ordered_key(t + timedelta(microseconds=1), "a")
+    assert ordered_key(t, "a") != ordered_key(t, "b") and len(ordered_key(t, "a")) == 24
+    assert ordered_key(t, "a") == ordered_key(t.astimezone(timezone(timedelta(hours=2))), "a")
+
+
+def test_keys_of_before_migration_0004_still_count_as_seen(state_store: StateStore, state_clock: FakeClock) -> None:
+    """Old keys (SHA-256 of the natural key in seen_events) are read until pruning empties that table."""
+    from connector.state.schema import meta, seen_events
+
+    old_time = state_clock() - timedelta(hours=3)
+    with state_store.transaction() as conn:
+        conn.execute(sa.insert(seen_events), [{"key_hash": legacy_key_hash("old-event"), "seen_at": old_time}])
+        conn.execute(sa.insert(meta), [{"key": LEGACY_META, "value": state_clock().isoformat()}])
+    assert state_store.legacy_seen_before() == state_clock()
+    old, other = ordered_key(old_time, "old-event"), ordered_key(old_time, "other-event")
+    legacy = {old: "old-event", other: "other-event"}
+    assert state_store.unseen_events([old, other], legacy=legacy) == {other}
+    assert state_store.unseen_events([old, other]) == {old, other}  # not named as legacy: not looked for
+    assert state_store.mark_events_seen([old, other], legacy=legacy) == {other}
+    state_clock.advance(86400)
+    assert state_store.prune_seen_events(state_clock() - timedelta(hours=1)) == 2  # one new key, one old
+    assert state_store.legacy_seen_before() is None
+
+
+def test_seen_keys_roll_back_with_the_transaction(state_store: StateStore, state_clock: FakeClock) -> None:
+    k1 = ordered_key(state_clock(), "k1")
     with pytest.raises(RuntimeError):
         with state_store.transaction() as conn:
-            assert state_store.mark_events_seen(["k1"], conn) == {"k1"}
+            assert state_store.mark_events_seen([k1], conn) == {k1}
             raise RuntimeError("crash before the watermark moved")
-    assert state_store.mark_events_seen(["k1"]) == {"k1"}
+    assert state_store.mark_events_seen([k1]) == {k1}
 
 
 def test_quarantine_and_change_log(state_store: StateStore) -> None:
@@ -319,8 +355,9 @@ def test_generic_sql_paths_without_on_conflict(state_store: StateStore, other_st
     state_store.add_send_counts("1", {"open": 2})
     state_store.add_send_counts("1", {"open": 3})
     assert state_store.send_counts("1") == {"open": 5}
-    assert state_store.mark_events_seen(["a", "b"]) == {"a", "b"}
-    assert state_store.mark_events_seen(["b", "c"]) == {"c"}
+    a, b, c = (ordered_key(datetime(2026, 1, 1, tzinfo=timezone.utc), k) for k in "abc")
+    assert state_store.mark_events_seen([a, b]) == {a, b}
+    assert state_store.mark_events_seen([b, c]) == {c}
 
 
 def test_a_bad_url_error_never_shows_the_password() -> None:

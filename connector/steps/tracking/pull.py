@@ -14,6 +14,7 @@ import structlog
 from connector.crashpoints import crashpoint
 from connector.errors import TransientPeerError
 from connector.models import EventType, TrackingEvent, TrackingMode
+from connector.state.tracking import ordered_key
 from connector.steps import StepContext
 from connector.steps.tracking.effects import EffectsMixin
 from connector.steps.tracking.records import RecordCache
@@ -82,6 +83,8 @@ class EventTypeRun(EffectsMixin):
         self._crm = None
         self._warned_campaign: set[str] = set()
         self._key_of: dict[int, str] = {}  # id(event) -> seen key, for the page in hand
+        self._stored: dict[str, bytes] = {}  # seen key -> its stored (time-ordered) form, for the page in hand
+        self.legacy_before: datetime | None = None  # events older may be marked in the pre-0004 table
         self.resource = f"tracking:{account}:{etype.value}"
         self.lease_lost = False
         self._retry_meta = f"tracking_retries:{account}:{etype.value}"
@@ -120,6 +123,7 @@ class EventTypeRun(EffectsMixin):
             return
         since = self.since()
         self.attempts = load_json(self.state.get_meta(self._retry_meta), {})
+        self.legacy_before = self.state.legacy_seen_before()
         log.info("tracking_pull_started", since=since.isoformat(), sends=len(self.tracked))
         # the ESP retrieves the next page in a helper thread while this one writes the current
         # page, so a pull takes about max(retrieve, write) instead of their sum
@@ -146,8 +150,15 @@ class EventTypeRun(EffectsMixin):
             page_max = max(e.event_time for e in page)
             if self.max_seen is None or page_max > self.max_seen:
                 self.max_seen = page_max
-        wanted = {seen_key(self.account, e): e for e in page if self._wanted(e)}
-        fresh_keys = self._unseen(list(wanted))
+        wanted: dict[str, TrackingEvent] = {}
+        stored: dict[str, bytes] = {}
+        for event in page:
+            if self._wanted(event):
+                key = seen_key(self.account, event)
+                wanted[key] = event
+                stored[key] = ordered_key(event.event_time, key)
+        self._stored = stored
+        fresh_keys = self._unseen(wanted)
         fresh = [e for k, e in wanted.items() if k in fresh_keys]
         self._key_of = {id(e): k for k, e in wanted.items() if k in fresh_keys}
         failed: set[str] = set()
@@ -184,9 +195,20 @@ class EventTypeRun(EffectsMixin):
             return True
         return not self.cfg.only_connector_sends
 
-    def _unseen(self, keys: list[str]) -> set[str]:
+    def _unseen(self, wanted: dict[str, TrackingEvent]) -> set[str]:
         """Keys not yet processed (a read; marking happens in the page's transaction)."""
-        return self.state.unseen_events(keys) if keys else set()
+        if not wanted:
+            return set()
+        natural = {self._stored[k]: k for k in wanted}
+        unseen = self.state.unseen_events(natural, legacy=self._legacy(natural, wanted))
+        return {natural[k] for k in unseen}
+
+    def _legacy(self, natural: dict[bytes, str], events: dict[str, TrackingEvent]) -> dict[bytes, str] | None:
+        """The keys of events that may have been marked before migration 0004 (old enough)."""
+        before = self.legacy_before
+        if before is None:
+            return None
+        return {k: n for k, n in natural.items() if events[n].event_time < before}
 
     def _drop_deleted_sends(self, events: list[TrackingEvent]) -> list[TrackingEvent]:
         jobs = {e.job_id for e in events if e.job_id in self.tracked} - self.checked
@@ -206,8 +228,9 @@ class EventTypeRun(EffectsMixin):
 
     def _commit(self, done: dict[str, TrackingEvent], last: bool) -> None:
         with self.state.transaction() as conn:
-            new_keys = self.state.mark_events_seen(list(done), conn)
-            new = [e for k, e in done.items() if k in new_keys]
+            natural = {self._stored[k]: k for k in done}
+            new_keys = self.state.mark_events_seen(natural, conn, legacy=self._legacy(natural, done))
+            new = [e for k, e in done.items() if self._stored[k] in new_keys]
             self._add_counts(new, conn)
             self._save_attempts(done, conn)
             if not last:  # one commit per page: the lease is extended with the page's state
@@ -244,8 +267,12 @@ class EventTypeRun(EffectsMixin):
                 by_job[event.job_id].append(event)
         for job, events in by_job.items():
             counts = count_events(events)
-            if self.etype in (EventType.OPEN, EventType.CLICK):
-                firsts = self.state.mark_events_seen({unique_key(self.account, e) for e in events}, conn)
+            if self.etype in (EventType.OPEN, EventType.CLICK):  # ordered by the send's added_at
+                added = self.tracked[job].added_at
+                keys = {ordered_key(added, k): k for k in {unique_key(self.account, e) for e in events}}
+                before = self.legacy_before
+                legacy = keys if before is not None and added < before else None
+                firsts = self.state.mark_events_seen(keys, conn, legacy=legacy)
                 counts[f"unique_{COUNTER_OF_TYPE[self.etype]}"] = len(firsts)
             self.state.add_send_counts(job, counts, conn)
             self.touched[job] = self.tracked[job]
