@@ -180,6 +180,25 @@ def test_keys_of_before_migration_0004_still_count_as_seen(state_store: StateSto
     assert state_store.legacy_seen_before() is None
 
 
+def test_upgrade_to_0004_keeps_the_old_keys_seen(state_url: str, state_clock: FakeClock) -> None:
+    """An upgrade over a database with old seen_events rows: those events stay seen, new ones are new."""
+    from connector.state.schema import seen_events
+
+    store = StateStore(state_url, holder="me", clock=state_clock)
+    try:
+        assert store.migrate("0003") == "0003"
+        old_time = state_clock() - timedelta(hours=2)
+        with store.transaction() as conn:
+            conn.execute(sa.insert(seen_events), [{"key_hash": legacy_key_hash("e1"), "seen_at": old_time}])
+        store.migrate()
+        before = store.legacy_seen_before()
+        assert before is not None and before > old_time
+        e1, e2 = ordered_key(old_time, "e1"), ordered_key(old_time, "e2")
+        assert store.mark_events_seen([e1, e2], legacy={e1: "e1", e2: "e2"}) == {e2}
+    finally:
+        store.close()
+
+
 def test_seen_keys_roll_back_with_the_transaction(state_store: StateStore, state_clock: FakeClock) -> None:
     k1 = ordered_key(state_clock(), "k1")
     with pytest.raises(RuntimeError):
