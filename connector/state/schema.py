@@ -142,7 +142,7 @@ seen_events = sa.Table(
     _ts("seen_at", nullable=False),
     sa.Index("ix_seen_events_seen_at", "seen_at"),
 )
-"""Seen-event keys before migration 0004 (SHA-256 of the natural key): read until pruned empty."""
+"""Seen-event keys before migration 0005 (SHA-256 of the natural key): read until pruned empty."""
 
 seen_keys = sa.Table(
     "seen_keys",

@@ -18,7 +18,7 @@ from connector.state.schema import meta, seen_events, seen_keys, send_counts, tr
 SEEN_CHUNK = 1000
 """Keys per statement in ``mark_events_seen`` / ``unseen_events`` (one multi-row INSERT or IN list)."""
 LEGACY_META = "seen_events_legacy_before"
-"""Meta key: events older than this may be marked in the old ``seen_events`` table (migration 0004)."""
+"""Meta key: events older than this may be marked in the old ``seen_events`` table (migration 0005)."""
 
 _TIME = struct.Struct(">Q")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -38,7 +38,7 @@ def ordered_key(when: datetime, natural: str) -> bytes:
 
 
 def legacy_key_hash(natural: str) -> str:
-    """The key of ``natural`` in the old ``seen_events`` table (before migration 0004)."""
+    """The key of ``natural`` in the old ``seen_events`` table (before migration 0005)."""
     return hashlib.sha256(natural.encode("utf-8")).hexdigest()
 
 
@@ -132,7 +132,7 @@ class TrackingMixin(StoreBase):
     ) -> set[bytes]:
         """Record seen keys (``ordered_key``); return those not seen before (duplicates count once).
 
-        ``legacy`` maps the keys that may have been marked before migration 0004 to their
+        ``legacy`` maps the keys that may have been marked before migration 0005 to their
         natural keys; those found in the old table count as seen. One multi-row
         ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk of keys, so the database
         says which keys were new, even with another writer. Call it in the transaction

@@ -161,7 +161,7 @@ def test_ordered_keys_sort_by_time_and_tell_natural_keys_apart(state_clock: Fake
     assert ordered_key(t, "a") == ordered_key(t.astimezone(timezone(timedelta(hours=2))), "a")
 
 
-def test_keys_of_before_migration_0004_still_count_as_seen(state_store: StateStore, state_clock: FakeClock) -> None:
+def test_keys_of_before_migration_0005_still_count_as_seen(state_store: StateStore, state_clock: FakeClock) -> None:
     """Old keys (SHA-256 of the natural key in seen_events) are read until pruning empties that table."""
     from connector.state.schema import meta, seen_events
 
@@ -180,13 +180,13 @@ def test_keys_of_before_migration_0004_still_count_as_seen(state_store: StateSto
     assert state_store.legacy_seen_before() is None
 
 
-def test_upgrade_to_0004_keeps_the_old_keys_seen(state_url: str, state_clock: FakeClock) -> None:
+def test_upgrade_to_0005_keeps_the_old_keys_seen(state_url: str, state_clock: FakeClock) -> None:
     """An upgrade over a database with old seen_events rows: those events stay seen, new ones are new."""
     from connector.state.schema import seen_events
 
     store = StateStore(state_url, holder="me", clock=state_clock)
     try:
-        assert store.migrate("0003") == "0003"
+        assert store.migrate("0004") == "0004"
         old_time = state_clock() - timedelta(hours=2)
         with store.transaction() as conn:
             conn.execute(sa.insert(seen_events), [{"key_hash": legacy_key_hash("e1"), "seen_at": old_time}])

@@ -84,7 +84,7 @@ class EventTypeRun(EffectsMixin):
         self._warned_campaign: set[str] = set()
         self._key_of: dict[int, str] = {}  # id(event) -> seen key, for the page in hand
         self._stored: dict[str, bytes] = {}  # seen key -> its stored (time-ordered) form, for the page in hand
-        self.legacy_before: datetime | None = None  # events older may be marked in the pre-0004 table
+        self.legacy_before: datetime | None = None  # events older may be marked in the pre-0005 table
         self.resource = f"tracking:{account}:{etype.value}"
         self.lease_lost = False
         self._retry_meta = f"tracking_retries:{account}:{etype.value}"
@@ -204,7 +204,7 @@ class EventTypeRun(EffectsMixin):
         return {natural[k] for k in unseen}
 
     def _legacy(self, natural: dict[bytes, str], events: dict[str, TrackingEvent]) -> dict[bytes, str] | None:
-        """The keys of events that may have been marked before migration 0004 (old enough)."""
+        """The keys of events that may have been marked before migration 0005 (old enough)."""
         before = self.legacy_before
         if before is None:
             return None

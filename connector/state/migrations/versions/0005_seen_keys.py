@@ -8,8 +8,8 @@ hides the time); ``seen_events`` stays and is still consulted for events older t
 the meta value ``seen_events_legacy_before`` (the time of this upgrade) until pruning
 empties it, so no event is processed twice across the upgrade.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01
 """
 
@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
