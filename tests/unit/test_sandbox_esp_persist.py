@@ -52,3 +52,24 @@ def test_the_attribute_catalogue_is_kept(tmp_path):
     assert load_store(again, tmp_path)
     assert {a.name for a in again.attributes.values()} == {"Email Address", "Tier", "Shoe Size"}
     assert again.attribute("shoe size").name == "Shoe Size"
+
+
+def test_data_extensions_rows_and_membership_dates_are_kept(tmp_path):
+    from connector.sandbox.marketing_cloud.dataext import DEFieldRec
+
+    store = EspStore(import_root=tmp_path, clock=SimClock(), import_delay=0.0)
+    store.add_data_extension("de", "DE", [DEFieldRec("Id", "Text", 10, is_primary_key=True, is_required=True),
+                                          DEFieldRec("On", "Date"), DEFieldRec("Vip", "Boolean"),
+                                          DEFieldRec("N", "Number")], sendable_field="Id")
+    store.edit_row("de", {"Id": "a", "On": "2026-03-01T12:00:00Z", "Vip": "1", "N": "7"})
+    list_id = store.create_list(Obj("List", {"ListName": ["L"], "CustomerKey": ["L"]}))["NewID"]
+    store.upsert_subscriber(Obj("Subscriber", {"SubscriberKey": ["k"], "EmailAddress": ["k@example.com"], "Lists": [
+        Obj("SubscriberList", {"ID": [str(list_id)]})]}), add=True, update=True, list_conflict_ok=True)
+    save_store(store, tmp_path)
+    again = EspStore(import_root=tmp_path, clock=SimClock(), import_delay=0.0)
+    assert load_store(again, tmp_path)
+    de = again.data_extensions["de"]
+    assert de.is_sendable and de.sendable_field == "Id" and [f.name for f in de.primary_key] == ["Id"]
+    assert again.de_rows(de) == store.de_rows(store.data_extensions["de"])
+    assert again.lists[list_id].member_modified == store.lists[list_id].member_modified
+    assert again.add_data_extension("de2", "DE2", [DEFieldRec("X")]).id > de.id

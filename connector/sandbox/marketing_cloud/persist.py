@@ -21,6 +21,7 @@ from typing import Any
 
 from connector.private import open_private
 from connector.sandbox.marketing_cloud import records as rec
+from connector.sandbox.marketing_cloud.dataext import DataExtensionRec, DEFieldRec, as_text, coerce
 from connector.sandbox.marketing_cloud.events import EventBlock
 
 STATE_FILE = "esp-state.json"
@@ -86,14 +87,37 @@ def save_store(store: Any, data_dir: Path) -> Path:
             "tables": {name: [_plain(r) for r in getattr(store, name).values()] for name in _TABLES},
             "sends": [_plain(dataclasses.replace(s, blocks=[])) for s in store.sends.values()],
             "keys": keys_tables, "blocks": blocks, "pending": list(store._pending_status),
+            "data_extensions": [_data_extension(d) for d in store.data_extensions.values()],
         }
     path = Path(data_dir) / STATE_FILE
     write_private(path, json.dumps(state))
     return path
 
 
+def _data_extension(de: Any) -> dict:
+    """A data extension with its rows as text (the form a Create / Update writes them in)."""
+    out = _plain(dataclasses.replace(de, rows={}))
+    out["rows"] = [{name: as_text(value) for name, value in row.items() if value is not None}
+                   for row in de.rows.values()]
+    return out
+
+
+def _load_data_extension(store: Any, data: dict) -> None:
+    fields = [DEFieldRec(**f) for f in data.pop("fields")]
+    rows = data.pop("rows")
+    de = DataExtensionRec(fields=fields, rows={}, **{k: (datetime.fromisoformat(v) if k in _DATE_FIELDS and v
+                                                        else v) for k, v in data.items()})
+    store.data_extensions[de.customer_key] = de
+    for row in rows:
+        typed = {f.name: coerce(f, row[f.name]) for f in fields if f.name in row}
+        key = tuple(typed.get(f.name) for f in de.primary_key) if de.primary_key else (len(de.rows),)
+        de.rows[key] = typed
+
+
 def _record(cls: type, data: dict) -> Any:
     values = {k: (datetime.fromisoformat(v) if k in _DATE_FIELDS and v else v) for k, v in data.items()}
+    if cls is rec.ListRec:
+        values["member_modified"] = {k: datetime.fromisoformat(v) for k, v in values.get("member_modified", {}).items()}
     if cls is rec.ImportRunRec:
         values["row_errors"] = [rec.ImportRowError(**e) for e in values.get("row_errors", [])]
     return cls(**values)
@@ -128,6 +152,9 @@ def load_store(store: Any, data_dir: Path) -> bool:
             send.blocks = [b for b in store.blocks if b.send_id == send.id]
             store.sends[send.id] = send
         store._pending_status = [tuple(p) for p in state["pending"]]
+        store.data_extensions.clear()
+        for data in state.get("data_extensions", []):
+            _load_data_extension(store, data)
         _restart_counters(store)
         store.clock = rec.SimClock(store.clock.speed, start=state["now"])
     return True
@@ -135,7 +162,7 @@ def load_store(store: Any, data_dir: Path) -> bool:
 
 def _restart_counters(store: Any) -> None:
     ids = [r.id for table in ("subscribers", "lists", "emails", "send_classifications", "send_definitions",
-                              "import_definitions") for r in getattr(store, table).values()]
+                              "import_definitions", "data_extensions") for r in getattr(store, table).values()]
     store._ids = itertools.count(max(ids + [10_000]) + 1)
     store._send_ids = itertools.count(max(list(store.sends) + [40_000]) + 1)
     store._task_ids = itertools.count(max(list(store.import_runs) + [900_000]) + 1)

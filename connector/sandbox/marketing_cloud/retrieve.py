@@ -111,10 +111,12 @@ class Retriever:
                 blocks = list(self.store.blocks)
             return ev.iter_event_rows(blocks, obj_type, filter_part, predicate, properties, now_ts)
         keys = key_hint(filter_part, "SubscriberKey") if obj_type in ("Subscriber", "ListSubscriber") else None
-        return self._object_rows(obj_type, predicate, properties, keys)
+        lists = key_hint(filter_part, "ListID") if obj_type == "ListSubscriber" else None
+        list_ids = [as_int(v) for v in lists] if lists is not None else None
+        return self._object_rows(obj_type, predicate, properties, keys, list_ids)
 
     def _object_rows(self, obj_type: str, predicate: Callable[[dict], bool], properties: list[str],
-                     keys: list[str] | None) -> Iterator[str]:
+                     keys: list[str] | None, list_ids: list[int] | None = None) -> Iterator[str]:
         plain = [p for p in properties if "." not in p]
         nested: dict[str, set[str]] = {}
         for p in properties:
@@ -125,7 +127,7 @@ class Retriever:
         if obj_type == "Subscriber":  # profile attributes come with every subscriber, asked for or not
             only.add("Attributes")
         head = f'<Results xsi:type="{obj_type}">'
-        for row in self.store.rows(obj_type, keys):
+        for row in self.store.rows(obj_type, keys, list_ids):
             if predicate(row):
                 values = _narrow_nested(row, nested, plain) if nested else row
                 yield f"{head}{render_fields(obj_type, values, only)}</Results>"

@@ -423,25 +423,24 @@ class EspStore(SendOps, ImportOps, DataExtensionOps):
 
     # ------------------------------------------------------------ retrieve rows
 
-    def rows(self, obj_type: str, keys: list[str] | None = None) -> Iterator[dict]:
+    def rows(self, obj_type: str, keys: list[str] | None = None, list_ids: list[int] | None = None) -> Iterator[dict]:
         """Every object of ``obj_type`` as a dict of property values (rendering + filtering).
 
         ``keys``: the only SubscriberKeys that can match (an index lookup for Subscriber
-        and ListSubscriber); the caller still applies the full filter.
+        and ListSubscriber), ``list_ids`` the only lists (ListSubscriber); the caller still
+        applies the full filter.
         """
         self.apply_due_changes()
         with self.lock:
             if obj_type == "Subscriber" and keys is not None:
                 records: list = [self.subscribers[k] for k in dict.fromkeys(keys) if k in self.subscribers]
                 make: Callable[[Any], dict] = subscriber_values
-            elif obj_type == "ListSubscriber" and keys is not None:
-                records, make = self._list_subscriber_pairs(keys), list_subscriber_values
+            elif obj_type == "ListSubscriber":
+                records, make = self._list_subscriber_pairs(keys, list_ids), list_subscriber_values
             elif obj_type == "Subscriber":
                 records, make = list(self.subscribers.values()), subscriber_values
             elif obj_type == "List":
                 records, make = list(self.lists.values()), list_values
-            elif obj_type == "ListSubscriber":
-                records, make = self._list_subscriber_pairs(), list_subscriber_values
             elif obj_type == "Email":
                 records, make = list(self.emails.values()), email_values
             elif obj_type == "SendClassification":
@@ -464,26 +463,36 @@ class EspStore(SendOps, ImportOps, DataExtensionOps):
         for record in records:
             yield make(record)
 
-    def _list_subscriber_pairs(self, keys: list[str] | None = None) -> list[tuple]:
-        """(list id, key, status, created, modified) per membership.
+    def _list_subscriber_pairs(self, keys: list[str] | None = None,
+                               list_ids: list[int] | None = None) -> Iterator[tuple]:
+        """(list id, key, status, created, modified) per membership, made lazily from a snapshot of
+        references taken under the lock (a million subscribers cost a list of pointers, not rows).
 
         On "All Subscribers" the row is the subscriber's own: its status and modified date, which
         every write to the subscriber moves (so ``ListSubscriber.ModifiedDate`` on that list is
         how a client finds subscribers changed since a date); on other lists the membership's.
+        ``list_ids``: the only lists that can match (a filter's ``ListID equals/IN``).
         """
         subs = self.subscribers
-        wanted = [k for k in dict.fromkeys(keys) if k in subs] if keys is not None else None
-        pairs = []
-        for lst in self.lists.values():
+        lists = [lst for lst in self.lists.values() if list_ids is None or lst.id in list_ids]
+        wanted = [subs[k] for k in dict.fromkeys(keys) if k in subs] if keys is not None else None
+        plan = []
+        for lst in lists:
             if lst.all_subscribers:
-                for key in (wanted if wanted is not None else subs):
-                    sub = subs[key]
-                    pairs.append((lst.id, key, sub.status, sub.created, sub.modified))
-                continue
-            for key in (wanted if wanted is not None else lst.members):
-                if key in lst.members and key in subs:
-                    sub = subs[key]
-                    pairs.append((lst.id, key, lst.members[key], sub.created,
-                                  lst.member_modified.get(key, sub.created)))
-        return pairs
+                plan.append((lst, wanted if wanted is not None else list(subs.values())))
+            else:
+                members = [subs[k] for k in (lst.members if wanted is None else [w.key for w in wanted])
+                           if k in lst.members and k in subs]
+                plan.append((lst, members))
+
+        def pairs() -> Iterator[tuple]:
+            for lst, members in plan:
+                for sub in members:
+                    if lst.all_subscribers:
+                        yield lst.id, sub.key, sub.status, sub.created, sub.modified
+                    else:
+                        yield (lst.id, sub.key, lst.members.get(sub.key, "Active"), sub.created,
+                               lst.member_modified.get(sub.key, sub.created))
+
+        return pairs()
 
