@@ -9,7 +9,8 @@
     │  └─ PeerSetupError (also a PermanentPeerError)
     ├─ PeerError(peer, operation)
     │  ├─ TransientPeerError(retry_after) back off and retry; else leave it to the next run
-    │  │  └─ ThrottledError               the peer said "slow down" (429, or ESP HTTP 500)
+    │  │  ├─ ThrottledError               the peer said "slow down" (429, or ESP HTTP 500)
+    │  │  └─ TokenExpiredError            the peer refused the access token: renew it, repeat once
     │  └─ PermanentPeerError              fail this item with a reason a person can act on
     │     ├─ AuthError                    credentials refused or expired beyond renewal
     │     ├─ PeerSetupError               the peer refuses how the connector is set up there:
@@ -24,6 +25,9 @@ whatever raises it (or a subclass), the send step leaves the request where it is
 (Pending stays Pending) with a note on it, logs ``send_held`` and reports the step run
 failed (``connector status``); the next poll tries again, so sends resume once it is
 fixed. Catch ``OperatorError`` before ``PermanentPeerError``.
+
+Whether a failure is repeated inside the call (and how long to wait) is decided in one
+place, ``connector.retry``, from this tree and from what the call is (idempotent or not).
 
 Library errors (requests, zeep, paramiko, SQLAlchemy) are translated into this
 tree at the edge of the adapter that called the library, with ``raise ... from exc``.
@@ -84,6 +88,11 @@ class TransientPeerError(PeerError):
 
 class ThrottledError(TransientPeerError):
     """The peer asked us to slow down (Dataverse 429, Marketing Cloud HTTP 500)."""
+
+
+class TokenExpiredError(TransientPeerError):
+    """The peer refused the access token as expired. The adapter has already dropped the token;
+    ``connector.retry`` repeats the call once with a fresh one (if the call may be repeated)."""
 
 
 class PermanentPeerError(PeerError):

@@ -1,18 +1,23 @@
 """The Dataverse Web API over ``requests``: sessions, retries and error translation.
 
-One ``requests.Session`` per thread. Every call has a timeout. Retry policy:
+One ``requests.Session`` per thread. Every call has a timeout. Each failure is classified
+for :mod:`connector.retry` (the one retry policy of every peer):
 
-- 429 (service protection): wait ``Retry-After`` and repeat, whatever the method —
-  a throttled request was never processed. Every request of the process to one
-  organization as one user goes through that pair's :class:`~connector.crm.pacing.Pace`
-  (how many in flight; paused for every thread after a 429; ``x-ms-dop-hint`` read).
-- 401: renew the token once and repeat (the request was refused, not processed).
-- 500/502/503/504 and dropped connections: exponential backoff with jitter, but only
-  for calls the caller marked idempotent (GET, PATCH with If-Match / If-None-Match,
-  a $batch of such operations, a POST that only reads). A POST that creates is never
-  repeated blindly. 500 is in the set because Dataverse answers it for passing faults
-  (a SQL timeout, a busy worker) and repeating a safe call is harmless; the Azure SDK
+- 429 (service protection): ``Failure.SAFE``, repeated after ``Retry-After`` whatever the
+  method — a throttled request was never processed — up to 4 × ``max_retries`` waits. Every
+  request of the process to one organization as one user goes through that pair's
+  :class:`~connector.crm.pacing.Pace` (how many in flight; paused for every thread after a
+  429, for as long as the pacer says; ``x-ms-dop-hint`` read).
+- 401 with an OAuth token: ``Failure.RENEW_TOKEN``, the token is dropped and the request
+  repeated once whatever the method (Dataverse checks the token before it acts).
+- A token that could not be fetched: ``Failure.SAFE`` (asking for a token is always safe).
+- 500/502/503/504 and dropped connections: ``Failure.IF_IDEMPOTENT``, repeated with jittered
+  backoff only for calls the caller marked idempotent (GET, PATCH with If-Match /
+  If-None-Match, a $batch of such operations, a POST that only reads). A POST that creates
+  is never repeated blindly. 500 is in the set because Dataverse answers it for passing
+  faults (a SQL timeout, a busy worker) and repeating a safe call is harmless; the Azure SDK
   guidelines retry the same statuses (408/429/500/502/503/504) for idempotent calls.
+  Other 5xx are ``Failure.NEVER`` in the call (a ``TransientPeerError`` for the next run).
 
 Everything else becomes an error of ``connector.errors`` naming the organization,
 the operation, the table and the record.
@@ -21,7 +26,6 @@ the operation, the table and the record.
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +34,6 @@ from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import requests
-import structlog
 from requests.adapters import HTTPAdapter
 
 from connector.errors import (
@@ -39,16 +42,15 @@ from connector.errors import (
     PeerError,
     PermanentPeerError,
     ThrottledError,
+    TokenExpiredError,
     TransientPeerError,
 )
 from connector.crm.auth import PEER, MsalTokenProvider, ca_error_message
 from connector.crm.pacing import Pace
+from connector.retry import Failure, RetryPolicy, declare, retry_after_seconds
 
-log = structlog.get_logger(__name__)
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
-MAX_BACKOFF_SECONDS = 30.0
-MAX_RETRY_AFTER_SECONDS = 300.0
 MISSING_CUSTOMIZATION_HINTS = ("Resource not found for the segment", "does not exist on type",
                                "Could not find a property named", "is not valid for resource")
 """Dataverse's words for an unknown table, column or key: the customizations may be missing."""
@@ -87,6 +89,14 @@ def error_of(resp: requests.Response) -> tuple[str, str]:
     except ValueError:
         return "", (resp.text or resp.reason or "")[:300]
     return error_fields(body) or ("", str(body)[:300])
+
+
+class _Unauthorized(TokenExpiredError):
+    """Internal: a 401 with an OAuth token (dropped already); ``refusal`` is what goes up if renewing does not help."""
+
+    def __init__(self, refusal: PeerError) -> None:
+        super().__init__(str(refusal), PEER, refusal.operation)
+        self.refusal = refusal
 
 
 class ODataHttp:
@@ -174,19 +184,17 @@ class ODataHttp:
         if json_body is not None:
             body = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
             hdrs.setdefault("Content-Type", "application/json; charset=utf-8")
-        attempt = throttled = 0
-        renewed = False
+        tries = throttled = 0
         waited_pause = -1  # the pause this thread has already waited out
-        while True:
+
+        def attempt() -> requests.Response:
+            nonlocal tries, throttled, waited_pause
+            tries += 1
             if self._tokens is not None:
                 try:
                     hdrs["Authorization"] = "Bearer " + self._tokens.token()
                 except TransientPeerError as exc:  # asking for a token is always safe to repeat
-                    if attempt < self.max_retries:
-                        attempt += 1
-                        self._backoff(call, attempt, f"token: {exc}")
-                        continue
-                    raise
+                    raise declare(exc, Failure.SAFE)
             waited_pause = self._await_slot(waited_pause)
             try:
                 resp = self.session().request(  # explicit verify: the environment must not override it
@@ -194,13 +202,9 @@ class ODataHttp:
             except requests.exceptions.SSLError as exc:
                 raise AuthError(ca_error_message(self.host, self._ca_bundle, exc), PEER, call.operation) from exc
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                if call.idempotent and attempt < self.max_retries:
-                    attempt += 1
-                    self._backoff(call, attempt, f"connection: {exc.__class__.__name__}")
-                    continue
                 raise TransientPeerError(
                     f"Dataverse {self.host}: {self._what(call)} failed: connection lost "
-                    f"({exc.__class__.__name__}) after {attempt + 1} attempt(s)", PEER, call.operation) from exc
+                    f"({exc.__class__.__name__}) after {tries} attempt(s)", PEER, call.operation) from exc
             finally:
                 self.pace.release()
             status = resp.status_code
@@ -209,33 +213,45 @@ class ODataHttp:
                 self.pace.healthy()
             if status in accept or status < 300:
                 return resp
-            if status == 429:
-                retry_after = self._retry_after(resp, throttled)
-                if throttled < max(self.max_retries, 1) * THROTTLE_ATTEMPTS_FACTOR:
-                    throttled += 1
-                    code, _message = error_of(resp)
-                    resp.close()
-                    wait, waited_pause = self.pace.throttled_by(code, retry_after)
-                    log.warning("crm_throttled", peer=PEER, operation=call.operation, reason=code,
-                                retry_after=retry_after, attempt=throttled)
-                    self._sleep(wait)
-                    continue
-                code, message = error_of(resp)
-                raise set_error_details(ThrottledError(
-                    f"Dataverse {self.host}: {self._what(call)} still throttled after {throttled} waits: "
-                    f"{message}", PEER, call.operation, retry_after=retry_after), status, code)
-            if status == 401 and self._tokens is not None and not renewed:
-                renewed = True
+            throttled += status == 429
+            try:
+                raise self._failure(resp, call, throttled)
+            finally:
                 resp.close()
-                log.info("crm_token_renewed", peer=PEER, operation=call.operation)
-                self._tokens.invalidate()
-                continue
-            if status in RETRY_STATUSES and call.idempotent and attempt < self.max_retries:
-                attempt += 1
-                resp.close()
-                self._backoff(call, attempt, f"HTTP {status}")
-                continue
-            raise self.translate(resp, call)
+
+        def pace(exc: BaseException, wait: float) -> float:
+            """A 429 pauses every thread of the organization: the pacer says for how long."""
+            nonlocal waited_pause
+            if isinstance(exc, ThrottledError):
+                wait, waited_pause = self.pace.throttled_by(getattr(exc, "code", ""), wait)
+            return wait
+
+        try:
+            return self._policy().call(attempt, call=self._what(call), idempotent=call.idempotent, pace=pace)
+        except _Unauthorized as exc:
+            raise exc.refusal from None
+
+    def _policy(self) -> RetryPolicy:
+        """Read per call: tests and benches change ``max_retries`` and ``_sleep`` on a built client."""
+        return RetryPolicy(PEER, self.max_retries, renew_any_call=True, sleep=self._sleep,
+                           throttle_retries=max(self.max_retries, 1) * THROTTLE_ATTEMPTS_FACTOR)
+
+    def _failure(self, resp: requests.Response, call: Call, throttled: int) -> PeerError:
+        """The error of a refused reply, classified for the retry policy."""
+        if resp.status_code == 429:
+            return self._throttled(resp, call, throttled)
+        if resp.status_code == 401 and self._tokens is not None:
+            self._tokens.invalidate()
+            return _Unauthorized(self.translate(resp, call))
+        return self.translate(resp, call)
+
+    def _throttled(self, resp: requests.Response, call: Call, times: int) -> ThrottledError:
+        """A 429: never processed, so repeated whatever the call (``Failure.SAFE``)."""
+        code, message = error_of(resp)
+        exc = ThrottledError(f"Dataverse {self.host}: {self._what(call)} throttled {times} time(s) (HTTP 429"
+                             f"{', ' + code if code else ''}): {message}", PEER, call.operation,
+                             retry_after=retry_after_seconds(resp.headers))
+        return declare(set_error_details(exc, 429, code), Failure.SAFE)
 
     def _await_slot(self, waited_pause: int) -> int:
         """Take a request slot of the organization's pace, after any pause it is in; the pause waited for."""
@@ -249,20 +265,6 @@ class ODataHttp:
                 self.pace.release()  # a 429 came in while this thread waited for its slot
                 continue
             return waited_pause
-
-    def _retry_after(self, resp: requests.Response, throttled: int) -> float:
-        value = resp.headers.get("Retry-After", "")
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = min(2.0 ** throttled, MAX_BACKOFF_SECONDS)
-        return max(0.0, min(seconds, MAX_RETRY_AFTER_SECONDS))
-
-    def _backoff(self, call: Call, attempt: int, why: str) -> None:
-        delay = random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** attempt))
-        log.warning("crm_call_retried", peer=PEER, operation=call.operation, attempt=attempt,
-                    reason=why, delay_s=round(delay, 2))
-        self._sleep(delay)
 
     def _what(self, call: Call) -> str:
         what = call.operation
@@ -292,11 +294,13 @@ class ODataHttp:
         elif status == 404:
             exc = NotFoundError(text, PEER, call.operation)
         elif status == 429:
-            exc = ThrottledError(text, PEER, call.operation, retry_after=self._retry_after(resp, 0))
+            exc = ThrottledError(text, PEER, call.operation, retry_after=retry_after_seconds(resp.headers))
         elif status >= 500:
             exc = TransientPeerError(text, PEER, call.operation)
         else:
             exc = PermanentPeerError(text, PEER, call.operation)
+        if status >= 500 and status not in RETRY_STATUSES:
+            declare(exc, Failure.NEVER)  # 501, 505 ...: repeating in the call cannot help; the next run may
         return set_error_details(exc, status, code)
 
     # -- reads ------------------------------------------------------------------

@@ -4,7 +4,9 @@ zeep builds every request from the PartnerAPI WSDL (types, element order,
 ``xsi:type`` of polymorphic objects); this module posts it through our own
 ``requests`` session (CA bundle, timeouts), reads the reply with lxml, turns
 HTTP errors and SOAP faults into ``connector.errors`` and retries the calls that
-are safe to repeat.
+are safe to repeat through :mod:`connector.retry` (a transient failure is repeated only
+for a call marked ``safe``; a "Token Expired" fault renews the token and repeats a safe
+call once; a call that starts something is never marked safe).
 
 Marketing Cloud throttles with HTTP 500: the guide's "Rate Limiting" page shows a
 ``soap:Server`` fault "Rate Limited" with apifault Code 17, and a proxy in front of it
@@ -14,7 +16,6 @@ Other faults also come with HTTP 500 and are told apart by their ``soap:Fault`` 
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any, Callable
 
@@ -30,12 +31,15 @@ from connector.errors import (
     PeerSetupError,
     PermanentPeerError,
     ThrottledError,
+    TokenExpiredError,
     TransientPeerError,
 )
 from connector.esp.soap_auth import SoapAuth
+from connector.retry import RetryPolicy, retry_after_seconds
 
 log = structlog.get_logger(__name__)
 
+PEER = "esp"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 FAULT_NS = "urn:fault.partner.exacttarget.com"
 RATE_LIMITED_CODE = "17"
@@ -87,17 +91,8 @@ def http_error(status: int, operation: str, what: str, retry_after: float | None
     return PermanentPeerError(text, peer="esp", operation=operation)
 
 
-def retry_after(reply: requests.Response) -> float | None:
-    """Seconds from a numeric Retry-After header (capped at 5 minutes), else None."""
-    value = reply.headers.get("Retry-After", "").strip()
-    try:
-        return min(300.0, max(0.0, float(value))) if value else None
-    except ValueError:
-        return None
-
-
 class SoapCaller:
-    """Posts zeep-built envelopes, maps failures, retries safe calls with backoff."""
+    """Posts zeep-built envelopes, maps failures, repeats safe calls by the one retry policy."""
 
     def __init__(
         self,
@@ -121,36 +116,18 @@ class SoapCaller:
         self._sleep = sleep
 
     def call(self, operation: str, *, safe: bool, what: str, **kwargs: Any) -> etree._Element:
-        """The first child of the reply's soap:Body. ``safe`` = may be repeated."""
-        attempt = 0
-        renewed = False
-        while True:
-            attempt += 1
-            try:
-                return self._call_once(operation, what, kwargs)
-            except _TokenExpired as exc:
-                self._auth.token_expired()
-                if renewed or not safe:
-                    raise TransientPeerError(
-                        f"Marketing Cloud {operation} of {what}: the access token expired; "
-                        + ("a renewed token was refused too" if renewed
-                           else "not repeated (the call is not safe to repeat)"),
-                        peer="esp",
-                        operation=operation,
-                    ) from exc
-                renewed = True
-                log.info("esp_token_renewed", peer="esp", operation=operation)
-                attempt -= 1
-            except TransientPeerError as exc:
-                if not safe or attempt > self._max_retries:
-                    raise
-                delay = exc.retry_after if exc.retry_after is not None else self._delay(attempt)
-                log.warning("esp_call_retried", peer="esp", operation=operation, attempt=attempt,
-                            reason=str(exc), delay=round(delay, 2))
-                self._sleep(delay)
-
-    def _delay(self, attempt: int) -> float:
-        return min(60.0, self._backoff * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
+        """The first child of the reply's soap:Body. ``safe`` = may be repeated (idempotent)."""
+        policy = RetryPolicy(PEER, self._max_retries, backoff_seconds=self._backoff, sleep=self._sleep)
+        try:
+            return policy.call(lambda: self._call_once(operation, what, kwargs), call=f"{operation} of {what}",
+                               idempotent=safe)
+        except TokenExpiredError as exc:
+            raise TransientPeerError(
+                f"Marketing Cloud {operation} of {what}: the access token expired; "
+                + ("a renewed token was refused too" if safe else "not repeated (the call is not safe to repeat)"),
+                peer=PEER,
+                operation=operation,
+            ) from exc
 
     def _call_once(self, operation: str, what: str, kwargs: dict[str, Any]) -> etree._Element:
         try:
@@ -189,14 +166,14 @@ class SoapCaller:
             doc = etree.fromstring(reply.content, parser=_PARSER)
         except etree.XMLSyntaxError as exc:
             if reply.status_code != 200:
-                raise http_error(reply.status_code, operation, what, retry_after(reply)) from exc
+                raise http_error(reply.status_code, operation, what, retry_after_seconds(reply.headers)) from exc
             raise TransientPeerError(
                 f"Marketing Cloud {operation} of {what}: the reply is not XML ({exc})", peer="esp", operation=operation
             ) from exc
         body = doc.find(f"{{{SOAP_ENV}}}Body")
         if body is None or len(body) == 0:
             if reply.status_code != 200:
-                raise http_error(reply.status_code, operation, what, retry_after(reply))
+                raise http_error(reply.status_code, operation, what, retry_after_seconds(reply.headers))
             raise TransientPeerError(
                 f"Marketing Cloud {operation} of {what}: the reply has no SOAP body", peer="esp", operation=operation
             )
@@ -204,12 +181,9 @@ class SoapCaller:
         if first.tag == f"{{{SOAP_ENV}}}Fault":
             _code, message, _api, _apimsg = _fault_parts(first)
             if message.strip().lower() == "token expired":
-                raise _TokenExpired(message, peer="esp", operation=operation)
+                self._auth.token_expired()  # the next attempt (or call) fetches a new one
+                raise TokenExpiredError(message, peer=PEER, operation=operation)
             raise fault_error(first, operation, what)
         if reply.status_code != 200:
-            raise http_error(reply.status_code, operation, what, retry_after(reply))
+            raise http_error(reply.status_code, operation, what, retry_after_seconds(reply.headers))
         return first
-
-
-class _TokenExpired(TransientPeerError):
-    """Internal: the "Token Expired" fault."""

@@ -6,7 +6,8 @@
 * A file goes up as ``<name>.part``, its size is checked, then it is renamed, so
   the ESP never imports half a file.
 * A dropped connection is reconnected and the upload resumes from the size the
-  server already has (files are written strictly in order).
+  server already has (files are written strictly in order); how often and after what
+  wait is the one retry policy's (:mod:`connector.retry`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import paramiko
 import structlog
@@ -25,10 +26,13 @@ import structlog
 from connector.config import Config
 from connector.defaults import MAX_RETRIES
 from connector.errors import AuthError, ConfigError, PeerSetupError, PermanentPeerError, TransientPeerError
+from connector.retry import RetryPolicy
 from connector.transfer.base import FileDrop
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+PEER = "sftp"
 CHUNK = 256 * 1024
 PART_SUFFIX = ".part"
 _DROPPED = (OSError, EOFError, socket.timeout, paramiko.SSHException)
@@ -180,27 +184,30 @@ class SftpFileDrop(FileDrop):
             raise ValueError(f"remote file name {name!r} must be a plain file name")
         return posixpath.join(self.folder, name)
 
-    def _retrying(self, operation: str, action: Callable[[paramiko.SFTPClient], object]) -> object:
-        attempt = 0
-        while True:
-            attempt += 1
+    def _retrying(self, operation: str, path: str, action: Callable[[paramiko.SFTPClient], T]) -> T:
+        """``action`` on a live connection, repeated by the retry policy after a drop (reconnecting).
+
+        Every operation here is idempotent (a stat; a remove of what is there; an upload that
+        resumes its part file and renames it last), so a dropped one is always repeated.
+        """
+
+        def attempt() -> T:
             try:
                 return action(self._connect())
-            except TransientPeerError as exc:
-                error: TransientPeerError = exc
+            except TransientPeerError:
+                self._drop()
+                raise
             except (PermissionError, FileNotFoundError) as exc:
                 raise PermanentPeerError(
                     f"{self._where()}: {operation} in {self.folder} failed: {exc} (check [sftp] import_folder and "
-                    "the account's rights)", peer="sftp", operation=operation) from exc
+                    "the account's rights)", peer=PEER, operation=operation) from exc
             except _DROPPED as exc:
-                error = TransientPeerError(f"{self._where()}: {operation} interrupted: {type(exc).__name__}: {exc}",
-                                           peer="sftp", operation=operation)
-                error.__cause__ = exc
-            self._drop()
-            if attempt > self._max_retries:
-                raise error
-            log.warning("sftp_retried", peer="sftp", operation=operation, attempt=attempt, reason=str(error))
-            self._sleep(min(30.0, self._backoff * 2 ** (attempt - 1)))
+                self._drop()
+                raise TransientPeerError(f"{self._where()}: {operation} interrupted: {type(exc).__name__}: {exc}",
+                                         peer=PEER, operation=operation) from exc
+
+        policy = RetryPolicy(PEER, self._max_retries, backoff_seconds=self._backoff, sleep=self._sleep)
+        return policy.call(attempt, call=f"{operation} {path}", idempotent=True)
 
     @staticmethod
     def _stat_size(sftp: paramiko.SFTPClient, path: str) -> int | None:
@@ -218,7 +225,7 @@ class SftpFileDrop(FileDrop):
 
     def size(self, remote_name: str) -> int | None:
         path = self._path(remote_name)
-        return self._retrying("stat", lambda sftp: self._stat_size(sftp, path))  # type: ignore[return-value]
+        return self._retrying("stat", path, lambda sftp: self._stat_size(sftp, path))
 
     def remove(self, remote_name: str) -> None:
         path = self._path(remote_name)
@@ -227,7 +234,7 @@ class SftpFileDrop(FileDrop):
             if self._stat_size(sftp, path) is not None:
                 sftp.remove(path)
 
-        self._retrying("remove", action)
+        self._retrying("remove", path, action)
 
     def upload(self, local_path: Path, remote_name: str) -> int:
         local_path = Path(local_path)
@@ -243,10 +250,10 @@ class SftpFileDrop(FileDrop):
             self._rename(sftp, part, final)
             return total
 
-        size = self._retrying("upload", action)
+        size = self._retrying("upload", final, action)
         log.info("file_uploaded", peer="sftp", file=remote_name, bytes=total,
                  duration_ms=int((time.monotonic() - started) * 1000))
-        return size  # type: ignore[return-value]
+        return size
 
     def _send(self, sftp: paramiko.SFTPClient, local_path: Path, part: str, total: int) -> None:
         offset = self._stat_size(sftp, part) or 0

@@ -439,7 +439,7 @@ def test_expired_token_is_renewed_once(esp, mc) -> None:
     mc.expire_tokens()
     with capture_logs() as logs:
         assert esp.ensure_list("cesp-list-t1", "t1") == first
-    assert [e["event"] for e in logs].count("esp_token_renewed") == 1
+    assert [(e["event"], e.get("peer")) for e in logs].count(("token_renewed", "esp")) == 1
 
 
 def test_throttling_and_dropped_connections_are_retried_for_reads(esp, mc) -> None:
@@ -519,7 +519,7 @@ def test_large_upserts_are_chunked_and_no_log_line_carries_a_secret(esp, mc) -> 
     text = repr(logs)
     for secret in (mc.client_secret, mc.password, esp._soap._auth.token()):  # noqa: SLF001
         assert secret not in text
-    assert any(entry["event"] == "esp_token_renewed" for entry in logs)
+    assert any((entry["event"], entry.get("peer")) == ("token_renewed", "esp") for entry in logs)
 
 
 def test_a_slow_reply_times_out_and_a_read_is_retried(mc, mc_ca, tmp_path: Path) -> None:

@@ -288,3 +288,47 @@ def test_a_request_that_does_not_fit_the_wsdl_is_a_clear_error(wsdl_client, sess
     caller = _caller(wsdl_client, session)
     with pytest.raises(PermanentPeerError, match="does not fit the WSDL"):
         caller.call("Retrieve", safe=True, what="List 'k'", RetrieveRequest={"ObjectType": "List", "NoSuchField": 1})
+
+
+RATE_LIMITED = _envelope("<soap:Fault><faultcode>soap:Server</faultcode><faultstring>Rate Limited</faultstring><detail>"
+                         '<apifault xmlns="urn:fault.partner.exacttarget.com"><Code>17</Code>'
+                         "<Message>Rate Limited</Message></apifault></detail></soap:Fault>")
+
+
+@pytest.mark.parametrize("failure", [
+    (500, {}, "<html>busy</html>"),  # how Marketing Cloud throttles
+    (500, {}, RATE_LIMITED),
+    (503, {"Retry-After": "1"}, ""),
+    (500, {}, TOKEN_EXPIRED),  # renew-then-retry would re-send it: not for a start
+    requests.exceptions.ConnectionError("reset by peer"),  # the request may have reached the ESP
+], ids=["http500", "rate-limited", "503-retry-after", "token-expired", "dropped"])
+@responses.activate
+def test_a_send_start_is_never_re_sent_blind(wsdl_client, session, failure) -> None:  # noqa: ANN001
+    """Whatever the failure of a Perform start, the adapter looks for the send instead of starting it again."""
+    from connector.esp.marketing_cloud import MarketingCloudEspClient
+
+    performs: list[bytes] = []
+    retrieves: list[str] = []
+
+    def reply(request):  # noqa: ANN001, ANN202
+        action = request.headers["SOAPAction"].strip('"')
+        body = request.body.decode()
+        if action == "Perform":
+            performs.append(request.body)
+            return failure
+        object_type = body.split("ObjectType>", 1)[1].split("<", 1)[0]
+        retrieves.append(object_type)
+        row = ("<Results><ObjectID>d1</ObjectID><CustomerKey>cesp-send-1</CustomerKey></Results>"
+               if object_type == "EmailSendDefinition" else "")
+        return 200, {}, _envelope(f'<RetrieveResponseMsg xmlns="{NS}"><OverallStatus>OK</OverallStatus>'
+                                  f"<RequestID>r</RequestID>{row}</RetrieveResponseMsg>")
+
+    responses.add_callback(responses.POST, ENDPOINT, callback=reply)
+    sleeps: list[float] = []
+    esp = MarketingCloudEspClient(_caller(wsdl_client, session, max_retries=5, sleeps=sleeps), session)
+    with pytest.raises(TransientPeerError, match="does not show a send under that key"):
+        esp.start_send("cesp-send-1", "12", "cesp-email", "Default Commercial", "Send 1")
+    assert len(performs) == 1  # sent once, never repeated
+    assert b"<ns0:Action>start</ns0:Action>" in performs[0]
+    assert retrieves == ["Send", "EmailSendDefinition", "Send"]  # looked up before and after, not re-sent
+    assert sleeps == []
