@@ -7,7 +7,8 @@ for :mod:`connector.retry` (the one retry policy of every peer):
   method — a throttled request was never processed — up to 4 × ``max_retries`` waits. Every
   request of the process to one organization as one user goes through that pair's
   :class:`~connector.crm.pacing.Pace` (how many in flight; paused for every thread after a
-  429, for as long as the pacer says; ``x-ms-dop-hint`` read).
+  429 — told to it before the request's slot is freed — for as long as the pacer says;
+  ``x-ms-dop-hint`` read).
 - 401 with an OAuth token: ``Failure.RENEW_TOKEN``, the token is dropped and the request
   repeated once whatever the method (Dataverse checks the token before it acts).
 - A token that could not be fetched: ``Failure.SAFE`` (asking for a token is always safe).
@@ -199,6 +200,8 @@ class ODataHttp:
             try:
                 resp = self.session().request(  # explicit verify: the environment must not override it
                     method, url, params=params, data=body, headers=hdrs, timeout=self.timeout, verify=self._verify)
+                if resp.status_code == 429:  # told to the pace while the slot is held: no thread slips past it
+                    self.pace.throttled_by(error_of(resp)[0], retry_after_seconds(resp.headers) or 0.0)
             except requests.exceptions.SSLError as exc:
                 raise AuthError(ca_error_message(self.host, self._ca_bundle, exc), PEER, call.operation) from exc
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
@@ -220,10 +223,11 @@ class ODataHttp:
                 resp.close()
 
         def pace(exc: BaseException, wait: float) -> float:
-            """A 429 pauses every thread of the organization: the pacer says for how long."""
+            """After a 429 this thread waits out the organization's whole pause (others' 429s too)."""
             nonlocal waited_pause
             if isinstance(exc, ThrottledError):
-                wait, waited_pause = self.pace.throttled_by(getattr(exc, "code", ""), wait)
+                waited_pause = self.pace.pause_id  # read first: the wait below covers this pause
+                wait = max(wait, self.pace.wait_time())
             return wait
 
         try:

@@ -187,3 +187,29 @@ def test_500_is_retried_for_a_safe_call_only(http: ODataHttp, sleeps: list[float
     with pytest.raises(TransientPeerError, match="HTTP 500"):
         http.request("POST", "contacts", Call("create"), json_body={"a": 1})
     assert len(sleeps) == 2
+
+
+@responses.activate
+def test_a_429_pauses_the_pace_before_its_slot_is_freed(sleeps: list[float]) -> None:
+    """Another thread waiting for the slot must see the pause when it gets the slot, not slip past it."""
+    from connector.crm.pacing import Pace
+
+    events: list[str] = []
+
+    class Recording(Pace):
+        def throttled_by(self, code: str, retry_after: float) -> tuple[float, int]:
+            events.append(f"throttled {code} {retry_after}")
+            return super().throttled_by(code, retry_after)
+
+        def release(self) -> None:
+            events.append("release")
+            super().release()
+
+    http = ODataHttp(ORG, tokens=FakeTokens(), max_retries=3, sleep=sleeps.append, pace=Recording())  # type: ignore[arg-type]
+    responses.add(responses.GET, API + "contacts", status=429, headers={"Retry-After": "3"},
+                  json={"error": {"code": "0x80072321", "message": "Combined execution time"}})
+    responses.add(responses.GET, API + "contacts", json={"value": []})
+    assert http.get_json("contacts", Call("read", idempotent=True)) == {"value": []}
+    assert events == ["throttled 0x80072321 3.0", "release", "release"]
+    assert sleeps == [3.0]
+    http.close()
