@@ -1,4 +1,13 @@
-"""Contract suite of the CRM adapter against the Dataverse sandbox, over HTTPS with verification."""
+"""Contract suite of the ``CrmClient`` interface.
+
+Tests taking ``peer`` run twice: ``sandbox`` is the real DataverseCrmClient against the Dataverse
+sandbox over HTTPS with verification; ``double`` is ``tests.doubles.crm.FakeCrm``, the unit
+tests' stand-in (the sandbox's data store in process, no Web API). Both are seeded by the same
+``CrmSeeder`` and checked through the interface (and the stored rows), so the double is held to
+what the real adapter does and refuses. The other tests are the adapter's own (paging, URL
+caps, FetchXML, change tracking, 429 storms, dropped connections, tokens, TLS, crm-setup) and
+run against the sandbox only; the double refuses dynamic lists and change tracking loudly.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +26,13 @@ from connector.models import (
     CampaignResponse,
     CrmTable,
     RecordRef,
+    SendRequest,
     SendRequestUpdate,
     SendStatus,
     SendTarget,
     TargetKind,
 )
-from tests.fixtures.crm import crm_config
+from tests.fixtures.crm import CrmSeeder, crm_config
 
 ATTRS = {CrmTable.CONTACT: ["firstname", "lastname"], CrmTable.LEAD: ["companyname"],
          CrmTable.ACCOUNT: ["name"]}
@@ -30,6 +40,23 @@ ATTRS = {CrmTable.CONTACT: ["firstname", "lastname"], CrmTable.LEAD: ["companyna
 
 def _recipients(client, kind, target_id, attrs=ATTRS):
     return list(client.iter_recipients(SendTarget(kind, target_id), attrs))
+
+
+class CrmPeer:
+    def __init__(self, client, seed: CrmSeeder) -> None:  # noqa: ANN001 - a CrmClient
+        self.client = client
+        self.seed = seed
+
+
+@pytest.fixture(params=["sandbox", "double"])
+def peer(request):  # noqa: ANN201
+    if request.param == "double":
+        from tests.doubles.crm import FakeCrm
+
+        fake = FakeCrm()
+        yield CrmPeer(fake, CrmSeeder(fake.store))
+        return
+    yield CrmPeer(request.getfixturevalue("crm_client"), request.getfixturevalue("crm_seed"))
 
 
 # -- crm-setup -----------------------------------------------------------------------
@@ -48,7 +75,8 @@ def test_crm_setup_created_everything_then_nothing(crm_org, crm_client) -> None:
 # -- send requests -------------------------------------------------------------------
 
 
-def test_send_request_claim_update_and_lost_claim(crm_client, crm_seed) -> None:
+def test_send_request_claim_update_and_lost_claim(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     list_id = crm_seed.static_list("contact", [crm_seed.contact(emailaddress1="a@example.com")])
     first = crm_seed.send_request([{"kind": "list", "id": list_id}], cesp_name="First")
     pending = crm_client.pending_send_requests(limit=10)
@@ -74,7 +102,8 @@ def test_send_request_claim_update_and_lost_claim(crm_client, crm_seed) -> None:
 # -- recipients ----------------------------------------------------------------------
 
 
-def test_static_list_pages_over_several_pages(crm_client, crm_seed) -> None:
+def test_static_list_pages_over_several_pages(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     ids = [crm_seed.contact(emailaddress1=f"p{i}@example.com", firstname=f"P{i}") for i in range(11)]
     list_id = crm_seed.static_list("contact", ids)
     got = _recipients(crm_client, TargetKind.LIST, list_id)
@@ -82,7 +111,8 @@ def test_static_list_pages_over_several_pages(crm_client, crm_seed) -> None:
     assert all(r.ref.table is CrmTable.CONTACT and r.attributes["firstname"].startswith("P") for r in got)
 
 
-def test_lead_and_account_lists_and_single_records(crm_client, crm_seed) -> None:
+def test_lead_and_account_lists_and_single_records(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     leads = [crm_seed.lead(emailaddress1=f"l{i}@example.com", companyname="Firma") for i in range(4)]
     accounts = [crm_seed.account(emailaddress1=f"a{i}@example.com") for i in range(2)]
     assert {r.ref.id for r in _recipients(crm_client, TargetKind.LIST, crm_seed.static_list("lead", leads))} == set(leads)
@@ -94,7 +124,8 @@ def test_lead_and_account_lists_and_single_records(crm_client, crm_seed) -> None
         _recipients(crm_client, TargetKind.CONTACT, "00000000-0000-0000-0000-000000000002")
 
 
-def test_single_record_targets_are_read_in_sets_in_target_order(crm_client, crm_seed, monkeypatch) -> None:
+def test_single_record_targets_are_read_in_sets_in_target_order(peer, monkeypatch) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     import connector.crm.recipients as recipients
 
     monkeypatch.setattr(recipients, "RECORD_SET_MAX", 4)  # several sets per table from few records
@@ -149,7 +180,8 @@ def test_dynamic_list_runs_fetchxml_with_paging_cookies(crm_client, crm_seed) ->
     assert all(r.email and r.email.startswith("o") for r in got)
 
 
-def test_campaign_resolves_its_lists(crm_client, crm_seed) -> None:
+def test_campaign_resolves_its_lists(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     c1 = [crm_seed.contact(emailaddress1=f"c{i}@example.com") for i in range(2)]
     l1 = [crm_seed.lead(emailaddress1="lead@example.com")]
     campaign = crm_seed.campaign([crm_seed.static_list("contact", c1), crm_seed.static_list("lead", l1)])
@@ -157,7 +189,8 @@ def test_campaign_resolves_its_lists(crm_client, crm_seed) -> None:
     assert {(r.ref.table, r.ref.id) for r in got} == {(CrmTable.CONTACT, i) for i in c1} | {(CrmTable.LEAD, l1[0])}
 
 
-def test_bad_data_comes_through_unfiltered(crm_client, crm_seed) -> None:
+def test_bad_data_comes_through_unfiltered(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     long_name = "Ø" * 50
     ids = [
         crm_seed.contact(emailaddress1=None, firstname="NoMail"),
@@ -177,7 +210,8 @@ def test_bad_data_comes_through_unfiltered(crm_client, crm_seed) -> None:
 # -- lookups and writes ---------------------------------------------------------------
 
 
-def test_find_records_across_tables(crm_client, crm_seed) -> None:
+def test_find_records_across_tables(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     contact, lead, account = crm_seed.contact(), crm_seed.lead(lastname="L"), crm_seed.account()
     missing = "00000000-0000-0000-0000-0000000000ff"
     found = crm_client.find_records([contact, lead.upper(), account, missing, "someone@example.com"])
@@ -187,7 +221,8 @@ def test_find_records_across_tables(crm_client, crm_seed) -> None:
     assert missing not in found and "someone@example.com" not in found
 
 
-def test_campaign_responses_idempotent_with_partial_failure(crm_client, crm_seed) -> None:
+def test_campaign_responses_idempotent_with_partial_failure(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     campaign = crm_seed.campaign([])
     people = [crm_seed.contact(emailaddress1=f"r{i}@example.com") for i in range(5)]
     when = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
@@ -213,7 +248,8 @@ def test_campaign_responses_idempotent_with_partial_failure(crm_client, crm_seed
     assert crm_seed.store.count("campaignresponses") == 5
 
 
-def test_bounces_and_opt_outs(crm_client, crm_seed) -> None:
+def test_bounces_and_opt_outs(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     contact, lead, account = crm_seed.contact(), crm_seed.lead(lastname="L"), crm_seed.account()
     gone = "00000000-0000-0000-0000-0000000000bb"
     when = datetime(2026, 11, 3, 8, 30, tzinfo=timezone.utc)
@@ -360,7 +396,8 @@ def test_wrong_client_secret_is_an_auth_error(crm_org, crm_ca) -> None:
 # -- roles, bare organization, the crm-setup command ----------------------------------------
 
 
-def test_user_role_names(crm_client, crm_seed) -> None:
+def test_user_role_names(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     store = crm_seed.store
     user = store.insert("systemusers", {"firstname": "Mia", "lastname": "Marketer"})
     plain = store.insert("systemusers", {"firstname": "Sam", "lastname": "Sales"})
@@ -368,6 +405,92 @@ def test_user_role_names(crm_client, crm_seed) -> None:
         store.associate("systemuserroles_association", user, store.insert("roles", {"name": name}))
     assert crm_client.user_role_names(user) == {"Marketing Manager", "Salesperson"}
     assert crm_client.user_role_names(plain) == set()
+
+
+# -- what the CRM refuses ---------------------------------------------------------------------
+
+
+def test_an_id_that_is_no_guid_is_a_bad_request(peer) -> None:
+    client = peer.client
+    for call in (lambda: client.get_send_request("R1"), lambda: client.user_role_names("u1"),
+                 lambda: client.update_send_request("R1", SendRequestUpdate(status=SendStatus.FAILED)),
+                 lambda: client.claim_send_request(SendRequest("R1", "n", SendStatus.PENDING, "u", (), etag="1")),
+                 lambda: _recipients(client, TargetKind.LIST, "L1"), lambda: _recipients(client, TargetKind.CONTACT, "c1")):
+        with pytest.raises(PermanentPeerError, match="query syntax") as info:
+            call()
+        assert not isinstance(info.value, NotFoundError)
+    assert client.missing_records([SendTarget(TargetKind.CONTACT, "c1")]) == [SendTarget(TargetKind.CONTACT, "c1")]
+    assert client.find_records(["c1"]) == {}
+    when = datetime(2026, 11, 3, tzinfo=timezone.utc)
+    bounce = client.set_bounces([BounceUpdate(RecordRef(CrmTable.CONTACT, "c1"), when, BounceType.HARD, "1")])
+    assert [(r.ok, r.code) for r in bounce] == [(False, "400")]
+    assert [(r.ok, r.code) for r in client.set_opt_outs([RecordRef(CrmTable.LEAD, "l1")])] == [(False, "400")]
+
+
+def test_what_is_not_there_is_not_found(peer) -> None:
+    client, seed = peer.client, peer.seed
+    gone = "00000000-0000-0000-0000-0000000000cc"
+    assert client.get_send_request(gone) is None
+    assert client.claim_send_request(SendRequest(gone, "n", SendStatus.PENDING, "u", (), etag='W/"1"')) is None
+    with pytest.raises(NotFoundError):
+        client.update_send_request(gone, SendRequestUpdate(status=SendStatus.FAILED, reason="x"))
+    client.update_send_request(gone, SendRequestUpdate())  # nothing to write: nothing is asked
+    with pytest.raises(NotFoundError):
+        client.user_role_names(gone)
+    for kind, what in ((TargetKind.LIST, "marketing list"), (TargetKind.CAMPAIGN, "campaign")):
+        with pytest.raises(NotFoundError, match=f"{what} {gone} named in the send request does not exist"):
+            _recipients(client, kind, gone)
+    person, campaign = seed.contact(), seed.campaign([])
+    when = datetime(2026, 11, 2, tzinfo=timezone.utc)
+
+    def response(key: str, campaign_id: str, customer: RecordRef) -> CampaignResponse:
+        return CampaignResponse(tracking_key=key, campaign_id=campaign_id, customer=customer, subject="s",
+                                received_on=when)
+
+    results = client.create_campaign_responses([
+        response("77.open.a", gone, RecordRef(CrmTable.CONTACT, person)),
+        response("77.open.b", campaign, RecordRef(CrmTable.CONTACT, gone)),
+        response("77.open.c", campaign, RecordRef(CrmTable.ACCOUNT, seed.account())),  # an account may respond
+    ])
+    assert [(r.ok, r.code) for r in results] == [(False, "not_found"), (False, "not_found"), (True, "")]
+    opt = client.set_opt_outs([RecordRef(CrmTable.CONTACT, gone), RecordRef(CrmTable.ACCOUNT, seed.account())])
+    assert [(r.ok, r.code) for r in opt] == [(False, "not_found"), (True, "")]
+
+
+def test_a_column_the_table_does_not_have_fails_the_read(peer) -> None:
+    client, seed = peer.client, peer.seed
+    person = seed.contact(emailaddress1="col@example.com")
+    assert {"firstname", "emailaddress1", "cesp_lastbounceon"} <= client.column_names(CrmTable.CONTACT)
+    assert "nosuchcol" not in client.column_names(CrmTable.CONTACT)
+    odd = {CrmTable.CONTACT: ["nosuchcol"]}
+    with pytest.raises(PermanentPeerError, match="nosuchcol"):
+        _recipients(client, TargetKind.CONTACT, person, odd)
+    with pytest.raises(PermanentPeerError, match="nosuchcol"):
+        _recipients(client, TargetKind.LIST, seed.static_list("contact", [person]), odd)
+
+
+def test_a_claim_moves_the_etag_and_an_update_too(peer) -> None:
+    client, seed = peer.client, peer.seed
+    request_id = seed.send_request([{"kind": "contact", "id": seed.contact()}])
+    pending = client.get_send_request(request_id)
+    claimed = client.claim_send_request(pending)
+    assert claimed is not None and claimed.etag != pending.etag
+    client.update_send_request(request_id, SendRequestUpdate(status=SendStatus.PENDING))  # an admin's retry
+    again = client.get_send_request(request_id)
+    assert again.status is SendStatus.PENDING and again.etag != claimed.etag
+    assert client.claim_send_request(claimed) is None  # the etag of before the update
+    assert client.claim_send_request(again).status is SendStatus.PROCESSING
+
+
+def test_targets_that_cannot_be_read_are_named_on_the_request(peer) -> None:
+    client, seed = peer.client, peer.seed
+    person = seed.contact()
+    request_id = seed.send_request([{"kind": "list", "id": "L1"}, {"kind": "nonsense", "id": person},
+                                    {"kind": "contact", "id": person.upper()}])
+    request = client.get_send_request(request_id)
+    assert request.targets == (SendTarget(TargetKind.CONTACT, person),)
+    assert len(request.invalid_targets) == 2 and "not a GUID" in request.invalid_targets[0]
+    assert "unknown kind" in request.invalid_targets[1]
 
 
 def test_bare_org_error_points_at_crm_setup(tmp_path, crm_ca) -> None:

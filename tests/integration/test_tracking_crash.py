@@ -1,7 +1,7 @@
 """kill -9 in the middle of a tracking pull: the next run neither skips nor doubles anything.
 
-A child process runs the tracking step with the in-process ESP/CRM stand-ins (the CRM
-journals every write to a file, so it outlives the child) over SQLite state and staging
+A child process runs the tracking step with the in-process ESP/CRM doubles (the CRM's
+organization is an SQLite file, so it outlives the child) over SQLite state and staging
 files, and is killed by SIGKILL at a named crash point. A second child runs to the end.
 """
 
@@ -25,18 +25,14 @@ from pathlib import Path
 from connector.models import EventType as E
 from connector.steps.tracking import run_tracking
 from tests.doubles.esp import FakeEsp
-from tests.fixtures.tracking import (CAMPAIGN, JOB, REQUEST, T0, TrackingFakeCrm,
-                                     make_event, tracking_context)
+from tests.fixtures.tracking import CAMPAIGN, JOB, REQUEST, T0, make_event, tracking_context, tracking_crm
 
 tmp = Path(sys.argv[1])
 esp = FakeEsp(page_size=7, shuffle=True)
 esp.add(*(make_event(E.SENT, i, T0 + timedelta(seconds=i)) for i in range(40)))
 esp.add(*(make_event(E.OPEN, i, T0 + timedelta(minutes=i)) for i in range(0, 40, 2)))
 esp.add(*(make_event(E.OPEN, i, T0 + timedelta(minutes=i, seconds=30)) for i in range(0, 40, 4)))
-crm = TrackingFakeCrm(journal=tmp / "crm.jsonl")
-crm.load_journal()
-crm.add_contacts(40)
-crm.add_request()
+crm = tracking_crm(tmp / "crm.db", contacts=40)  # the CRM's organization outlives the child
 ctx = tracking_context(tmp, esp, crm, mode="all", event_types=("sent", "open"), overlap_minutes=0)
 ctx.state.add_tracked_send("default", JOB, REQUEST, CAMPAIGN, "Spring")
 outcome = run_tracking(ctx)
@@ -90,10 +86,10 @@ def test_kill_9_between_pages_neither_skips_nor_doubles(tmp_path: Path, crash_at
 
     assert staging_rows(tmp_path) == EXPECTED_EVENTS
     assert send_counts(tmp_path) == {"sent": 40, "opens": 30, "unique_opens": 20}
-    from tests.fixtures.tracking import TrackingFakeCrm
+    from tests.doubles.crm import FakeCrm
 
-    journal = TrackingFakeCrm(journal=tmp_path / "crm.jsonl").journal_lines()
-    created = [x["key"] for x in journal if x["kind"] == "response"]
+    crm = FakeCrm(tmp_path / "crm.db")  # the organization the children wrote to
+    created = [row["cesp_trackingkey"] for row in crm.store.rows("campaignresponses")]
     assert len(created) == len(set(created)) == 40 + 20  # one per recipient per kind, at most once
 
     third = run_child(tmp_path)  # a later run re-reads the overlap: nothing changes

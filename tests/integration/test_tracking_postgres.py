@@ -16,7 +16,7 @@ from tests.fixtures.tracking import (
     JOB,
     REQUEST,
     T0,
-    TrackingFakeCrm,
+    tracking_crm,
     contact_id,
     make_event,
     tracking_context,
@@ -27,9 +27,7 @@ pytestmark = pytest.mark.postgres
 
 def test_exactly_once_with_postgres_state_and_staging(tmp_path: Path, pg_url: str) -> None:
     esp = FakeEsp(page_size=4, shuffle=True)
-    crm = TrackingFakeCrm()
-    crm.add_contacts(20)
-    crm.add_request()
+    crm = tracking_crm(contacts=20)
     ctx = tracking_context(tmp_path, esp, crm, state_url=pg_url, staging_url=pg_url, mode="all",
                            event_types=("sent", "click", "bounce"), overlap_minutes=30)
     try:
