@@ -5,8 +5,10 @@ points at. These checks ask the peers, read-only except for one probe file on th
 SFTP drop that is removed again:
 
 - CRM: every mapped column exists on its table; every ``[sends] allowed_roles`` role exists;
-- ESP: every ``[mapping.*]`` target is a profile attribute of the account; the
-  ``[sends] default_email_key`` e-mail exists;
+  every ``[sync.*]`` column exists and, when the rule writes CRM, is writable
+  (``connector.sync.checks``);
+- ESP: every ``[mapping.*]`` and ``[sync.*]`` target is a profile attribute of the account;
+  the ``[sends] default_email_key`` e-mail exists;
 - SFTP: the import folder takes a file (upload, then remove).
 
 Each problem names the service.ini line (or section.key) and what to do. A peer that
@@ -26,6 +28,7 @@ from connector.crm.base import CrmClient
 from connector.errors import ConnectorError
 from connector.esp.base import EspClient
 from connector.mapping import columns_to_read, unknown_attribute_mappings
+from connector.sync.checks import crm_rule_problems, esp_rule_problems
 from connector.transfer.base import FileDrop
 
 
@@ -60,9 +63,9 @@ def online_checks(config: Config) -> list[PeerCheck]:
 def _run_checks(config: Config) -> list[PeerCheck]:
     checks: list[PeerCheck] = []
     if config.crm.url:
-        checks += _with_client("CRM", _crm_client, config, (_crm_columns, _crm_roles))
+        checks += _with_client("CRM", _crm_client, config, (_crm_columns, _crm_roles, _sync_columns))
     if config.esp.wsdl:
-        checks += _with_client("ESP", _esp_client, config, (_esp_attributes, _esp_email))
+        checks += _with_client("ESP", _esp_client, config, (_esp_attributes, _esp_email, _sync_attributes))
     if config.sftp.host:
         checks += _with_client("SFTP", _sftp_client, config, (_sftp_writable,))
     return checks
@@ -124,6 +127,22 @@ def _crm_columns(config: Config, crm: CrmClient, check: PeerCheck) -> None:
                     f"{table.value!r} has no column {mapping.crm_column!r} (hint: use the column's logical name, "
                     "as shown in the table's columns in Power Apps)")
     check.detail = f"{count} mapped column(s)"
+
+
+def _sync_columns(config: Config, crm: CrmClient, check: PeerCheck) -> None:
+    """synced CRM columns exist and can be written"""
+    problems, count = crm_rule_problems(config, crm)
+    check.problems += problems
+    check.detail = f"{count} sync rule(s)" if count else "no [sync.*] rules"
+
+
+def _sync_attributes(config: Config, esp: EspClient, check: PeerCheck) -> None:
+    """synced ESP attributes exist"""
+    if not any(config.sync_rules.values()):
+        check.detail = "no [sync.*] rules"
+        return
+    check.problems += esp_rule_problems(config, esp.profile_attributes())
+    check.detail = f"{sum(len(r) for r in config.sync_rules.values())} sync rule(s)"
 
 
 def _crm_roles(config: Config, crm: CrmClient, check: PeerCheck) -> None:

@@ -53,3 +53,21 @@ def test_a_peer_that_refuses_the_credentials_is_a_problem_not_a_crash(sandbox, t
     failing = [c for c in report["online"] if c["problems"]]
     assert failing and {c["peer"] for c in failing} == {broken.upper()}
     assert "x" + getattr(sandbox, broken).client_secret not in json.dumps(report)
+
+
+def test_sync_rules_that_do_not_fit_the_peers_are_named_with_their_line(sandbox, tmp_path, capsys) -> None:
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off")
+    ini.write_text(ini.read_text() + "\n[sync.contact]\nfirstname = First Name | both | trim\n"
+                   "modifiedon = Since | both\nnick_name = Nick | to_esp\ngendercode = Gender | both | optionset\n"
+                   "lastname = Shoe Size | to_crm\nemailaddress1 = Email Address | both\n"
+                   "address1_city = City | both | optionset\n")
+    assert main(["check-config", "-c", str(ini), "--online"]) == EXIT_CONFIG
+    out = capsys.readouterr().out
+    assert f"{ini}:{_line(ini, 'modifiedon =')} [sync.contact] modifiedon: direction both writes the read-only " \
+           "CRM column 'modifiedon'" in out
+    assert f"{ini}:{_line(ini, 'nick_name =')} [sync.contact] nick_name: CRM table 'contact' has no column" in out
+    assert f"{ini}:{_line(ini, 'lastname =')} [sync.contact] lastname: ESP attribute 'Shoe Size' does not exist" in out
+    assert f"[sync.contact] address1_city: optionset on 'address1_city', which is a String column" in out
+    for fine in ("firstname:", "gendercode:", "emailaddress1:"):
+        assert f"[sync.contact] {fine}" not in out
+    assert "synced CRM columns exist and can be written: 3 problem(s)" in out
