@@ -11,7 +11,7 @@ one side changed       carry it over, if the rule's direction allows; a change
                        against a one-way rule's direction is undone: the source
                        side's value is written back over it
 both changed           equal after the transform: agree (the shadow moves, nothing
-                       is written); otherwise a conflict, decided by the rule:
+                       is written, the change log says so); otherwise a conflict, decided by the rule:
                        ``newest`` (CRM modifiedon vs the ESP's modified date, both
                        UTC; a tie goes to CRM, the system of record), ``crm``, ``esp``
 no shadow yet          both values known: as "both changed"; one known: carry it
@@ -25,7 +25,7 @@ that is what makes re-running a page after a crash a no-op.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -55,6 +55,8 @@ class Decision:
 
 NOTHING = Decision("none")
 
+ALREADY_THERE = "both sides already hold the new value (the same edit on both, or an interrupted run's write)"
+
 
 def decide(rule: SyncRule, table_rule: ConflictRule, crm: str | None, esp: str | None, shadow: Shadow | None,
            crm_modified: datetime | None = None, esp_modified: datetime | None = None) -> Decision:
@@ -74,7 +76,10 @@ def decide(rule: SyncRule, table_rule: ConflictRule, crm: str | None, esp: str |
     if not crm_changed and not esp_changed:
         return NOTHING
     if crm_changed and esp_changed:
-        return _both_changed(rule, table_rule, crm_now, esp_now, crm_modified, esp_modified)
+        found = _both_changed(rule, table_rule, crm_now, esp_now, crm_modified, esp_modified)
+        if found.action == "agree" and shadow is not None:  # logged: the change happened, once
+            return replace(found, old=shadow.esp, reason=ALREADY_THERE)
+        return found
     if crm_changed:  # on a to_crm rule the ESP's value is put back (the source side holds)
         return _carry_to_esp(rule, crm_now, esp_now) if rule.to_esp else _carry_to_crm(rule, esp_now, crm_now)
     return _carry_to_crm(rule, esp_now, crm_now) if rule.to_crm else _carry_to_esp(rule, crm_now, esp_now)

@@ -139,8 +139,9 @@ class Planner:
         if d.action == "agree":
             plan.count("agreed")
             plan.shadows.append((record_id, *shadow_row))
-            if d.conflict:
-                plan.changes.append(Change(self.table, record_id, rule.crm_column, d.old, d.value, "agreed", label))
+            if d.conflict or d.reason:
+                plan.changes.append(Change(self.table, record_id, rule.esp_attribute, d.old, d.value, "agreed", label,
+                                           d.reason))
             return
         if d.action == "to_esp":
             pending = (plan.to_esp(record_id, "email", d.value) if _is_email_attribute(rule)

@@ -87,3 +87,10 @@ def test_a_value_the_target_has_is_not_written_again() -> None:
 def test_unmappable_value_is_a_skip_with_a_reason() -> None:
     d = decide(rule(), "newest", "France", None, AGREED)
     assert d.action == "skip" and "'France' has no line in map:countries" in d.reason
+
+
+def test_a_value_both_sides_already_hold_is_logged_not_written() -> None:
+    d = decide(rule(), "newest", "Germany", "Deutschland", AGREED)  # e.g. a run killed after its write
+    assert (d.action, d.old, d.value, d.shadow) == ("agree", "Österreich", "Deutschland",
+                                                   Shadow("Germany", "Deutschland"))
+    assert "already hold the new value" in d.reason
