@@ -584,6 +584,23 @@ def test_subscribers_modified_since_finds_attribute_status_and_email_changes(pee
     assert sorted(window) == ["sy-0001", "sy-0002", "sy-0003"]
 
 
+def test_bounced_and_deleted_statuses_come_and_a_subscriber_deleted_at_the_esp_is_gone(peer) -> None:
+    esp, mc = _offers(peer, "iter_subscribers_modified_since")
+    from connector.sandbox.marketing_cloud.soap import Obj
+
+    for i in range(3):
+        mc.store.add_subscriber(f"st-{i}", f"st{i}@example.com")
+    since = mc.store.now()
+    mc.advance(hours=0.01)
+    mc.store.edit_subscriber("st-0", status="Bounced")
+    mc.store.edit_subscriber("st-1", status="Deleted")
+    mc.store.edit_subscriber("st-2", attributes={"City": "Wels"})
+    assert mc.store.delete_subscriber(Obj("Subscriber", {"SubscriberKey": ["st-2"]}))["StatusCode"] == "OK"
+    changed = {s.subscriber_key: s.status for page in _changed(esp, since) for s in page}
+    assert changed == {"st-0": SubscriberStatus.BOUNCED, "st-1": SubscriberStatus.DELETED}
+    assert esp.subscriber_statuses(["st-2"]) == {}  # a full run finds deletions by absence
+
+
 def test_subscribers_modified_since_pages_through_more_than_2500(peer) -> None:
     esp, mc = _offers(peer, "iter_subscribers_modified_since")
     for i in range(2600):
