@@ -35,7 +35,7 @@ from connector.errors import (
     TransientPeerError,
 )
 from connector.esp.soap_auth import SoapAuth
-from connector.retry import RetryPolicy, retry_after_seconds
+from connector.retry import BACKOFF_SECONDS, Failure, RetryPolicy, declare, retry_after_seconds
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +103,7 @@ class SoapCaller:
         *,
         timeout: float,
         max_retries: int,
-        backoff_seconds: float = 1.0,
+        backoff_seconds: float = BACKOFF_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
@@ -131,8 +131,12 @@ class SoapCaller:
 
     def _call_once(self, operation: str, what: str, kwargs: dict[str, Any]) -> etree._Element:
         try:
+            soap_headers, endpoint = self._auth.soap_headers(), self._endpoint()
+        except TransientPeerError as exc:  # the call was not sent: asking for a token again is always safe
+            raise declare(exc, Failure.SAFE)
+        try:
             envelope = self.client.create_message(
-                self.client.service, operation, _soapheaders=self._auth.soap_headers(), **kwargs
+                self.client.service, operation, _soapheaders=soap_headers, **kwargs
             )
         except (zeep.exceptions.Error, TypeError, ValueError) as exc:
             raise PermanentPeerError(
@@ -144,7 +148,7 @@ class SoapCaller:
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{operation}"'}
         started = time.monotonic()
         try:
-            reply = self._session.post(self._endpoint(), data=body, headers=headers, timeout=self._timeout,
+            reply = self._session.post(endpoint, data=body, headers=headers, timeout=self._timeout,
                                        verify=self._session.verify)
         except requests.exceptions.SSLError as exc:
             raise PeerSetupError(

@@ -26,7 +26,7 @@ import structlog
 from connector.config import Config
 from connector.defaults import MAX_RETRIES
 from connector.errors import AuthError, ConfigError, PeerSetupError, PermanentPeerError, TransientPeerError
-from connector.retry import RetryPolicy
+from connector.retry import BACKOFF_SECONDS, RetryPolicy
 from connector.transfer.base import FileDrop
 
 log = structlog.get_logger(__name__)
@@ -54,7 +54,7 @@ class SftpFileDrop(FileDrop):
         folder: str = "/Import",
         timeout: float = 60.0,
         max_retries: int = MAX_RETRIES,
-        backoff_seconds: float = 1.0,
+        backoff_seconds: float = BACKOFF_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.host = host

@@ -332,3 +332,16 @@ def test_a_send_start_is_never_re_sent_blind(wsdl_client, session, failure) -> N
     assert b"<ns0:Action>start</ns0:Action>" in performs[0]
     assert retrieves == ["Send", "EmailSendDefinition", "Send"]  # looked up before and after, not re-sent
     assert sleeps == []
+
+
+@responses.activate
+def test_a_token_that_could_not_be_fetched_is_asked_again_even_for_an_unsafe_call(wsdl_client, session) -> None:
+    """Nothing was sent to the SOAP endpoint yet: fetching the token again is always safe."""
+    responses.post(AUTH + "/v2/token", body="busy", status=503)
+    responses.post(AUTH + "/v2/token", json=_token_reply("tok-1"))
+    responses.post(ENDPOINT, body=OK_RETRIEVE)
+    sleeps: list[float] = []
+    auth = OAuthAuth(session, AUTH, "cid", "csecret")
+    _retrieve(_caller(wsdl_client, session, auth=auth, sleeps=sleeps), safe=False)
+    assert [c.request.url.endswith("/v2/token") for c in responses.calls] == [True, True, False]
+    assert len(sleeps) == 1
