@@ -38,6 +38,14 @@ class SendStatus(str, enum.Enum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    DRAFT = "draft"
+    """Being written by the marketer: the connector leaves it alone."""
+    PREVIEW_REQUESTED = "preview_requested"
+    """Resolve the audience as a send would, write the counts and a sample, send nothing."""
+    PREVIEWED = "previewed"
+    """Preview written; the marketer sets Pending to send."""
+    IMPORTING = "importing"
+    SCHEDULED = "scheduled"
 
 
 class EventType(str, enum.Enum):
@@ -129,6 +137,12 @@ class SendRequest:
     created_on: datetime | None = None
     invalid_targets: tuple[str, ...] = ()
     """What is wrong with each target that could not be read (``cesp_targets``), one text each."""
+    email_name: str = ""
+    """The picked e-mail's name (the request's e-mail lookup), for messages; empty without a lookup."""
+    email_problem: str = ""
+    """Why the picked e-mail cannot be used (a record without a customer key, a deleted record)."""
+    preview_resolved: int | None = None
+    """Recipients the last preview resolved (None: never previewed)."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Column names follow docs/contracts.md with the publisher prefix of ``[crm] prefi
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Iterator, Mapping, Sequence
 
@@ -34,6 +35,7 @@ from connector.models import (
     SendRequestUpdate,
     SendStatus,
     SendTarget,
+    TargetKind,
     WriteResult,
 )
 
@@ -106,6 +108,7 @@ class DataverseCrmClient(CrmClient):
         c = self.cols
         params = {
             "$select": ",".join(c.select),
+            "$expand": c.expand,
             "$filter": f"{c.status} eq {c.code(SendStatus.PENDING)}",
             "$orderby": "createdon asc",
             "$top": str(max(1, limit)),
@@ -118,8 +121,44 @@ class DataverseCrmClient(CrmClient):
         c = self.cols
         row = self.http.get_json(f"{c.entity_set}({request_id})",
                                  Call("read send request", c.table, request_id, idempotent=True),
-                                 params={"$select": ",".join(c.select)}, accept=(404,))
-        return c.from_row(row) if row is not None else None
+                                 params={"$select": ",".join(c.select), "$expand": c.expand}, accept=(404,))
+        return self.with_related_targets(c.from_row(row)) if row is not None else None
+
+    def requests_in_status(self, status: SendStatus, limit: int = 50) -> list[SendRequest]:
+        """Send requests in ``status`` (e.g. Preview requested), oldest first, with their related targets."""
+        c = self.cols
+        params = {"$select": ",".join(c.select), "$expand": c.expand,
+                  "$filter": f"{c.status} eq {c.code(status)}", "$orderby": "createdon asc",
+                  "$top": str(max(1, limit))}
+        page = self.http.get_json(c.entity_set, Call(f"read {status.value} send requests", c.table,
+                                                     idempotent=True), params=params)
+        return [self.with_related_targets(c.from_row(row)) for row in (page or {}).get("value", [])]
+
+    def with_related_targets(self, request: SendRequest) -> SendRequest:
+        """``request`` with the records related to it through its N:N target relationships added to its
+        ``cesp_targets``: the union, de-duplicated, JSON targets first, then lists, contacts, leads and
+        accounts each in id order (the same order on every read, so a resumed resolve continues in place)."""
+        related = self.relationship_targets(request.id)
+        if not related:
+            return request
+        seen = {(TargetKind(t.kind), t.id.lower()) for t in request.targets}
+        extra = [t for t in related if (TargetKind(t.kind), t.id.lower()) not in seen]
+        return dataclasses.replace(request, targets=request.targets + tuple(extra))
+
+    def relationship_targets(self, request_id: str) -> list[SendTarget]:
+        """The lists, contacts, leads and accounts related to the send request (``GET
+        <set>(<id>)/<nav>?$select=<pk>``, every page of each related set)."""
+        c = self.cols
+        out: list[SendTarget] = []
+        for kind, nav in c.target_navs.items():
+            pk = f"{kind.value}id"
+            call = Call("read send request targets", c.table, request_id, idempotent=True)
+            ids: list[str] = []
+            for page in self.http.iter_pages(f"{c.entity_set}({request_id})/{nav}", call,
+                                             params={"$select": pk}, page_size=self.page_size):
+                ids.extend(str(row[pk]).lower() for row in page.get("value", []) if row.get(pk))
+            out.extend(SendTarget(kind, i) for i in sorted(set(ids)))
+        return out
 
     def claim_send_request(self, request: SendRequest) -> SendRequest | None:
         """Pending -> Processing guarded by the etag; None when someone else claimed it.
@@ -154,7 +193,10 @@ class DataverseCrmClient(CrmClient):
                 log.info("send_claim_lost", send_id=request.id, status=resp.status_code)
                 return None
             if resp.status_code == 200 and resp.content:
-                return c.from_row(resp.json())
+                claimed = c.from_row(resp.json())  # an update's representation has no $expand: the e-mail
+                claimed = dataclasses.replace(claimed, email_key=request.email_key, email_name=request.email_name,
+                                              email_problem=request.email_problem)  # as read (etag-guarded)
+                return self.with_related_targets(claimed)
         finally:
             resp.close()
         return self.get_send_request(request.id)

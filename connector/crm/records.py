@@ -45,7 +45,19 @@ STATUS_CODES = {
     SendStatus.SENT: 100000002,
     SendStatus.FAILED: 100000003,
     SendStatus.CANCELLED: 100000004,
+    SendStatus.DRAFT: 100000005,
+    SendStatus.PREVIEW_REQUESTED: 100000006,
+    SendStatus.PREVIEWED: 100000007,
+    SendStatus.IMPORTING: 100000008,
+    SendStatus.SCHEDULED: 100000009,
 }
+STATUS_LABELS = {
+    SendStatus.PENDING: "Pending", SendStatus.PROCESSING: "Processing", SendStatus.SENT: "Sent",
+    SendStatus.FAILED: "Failed", SendStatus.CANCELLED: "Cancelled", SendStatus.DRAFT: "Draft",
+    SendStatus.PREVIEW_REQUESTED: "Preview requested", SendStatus.PREVIEWED: "Previewed",
+    SendStatus.IMPORTING: "Importing", SendStatus.SCHEDULED: "Scheduled",
+}
+"""The labels a marketer sees on the send status (the picklist's options)."""
 STATUS_BY_CODE = {v: k for k, v in STATUS_CODES.items()}
 
 COUNT_COLUMNS = {
@@ -117,7 +129,17 @@ class SendRequestColumns:
         self.select = (
             self.id, f"{p}_name", self.status, f"{p}_targets", f"_{p}_campaignid_value", f"{p}_emailkey",
             f"{p}_sendclassificationkey", f"{p}_forcebatching", f"{p}_espjobid", "_ownerid_value", "createdon",
+            f"_{p}_emailid_value", f"{p}_previewresolved",
         )
+        self.email_nav = f"{p}_emailid"
+        self.email_table = f"{p}_email"
+        self.email_set = f"{p}_emails"
+        self.email_key = f"{p}_customerkey"
+        self.expand = f"{self.email_nav}($select={p}_name,{self.email_key})"
+        """The picked e-mail's name and customer key, read with the request (a single-valued $expand)."""
+        self.target_navs = {kind: f"{p}_sendrequest_{kind.value}" for kind in
+                            (TargetKind.LIST, TargetKind.CONTACT, TargetKind.LEAD, TargetKind.ACCOUNT)}
+        """The N:N target relationships (navigation property on the request -> the kind of target)."""
 
     def code(self, status: SendStatus) -> int:
         return STATUS_CODES[status]
@@ -131,6 +153,7 @@ class SendRequestColumns:
             status = SendStatus.FAILED
             log.warning("send_request_status_unknown", send_id=request_id, value=row.get(self.status))
         targets, invalid_targets = parse_targets(request_id, row.get(f"{p}_targets"), f"{p}_targets")
+        email_key, email_name, email_problem = self._picked_email(row)
         return SendRequest(
             id=request_id,
             name=str(row.get(f"{p}_name") or ""),
@@ -138,7 +161,11 @@ class SendRequestColumns:
             owner_id=str(row.get("_ownerid_value") or ""),
             targets=targets,
             invalid_targets=invalid_targets,
-            email_key=str(row.get(f"{p}_emailkey") or ""),
+            email_key=email_key,
+            email_name=email_name,
+            email_problem=email_problem,
+            preview_resolved=(int(row[f"{p}_previewresolved"]) if row.get(f"{p}_previewresolved") is not None
+                              else None),
             send_classification_key=str(row.get(f"{p}_sendclassificationkey") or ""),
             campaign_id=(str(row[f"_{p}_campaignid_value"]) if row.get(f"_{p}_campaignid_value") else None),
             force_batching=truthy(row.get(f"{p}_forcebatching")),
@@ -146,6 +173,23 @@ class SendRequestColumns:
             etag=(str(row["@odata.etag"]) if row.get("@odata.etag") else None),
             created_on=parse_datetime(row.get("createdon")),
         )
+
+    def _picked_email(self, row: Mapping[str, object]) -> tuple[str, str, str]:
+        """(e-mail key, e-mail name, problem): the e-mail lookup's customer key when the lookup is set
+        (and expanded), else the text column ``<prefix>_emailkey`` that API users fill."""
+        typed = str(row.get(f"{self.prefix}_emailkey") or "")
+        if not row.get(f"_{self.email_nav}_value"):
+            return typed, "", ""
+        picked = row.get(self.email_nav)
+        if not isinstance(picked, Mapping):  # not expanded (e.g. an update's representation): the caller's
+            return typed, "", ""
+        name = str(picked.get(f"{self.prefix}_name") or "")
+        key = str(picked.get(self.email_key) or "").strip()
+        if not key:
+            return "", name, (f"the e-mail {name or row.get(f'_{self.email_nav}_value')!r} picked on the request "
+                              f"has no customer key ({self.email_key}); pick an e-mail the connector refreshed "
+                              "from the ESP, or fill its customer key")
+        return key, name, ""
 
     def update_body(self, update: SendRequestUpdate) -> dict[str, object]:
         p = self.prefix

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import structlog
 
 from connector.crm.odata import Call, ODataHttp
-from connector.crm.records import STATUS_CODES
+from connector.crm.records import STATUS_CODES, STATUS_LABELS
 from connector.errors import NotFoundError
 
 log = structlog.get_logger(__name__)
@@ -43,7 +43,7 @@ COUNT_COLUMNS = (
     ("technicalbouncecount", "Technical bounces"), ("unknownbouncecount", "Unknown bounces"),
     ("unsubscribecount", "Unsubscribes"), ("notsentcount", "Not sent"),
 )
-STATUS_OPTIONS = tuple((code, status.value.capitalize()) for status, code in STATUS_CODES.items())
+STATUS_OPTIONS = tuple((code, STATUS_LABELS[status]) for status, code in STATUS_CODES.items())
 """The send status picklist: the codes the client reads and writes (records.STATUS_CODES)."""
 
 
@@ -112,9 +112,10 @@ class Column:
         """OneToManyRelationshipMetadata creating this lookup column (real service's way)."""
         lookup = self.metadata()
         lookup.pop("Targets", None)
+        prefix = self.logical_name.split("_")[0]
         return {
             "@odata.type": "Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
-            "SchemaName": f"{self.logical_name.split('_')[0]}_{self.target}_{self.table}",
+            "SchemaName": f"{prefix}_{self.target.removeprefix(prefix + '_')}_{self.table}",
             "ReferencedEntity": self.target,
             "ReferencedAttribute": f"{self.target}id",
             "ReferencingEntity": self.table,
@@ -131,6 +132,7 @@ class Table:
     display: str
     display_plural: str
     primary_name: Column
+    description: str = "A request to send an email through the email connector"
 
     @property
     def logical_name(self) -> str:
@@ -142,7 +144,7 @@ class Table:
             "SchemaName": self.schema_name,
             "DisplayName": label(self.display),
             "DisplayCollectionName": label(self.display_plural),
-            "Description": label("A request to send an email through the email connector"),
+            "Description": label(self.description),
             "OwnershipType": "UserOwned",
             "IsActivity": False,
             "HasActivities": False,
@@ -167,12 +169,33 @@ class AltKey:
         return {"SchemaName": self.schema_name, "DisplayName": label(self.display), "KeyAttributes": list(self.columns)}
 
 
+@dataclass(frozen=True)
+class ManyToMany:
+    """An N:N relationship (its intersect table has the same name), as ManyToManyRelationshipMetadata."""
+
+    schema_name: str  # e.g. cesp_sendrequest_list; also both navigation properties' name
+    entity1: str
+    entity2: str
+    display: str
+
+    def metadata(self) -> dict[str, Any]:
+        menu = {"Behavior": "UseLabel", "Group": "Details", "Label": label(self.display), "Order": 10000}
+        return {
+            "@odata.type": "Microsoft.Dynamics.CRM.ManyToManyRelationshipMetadata",
+            "SchemaName": self.schema_name, "IntersectEntityName": self.schema_name,
+            "Entity1LogicalName": self.entity1, "Entity2LogicalName": self.entity2,
+            "Entity1NavigationPropertyName": self.schema_name, "Entity2NavigationPropertyName": self.schema_name,
+            "Entity1AssociatedMenuConfiguration": menu, "Entity2AssociatedMenuConfiguration": menu,
+        }
+
+
 @dataclass
 class Customizations:
     tables: list[Table] = field(default_factory=list)
     columns: list[Column] = field(default_factory=list)
     keys: list[AltKey] = field(default_factory=list)
     tracked: list[str] = field(default_factory=list)  # tables that need change tracking
+    relationships: list[ManyToMany] = field(default_factory=list)
 
 
 TRACKED_TABLES = ("contact", "lead", "account")
@@ -189,10 +212,20 @@ def customizations(prefix: str = "cesp") -> Customizations:
     p = prefix
     t = f"{p}_sendrequest"
     name = Column(t, f"{p}_Name", "String", "Name", 200, primary_name=True)
+    e = f"{p}_email"
+    s = f"{p}_previewrecipient"
     cols = [
+        Column(e, f"{p}_CustomerKey", "String", "Customer key", 100),
+        Column(e, f"{p}_Subject", "String", "Subject", 400),
+        Column(e, f"{p}_Folder", "String", "Folder", 200),
+        Column(e, f"{p}_EspStatus", "String", "Status at the ESP", 50),
+        Column(e, f"{p}_EspAccount", "String", "ESP account", 100),
+        Column(e, f"{p}_EspEmailId", "String", "ESP e-mail id", 20),
+        Column(e, f"{p}_LastRefreshedOn", "DateTime", "Last refreshed"),
         Column(t, f"{p}_Status", "Picklist", "Send status", options=STATUS_OPTIONS),
         Column(t, f"{p}_Targets", "Memo", "Targets (JSON)"),
         Column(t, f"{p}_CampaignId", "Lookup", "Campaign", target="campaign"),
+        Column(t, f"{p}_EmailId", "Lookup", "E-mail", target=e),
         Column(t, f"{p}_EmailKey", "String", "Email key", 100),
         Column(t, f"{p}_SendClassificationKey", "String", "Send classification key", 100),
         Column(t, f"{p}_ForceBatching", "Boolean", "Force file batching"),
@@ -202,20 +235,45 @@ def customizations(prefix: str = "cesp") -> Customizations:
         Column(t, f"{p}_ReleasedOn", "DateTime", "Released on"),
         Column(t, f"{p}_TrackingUpdatedOn", "DateTime", "Tracking updated on"),
         *[Column(t, f"{p}_{c}", "Integer", text) for c, text in COUNT_COLUMNS],
+        Column(t, f"{p}_PreviewResolved", "Integer", "Preview: recipients resolved"),
+        Column(t, f"{p}_PreviewWouldSend", "Integer", "Preview: would send"),
+        Column(t, f"{p}_PreviewSkippedByReason", "Memo", "Preview: skipped by reason (JSON)"),
+        Column(t, f"{p}_PreviewedOn", "DateTime", "Previewed on"),
+        Column(s, f"{p}_SendRequestId", "Lookup", "Send request", target=t),
+        Column(s, f"{p}_RecordTable", "String", "Table", 20),
+        Column(s, f"{p}_RecordId", "String", "Record id", 36),
+        Column(s, f"{p}_SubscriberKey", "String", "Subscriber key", 254),
+        Column(s, f"{p}_Attributes", "Memo", "Mapped attributes (JSON)", 100000),
     ]
     for table in ("contact", "lead"):
         cols += [Column(table, f"{p}_LastBounceOn", "DateTime", "Last bounce on"),
                  Column(table, f"{p}_LastBounceType", "String", "Last bounce type", 20),
                  Column(table, f"{p}_LastBounceJob", "String", "Last bounce job", 100)]
     cols.append(Column("campaignresponse", f"{p}_TrackingKey", "String", "Tracking key", 100))
-    keys = [AltKey("campaignresponse", f"{p}_trackingkey_key", (f"{p}_trackingkey",), "Tracking key")]
-    return Customizations([Table(f"{p}_SendRequest", "Email send request", "Email send requests", name)],
-                          cols, keys, list(TRACKED_TABLES))
+    keys = [AltKey("campaignresponse", f"{p}_trackingkey_key", (f"{p}_trackingkey",), "Tracking key"),
+            AltKey(e, f"{p}_email_customerkey_key", (f"{p}_customerkey",), "Customer key")]
+    tables = [
+        Table(f"{p}_Email", "ESP e-mail", "ESP e-mails", Column(e, f"{p}_Name", "String", "Name", 200,
+                                                                  primary_name=True),
+              "An e-mail of the ESP's catalogue, kept in step by the email connector"),
+        Table(f"{p}_SendRequest", "Email send request", "Email send requests", name),
+        Table(f"{p}_PreviewRecipient", "Preview recipient", "Preview recipients",
+              Column(s, f"{p}_Name", "String", "E-mail address", 200, primary_name=True),
+              "A sample recipient of a send request's preview, with the attributes the ESP would get"),
+    ]
+    relationships = [ManyToMany(f"{p}_sendrequest_{other}", t, other, text)
+                     for other, text in TARGET_RELATIONSHIPS]
+    return Customizations(tables, cols, keys, list(TRACKED_TABLES), relationships)
+
+
+TARGET_RELATIONSHIPS = (("list", "Marketing lists"), ("contact", "Contacts"), ("lead", "Leads"),
+                        ("account", "Accounts"))
+"""The send request's N:N targets: ``<prefix>_sendrequest_<table>``."""
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # table | column | key
+    kind: str  # table | column | key | relationship | option | change tracking
     table: str
     name: str
     method: str
@@ -225,7 +283,7 @@ class Action:
     fallback_body: dict | None = None
 
     def describe(self) -> str:
-        if self.kind in ("table", "change tracking"):
+        if self.kind in ("table", "change tracking", "relationship"):
             return f"{self.kind} {self.name}"
         return f"{self.kind} {self.table}.{self.name}"
 
@@ -305,8 +363,18 @@ class CrmSetup:
                                       col.relationship(), attrs_path, col.metadata()))
             else:
                 actions.append(Action("column", col.table, col.logical_name, "POST", attrs_path, col.metadata()))
+        for col in self.spec.columns:
+            if col.kind == "Picklist" and col.logical_name in existing.get(col.table, set()):
+                actions += self._missing_options(col, present)
+        for rel in self.spec.relationships:
+            if self._relationship_exists(rel.schema_name):
+                present.append(f"relationship {rel.schema_name}")
+            else:
+                actions.append(Action("relationship", rel.entity1, rel.schema_name, "POST", "RelationshipDefinitions",
+                                      rel.metadata()))
         for key in self.spec.keys:
-            names = self._names(key.table, "Keys", "read alternate keys")
+            names = (set() if key.table in tables_missing
+                     else self._names(key.table, "Keys", "read alternate keys"))
             if key.logical_name in names:
                 present.append(f"key {key.table}.{key.logical_name}")
             else:
@@ -323,6 +391,31 @@ class CrmSetup:
                 actions.append(Action("change tracking", table, table, "PUT",
                                       f"EntityDefinitions(LogicalName='{table}')", body))
         return actions, present
+
+    def _relationship_exists(self, schema_name: str) -> bool:
+        page = self.http.get_json("RelationshipDefinitions", Call("read relationship definitions", schema_name,
+                                                                   idempotent=True),
+                                  params={"$select": "SchemaName", "$filter": f"SchemaName eq '{schema_name}'"})
+        return bool((page or {}).get("value"))
+
+    def _missing_options(self, col: Column, present: list[str]) -> list[Action]:
+        """InsertOptionValue for each option of ``col`` the organization's column lacks."""
+        path = f"EntityDefinitions(LogicalName='{col.table}')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+        page = self.http.get_json(path, Call("read choice options", col.table, col.logical_name, idempotent=True),
+                                  params={"$select": "LogicalName", "$expand": "OptionSet"}) or {}
+        found = next((a for a in page.get("value", []) if str(a.get("LogicalName", "")).lower() == col.logical_name),
+                     {})
+        have = {int(o.get("Value")) for o in (found.get("OptionSet") or {}).get("Options", [])}
+        out = []
+        for value, text in col.options:
+            name = f"{col.logical_name}={value} ({text})"
+            if value in have:
+                present.append(f"option {col.table}.{name}")
+                continue
+            out.append(Action("option", col.table, name, "POST", "InsertOptionValue", {
+                "EntityLogicalName": col.table, "AttributeLogicalName": col.logical_name, "Value": value,
+                "Label": label(text)}))
+        return out
 
     def _definition(self, table: str) -> dict:
         """The table's definition (no collections), as ``PUT EntityDefinitions`` wants it back."""

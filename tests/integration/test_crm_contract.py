@@ -64,12 +64,15 @@ def peer(request):  # noqa: ANN201
 
 def test_crm_setup_created_everything_then_nothing(crm_org, crm_client) -> None:
     spec = customizations()
-    assert len(crm_org.setup_report.created) == 1 + len(spec.columns) + len(spec.keys)
+    created = len(spec.tables) + len(spec.columns) + len(spec.keys) + len(spec.relationships)
+    assert len(crm_org.setup_report.created) == created
     again = CrmSetup(crm_client.http).run()
     assert again.created == []
-    assert len(again.present) == len(crm_org.setup_report.created) + len(crm_org.setup_report.changed)
+    options = len([c for c in spec.columns if c.kind == "Picklist"][0].options)  # present, each named
+    assert len(again.present) == created + len(crm_org.setup_report.changed) + options
     assert crm_org.setup_report.changed == [f"change tracking {t}" for t in spec.tracked]
-    assert again.keys == {"campaignresponse.cesp_trackingkey_key": "Active"}
+    assert again.keys == {"campaignresponse.cesp_trackingkey_key": "Active",
+                          "cesp_email.cesp_email_customerkey_key": "Active"}
 
 
 # -- send requests -------------------------------------------------------------------

@@ -29,41 +29,55 @@ def test_plan_creates_everything_on_an_empty_org() -> None:
     for table in ("contact", "lead", "account"):
         responses.add(responses.GET, API + f"EntityDefinitions(LogicalName='{table}')",
                       json={"LogicalName": table, "ChangeTrackingEnabled": False})
+    responses.add(responses.GET, API + "RelationshipDefinitions", json={"value": []})
     responses.add(responses.POST, re.compile(re.escape(API) + ".*"), status=204)
     responses.add(responses.PUT, re.compile(re.escape(API) + ".*"), status=204)
     http = _http()
     report = CrmSetup(http).run(wait=False)
     http.close()
     spec = customizations()
-    assert len(report.created) == 1 + len(spec.columns) + len(spec.keys)
+    assert len(report.created) == len(spec.tables) + len(spec.columns) + len(spec.keys) + len(spec.relationships)
     puts = [c.request for c in responses.calls if c.request.method == "PUT"]
     assert [json.loads(p.body)["ChangeTrackingEnabled"] for p in puts] == [True, True, True]
     assert report.changed == ["change tracking contact", "change tracking lead", "change tracking account"]
     posts = [c.request for c in responses.calls if c.request.method == "POST"]
     first = json.loads(posts[0].body)
     assert posts[0].url.endswith("/EntityDefinitions")
-    assert first["SchemaName"] == "cesp_SendRequest" and first["Attributes"][0]["IsPrimaryName"] is True
-    lookup = [p for p in posts if p.url.endswith("RelationshipDefinitions")]
-    assert len(lookup) == 1
-    assert json.loads(lookup[0].body)["Lookup"]["SchemaName"] == "cesp_CampaignId"
+    assert first["SchemaName"] == "cesp_Email" and first["Attributes"][0]["IsPrimaryName"] is True
+    assert json.loads(posts[1].body)["SchemaName"] == "cesp_SendRequest"
+    lookup = [json.loads(p.body) for p in posts if p.url.endswith("RelationshipDefinitions")]
+    assert [b["Lookup"]["SchemaName"] for b in lookup if "Lookup" in b] == [
+        "cesp_CampaignId", "cesp_EmailId", "cesp_SendRequestId"]
+    assert [(b["Entity1LogicalName"], b["Entity2LogicalName"]) for b in lookup if "Lookup" not in b] == [
+        ("cesp_sendrequest", "list"), ("cesp_sendrequest", "contact"), ("cesp_sendrequest", "lead"),
+        ("cesp_sendrequest", "account")]
     status = next(json.loads(p.body) for p in posts if json.loads(p.body).get("SchemaName") == "cesp_Status")
     options = [(o["Value"], o["Label"]["LocalizedLabels"][0]["Label"]) for o in status["OptionSet"]["Options"]]
     assert options == [(100000000, "Pending"), (100000001, "Processing"), (100000002, "Sent"),
-                       (100000003, "Failed"), (100000004, "Cancelled")]
-    assert posts[-1].url.endswith("EntityDefinitions(LogicalName='campaignresponse')/Keys")
-    assert json.loads(posts[-1].body)["KeyAttributes"] == ["cesp_trackingkey"]
+                       (100000003, "Failed"), (100000004, "Cancelled"), (100000005, "Draft"),
+                       (100000006, "Preview requested"), (100000007, "Previewed"), (100000008, "Importing"),
+                       (100000009, "Scheduled")]
+    assert posts[-2].url.endswith("EntityDefinitions(LogicalName='campaignresponse')/Keys")
+    assert json.loads(posts[-2].body)["KeyAttributes"] == ["cesp_trackingkey"]
+    assert json.loads(posts[-1].body)["KeyAttributes"] == ["cesp_customerkey"]
 
 
 @responses.activate
 def test_plan_is_idempotent_when_all_present() -> None:
     spec = customizations()
     responses.add(responses.GET, API + "EntityDefinitions", json={"value": [{"LogicalName": "cesp_sendrequest"}]})
+    responses.add(responses.GET, API + "RelationshipDefinitions", json={"value": [{"SchemaName": "x"}]})
+    status = next(c for c in spec.columns if c.kind == "Picklist")
+    responses.add(responses.GET, re.compile(re.escape(API) + r".*PicklistAttributeMetadata.*"),
+                  json={"value": [{"LogicalName": "cesp_status",
+                                   "OptionSet": {"Options": [{"Value": v} for v, _ in status.options]}}]})
     for table in {c.table for c in spec.columns}:
         names = [{"LogicalName": c.logical_name} for c in spec.columns if c.table == table]
         responses.add(responses.GET, API + f"EntityDefinitions(LogicalName='{table}')/Attributes",
                       json={"value": names})
-    responses.add(responses.GET, API + "EntityDefinitions(LogicalName='campaignresponse')/Keys",
-                  json={"value": [{"LogicalName": "cesp_trackingkey_key"}]})
+    for key in spec.keys:
+        responses.add(responses.GET, API + f"EntityDefinitions(LogicalName='{key.table}')/Keys",
+                      json={"value": [{"LogicalName": key.logical_name}]})
     for table in ("contact", "lead", "account"):
         responses.add(responses.GET, API + f"EntityDefinitions(LogicalName='{table}')",
                       json={"LogicalName": table, "ChangeTrackingEnabled": True})

@@ -47,6 +47,11 @@ def apply_customizations(store: DataverseStore) -> list[str]:
             if key.logical_name not in store.schema.entities[table].keys:
                 store.add_key(table, key)  # Active at once: an organization set up long ago
                 done.append(f"key {table}.{key.logical_name}")
+        elif kind == "many_to_many":
+            name, one, two = payload  # type: ignore[misc]
+            if name not in store.schema.many_to_many:
+                store.add_many_to_many(name, one, two, name)
+                done.append(f"relationship {name}")
         elif kind == "change_tracking":
             assert isinstance(payload, str)
             if not store.schema.entities[payload].change_tracking:

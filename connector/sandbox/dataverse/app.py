@@ -147,6 +147,8 @@ class DataverseApp:
             return run_batch(req, self.store, self.dispatch)
         if first.replace("Microsoft.Dynamics.CRM.", "") == "ReactivateEntityKey" and req.method == "POST":
             return meta.reactivate_key(req)
+        if first.replace("Microsoft.Dynamics.CRM.", "") == "InsertOptionValue" and req.method == "POST":
+            return meta.insert_option_value(req)
         if first in ("WhoAmI", "WhoAmI()"):
             return Response.json(200, {"@odata.context": f"{api}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
                                        "BusinessUnitId": self.business_unit_id, "UserId": self.app_user_id,

@@ -19,6 +19,7 @@ the sandbox's clock). Until it is Active the key does not address records.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 from xml.sax.saxutils import escape
@@ -28,7 +29,7 @@ import structlog
 from connector.sandbox.dataverse.http import Request, Response, parse_key, parse_segment
 from connector.sandbox.dataverse.odata import parse_filter
 from connector.sandbox.dataverse.schema import (
-    LOOKUP_TYPES, MANY_TO_MANY, METADATA_TYPE_NAMES, ODATA_TYPES, ONE_TO_MANY, TYPE_BY_METADATA_NAME,
+    LOOKUP_TYPES, METADATA_TYPE_NAMES, ODATA_TYPES, ONE_TO_MANY, TYPE_BY_METADATA_NAME,
     Attribute, Entity, Key, _common,
 )
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
@@ -378,8 +379,12 @@ class Metadata:
 
     def create_relationship(self, req: Request) -> Response:
         body = req.json()
-        if str(body.get("@odata.type", "")).lstrip("#") != f"{NS}.OneToManyRelationshipMetadata":
-            raise StoreError(400, "0x80048d19", "The sandbox creates OneToManyRelationshipMetadata only.")
+        kind = str(body.get("@odata.type", "")).lstrip("#")
+        if kind == f"{NS}.ManyToManyRelationshipMetadata":
+            return self.create_many_to_many(req, body)
+        if kind != f"{NS}.OneToManyRelationshipMetadata":
+            raise StoreError(400, "0x80048d19", "The sandbox creates OneToManyRelationshipMetadata and"
+                             " ManyToManyRelationshipMetadata only.")
         referenced = self.store.schema.entity(body.get("ReferencedEntity", ""))
         referencing = self.store.schema.entity(body.get("ReferencingEntity", ""))
         lookup = body.get("Lookup") or {}
@@ -397,10 +402,61 @@ class Metadata:
         rel_id = attr.metadata_id
         return Response.empty(204, [("OData-EntityId", f"{self.api(req)}RelationshipDefinitions({rel_id})")])
 
+    def create_many_to_many(self, req: Request, body: dict) -> Response:
+        """``POST RelationshipDefinitions`` with ManyToManyRelationshipMetadata: an N:N and its intersect.
+
+        As the real service: both tables must exist, the SchemaName and the intersect table's name
+        carry the publisher prefix and are new. The sandbox's navigation property on both sides is the
+        relationship's SchemaName (what Dataverse uses when none is given); other names are refused."""
+        schema = str(body.get("SchemaName") or "")
+        name = schema.lower()
+        one = self.store.schema.entity(str(body.get("Entity1LogicalName") or ""))
+        two = self.store.schema.entity(str(body.get("Entity2LogicalName") or ""))
+        intersect = str(body.get("IntersectEntityName") or "").lower()
+        if one is None or two is None:
+            raise StoreError(400, "0x80048d19", "Entity1LogicalName and Entity2LogicalName must name existing"
+                             " tables.")
+        if "_" not in name or "_" not in intersect:
+            raise StoreError(400, "0x80044355", "The SchemaName and IntersectEntityName of a custom relationship"
+                             " must start with the publisher's customization prefix followed by '_'.")
+        many = self.store.schema.many_to_many
+        if name in many or any(i == intersect for _a, _b, i in many.values()) or intersect in self.store.schema.entities:
+            raise StoreError(400, "0x80047013", f"A relationship or table named {schema}/{intersect} already exists.")
+        for side in ("Entity1NavigationPropertyName", "Entity2NavigationPropertyName"):
+            nav = body.get(side)
+            if nav and nav != schema:
+                raise StoreError(400, "0x80048d19", f"The sandbox names the navigation properties of an N:N after"
+                                 f" its SchemaName: {side} must be {schema!r} or absent.")
+        self.store.add_many_to_many(schema, one.logical_name, two.logical_name, intersect)
+        rel_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "rel:" + name))
+        return Response.empty(204, [("OData-EntityId", f"{self.api(req)}RelationshipDefinitions({rel_id})")])
+
+    def insert_option_value(self, req: Request) -> Response:
+        """``InsertOptionValue`` (unbound action): a new option of a local choice column."""
+        body = req.json()
+        e = self.find(f"LogicalName='{body.get('EntityLogicalName', '')}'")
+        attr = e.attributes.get(str(body.get("AttributeLogicalName", "")).lower())
+        if attr is None or attr.type != "Picklist":
+            raise StoreError(400, "0x80048d19", f"{e.logical_name} has no choice column"
+                             f" {body.get('AttributeLogicalName')!r} (InsertStatusValue is for status reasons).")
+        value = body.get("Value")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StoreError(400, "0x80048d19", "InsertOptionValue needs an integer Value (the sandbox does not"
+                             " pick one).")
+        if value in attr.options:
+            raise StoreError(400, "0x80047012", f"An option with the value {value} already exists on"
+                             f" {e.logical_name}.{attr.logical_name}.")
+        text = _label_text(body.get("Label"), "")
+        if not text:
+            raise StoreError(400, "0x80048d19", "InsertOptionValue needs a Label.")
+        self.store.add_option(e.logical_name, attr.logical_name, value, text)
+        return Response.json(200, {"@odata.context": f"{self.api(req)}$metadata#Microsoft.Dynamics.CRM."
+                                   "InsertOptionValueResponse", "NewOptionValue": value})
+
     def relationships(self, req: Request) -> Response:
         items = [{"SchemaName": name, "@odata.type": f"#{NS}.ManyToManyRelationshipMetadata",
                   "Entity1LogicalName": a, "Entity2LogicalName": b, "IntersectEntityName": i}
-                 for name, (a, b, i) in MANY_TO_MANY.items()]
+                 for name, (a, b, i) in self.store.schema.many_to_many.items()]
         return Response.json(200, {"@odata.context": f"{self.api(req)}$metadata#RelationshipDefinitions",
                                    "value": _shape(items, req)})
 
@@ -420,7 +476,7 @@ class Metadata:
             for a in e.attributes.values():
                 for nav, target in a.navs.items():
                     out.append(f'<NavigationProperty Name="{escape(nav)}" Type="mscrm.{target}" />')
-            for rel, (one, two, _i) in MANY_TO_MANY.items():
+            for rel, (one, two, _i) in self.store.schema.many_to_many.items():
                 if e.logical_name in (one, two):
                     other = two if e.logical_name == one else one
                     out.append(f'<NavigationProperty Name="{rel}" Type="Collection(mscrm.{other})" />')

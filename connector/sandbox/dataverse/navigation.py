@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connector.sandbox.dataverse.http import Request, Response, not_found, parse_key, parse_segment
-from connector.sandbox.dataverse.schema import MANY_TO_MANY, ONE_TO_MANY, Entity
+from connector.sandbox.dataverse.schema import ONE_TO_MANY, Entity
 from connector.sandbox.dataverse.store import DataverseStore, StoreError, quote_ident as _q
 
 
@@ -11,8 +11,9 @@ def collection_base(store: DataverseStore, e: Entity, nav_name: str, rid: str
                     ) -> tuple[Entity, str, tuple, bool] | None:
     """For a collection navigation property: (other table, SQL restriction on ``t0``, params,
     forward direction); None when ``nav_name`` is not a collection of ``e``."""
-    if nav_name in MANY_TO_MANY:
-        one, two, _ = MANY_TO_MANY[nav_name]
+    many = store.schema.many_to_many
+    if nav_name in many:
+        one, two, _ = many[nav_name]
         if e.logical_name not in (one, two):
             return None
         forward = e.logical_name == one
@@ -46,12 +47,13 @@ class NavigationOps:
         rid = row[e.primary_id]
         nav_name, nav_key = parse_segment(nav)
         is_ref = bool(rest) and rest[0] == "$ref"
-        if nav_name in MANY_TO_MANY and e.logical_name not in MANY_TO_MANY[nav_name][:2]:
+        many = self.store.schema.many_to_many
+        if nav_name in many and e.logical_name not in many[nav_name][:2]:
             raise self.no_nav(e, nav_name)
         collection = collection_base(self.store, e, nav_name, rid)
         if collection is not None:
             other, base, params, forward = collection
-            if is_ref and nav_name in MANY_TO_MANY:
+            if is_ref and nav_name in many:
                 return self.ref_many(req, nav_name, forward, rid, other, nav_key)
             if req.method != "GET":
                 raise StoreError(405, "0x80060888", f"The HTTP method '{req.method}' is not allowed here.")
@@ -111,7 +113,7 @@ class NavigationOps:
         raise StoreError(405, "0x80060888", f"The HTTP method '{req.method}' is not allowed here.")
 
     def navigation_ids(self, req: Request, rel: str, forward: bool, rid: str, other: Entity) -> Response:
-        one = MANY_TO_MANY[rel][0]
+        one = self.store.schema.many_to_many[rel][0]
         if one == "list":
             col_from, col_to = ("listid", "entityid") if forward else ("entityid", "listid")
             ids = [r[0] for r in self.store.execute(f"SELECT {col_to} FROM e_listmember WHERE {col_from} = ?", (rid,))]

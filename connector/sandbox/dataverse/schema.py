@@ -289,7 +289,13 @@ ONE_TO_MANY = {
 }
 
 SENDREQUEST_STATUS = {100000000: "Pending", 100000001: "Processing", 100000002: "Sent",
-                      100000003: "Failed", 100000004: "Cancelled"}
+                      100000003: "Failed", 100000004: "Cancelled", 100000005: "Draft",
+                      100000006: "Preview requested", 100000007: "Previewed", 100000008: "Importing",
+                      100000009: "Scheduled"}
+
+SENDREQUEST_TARGETS = {"cesp_sendrequest_list": "list", "cesp_sendrequest_contact": "contact",
+                       "cesp_sendrequest_lead": "lead", "cesp_sendrequest_account": "account"}
+"""The send request's N:N target relationships (name = navigation property = intersect table)."""
 
 
 def connector_customizations() -> list[tuple[str, object]]:
@@ -311,6 +317,7 @@ def connector_customizations() -> list[tuple[str, object]]:
         Attribute("cesp_campaignid", "Lookup", None, ("campaign",), custom=True,
                   navs={"cesp_campaignid": "campaign"}),
         _a("cesp_emailkey", "String", 100, custom=True),
+        Attribute("cesp_emailid", "Lookup", None, ("cesp_email",), custom=True, navs={"cesp_emailid": "cesp_email"}),
         _a("cesp_sendclassificationkey", "String", 100, custom=True),
         _a("cesp_forcebatching", "Boolean", custom=True),
         _a("cesp_espjobid", "String", 100, custom=True),
@@ -324,7 +331,34 @@ def connector_customizations() -> list[tuple[str, object]]:
         sendrequest.add(attr)
     bounce = [_a("cesp_lastbounceon", "DateTime", custom=True), _a("cesp_lastbouncetype", "String", 20, custom=True),
               _a("cesp_lastbouncejob", "String", 100, custom=True)]
-    ops: list[tuple[str, object]] = [("entity", sendrequest)]
+    email = Entity("cesp_email", "cesp_emails", "cesp_emailid", "cesp_name", schema_name="cesp_Email", custom=True,
+                   object_type_code=10101, change_tracking=True)
+    for attr in [
+        _a("cesp_name", "String", 200, custom=True, required=True), _a("cesp_customerkey", "String", 100, custom=True),
+        _a("cesp_subject", "String", 400, custom=True), _a("cesp_folder", "String", 200, custom=True),
+        _a("cesp_espstatus", "String", 50, custom=True), _a("cesp_espaccount", "String", 100, custom=True),
+        _a("cesp_espemailid", "String", 20, custom=True), _a("cesp_lastrefreshedon", "DateTime", custom=True),
+        *_common(),
+    ]:
+        email.add(attr)
+    for attr in [_a("cesp_previewresolved", "Integer", custom=True), _a("cesp_previewwouldsend", "Integer", custom=True),
+                 _a("cesp_previewskippedbyreason", "Memo", 1048576, custom=True),
+                 _a("cesp_previewedon", "DateTime", custom=True)]:
+        sendrequest.add(attr)
+    sample = Entity("cesp_previewrecipient", "cesp_previewrecipients", "cesp_previewrecipientid", "cesp_name",
+                    schema_name="cesp_PreviewRecipient", custom=True, object_type_code=10102)
+    for attr in [
+        _a("cesp_name", "String", 200, custom=True, required=True),
+        Attribute("cesp_sendrequestid", "Lookup", None, ("cesp_sendrequest",), custom=True,
+                  navs={"cesp_sendrequestid": "cesp_sendrequest"}),
+        _a("cesp_recordtable", "String", 20, custom=True), _a("cesp_recordid", "String", 36, custom=True),
+        _a("cesp_subscriberkey", "String", 254, custom=True), _a("cesp_attributes", "Memo", 100000, custom=True),
+        *_common(),
+    ]:
+        sample.add(attr)
+    ops: list[tuple[str, object]] = [("entity", email), ("entity", sendrequest), ("entity", sample)]
+    ops.append(("key", ("cesp_email", Key("cesp_email_customerkey_key", ("cesp_customerkey",)))))
+    ops += [("many_to_many", (name, "cesp_sendrequest", other)) for name, other in SENDREQUEST_TARGETS.items()]
     for table in ("contact", "lead"):
         ops += [("attribute", (table, Attribute(**{**a.__dict__}))) for a in bounce]
     ops.append(("attribute", ("campaignresponse", _a("cesp_trackingkey", "String", 100, custom=True))))

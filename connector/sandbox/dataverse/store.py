@@ -69,6 +69,9 @@ class Schema:
     def __init__(self) -> None:
         self.entities: dict[str, Entity] = standard_entities()
         self.customizations: list[dict] = []
+        # N:N relationships: name -> (entity1, entity2, intersect); the standard ones and those
+        # created through POST RelationshipDefinitions (ManyToManyRelationshipMetadata)
+        self.many_to_many: dict[str, tuple[str, str, str]] = dict(MANY_TO_MANY)
 
     def entity(self, logical_name: str) -> Entity | None:
         return self.entities.get(logical_name)
@@ -291,6 +294,11 @@ class DataverseStore:
                 self._ensure_table(self.schema.entities[change["entity"]])
         elif kind == "change_tracking":
             self.schema.entities[change["entity"]].change_tracking = change["enabled"]
+        elif kind == "many_to_many":
+            self.schema.many_to_many[change["name"]] = (change["entity1"], change["entity2"], change["intersect"])
+        elif kind == "option":
+            attr = self.schema.entities[change["entity"]].attributes[change["attribute"]]
+            attr.options[int(change["value"])] = change["label"]
         if persist:
             self.schema.customizations.append(change)
             custom = json.loads(self._meta("customizations") or "[]")
@@ -312,6 +320,17 @@ class DataverseStore:
         with self.lock:
             self._apply({"kind": "key", "entity": entity,
                          "key": key.__dict__ | {"attributes": list(key.attributes)}})
+
+    def add_many_to_many(self, name: str, entity1: str, entity2: str, intersect: str) -> None:
+        with self.lock:
+            self._apply({"kind": "many_to_many", "name": name, "entity1": entity1, "entity2": entity2,
+                         "intersect": intersect})
+
+    def add_option(self, entity: str, attribute: str, value: int, label: str) -> None:
+        """A new option value of a choice column (InsertOptionValue)."""
+        with self.lock:
+            self._apply({"kind": "option", "entity": entity, "attribute": attribute, "value": int(value),
+                         "label": label})
 
     def entity_for_set(self, entity_set: str) -> Entity:
         e = self.schema.by_set(entity_set)
@@ -469,7 +488,7 @@ class DataverseStore:
 
     # -- associations -------------------------------------------------------------
     def associate(self, rel: str, id1: str, id2: str) -> None:
-        one, two, _ = MANY_TO_MANY[rel]
+        one, two, _ = self.schema.many_to_many[rel]
         id1, id2 = id1.lower(), id2.lower()
         with self.lock, self.transaction():
             if one == "list":
@@ -483,7 +502,7 @@ class DataverseStore:
                              (rel, id1, id2, self.next_version()))
 
     def disassociate(self, rel: str, id1: str, id2: str) -> bool:
-        one, _, _ = MANY_TO_MANY[rel]
+        one, _, _ = self.schema.many_to_many[rel]
         id1, id2 = id1.lower(), id2.lower()
         with self.lock, self.transaction():
             if one == "list":
