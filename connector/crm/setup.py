@@ -250,8 +250,8 @@ def customizations(prefix: str = "cesp") -> Customizations:
                  Column(table, f"{p}_LastBounceType", "String", "Last bounce type", 20),
                  Column(table, f"{p}_LastBounceJob", "String", "Last bounce job", 100)]
     cols.append(Column("campaignresponse", f"{p}_TrackingKey", "String", "Tracking key", 100))
-    keys = [AltKey("campaignresponse", f"{p}_trackingkey_key", (f"{p}_trackingkey",), "Tracking key"),
-            AltKey(e, f"{p}_email_customerkey_key", (f"{p}_customerkey",), "Customer key")]
+    keys = [AltKey(e, f"{p}_email_customerkey_key", (f"{p}_customerkey",), "Customer key"),
+            AltKey("campaignresponse", f"{p}_trackingkey_key", (f"{p}_trackingkey",), "Tracking key")]
     tables = [
         Table(f"{p}_Email", "ESP e-mail", "ESP e-mails", Column(e, f"{p}_Name", "String", "Name", 200,
                                                                   primary_name=True),

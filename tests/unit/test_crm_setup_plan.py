@@ -57,9 +57,9 @@ def test_plan_creates_everything_on_an_empty_org() -> None:
                        (100000003, "Failed"), (100000004, "Cancelled"), (100000005, "Draft"),
                        (100000006, "Preview requested"), (100000007, "Previewed"), (100000008, "Importing"),
                        (100000009, "Scheduled")]
-    assert posts[-2].url.endswith("EntityDefinitions(LogicalName='campaignresponse')/Keys")
-    assert json.loads(posts[-2].body)["KeyAttributes"] == ["cesp_trackingkey"]
-    assert json.loads(posts[-1].body)["KeyAttributes"] == ["cesp_customerkey"]
+    assert posts[-1].url.endswith("EntityDefinitions(LogicalName='campaignresponse')/Keys")
+    assert json.loads(posts[-1].body)["KeyAttributes"] == ["cesp_trackingkey"]
+    assert json.loads(posts[-2].body)["KeyAttributes"] == ["cesp_customerkey"]
 
 
 @responses.activate
