@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.unit.test_sandbox_esp_app import P, UPSERT, retrieve, texts, xml
 
 FIELDS = (
@@ -133,3 +135,19 @@ def test_rows_retrieve_by_name_in_brackets_with_filters_dates_and_pages(mcsb_cal
     assert texts(retrieve(mcsb_call, "DataExtensionObject", ["ContactId"]), "//p:OverallStatus")[0].startswith("Error")
     assert texts(retrieve(mcsb_call, "DataExtensionObject[nothing]", ["ContactId"]), "//p:OverallStatus")[0] == (
         "Error: The data extension 'nothing' does not exist.")
+
+
+def test_decimal_fields_keep_their_scale_and_filter_as_numbers(mcsb_call):
+    from connector.sandbox.marketing_cloud.dataext import DEFieldRec
+
+    store = mcsb_call.app.store
+    store.add_data_extension("prices", "Prices", [DEFieldRec("Sku", "Text", 20, is_primary_key=True, is_required=True),
+                                                  DEFieldRec("Price", "Decimal", scale=2)])
+    for sku, price in (("a", "1.25"), ("b", "10.5"), ("c", "2")):
+        store.edit_row("prices", {"Sku": sku, "Price": price})
+    with pytest.raises(ValueError, match="decimal places"):
+        store.edit_row("prices", {"Sku": "d", "Price": "1.255"})
+    flt = ('<Filter xsi:type="SimpleFilterPart"><Property>Price</Property><SimpleOperator>greaterThan'
+           "</SimpleOperator><Value>1.5</Value></Filter>")
+    root = retrieve(mcsb_call, "DataExtensionObject[Prices]", ["Sku"], flt)
+    assert sorted(texts(root, "//p:Results/p:Properties/p:Property/p:Value")) == ["b", "c"]

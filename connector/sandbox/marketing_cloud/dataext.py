@@ -328,8 +328,15 @@ class DataExtensionOps:
                               for f in rec.primary_key)]
 
     def de_rows(self, rec: DataExtensionRec) -> list[dict[str, Any]]:
+        """The rows (copies), for tests."""
+        return list(self.iter_de_rows(rec))
+
+    def iter_de_rows(self, rec: DataExtensionRec) -> Iterator[dict[str, Any]]:
+        """The rows, lazily from a snapshot of references (a Retrieve of a big DE copies one row at a time)."""
         with self.lock:
-            return [dict(row) for row in rec.rows.values()]
+            rows = list(rec.rows.values())
+        for row in rows:
+            yield dict(row)
 
 
 def _show(pk: tuple) -> str:

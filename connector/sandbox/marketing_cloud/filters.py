@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from connector.sandbox.marketing_cloud.soap import Obj, SoapFault, parse_date
@@ -29,6 +30,11 @@ class FilterError(ValueError):
 def _coerce(sample: Any, text: str) -> Any:
     if isinstance(sample, datetime):
         return parse_date(text)
+    if isinstance(sample, Decimal):  # a data extension's Decimal field
+        try:
+            return Decimal(text.strip())
+        except InvalidOperation:
+            raise ValueError(f"'{text}' is not a number") from None
     if isinstance(sample, bool):
         return text.strip().lower() in ("true", "1")
     if isinstance(sample, int):

@@ -100,7 +100,7 @@ class Retriever:
             return text if text.startswith("Error") else f"Error: {text}"
         head = '<Results xsi:type="DataExtensionObject">'
         return (f"{head}{render_fields('DataExtensionObject', row_object(rec, row, properties))}</Results>"
-                for row in self.store.de_rows(rec) if predicate(row))
+                for row in self.store.iter_de_rows(rec) if predicate(row))
 
     def _rows(self, obj_type: str, filter_part: Any, predicate: Callable[[dict], bool],
               properties: list[str]) -> Iterator[str]:
