@@ -19,9 +19,15 @@ enforces), so that no unit test passes on a call the real one would refuse:
 - a send needs an e-mail and a send classification the account has; an unknown e-mail key
   names ``[sends] default_email_key``;
 - tracking reads take timezone-aware datetimes only and return ``since < EventDate <= until``
-  in pages of at most 2,500.
+  in pages of at most 2,500;
+- subscriber sync: every write to a subscriber (upsert, ``update_subscribers``,
+  ``edit_subscriber``) moves its modified date (the fake's clock: now plus what ``advance``
+  added); ``iter_subscribers_modified_since`` pages ``since < modified <= until`` and refuses an
+  attribute the account lacks (``PeerSetupError``); ``update_subscribers`` never creates (12001),
+  refuses a malformed address (12000) and an unknown attribute (12004) per subscriber.
 
-Test-facing parts (not on ``EspClient``): ``add_subscriber``, ``add`` / ``generate_events``,
+Test-facing parts (not on ``EspClient``): ``add_subscriber``, ``edit_subscriber``, ``now``,
+``add`` / ``generate_events``,
 ``advance_past_delays``, ``advance``; what reached the ESP: ``lists``, ``members``,
 ``sends_for``, ``runs_for``, ``start_calls``, ``upsert_calls``, ``calls``, ``summary_calls``.
 Fault knobs: ``reject`` (addresses refused though well formed, as Marketing Cloud refuses
@@ -40,17 +46,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from connector.errors import PermanentPeerError
+from connector.errors import PeerSetupError, PermanentPeerError
 from connector.esp.base import EspClient
 from connector.models import (
     EspSend,
+    EspSubscriberState,
     EventType,
     ImportStatus,
     Subscriber,
     SubscriberStatus,
+    SubscriberUpdate,
     TrackingEvent,
     WriteResult,
 )
+from connector.sandbox.marketing_cloud.records import DEFAULT_ATTRIBUTES as SANDBOX_ATTRIBUTES
 from connector.sandbox.marketing_cloud.values import valid_email
 
 PAGE_MAX = 2500
@@ -107,6 +116,8 @@ class FakeEsp(EspClient):
         self.members: dict[str, dict[str, Subscriber]] = {}  # list id -> subscriber key -> subscriber
         self.subscribers: dict[str, Subscriber] = {}
         self.statuses: dict[str, SubscriberStatus] = {}
+        self.modified: dict[str, datetime] = {}  # subscriber key -> the ESP's modified date
+        self.clock_offset = timedelta()
         self.import_definitions: dict[str, tuple[str, str]] = {}  # key -> (file, list id)
         self.import_runs: dict[str, list[FakeImportRun]] = {}
         self.send_definitions: dict[str, str] = {}  # key -> list id
@@ -124,11 +135,30 @@ class FakeEsp(EspClient):
 
     # -- test-facing ---------------------------------------------------------------------------
 
-    def add_subscriber(self, key: str, email: str, status: str = "Active") -> None:
+    def now(self) -> datetime:
+        """The fake's clock (aware UTC): the wall clock plus what ``advance`` added."""
+        return datetime.now(UTC) + self.clock_offset
+
+    def add_subscriber(self, key: str, email: str, status: str = "Active",
+                       attributes: dict[str, str] | None = None) -> None:
         """Seed a subscriber the account already has (as the sandbox's ``store.add_subscriber``)."""
         with self._lock:
-            self.subscribers[key] = Subscriber(key, email)
+            self.subscribers[key] = Subscriber(key, email, dict(attributes or {}))
             self.statuses[key] = SubscriberStatus(status)
+            self.modified[key] = self.now()
+
+    def edit_subscriber(self, key: str, *, attributes: dict[str, str] | None = None, email: str | None = None,
+                        status: str | None = None, when: datetime | None = None) -> EspSubscriberState:
+        """Change a subscriber as a marketer at the ESP would (as the sandbox's ``store.edit_subscriber``)."""
+        with self._lock:
+            sub = self.subscribers[key]
+            names = self._spelled(attributes or {})
+            if status is not None:
+                self.statuses[key] = SubscriberStatus(status)
+            merged = {**sub.attributes, **{names[k]: v for k, v in (attributes or {}).items()}}
+            self.subscribers[key] = replace(sub, email=sub.email if email is None else email, attributes=merged)
+            self.modified[key] = when or self.now()
+            return self._state(key, tuple(merged))
 
     def add(self, *events: TrackingEvent) -> None:
         """Tracking events the ESP shows (each one as the account recorded it)."""
@@ -165,7 +195,9 @@ class FakeEsp(EspClient):
             for send in self.sends.values():
                 send.visible = True
 
-    def advance(self, hours: float) -> None:  # noqa: ARG002 - every delay here is shorter than an hour
+    def advance(self, hours: float) -> None:
+        """Every delay here is shorter than an hour: all of them end; the clock moves on."""
+        self.clock_offset += timedelta(hours=hours)
         self.advance_past_delays()
 
     def wait_idle(self, timeout: float = 0.0) -> bool:  # noqa: ARG002 - nothing runs in the background
@@ -227,6 +259,7 @@ class FakeEsp(EspClient):
                 key = sub.subscriber_key or sub.email
                 self.subscribers[key] = sub if sub.email else replace(sub, email=self.subscribers[key].email)
                 self.statuses.setdefault(key, SubscriberStatus.ACTIVE)
+                self.modified[key] = self.now()
                 members[key] = self.subscribers[key]
                 out.append(WriteResult(sub.subscriber_key, True))
         return out
@@ -237,6 +270,62 @@ class FakeEsp(EspClient):
 
     def profile_attributes(self) -> frozenset[str]:
         return self.attributes
+
+    # -- subscriber sync -----------------------------------------------------------------------
+
+    def _spelled(self, names: Sequence[str] | dict[str, str]) -> dict[str, str]:
+        """Asked name -> the account's spelling (names compare without case); KeyError when unknown."""
+        have = {a.casefold(): a for a in self.attributes}
+        missing = [n for n in names if n.casefold() not in have]
+        if missing:
+            raise KeyError(", ".join(map(repr, missing)))
+        return {n: have[n.casefold()] for n in names}
+
+    def _state(self, key: str, attributes: Sequence[str]) -> EspSubscriberState:
+        sub = self.subscribers[key]
+        folded = {k.casefold(): v for k, v in sub.attributes.items()}
+        return EspSubscriberState(key, sub.email, self.statuses.get(key, SubscriberStatus.ACTIVE),
+                                  {a: folded.get(a.casefold(), "") for a in attributes}, self.modified[key])
+
+    def iter_subscribers_modified_since(self, since: datetime, attributes: Sequence[str],
+                                        until: datetime | None = None) -> Iterator[list[EspSubscriberState]]:
+        for value in (since, until):
+            if value is not None and value.utcoffset() is None:
+                raise ValueError(f"naive datetime {value!r}: the ESP adapter takes timezone-aware datetimes only")
+        try:
+            self._spelled(attributes)
+        except KeyError as exc:
+            raise PeerSetupError(f"Marketing Cloud account has no subscriber attribute(s) {exc.args[0]}",
+                                 peer="esp", operation="Describe") from None
+        with self._lock:
+            keys = sorted((k for k, when in self.modified.items() if k in self.subscribers and when > since
+                           and (until is None or when <= until)), key=lambda k: self.modified[k])
+            states = [self._state(k, attributes) for k in keys]
+        for start in range(0, len(states), self.page_size):
+            yield states[start:start + self.page_size]
+
+    def update_subscribers(self, updates: Sequence[SubscriberUpdate]) -> list[WriteResult]:
+        out = []
+        with self._lock:
+            for update in updates:
+                key = update.subscriber_key
+                if key not in self.subscribers:
+                    out.append(WriteResult(key, False, f"Subscriber with SubscriberKey '{key}' was not found.",
+                                           "12001"))
+                    continue
+                candidate = Subscriber(key, update.email or self.subscribers[key].email, dict(update.attributes))
+                problem = self._write_problem(candidate)
+                if problem is None and any(update.attributes.get(n, "") and not _fits(n, v)
+                                           for n, v in update.attributes.items()):
+                    bad = next(n for n, v in update.attributes.items() if v and not _fits(n, v))
+                    problem = f"InvalidDPV: '{update.attributes[bad]}' is not a valid value for '{bad}'.", "12004"
+                if problem:
+                    out.append(WriteResult(key, False, *problem))
+                    continue
+                self.edit_subscriber(key, attributes=dict(update.attributes), email=update.email,
+                                     status=None if update.status is None else SubscriberStatus(update.status).value)
+                out.append(WriteResult(key, True))
+        return out
 
     # -- imports -------------------------------------------------------------------------------
 
@@ -380,3 +469,13 @@ class FakeEsp(EspClient):
             random.Random(7).shuffle(hits)
         for start in range(0, len(hits), self.page_size):
             yield hits[start:start + self.page_size]
+
+
+
+_TYPED = {a.name.casefold(): a for a in SANDBOX_ATTRIBUTES}
+
+
+def _fits(name: str, value: str) -> bool:
+    """Whether a value fits its attribute's type, as the account's catalogue types it (the sandbox's)."""
+    attr = _TYPED.get(name.casefold())
+    return attr is None or attr.accepts(value)

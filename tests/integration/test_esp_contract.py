@@ -96,6 +96,25 @@ class EspPeer:
         self.account.wait_idle(10)
         self.account.advance(hours=hours)
 
+    def now(self) -> datetime:
+        """The account's clock (aware UTC)."""
+        return self.sandbox.now() if self.sandbox is not None else self.account.now()
+
+    def seed(self, key: str, email: str, attributes: dict[str, str] | None = None) -> None:
+        (self.sandbox or self.account).add_subscriber(key, email, attributes=attributes)
+
+    def edit(self, key: str, **changes):  # noqa: ANN003, ANN201 - a marketer's edit at the ESP
+        return (self.sandbox or self.account).edit_subscriber(key, **changes)
+
+    def state(self, key: str) -> tuple | None:
+        """(email, attributes, status, modified) of a subscriber as the account holds it."""
+        if self.sandbox is not None:
+            rec = self.sandbox.subscriber(key)
+            return None if rec is None else (rec.email, rec.attributes, rec.status, rec.modified)
+        sub = self.account.subscribers.get(key)
+        return None if sub is None else (sub.email, dict(sub.attributes), self.account.statuses[key].value,
+                                         self.account.modified[key])
+
     def runs_for(self, customer_key: str) -> int:
         return len((self.sandbox or self.account).runs_for(customer_key))
 
@@ -539,17 +558,17 @@ def test_a_slow_reply_times_out_and_a_read_is_retried(mc, mc_ca, tmp_path: Path)
 
 # -- subscriber sync ------------------------------------------------------------------------
 #
-# Optional capabilities of EspClient: a double without them is skipped, not failed. Seeding and
-# editing "at the ESP" go through the sandbox's store (``mc``).
+# Optional capabilities of EspClient: a peer without them is skipped, not failed. Edits "at the
+# ESP" (a marketer, a journey) go through the peer's account (``EspPeer.edit``).
 
 
-def _offers(peer, method: str):  # noqa: ANN001, ANN202
-    """(client, account) when the peer's client implements ``method``; else skip."""
+def _offers(peer, method: str, *, sandbox: bool = False):  # noqa: ANN001, ANN202
+    """The peer's client when it implements ``method`` (and is the sandbox, if asked); else skip."""
     if getattr(type(peer.client), method) is getattr(EspClient, method):
         pytest.skip(f"{type(peer.client).__name__} does not offer {method}")
-    if peer.sandbox is None:
-        pytest.skip("editing the account as a marketer would needs the sandbox's store")
-    return peer.client, peer.account
+    if sandbox and peer.sandbox is None:
+        pytest.skip("needs the sandbox's store")
+    return peer.client
 
 
 def _changed(esp, since, attributes=("First Name",), until=None) -> list:  # noqa: ANN001
@@ -557,14 +576,15 @@ def _changed(esp, since, attributes=("First Name",), until=None) -> list:  # noq
 
 
 def test_subscribers_modified_since_finds_attribute_status_and_email_changes(peer) -> None:
-    esp, mc = _offers(peer, "iter_subscribers_modified_since")
+    esp = _offers(peer, "iter_subscribers_modified_since")
     list_id = esp.ensure_list("cesp-sync", "sync")
     esp.upsert_subscribers(_subs(4, "sy"), list_id)
-    since = mc.store.now()
-    mc.advance(hours=0.01)
-    mc.store.edit_subscriber("sy-0001", attributes={"first name": "Bea"})  # names compare without case
-    mc.store.edit_subscriber("sy-0002", status="Unsubscribed")
-    held = mc.store.edit_subscriber("sy-0003", email="new3@example.com", status="Held")
+    since = peer.now()
+    peer.advance(0.01)
+    peer.edit("sy-0001", attributes={"first name": "Bea"})  # names compare without case
+    peer.edit("sy-0002", status="Unsubscribed")
+    peer.edit("sy-0003", email="new3@example.com", status="Held")
+    held = peer.state("sy-0003")[3]
     pages = _changed(esp, since, ("First Name", "Last Name"))
     changed = {s.subscriber_key: s for page in pages for s in page}
     assert sorted(changed) == ["sy-0001", "sy-0002", "sy-0003"]
@@ -572,43 +592,43 @@ def test_subscribers_modified_since_finds_attribute_status_and_email_changes(pee
     assert changed["sy-0001"].status is SubscriberStatus.ACTIVE and changed["sy-0001"].email == "sy1@example.com"
     assert changed["sy-0002"].status is SubscriberStatus.UNSUBSCRIBED
     assert changed["sy-0003"].status is SubscriberStatus.HELD and changed["sy-0003"].email == "new3@example.com"
-    assert abs(changed["sy-0003"].modified - held.modified) < timedelta(milliseconds=1)
+    assert abs(changed["sy-0003"].modified - held) < timedelta(milliseconds=1)
     assert changed["sy-0003"].modified.tzinfo is not None and changed["sy-0003"].modified > since
     # nothing changed after the last edit: an empty answer, not an error
-    assert [s for page in _changed(esp, held.modified) for s in page] == []
+    assert [s for page in _changed(esp, held) for s in page] == []
     # until bounds the window
-    later = mc.store.now()
-    mc.advance(hours=0.01)
-    mc.store.edit_subscriber("sy-0000", attributes={"Last Name": "Late"})
+    later = peer.now()
+    peer.advance(0.01)
+    peer.edit("sy-0000", attributes={"Last Name": "Late"})
     window = [s.subscriber_key for page in _changed(esp, since, until=later) for s in page]
     assert sorted(window) == ["sy-0001", "sy-0002", "sy-0003"]
 
 
 def test_bounced_and_deleted_statuses_come_and_a_subscriber_deleted_at_the_esp_is_gone(peer) -> None:
-    esp, mc = _offers(peer, "iter_subscribers_modified_since")
+    esp = _offers(peer, "iter_subscribers_modified_since", sandbox=True)
     from connector.sandbox.marketing_cloud.soap import Obj
 
     for i in range(3):
-        mc.store.add_subscriber(f"st-{i}", f"st{i}@example.com")
-    since = mc.store.now()
-    mc.advance(hours=0.01)
-    mc.store.edit_subscriber("st-0", status="Bounced")
-    mc.store.edit_subscriber("st-1", status="Deleted")
-    mc.store.edit_subscriber("st-2", attributes={"City": "Wels"})
-    assert mc.store.delete_subscriber(Obj("Subscriber", {"SubscriberKey": ["st-2"]}))["StatusCode"] == "OK"
+        peer.seed(f"st-{i}", f"st{i}@example.com")
+    since = peer.now()
+    peer.advance(0.01)
+    peer.edit("st-0", status="Bounced")
+    peer.edit("st-1", status="Deleted")
+    peer.edit("st-2", attributes={"City": "Wels"})
+    assert peer.sandbox.delete_subscriber(Obj("Subscriber", {"SubscriberKey": ["st-2"]}))["StatusCode"] == "OK"
     changed = {s.subscriber_key: s.status for page in _changed(esp, since) for s in page}
     assert changed == {"st-0": SubscriberStatus.BOUNCED, "st-1": SubscriberStatus.DELETED}
     assert esp.subscriber_statuses(["st-2"]) == {}  # a full run finds deletions by absence
 
 
 def test_subscribers_modified_since_pages_through_more_than_2500(peer) -> None:
-    esp, mc = _offers(peer, "iter_subscribers_modified_since")
+    esp = _offers(peer, "iter_subscribers_modified_since")
     for i in range(2600):
-        mc.store.add_subscriber(f"bulk-{i:05d}", f"b{i}@example.com", attributes={"City": "Graz"})
-    since = mc.store.now()
-    mc.advance(hours=0.01)
+        peer.seed(f"bulk-{i:05d}", f"b{i}@example.com", attributes={"City": "Graz"})
+    since = peer.now()
+    peer.advance(0.01)
     for i in range(2600):
-        mc.store.edit_subscriber(f"bulk-{i:05d}", attributes={"City": "Wien"})
+        peer.edit(f"bulk-{i:05d}", attributes={"City": "Wien"})
     pages = _changed(esp, since, ("City",))
     assert [len(p) for p in pages] == [2500, 100]
     keys = [s.subscriber_key for p in pages for s in p]
@@ -616,17 +636,17 @@ def test_subscribers_modified_since_pages_through_more_than_2500(peer) -> None:
 
 
 def test_subscribers_modified_since_names_an_attribute_the_account_lacks(peer) -> None:
-    esp, mc = _offers(peer, "iter_subscribers_modified_since")
+    esp = _offers(peer, "iter_subscribers_modified_since")
     with pytest.raises(PeerSetupError, match="'Shoe Size'"):
-        _changed(esp, mc.store.now(), ("First Name", "Shoe Size"))
+        _changed(esp, peer.now(), ("First Name", "Shoe Size"))
 
 
 def test_update_subscribers_reports_each_subscriber_and_moves_its_modified_date(peer) -> None:
-    esp, mc = _offers(peer, "update_subscribers")
+    esp = _offers(peer, "update_subscribers")
     list_id = esp.ensure_list("cesp-sync-upd", "sync")
     esp.upsert_subscribers(_subs(3, "up"), list_id)
-    before = mc.store.subscriber("up-0000").modified
-    mc.advance(hours=0.01)
+    before = peer.state("up-0000")[3]
+    peer.advance(0.01)
     updates = [
         SubscriberUpdate("up-0000", {"First Name": "Cleo", "Country": "Austria"}),
         SubscriberUpdate("nobody-here", {"First Name": "X"}),
@@ -639,13 +659,12 @@ def test_update_subscribers_reports_each_subscriber_and_moves_its_modified_date(
     assert [r.ok for r in results] == [True, False, False, True, False]
     assert results[1].code == "12001" and "nobody-here" in results[1].message
     assert results[2].code == "12000" and "not-an-address" in results[2].message
-    assert "Birthday" in results[4].message
-    rec = mc.store.subscriber("up-0000")
-    assert rec.attributes["First Name"] == "Cleo" and rec.attributes["Country"] == "Austria"
-    assert rec.modified > before
-    assert mc.store.subscriber("up-0002").status == "Unsubscribed"
-    assert mc.store.subscriber("up-0001").email == "up1@example.com"
-    assert mc.store.subscriber("nobody-here") is None  # an update never creates
+    assert results[4].code == "12004" and "Birthday" in results[4].message
+    email, attributes, _status, modified = peer.state("up-0000")
+    assert attributes["First Name"] == "Cleo" and attributes["Country"] == "Austria" and modified > before
+    assert peer.state("up-0002")[2] == "Unsubscribed"
+    assert peer.state("up-0001")[0] == "up1@example.com"
+    assert peer.state("nobody-here") is None  # an update never creates
     assert all(r.ok for r in esp.update_subscribers(updates[:1]))  # safe to repeat
 
 
@@ -662,7 +681,7 @@ def _members_de(mc) -> None:  # noqa: ANN001
 
 
 def test_data_extension_definition_with_fields_key_and_sendable_relationship(peer) -> None:
-    esp, mc = _offers(peer, "data_extension")
+    esp, mc = _offers(peer, "data_extension", sandbox=True), peer.account
     _members_de(mc)
     info = esp.data_extension("cesp-members")
     assert info.name == "Members" and info.primary_key == ("ContactId",)
@@ -674,7 +693,7 @@ def test_data_extension_definition_with_fields_key_and_sendable_relationship(pee
 
 
 def test_data_extension_rows_upsert_read_by_date_and_delete(peer) -> None:
-    esp, mc = _offers(peer, "iter_data_extension_rows")
+    esp, mc = _offers(peer, "iter_data_extension_rows", sandbox=True), peer.account
     _members_de(mc)
     rows = [{"ContactId": f"c{i}", "Email": f"m{i}@example.com", "Points": str(i),
              "ChangedOn": "2026-03-01T12:00:00Z"} for i in range(3)]
@@ -703,7 +722,7 @@ def test_data_extension_rows_upsert_read_by_date_and_delete(peer) -> None:
 
 
 def test_data_extension_rows_page_through_more_than_2500(peer) -> None:
-    esp, mc = _offers(peer, "iter_data_extension_rows")
+    esp, mc = _offers(peer, "iter_data_extension_rows", sandbox=True), peer.account
     _members_de(mc)
     for i in range(2700):
         mc.store.edit_row("cesp-members", {"ContactId": f"p{i:05d}", "Points": str(i)})
