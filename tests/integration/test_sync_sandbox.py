@@ -180,3 +180,49 @@ def test_sync_and_changes_commands(org: Org, tmp_path: Path, capsys) -> None:
     assert [(r["field"], r["old_value"], r["new_value"], r["direction"]) for r in lines] == [
         ("First Name", "Anna", "Cli", "to_esp")]
     assert main(["sync", "-c", ini, "--table", "lead"]) == 3  # no [sync.lead] section
+
+
+def test_an_expired_delta_link_resyncs_the_table(org: Org) -> None:
+    assert org.run(full=True).ok
+    link = org.state.get_meta("sync:delta:contact")
+    org.state.set_meta("sync:delta:contact", link.split("$deltatoken=")[0] + "$deltatoken=1!01/01/2001 00:00:00")
+    org.crm.patch("contacts", org.ids[0], {"firstname": "After"})
+    outcome = org.run()
+    assert outcome.ok and outcome.details["resyncs"] == 1 and outcome.details["to_esp"] == 1, outcome.details
+    assert org.subscriber(0).attributes["First Name"] == "After"
+    assert org.state.get_meta("sync:delta:contact") != link
+
+
+def test_option_labels_and_addresses_both_ways(sandbox, tmp_path) -> None:
+    org = Org(sandbox, tmp_path, extra="gendercode = Gender | both | optionset\n"
+                                       "emailaddress1 = Email Address | both | lower\n")
+    try:
+        org.crm.patch("contacts", org.ids[0], {"gendercode": 2})
+        assert org.run(full=True).ok
+        assert org.subscriber(0).attributes["Gender"] == "Female"
+        org.esp.edit_subscriber(org.ids[0], attributes={"Gender": "male"})
+        org.esp.edit_subscriber(org.ids[1], attributes={"Gender": "Unknown"}, email="New.Address@Example.com")
+        org.esp.edit_subscriber(org.ids[2], email="not an address")
+        outcome = org.run()
+        assert org.contact(0)["gendercode"] == 1
+        assert org.contact(1)["emailaddress1"] == "New.Address@Example.com" and org.contact(1)["gendercode"] is None
+        assert org.contact(2)["emailaddress1"] == "p2@example.com"
+        skipped = {c.record_id: c.source for c in org.state.iter_changes_logged() if c.direction == "skipped"}
+        assert "option label 'Unknown'" in skipped[org.ids[1]]
+        assert "not a valid e-mail address" in skipped[org.ids[2]]
+        assert outcome.details["skipped"] == 2, outcome.details
+    finally:
+        org.close()
+
+
+def test_test_mode_in_the_config_writes_nothing(sandbox, tmp_path) -> None:
+    org = Org(sandbox, tmp_path, test_mode="true", report_folder=str(tmp_path / "reports"))
+    try:
+        org.crm.patch("contacts", org.ids[0], {"firstname": "Simulated"})
+        outcome = org.run()
+        assert outcome.ok and "test mode, nothing written" in outcome.message
+        assert org.subscriber(0).attributes["First Name"] == "Anna" and org.state.shadow_count() == 0
+        [report] = (tmp_path / "reports").iterdir()
+        assert "Simulated" in report.read_text(encoding="utf-8")
+    finally:
+        org.close()

@@ -49,3 +49,12 @@ def test_every_bad_line_is_reported_with_its_line(tmp_path: Path) -> None:
     assert "already synced with firstname (line 7)" in found[("sync.contact", "emailaddress1", 11)]
     assert "no CRM table 'opportunity'" in found[("sync.opportunity", "", 12)]
     assert "keyed by the CRM record id" in found[("sends", "subscriber_key", 15)]
+
+
+def test_the_sync_step_is_scheduled_only_with_rules(tmp_path: Path) -> None:
+    from connector.service import configured_steps, step_intervals, step_workers
+
+    with_rules = load_config(write(tmp_path, GOOD), env={})
+    assert "sync" in configured_steps(with_rules)
+    assert step_intervals(with_rules)["sync"] == 15 * 60.0 and step_workers(with_rules)["sync"] == 1
+    assert "sync" not in configured_steps(load_config(write(tmp_path, "[sync]\npoll_minutes = 5\n"), env={}))
