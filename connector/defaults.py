@@ -98,3 +98,13 @@ SYNC_CHANGE_LOG_KEEP_DAYS = 365
 """Change-log rows older than this are deleted by the sync step."""
 SYNC_HELD_COLUMN = "donotbulkemail"
 """CRM Boolean column set true when the ESP holds or deletes the subscriber of a synced record."""
+
+EMAIL_REFRESH_MINUTES = 60.0
+"""How often the connector copies the ESP's e-mail catalogue into CRM's e-mail picker (0 = never)."""
+
+PREVIEW_MAX_CHANGE = 0.1
+"""Largest share by which a previewed request's audience may have changed when it is set Pending;
+beyond it the send is held with the reason (0 = any change holds it)."""
+
+PREVIEW_SAMPLE = 20
+"""Recipients written to CRM as a preview's sample (cesp_previewrecipient rows)."""

@@ -229,6 +229,18 @@ class ImportStatus:
 
 
 @dataclass(frozen=True)
+class EspEmail:
+    """An e-mail (content) of the ESP's catalogue, as the e-mail picker in CRM shows it."""
+
+    customer_key: str
+    name: str
+    esp_id: str = ""
+    subject: str = ""
+    folder: str = ""
+    status: str = ""
+
+
+@dataclass(frozen=True)
 class EspSend:
     """A send started at the ESP."""
 

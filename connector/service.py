@@ -6,8 +6,10 @@
     ├─ executor "sends"    1 thread -> pool of [sends] workers     every [sends] poll_minutes
     ├─ executor "imports"  1 thread -> pool of [imports] workers   every [imports] poll_seconds
     ├─ executor "tracking" 1 thread -> pool of [tracking] workers  every [tracking] poll_minutes
-    └─ executor "sync"     1 thread -> pool of [sync] workers      every [sync] poll_minutes
-                                       (only with [sync.<table>] rules)
+    ├─ executor "sync"     1 thread -> pool of [sync] workers      every [sync] poll_minutes
+    │                                  (only with [sync.<table>] rules)
+    └─ executor "emails"   1 thread                                every [emails] refresh_minutes
+                                       (the ESP's e-mail catalogue into CRM's e-mail picker; 0 = off)
 
 A step run works on its items (send requests, importing sends, tracking streams) in
 its own process-lifetime pool of ``[<step>] workers`` threads (``connector.steps.workers``).
@@ -64,6 +66,7 @@ STEP_FUNCTIONS = {
     "imports": "connector.steps.send:run_imports",
     "tracking": "connector.steps.tracking:run_tracking",
     "sync": "connector.sync.engine:run_sync",
+    "emails": "connector.steps.emails:run_email_refresh",
 }
 
 
@@ -78,18 +81,21 @@ def step_intervals(config: Any) -> dict[str, float]:
         "imports": float(config.imports.poll_seconds),
         "tracking": config.tracking.poll_minutes * 60.0,
         "sync": config.sync.poll_minutes * 60.0,
+        "emails": config.emails.refresh_minutes * 60.0,
     }
 
 
 def step_workers(config: Any) -> dict[str, int]:
     return {"sends": config.sends.workers, "imports": config.imports.workers, "tracking": config.tracking.workers,
-            "sync": config.sync.workers}
+            "sync": config.sync.workers, "emails": 1}
 
 
 def configured_steps(config: Any) -> dict[str, str]:
-    """The steps this config runs: ``sync`` only when a ``[sync.<table>]`` section has rules."""
+    """The steps this config runs: ``sync`` only when a ``[sync.<table>]`` section has rules, ``emails``
+    unless ``[emails] refresh_minutes`` is 0."""
     return {name: target for name, target in STEP_FUNCTIONS.items()
-            if name != "sync" or any(getattr(config, "sync_rules", {}).values())}
+            if (name != "sync" or any(getattr(config, "sync_rules", {}).values()))
+            and (name != "emails" or config.emails.refresh_minutes > 0)}
 
 
 def load_step(target: str) -> StepFunc:

@@ -86,12 +86,19 @@ class SendsSettings(Section):
     soap_chunk_size: int = Field(d.SOAP_CHUNK_SIZE, ge=1, le=50)
     invalid_targets: Literal["fail", "skip"] = d.INVALID_TARGETS
     time_slice_seconds: float = Field(d.SEND_TIME_SLICE_SECONDS, ge=0, le=86_400)
+    preview_max_change: float = Field(d.PREVIEW_MAX_CHANGE, ge=0, le=1)
+    preview_sample: int = Field(d.PREVIEW_SAMPLE, ge=0, le=500)
 
 
 class ImportsSettings(Section):
     poll_seconds: float = Field(d.IMPORT_POLL_SECONDS, gt=0, le=3600)
     workers: int = Field(d.IMPORT_WORKERS, ge=1, le=64)
     timeout_minutes: float = Field(d.IMPORT_TIMEOUT_MINUTES, gt=0, le=10_080)
+
+
+class EmailsSettings(Section):
+    refresh_minutes: float = Field(d.EMAIL_REFRESH_MINUTES, ge=0, le=10_080,
+                                   description="How often CRM's e-mail picker is refreshed from the ESP; 0 = never")
 
 
 class TrackingSettings(Section):
@@ -204,6 +211,7 @@ class Config(Section):
     staging: StagingSettings = StagingSettings()
     sends: SendsSettings = SendsSettings()
     imports: ImportsSettings = ImportsSettings()
+    emails: EmailsSettings = EmailsSettings()
     tracking: TrackingSettings = TrackingSettings()
     batching: BatchingSettings = BatchingSettings()
     timeouts: TimeoutSettings = TimeoutSettings()

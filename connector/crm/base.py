@@ -11,8 +11,11 @@ import abc
 from datetime import datetime
 from typing import Iterable, Iterator, Mapping, Sequence
 
+from connector.crm.emails import EmailRefresh
 from connector.errors import NotFoundError
 from connector.models import (
+    EspEmail,
+    SendStatus,
     BounceUpdate,
     CampaignResponse,
     ColumnInfo,
@@ -101,6 +104,15 @@ class CrmClient(abc.ABC):
 
         Used by tracking to turn a subscriber key (the CRM record id) into a record.
         """
+
+    def refresh_email_catalogue(self, emails: Iterable[EspEmail], account: str, now: datetime) -> EmailRefresh:
+        """Upsert the ESP's e-mails into the e-mail picker's table by customer key; rows of e-mails the
+        ESP no longer has are marked deleted. A CRM without the table raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} has no e-mail picker table")
+
+    def requests_in_status(self, status: SendStatus, limit: int = 50) -> list[SendRequest]:
+        """Send requests in ``status`` (e.g. Preview requested), oldest first, with all their targets."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list requests by status")
 
     @abc.abstractmethod
     def create_campaign_responses(self, responses: Sequence[CampaignResponse]) -> list[WriteResult]:

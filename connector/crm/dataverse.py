@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import structlog
 
 from connector.crm.auth import MsalTokenProvider, ntlm_auth
 from connector.crm.base import CrmClient
 from connector.crm.batch import MAX_BATCH
+from connector.crm.emails import EmailCatalogue, EmailRefresh
 from connector.crm.columns import read_columns
 from connector.crm.odata import Call, ODataHttp, set_error_details
 from connector.crm.pacing import pace_for
@@ -25,6 +27,7 @@ from connector.crm.records import ENTITY_SETS, SendRequestColumns, primary_id
 from connector.crm.writes import CrmWriter
 from connector.errors import ConfigError, DeltaTokenExpired, NotFoundError, PermanentPeerError, TransientPeerError
 from connector.models import (
+    EspEmail,
     BounceUpdate,
     CampaignResponse,
     ColumnInfo,
@@ -63,6 +66,7 @@ class DataverseCrmClient(CrmClient):
         self.cols = SendRequestColumns(prefix)
         self.reader = RecipientReader(http, self.page_size)
         self.writer = CrmWriter(http, prefix, self.batch_size)
+        self.emails = EmailCatalogue(http, self.writer, prefix)
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -284,6 +288,9 @@ class DataverseCrmClient(CrmClient):
         return found
 
     # -- writes ---------------------------------------------------------------------
+    def refresh_email_catalogue(self, emails: Iterable[EspEmail], account: str, now: datetime) -> EmailRefresh:
+        return self.emails.refresh(emails, account, now)
+
     def create_campaign_responses(self, responses: Sequence[CampaignResponse]) -> list[WriteResult]:
         return self.writer.create_campaign_responses(responses)
 

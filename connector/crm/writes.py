@@ -135,6 +135,10 @@ class CrmWriter:
         results = {r.key: r for r in self._run_batches(ops, "update synced columns", CrmTable(table).value)}
         return [results[record_id] for record_id, _ in updates]
 
+    def run_ops(self, ops: Sequence[tuple[str, BatchOp, bool]], operation: str, table: str) -> list[WriteResult]:
+        """Other modules' writes (``(key, op, primary)``) in $batch chunks; one result per primary op."""
+        return self._run_batches(ops, operation, table)
+
     def _run_batches(self, ops: Sequence[tuple[str, BatchOp, bool]], operation: str, table: str,
                      *, exists_ok: bool = False) -> list[WriteResult]:
         """Run ops in $batch chunks, several at once; one WriteResult per primary op, in order."""

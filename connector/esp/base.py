@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Iterator, Mapping, Sequence
 
 from connector.models import (
+    EspEmail,
     DataExtensionInfo,
     EspSend,
     EspSubscriberState,
@@ -75,6 +76,12 @@ class EspClient(abc.ABC):
         Asked before a send request is claimed, so that an unknown e-mail key fails the request
         before any subscriber is written, and a credential or TLS problem holds it while Pending.
         """
+
+    def iter_emails(self) -> Iterator[EspEmail]:
+        """Every e-mail of the account's catalogue (name, key, subject, folder, status), page by page;
+        the e-mail picker in CRM is kept in step with it. An ESP without a catalogue raises
+        NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} has no e-mail catalogue")
 
     @abc.abstractmethod
     def find_send(self, customer_key: str) -> EspSend | None:

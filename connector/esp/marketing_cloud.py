@@ -29,6 +29,7 @@ from connector.esp.soap import SoapCaller
 from connector.esp.soap_auth import OAuthAuth, SoapAuth, WsseAuth
 from connector.esp.wsdl import load_client, wsdl_address
 from connector.models import (
+    EspEmail,
     EspSend,
     EventType,
     ImportStatus,
@@ -39,6 +40,10 @@ from connector.models import (
 )
 
 log = structlog.get_logger(__name__)
+
+_EMAIL_PROPERTIES = ("ID", "CustomerKey", "Name", "Subject", "Folder", "Status")
+"""What the e-mail picker shows of an Email (retrievable in the WSDL's Email; Folder's answer is the
+folder's name in the sandbox, unverified against a live account)."""
 
 FTP_LOCATION_KEY = "ExactTarget Enhanced FTP"
 """Customer key of the Enhanced FTP file location every Marketing Cloud account has."""
@@ -263,6 +268,14 @@ class MarketingCloudEspClient(SubscriberSyncOps, DataExtensionOps, EspClient):
         if email is None or not number(email.get("ID", "")):
             return None
         return str(number(email["ID"]))
+
+    def iter_emails(self) -> Iterator[EspEmail]:
+        """Retrieve Email without a filter (the whole catalogue, 2,500 a page, ContinueRequest)."""
+        for row in self._api.rows("Email", _EMAIL_PROPERTIES, None, "the e-mail catalogue"):
+            key = (row.get("CustomerKey") or "").strip()
+            if key:
+                yield EspEmail(key, row.get("Name") or key, str(number(row.get("ID", ""))), row.get("Subject", ""),
+                               row.get("Folder", ""), row.get("Status", ""))
 
     def find_send(self, customer_key: str) -> EspSend | None:
         rows = list(self._api.rows("Send", _SEND_PROPERTIES,

@@ -49,6 +49,7 @@ from typing import Iterator, Sequence
 from connector.errors import PeerSetupError, PermanentPeerError
 from connector.esp.base import EspClient
 from connector.models import (
+    EspEmail,
     EspSend,
     EspSubscriberState,
     EventType,
@@ -400,6 +401,10 @@ class FakeEsp(EspClient):
 
     def find_email(self, customer_key: str) -> str | None:
         return self.emails.get(customer_key)
+
+    def iter_emails(self) -> Iterator[EspEmail]:
+        for key, esp_id in sorted(self.emails.items()):
+            yield EspEmail(key, key, esp_id, status="active")
 
     def find_send(self, customer_key: str) -> EspSend | None:
         with self._lock:
