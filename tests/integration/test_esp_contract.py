@@ -367,6 +367,13 @@ def test_find_email_by_customer_key(peer) -> None:
     assert esp.find_email("no-such-email") is None
 
 
+def test_iter_emails_lists_the_whole_catalogue(peer) -> None:
+    emails = {e.customer_key: e for e in peer.client.iter_emails()}
+    assert {"welcome", "cesp-demo-email"} <= set(emails)
+    for key, email in emails.items():  # the id find_email gives, a name, a status
+        assert email.esp_id == peer.email_id(key) and email.name and email.status
+
+
 def test_a_ca_bundle_that_does_not_trust_the_esp_is_a_setup_error(mc, tmp_path: Path) -> None:
     from connector.errors import OperatorError, PeerSetupError
     from connector.sandbox.tls import SandboxCA
