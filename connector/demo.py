@@ -12,7 +12,8 @@ What it does, in order (each step printed as it happens):
    allowed security role;
 4. starts the real daemon, ``connector run -c service.ini`` in its own process (same
    service, pools, config and code paths as production), and shows progress until every
-   request is released or failed;
+   request is released or failed (one updating line with a bar per phase on a terminal;
+   in a log, a line only when something changed and at most every 15 s: connector.progress);
 5. moves the sandbox's simulated clock forward so opens, clicks, bounces and
    unsubscribes happen, waits for the tracking step to pull them, then stops the daemon
    with SIGTERM (the graceful path);
@@ -38,6 +39,7 @@ from typing import Any, Callable, TextIO
 from connector.crm.records import COUNT_COLUMNS as CRM_COUNT_COLUMNS
 from connector.crm.records import STATUS_BY_CODE
 from connector.private import open_private
+from connector.progress import Progress
 from connector.steps.tracking.rules import tracking_key_prefix
 
 # the send request's picklist, as the summary shows it ("Sent", "Failed", ...)
@@ -78,35 +80,6 @@ class DemoResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     service_ini: Path | None = None
     log_file: Path | None = None
-
-
-class Progress:
-    """One line rewritten in place on a terminal; plain lines (only on change) otherwise."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self.last = ""
-
-    def say(self, text: str) -> None:
-        self.clear()
-        print(text, file=self.out, flush=True)
-
-    def update(self, text: str) -> None:
-        if text == self.last:
-            return
-        self.last = text
-        if self.tty:
-            self.out.write("\r\033[K" + text)
-            self.out.flush()
-        else:
-            print("  " + text, file=self.out, flush=True)
-
-    def clear(self) -> None:
-        if self.tty and self.last:
-            self.out.write("\r\033[K")
-            self.out.flush()
-        self.last = ""
 
 
 def _connector_cmd(*args: str) -> list[str]:
@@ -254,10 +227,12 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                     if bp and bp.get("total"):
                         detail += f" files {bp.get('imported', 0)}/{bp['total']}"
                 parts.append(f"#{i} {status}{detail}")
-            progress.update(f"{time.monotonic() - started:5.0f}s  " + " | ".join(parts))
+            finished = sum(STATUS.get(r.get("cesp_status")) in TERMINAL for r in rows.values())
+            progress.update(" | ".join(parts), fraction=finished / len(planned))
 
+        progress.phase("sends")
         _wait(sends_done, options.timeout, daemon, "waiting for the send requests", show_send_progress)
-        progress.clear()
+        progress.done()
         rows = _requests_state(sandbox, planned)
         for i, p in enumerate(planned, 1):
             r = rows[p.request_id]
@@ -270,26 +245,30 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
         sandbox.esp.wait_idle(60)
         marker = state.now()
 
-        def tracking_caught_up() -> bool:
-            # two complete tracking runs that started after the clock moved: the second one
+        def tracking_runs() -> int:
+            # complete tracking runs that started after the clock moved: the second one
             # proves the first left nothing behind
             try:
                 runs = state.recent_step_runs("tracking", limit=10)
             except Exception:  # noqa: BLE001
-                return False
-            done = [r for r in runs if r.started_at and r.started_at >= marker and r.finished_at]
-            return len(done) >= 2
+                return 0
+            return len([r for r in runs if r.started_at and r.started_at >= marker and r.finished_at])
+
+        def tracking_caught_up() -> bool:
+            return tracking_runs() >= 2
 
         def show_tracking_progress() -> None:
             try:
                 marks = state.watermarks()
             except Exception:  # noqa: BLE001
                 marks = []
-            progress.update(f"{time.monotonic() - started:5.0f}s  tracking watermarks: "
-                            + ", ".join(f"{w.event_type} {w.value:%m-%d %H:%M}" for w in marks if w.value))
+            progress.update("watermarks " + ", ".join(f"{w.event_type} {w.value:%m-%d %H:%M}"
+                                                      for w in marks if w.value),
+                            fraction=min(2, tracking_runs()) / 2)
 
+        progress.phase("tracking")
         _wait(tracking_caught_up, options.timeout, daemon, "waiting for tracking", show_tracking_progress)
-        progress.clear()
+        progress.done()
 
         progress.say("[6/6] stopping the daemon (SIGTERM: finish in-flight work, then exit)")
         daemon.send_signal(signal.SIGTERM)
