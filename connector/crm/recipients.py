@@ -48,6 +48,26 @@ FETCH_ANNOTATIONS = (
 )
 
 
+def list_member_table(host: str, list_id: str, row: Mapping[str, object]) -> CrmTable:
+    """The table a marketing list's members are in (its ``createdfromcode``); a list of any other
+    member type is a ``PermanentPeerError``: only accounts, contacts and leads receive email."""
+    try:
+        return MEMBER_TABLE_BY_CODE[int(str(row.get("createdfromcode") or 2))]
+    except (KeyError, ValueError) as exc:
+        raise PermanentPeerError(
+            f"Dataverse {host}: marketing list {list_id} has member type "
+            f"{row.get('createdfromcode')!r}; only accounts (1), contacts (2) and leads (4) can receive email",
+            "crm", "read marketing list") from exc
+
+
+def missing_targets_error(host: str, missing: Sequence[str]) -> NotFoundError:
+    """The error for record targets that do not exist (``"contact <id>"`` each), the first ones named."""
+    named = ", ".join(missing[:MISSING_NAMED]) + (
+        f" and {len(missing) - MISSING_NAMED} more" if len(missing) > MISSING_NAMED else "")
+    return NotFoundError(f"Dataverse {host}: the send targets {len(missing)} record(s) that do not exist "
+                         f"(deleted?): {named}; remove them from the send request's targets.", "crm", "read recipients")
+
+
 class RecipientReader:
     """Streams the recipients of one target; one page in memory at a time."""
 
@@ -84,11 +104,7 @@ class RecipientReader:
             rows.update(((table, key), row) for key, row in found.items())
             missing += [f"{table.value} {key}" for key in unique if key not in found]
         if missing:
-            named = ", ".join(missing[:MISSING_NAMED]) + (
-                f" and {len(missing) - MISSING_NAMED} more" if len(missing) > MISSING_NAMED else "")
-            raise NotFoundError(
-                f"Dataverse {self.http.host}: the send targets {len(missing)} record(s) that do not exist "
-                f"(deleted?): {named}; remove them from the send request's targets.", "crm", "read recipients")
+            raise missing_targets_error(self.http.host, missing)
         for target in targets:
             table = CrmTable(TargetKind(target.kind).value)
             yield recipient_from_row(table, rows[(table, target.id.lower())], attributes.get(table, ()), target)
@@ -153,13 +169,7 @@ class RecipientReader:
         if row is None:
             raise NotFoundError(f"Dataverse {self.http.host}: marketing list {list_id} named in the send "
                                 "request does not exist", "crm", "read marketing list")
-        try:
-            table = MEMBER_TABLE_BY_CODE[int(row.get("createdfromcode") or 2)]
-        except (KeyError, ValueError) as exc:
-            raise PermanentPeerError(
-                f"Dataverse {self.http.host}: marketing list {list_id} has member type "
-                f"{row.get('createdfromcode')!r}; only accounts (1), contacts (2) and leads (4) can receive email",
-                "crm", "read marketing list") from exc
+        table = list_member_table(self.http.host, list_id, row)
         columns = self._columns(table, attributes)
         wanted = attributes.get(table, ())
         if row.get("type") in (True, 1, "true"):

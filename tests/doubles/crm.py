@@ -45,9 +45,9 @@ from pathlib import Path
 from connector.crm import keys
 from connector.crm.base import CrmClient
 from connector.crm.dataverse import is_guid
+from connector.crm.recipients import list_member_table, missing_targets_error
 from connector.crm.records import (
     ENTITY_SETS,
-    MEMBER_TABLE_BY_CODE,
     RECIPIENT_COLUMNS,
     STATUS_CODES,
     SendRequestColumns,
@@ -74,7 +74,6 @@ from connector.sandbox.dataverse import apply_customizations
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
 
 HOST = "fake-crm"
-MISSING_NAMED = 10
 
 
 def guid(label: str) -> str:
@@ -283,12 +282,7 @@ class FakeCrm(CrmClient):
         if row is None:
             raise NotFoundError(f"Dataverse {HOST}: marketing list {list_id} named in the send request does not "
                                 "exist", "crm", "read marketing list")
-        try:
-            table = MEMBER_TABLE_BY_CODE[int(row.get("createdfromcode") or 2)]
-        except (KeyError, ValueError) as exc:
-            raise PermanentPeerError(
-                f"Dataverse {HOST}: marketing list {list_id} has member type {row.get('createdfromcode')!r}; only "
-                "accounts (1), contacts (2) and leads (4) can receive email", "crm", "read marketing list") from exc
+        table = list_member_table(HOST, list_id, row)
         if row.get("type") in (True, 1, "true"):
             raise NotImplementedError("FakeCrm does not run FetchXML: test dynamic lists against the sandbox")
         columns = self._columns(table, attributes, "read list members", "list", list_id)
@@ -317,11 +311,7 @@ class FakeCrm(CrmClient):
         missing = list(dict.fromkeys(f"{TargetKind(t.kind).value} {t.id.lower()}" for t in targets
                                      if not self._exists(t)))
         if missing:
-            named = ", ".join(missing[:MISSING_NAMED]) + (
-                f" and {len(missing) - MISSING_NAMED} more" if len(missing) > MISSING_NAMED else "")
-            raise NotFoundError(f"Dataverse {HOST}: the send targets {len(missing)} record(s) that do not exist "
-                                f"(deleted?): {named}; remove them from the send request's targets.", "crm",
-                                "read recipients")
+            raise missing_targets_error(HOST, missing)
         for t in targets:
             table = CrmTable(TargetKind(t.kind).value)
             yield self._recipient(table, t.id.lower(), attributes, t, columns[table])
