@@ -432,6 +432,12 @@ class FakeCrm(CrmClient):
             out.append(WriteResult(ref.id, True))
         return out
 
+    def tracking_key_status(self) -> tuple[str, str]:
+        """The status of the tracking key as the organization builds it (the sandbox's key jobs)."""
+        key = self.store.schema.entities["campaignresponse"].keys.get("cesp_trackingkey_key")
+        name = "campaignresponse.cesp_trackingkey_key"
+        return (key.status or "Active", name) if key is not None else ("Missing", name)
+
     def iter_changes(self, table: CrmTable, columns: Sequence[str],
                      delta_link: str | None) -> Iterator[tuple[list[dict], list[str], str | None]]:
         raise NotImplementedError("FakeCrm has no change tracking: test it against the sandbox")

@@ -485,6 +485,15 @@ def test_a_claim_moves_the_etag_and_an_update_too(peer) -> None:
     assert client.claim_send_request(again).status is SendStatus.PROCESSING
 
 
+def test_inactive_and_opted_out_records_come_through_flagged(peer) -> None:
+    client, seed = peer.client, peer.seed
+    ids = [seed.contact(emailaddress1="on@example.com"), seed.contact(emailaddress1="off@example.com", statecode=1),
+           seed.contact(emailaddress1="no@example.com", donotbulkemail=True)]
+    got = {r.ref.id: r for r in _recipients(client, TargetKind.LIST, seed.static_list("contact", ids))}
+    assert [(got[i].active, got[i].do_not_bulk_email) for i in ids] == [(True, False), (False, False), (True, True)]
+    assert client.tracking_key_status() == ("Active", "campaignresponse.cesp_trackingkey_key")
+
+
 def test_targets_that_cannot_be_read_are_named_on_the_request(peer) -> None:
     client, seed = peer.client, peer.seed
     person = seed.contact()

@@ -195,6 +195,11 @@ def test_has_errors_partial_failure_is_not_an_exception(esp, mc) -> None:
     assert all(r.message for r in results if not r.ok)
 
 
+def test_the_profile_attributes_are_the_account_s(peer) -> None:
+    names = peer.client.profile_attributes()
+    assert {"Email Address", "First Name", "Last Name", "Country"} <= names and "Shoe Size" not in names
+
+
 def test_subscriber_statuses_in_filter_over_many_keys(peer) -> None:
     esp = peer.client
     list_id = esp.ensure_list("cesp-list-s4", "s4")
@@ -388,6 +393,7 @@ def test_send_summary_counts(peer) -> None:
     esp = peer.client
     list_id = _list_with_subscribers(esp, "cesp-list-x5", 8)
     job = esp.start_send("cesp-send-x5", list_id, "cesp-demo-email", "Default Commercial", "X5").job_id
+    assert esp.send_summary(job) is None  # not retrievable yet
     peer.advance(hours=72)
     summary = esp.send_summary(job)
     assert summary.job_id == job and summary.status
