@@ -96,7 +96,7 @@ def _write(plan: Plan, pending: dict[str, Pending], results: dict[str, WriteResu
             plan.count("no_subscriber")
             continue  # the subscriber is gone at the ESP; a full run reflects it on the record
         plan.count("failed")
-        plan.count(f"to_{peer.lower()}", -len(gone.changes))
+        plan.count(f"to_{peer.lower()}", -sum(1 for c in gone.changes if c.rule.startswith("sync.")))
         log.warning("sync_write_failed", peer=peer.lower(), table=plan.table, record_id=key, reason=message)
         failed += [replace(c, direction="failed", note=f"{peer} refused the write: {message}"[:1000])
                    for c in gone.changes]

@@ -44,6 +44,10 @@ EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 LEFTOVER_PAGE = 500
 
 
+class Stopped(Exception):
+    """The service is stopping: the run ends between two pages (every page is committed or not at all)."""
+
+
 @dataclass
 class SyncOptions:
     full: bool = False
@@ -125,12 +129,17 @@ class SyncRun:
                                            crm.column_definitions(CrmTable(table)), self.config.crm_deleted,
                                            self.config.esp_held_column)
         folder = self.ctx.config.service.data_dir / "sync-scratch"
-        with Scratch(folder) as scratch:
-            newest = self.read_esp(scratch)
-            tables = list(self.planners)
-            list(in_workers("sync", min(self.config.workers, len(tables)), lambda t: self.crm_table(t, scratch),
-                            tables))
-            self.leftovers(scratch)
+        try:
+            with Scratch(folder) as scratch:
+                newest = self.read_esp(scratch)
+                tables = list(self.planners)
+                list(in_workers("sync", min(self.config.workers, len(tables)), lambda t: self.crm_table(t, scratch),
+                                tables))
+                self.leftovers(scratch)
+        except Stopped:
+            log.info("sync_stopped", reason="the service is stopping; the next run resumes from the checkpoints")
+            self.totals.add({"interrupted": 1})
+            return self.totals
         if not self.dry:
             state = self.ctx.state
             if newest is not None:
@@ -141,6 +150,9 @@ class SyncRun:
         return self.totals
 
     def keep_lease(self) -> None:
+        """Between pages: stop when the service stops; keep the lease (or stop when it was lost)."""
+        if self.ctx.stopping.is_set():
+            raise Stopped()
         if self.dry:
             return
         if not self.ctx.state.extend_lease(self.resource, self.ctx.config.state.lease_seconds):
@@ -280,7 +292,7 @@ class SyncRun:
 
 
 SUMMARY_KEYS = ("esp_read", "crm_read", "to_esp", "to_crm", "agreed", "conflicts", "skipped", "failed", "deleted",
-                "held", "no_subscriber", "esp_only", "resyncs")
+                "held", "no_subscriber", "esp_only", "resyncs", "interrupted")
 
 
 def _summary(counts: dict[str, int], dry: bool) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -29,7 +30,8 @@ class Scratch:
         handle, name = tempfile.mkstemp(prefix="sync-", suffix=".db", dir=folder)
         os.close(handle)
         self.path = Path(name)
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
+        self.db = sqlite3.connect(self.path, check_same_thread=False)  # the tables' threads share it
+        self.lock = threading.Lock()
         self.db.executescript("""
             pragma journal_mode = off; pragma synchronous = off;
             create table esp (key text primary key, email text, status text, attributes text,
@@ -50,14 +52,23 @@ class Scratch:
         """Keep a page of ESP subscribers (a later copy of the same key replaces an earlier one)."""
         rows = [(s.subscriber_key, s.email, s.status.value if s.status else "", json.dumps(dict(s.attributes)),
                  s.modified.isoformat()) for s in subscribers]
+        with self.lock:
+            self._add(rows)
+        return len(rows)
+
+    def _add(self, rows: list[tuple]) -> None:
         self.db.executemany("insert or replace into esp (key, email, status, attributes, modified) "
                             "values (?, ?, ?, ?, ?)", rows)
         self.db.commit()
-        return len(rows)
 
     def take(self, keys: Sequence[str]) -> dict[str, EspSubscriberState]:
         """The subscribers of these keys that the ESP changed; they are marked used."""
         found: dict[str, EspSubscriberState] = {}
+        with self.lock:
+            self._take(keys, found)
+        return found
+
+    def _take(self, keys: Sequence[str], found: dict[str, EspSubscriberState]) -> None:
         for start in range(0, len(keys), IN_CHUNK):
             chunk = list(keys[start:start + IN_CHUNK])
             marks = ",".join("?" * len(chunk))
@@ -66,21 +77,22 @@ class Scratch:
                 found[row[0]] = _state(row)
             self.db.execute(f"update esp set used = 1 where key in ({marks})", chunk)
         self.db.commit()
-        return found
 
     def unused(self, page: int = IN_CHUNK) -> Iterator[list[EspSubscriberState]]:
         """The subscribers no CRM page took, a page at a time (marked used as they go)."""
         while True:
-            rows = self.db.execute("select key, email, status, attributes, modified from esp where used = 0 "
-                                   "order by key limit ?", (page,)).fetchall()
+            with self.lock:
+                rows = self.db.execute("select key, email, status, attributes, modified from esp where used = 0 "
+                                       "order by key limit ?", (page,)).fetchall()
+                self.db.executemany("update esp set used = 1 where key = ?", [(r[0],) for r in rows])
+                self.db.commit()
             if not rows:
                 return
-            self.db.executemany("update esp set used = 1 where key = ?", [(r[0],) for r in rows])
-            self.db.commit()
             yield [_state(r) for r in rows]
 
     def count(self) -> int:
-        return int(self.db.execute("select count(*) from esp").fetchone()[0])
+        with self.lock:
+            return int(self.db.execute("select count(*) from esp").fetchone()[0])
 
 
 def _state(row: tuple) -> EspSubscriberState:

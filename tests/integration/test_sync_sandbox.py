@@ -4,6 +4,7 @@ bad input, deletes, held subscribers, test mode and the change log."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -51,10 +52,11 @@ class Org:
         self.state = StateStore.from_config(self.config, holder="test")
         self.state.migrate()
 
-    def run(self, **options):
+    def run(self, stopping: threading.Event | None = None, **options):
         adapters = AdapterPool(self.config)
         try:
-            return run_sync(adapters.step_context(self.state, run_id=f"run{id(options)}"), SyncOptions(**options))
+            ctx = adapters.step_context(self.state, run_id=f"run{id(options)}", stopping=stopping or threading.Event())
+            return run_sync(ctx, SyncOptions(**options))
         finally:
             adapters.close_all()
 
@@ -226,3 +228,12 @@ def test_test_mode_in_the_config_writes_nothing(sandbox, tmp_path) -> None:
         assert "Simulated" in report.read_text(encoding="utf-8")
     finally:
         org.close()
+
+
+def test_a_stopping_service_ends_the_run_between_pages(org: Org) -> None:
+    stopping = threading.Event()
+    stopping.set()
+    outcome = org.run(stopping, full=True)
+    assert outcome.details["interrupted"] == 1
+    assert org.state.get_meta("sync:esp:sandbox") is None and org.state.leases() == []
+    assert org.run(full=True).details["agreed"] == 9  # the next run does the whole work
