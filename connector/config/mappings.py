@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from pydantic import ValidationError
 
@@ -12,7 +12,7 @@ from connector.config.models import CONTROL_CHARACTERS, FieldMapping
 from connector.config.problems import did_you_mean
 
 if TYPE_CHECKING:
-    from connector.config.loader import Item, Loader
+    from connector.config.loader import Item, Loader, RawSection
 
 VALUE_TRANSFORMS = ("strip", "lower", "upper", "title", "capitalize")
 """Transforms a mapping line may name, applied in the order written (``connector.mapping``), then
@@ -23,18 +23,25 @@ _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRANSFORM_NAME = re.compile(r"^[a-z0-9_-]+$")
 
 
-def build_mappings(loader: Loader, transforms: Mapping[str, object]) -> dict[str, tuple[FieldMapping, ...]]:
-    """``{"contact": (FieldMapping, ...), ...}`` from the ``[mapping.TABLE]`` sections; bad lines reported, left out."""
-    mappings: dict[str, tuple[FieldMapping, ...]] = {}
+def table_sections(loader: Loader, prefix: str, verb: str) -> Iterator[tuple[str, str, RawSection]]:
+    """(section name, CRM table, raw section) of every ``[<prefix>.TABLE]`` section naming a CRM
+    table; a section naming another table is reported ("no CRM table 'x' to <verb>")."""
     for name, raw in loader.raw.items():
-        if not name.startswith("mapping."):
+        if not name.startswith(f"{prefix}."):
             continue
         table = name.partition(".")[2]
         if table not in MAPPING_TABLES:
-            loader.problem(name, "", raw.line, f"no CRM table {table!r} to map",
+            loader.problem(name, "", raw.line, f"no CRM table {table!r} to {verb}",
                            did_you_mean(table, list(MAPPING_TABLES),
-                                        "mapping sections are " + ", ".join(f"[mapping.{t}]" for t in MAPPING_TABLES)))
+                                        f"{prefix} sections are " + ", ".join(f"[{prefix}.{t}]" for t in MAPPING_TABLES)))
             continue
+        yield name, table, raw
+
+
+def build_mappings(loader: Loader, transforms: Mapping[str, object]) -> dict[str, tuple[FieldMapping, ...]]:
+    """``{"contact": (FieldMapping, ...), ...}`` from the ``[mapping.TABLE]`` sections; bad lines reported, left out."""
+    mappings: dict[str, tuple[FieldMapping, ...]] = {}
+    for name, table, raw in table_sections(loader, "mapping", "map"):
         parsed = (parse_mapping_line(loader, name, item, transforms) for item in raw.items.values())
         mappings[table] = tuple(m for m in parsed if m is not None)
     return mappings

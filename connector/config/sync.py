@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from connector.config.fields import MAPPING_TABLES
+from connector.config.mappings import table_sections
 from connector.config.models import CONTROL_CHARACTERS
-from connector.config.problems import did_you_mean
 from connector.sync.rules import RuleProblem, SyncRule, check_unique, parse_rule
 
 if TYPE_CHECKING:
@@ -20,15 +19,7 @@ if TYPE_CHECKING:
 def build_sync_rules(loader: Loader, transforms: Mapping[str, Mapping[str, str]]) -> dict[str, tuple[SyncRule, ...]]:
     """``{"contact": (SyncRule, ...), ...}``; a bad line is reported and left out."""
     found: dict[str, tuple[SyncRule, ...]] = {}
-    for name, raw in loader.raw.items():
-        if not name.startswith("sync."):
-            continue
-        table = name.partition(".")[2]
-        if table not in MAPPING_TABLES:
-            loader.problem(name, "", raw.line, f"no CRM table {table!r} to sync",
-                           did_you_mean(table, list(MAPPING_TABLES),
-                                        "sync sections are " + ", ".join(f"[sync.{t}]" for t in MAPPING_TABLES)))
-            continue
+    for name, table, raw in table_sections(loader, "sync", "sync"):
         rules = []
         for item in raw.items.values():
             bad = CONTROL_CHARACTERS.search(item.key + item.value)
