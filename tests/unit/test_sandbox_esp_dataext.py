@@ -151,3 +151,13 @@ def test_decimal_fields_keep_their_scale_and_filter_as_numbers(mcsb_call):
            "</SimpleOperator><Value>1.5</Value></Filter>")
     root = retrieve(mcsb_call, "DataExtensionObject[Prices]", ["Sku"], flt)
     assert sorted(texts(root, "//p:Results/p:Properties/p:Property/p:Value")) == ["b", "c"]
+
+
+def test_a_data_extension_without_a_primary_key_takes_every_row(mcsb_call):
+    from connector.sandbox.marketing_cloud.dataext import DEFieldRec
+
+    store = mcsb_call.app.store
+    store.add_data_extension("log", "Log", [DEFieldRec("Line", "Text", 50)])
+    assert store.edit_row("log", {"Line": "one"}) == {"Line": "one"}
+    store.edit_row("log", {"Line": "one"})  # no key: a second row, not an update
+    assert [r["Line"] for r in store.de_rows(store.data_extensions["log"])] == ["one", "one"]

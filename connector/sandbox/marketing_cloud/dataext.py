@@ -320,12 +320,16 @@ class DataExtensionOps:
         the same checks as an upsert. Raises ValueError with the ESP's reason."""
         obj = Obj(type="DataExtensionObject", values={"CustomerKey": [customer_key], "Properties": [Obj(
             type="", values={"Property": [Obj(type="", values={"Name": [k], "Value": [v]}) for k, v in values.items()]})]})
-        result = self.write_row(obj, add=True, update=True)
-        if result["StatusCode"] != "OK":
-            raise ValueError(result["StatusMessage"])
-        rec = self.data_extensions[customer_key]
-        return rec.rows[tuple(self._typed_row(rec, list(values.items()))[f.name]  # type: ignore[index]
-                              for f in rec.primary_key)]
+        with self.lock:
+            result = self.write_row(obj, add=True, update=True)
+            if result["StatusCode"] != "OK":
+                raise ValueError(result["StatusMessage"])
+            rec = self.data_extensions[customer_key]
+            if not rec.primary_key:  # a data extension without a key: the row just added
+                return next(reversed(rec.rows.values()))
+            typed = self._typed_row(rec, list(values.items()))
+            assert isinstance(typed, dict)
+            return rec.rows[tuple(typed[f.name] for f in rec.primary_key)]
 
     def de_rows(self, rec: DataExtensionRec) -> list[dict[str, Any]]:
         """The rows (copies), for tests."""
