@@ -385,3 +385,20 @@ class ColumnInfo:
     writable: bool = True  # IsValidForUpdate
     max_length: int | None = None  # String / Memo
     options: Mapping[int, str] = field(default_factory=dict)  # Picklist / State / Status: code -> label
+
+
+@dataclass(frozen=True)
+class KpiValue:
+    """One KPI of one CRM customer, as the KPI job writes it to the ``<prefix>_kpi`` table."""
+
+    customer_id: str  # the CRM record id of the contact / account
+    kpi: str  # the KPI's name (with the customer, the row's alternate key)
+    value: object  # a Decimal, or None
+    period: str = ""
+    source: str = ""
+    computed_on: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """``<customer id>/<kpi>``: the key of its ``WriteResult``."""
+        return f"{self.customer_id}/{self.kpi}"

@@ -20,6 +20,7 @@ from connector.models import (
     CampaignResponse,
     ColumnInfo,
     CrmTable,
+    KpiValue,
     Recipient,
     RecordRef,
     SendRequest,
@@ -170,6 +171,24 @@ class CrmClient(abc.ABC):
         reports Pending, InProgress, Active, Failed or Missing; the tracking step starts only
         on Active. A CRM whose writes need no such key has nothing to wait for: Active.
         """
+        return "Active", ""
+
+    # -- KPI rows (the kpi step; docs/kpi.md) ---------------------------------------------
+    def match_customers(self, table: CrmTable, column: str, values: Sequence[str]) -> dict[str, list[str]]:
+        """``value (lower case) -> record ids`` of the active ``table`` records whose ``column`` holds it."""
+        raise NotImplementedError(f"{type(self).__name__} does not match KPI customers")
+
+    def upsert_kpis(self, customer_table: CrmTable, values: Sequence[KpiValue]) -> list[WriteResult]:
+        """Create or update one KPI row per value, by its alternate key (customer, KPI name); active."""
+        raise NotImplementedError(f"{type(self).__name__} does not write KPI rows")
+
+    def remove_kpis(self, customer_table: CrmTable, refs: Sequence[tuple[str, str]],
+                    *, delete: bool = False) -> list[WriteResult]:
+        """Deactivate (or delete) the KPI rows of ``(customer id, kpi)``; a row already gone is ok."""
+        raise NotImplementedError(f"{type(self).__name__} does not write KPI rows")
+
+    def kpi_key_status(self, customer_table: CrmTable) -> tuple[str, str]:
+        """(status, name) of the alternate key the KPI rows are written by (like ``tracking_key_status``)."""
         return "Active", ""
 
     def close(self) -> None:  # pragma: no cover - default no-op

@@ -20,6 +20,7 @@ from connector.crm.base import CrmClient
 from connector.crm.batch import MAX_BATCH
 from connector.crm.emails import EmailCatalogue, EmailRefresh
 from connector.crm.columns import read_columns
+from connector.crm.kpi import KpiNames, KpiRows
 from connector.crm.odata import Call, ODataHttp, set_error_details
 from connector.crm.pacing import pace_for
 from connector.crm.recipients import RecipientReader
@@ -32,6 +33,7 @@ from connector.models import (
     CampaignResponse,
     ColumnInfo,
     CrmTable,
+    KpiValue,
     Recipient,
     RecordRef,
     SendRequest,
@@ -67,6 +69,7 @@ class DataverseCrmClient(CrmClient):
         self.reader = RecipientReader(http, self.page_size)
         self.writer = CrmWriter(http, prefix, self.batch_size)
         self.emails = EmailCatalogue(http, self.writer, prefix)
+        self.kpis = KpiRows(http, self.writer, prefix, self.page_size)
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -319,6 +322,21 @@ class DataverseCrmClient(CrmClient):
             if str(row.get("LogicalName", "")).lower() == name:
                 return str(row.get("EntityKeyIndexStatus") or "Active"), f"campaignresponse.{name}"
         return "Missing", f"campaignresponse.{name}"
+
+    # -- KPI rows -----------------------------------------------------------------
+    def match_customers(self, table: CrmTable, column: str, values: Sequence[str]) -> dict[str, list[str]]:
+        return self.kpis.match_customers(table, column, values)
+
+    def upsert_kpis(self, customer_table: CrmTable, values: Sequence[KpiValue]) -> list[WriteResult]:
+        return self.kpis.upsert(KpiNames(self.prefix, CrmTable(customer_table).value), values)
+
+    def remove_kpis(self, customer_table: CrmTable, refs: Sequence[tuple[str, str]],
+                    *, delete: bool = False) -> list[WriteResult]:
+        return self.kpis.remove(KpiNames(self.prefix, CrmTable(customer_table).value), refs, delete=delete)
+
+    def kpi_key_status(self, customer_table: CrmTable) -> tuple[str, str]:
+        names = KpiNames(self.prefix, CrmTable(customer_table).value)
+        return self.kpis.key_status(names), f"{names.table}.{names.key}"
 
     # -- change tracking ----------------------------------------------------------
     def iter_changes(self, table: CrmTable, columns: Sequence[str],

@@ -63,7 +63,7 @@ class Column:
 
     table: str
     schema_name: str  # e.g. cesp_LastBounceOn; the logical name is its lower case
-    kind: str  # String, Memo, Integer, Boolean, DateTime, Picklist, Lookup
+    kind: str  # String, Memo, Integer, Decimal, Boolean, DateTime, Picklist, Lookup
     display: str
     max_length: int = 0
     options: tuple[tuple[int, str], ...] = ()
@@ -92,6 +92,8 @@ class Column:
             body.update({"MaxLength": self.max_length or 1048576, "Format": "TextArea"})
         elif self.kind == "Integer":
             body.update({"MinValue": 0, "MaxValue": 2147483647, "Format": "None"})
+        elif self.kind == "Decimal":  # Dataverse's widest range; 4 decimals (rows.VALUE_PRECISION)
+            body.update({"MinValue": -100_000_000_000, "MaxValue": 100_000_000_000, "Precision": 4})
         elif self.kind == "DateTime":
             body.update({"Format": "DateAndTime", "DateTimeBehavior": {"Value": "UserLocal"}})
         elif self.kind == "Boolean":
@@ -133,6 +135,7 @@ class Table:
     display_plural: str
     primary_name: Column
     description: str = "A request to send an email through the email connector"
+    ownership: str = "UserOwned"
 
     @property
     def logical_name(self) -> str:
@@ -145,7 +148,7 @@ class Table:
             "DisplayName": label(self.display),
             "DisplayCollectionName": label(self.display_plural),
             "Description": label(self.description),
-            "OwnershipType": "UserOwned",
+            "OwnershipType": self.ownership,
             "IsActivity": False,
             "HasActivities": False,
             "HasNotes": False,
@@ -207,8 +210,27 @@ KEY_WAIT_SECONDS = 1800.0
 DUPLICATES_SHOWN = 10
 
 
-def customizations(prefix: str = "cesp") -> Customizations:
-    """Everything docs/contracts.md lists, for publisher prefix ``prefix``."""
+def kpi_customizations(prefix: str, customer: str) -> tuple[Table, list[Column], AltKey]:
+    """The KPI table (docs/kpi.md): one row per customer and KPI, keyed by (customer lookup, KPI name)."""
+    p = prefix
+    t = f"{p}_kpi"
+    name = Column(t, f"{p}_Name", "String", "KPI", 100, primary_name=True)
+    table = Table(f"{p}_Kpi", "Customer KPI", "Customer KPIs", name,
+                  "A KPI of a customer, computed outside CRM and loaded by the email connector",
+                  "OrganizationOwned")
+    lookup = Column(t, f"{p}_{customer.capitalize()}Id", "Lookup", customer.capitalize(), target=customer)
+    cols = [lookup,
+            Column(t, f"{p}_Value", "Decimal", "Value"),
+            Column(t, f"{p}_Period", "String", "Period", 100),
+            Column(t, f"{p}_Source", "String", "Source", 100),
+            Column(t, f"{p}_LastComputedOn", "DateTime", "Last computed on")]
+    key = AltKey(t, f"{p}_kpi_{customer}_key", (lookup.logical_name, name.logical_name), f"{customer} and KPI")
+    return table, cols, key
+
+
+def customizations(prefix: str = "cesp", kpi_customer: str = "") -> Customizations:
+    """Everything docs/contracts.md lists, for publisher prefix ``prefix``; with ``kpi_customer``
+    (contact or account: ``[kpi] customer_table``) also the KPI table (docs/kpi.md)."""
     p = prefix
     t = f"{p}_sendrequest"
     name = Column(t, f"{p}_Name", "String", "Name", 200, primary_name=True)
@@ -263,6 +285,11 @@ def customizations(prefix: str = "cesp") -> Customizations:
     ]
     relationships = [ManyToMany(f"{p}_sendrequest_{other}", t, other, text)
                      for other, text in TARGET_RELATIONSHIPS]
+    if kpi_customer:
+        kpi_table, kpi_columns, kpi_key = kpi_customizations(p, kpi_customer)
+        tables.append(kpi_table)
+        cols += kpi_columns
+        keys.append(kpi_key)
     return Customizations(tables, cols, keys, list(TRACKED_TABLES), relationships)
 
 
@@ -318,9 +345,9 @@ class SetupReport:
 class CrmSetup:
     """Reads what exists and creates what is missing."""
 
-    def __init__(self, http: ODataHttp, prefix: str = "cesp") -> None:
+    def __init__(self, http: ODataHttp, prefix: str = "cesp", kpi_customer: str = "") -> None:
         self.http = http
-        self.spec = customizations(prefix)
+        self.spec = customizations(prefix, kpi_customer)
 
     def _table_exists(self, logical: str) -> bool:
         page = self.http.get_json("EntityDefinitions", Call("read table definitions", logical, idempotent=True),
@@ -508,7 +535,12 @@ class CrmSetup:
         return KeyFailure(key.table, key.logical_name, key.columns, tuple(self._duplicates(key)))
 
     def _duplicates(self, key: AltKey) -> list[tuple[str, int]]:
-        """Values of a one-column key held by more than one row (case-insensitive), the first few."""
+        """Values of a one-column key held by more than one row (case-insensitive), the first few.
+
+        A key over several columns (the KPI table's) is only ever written through upserts by that
+        key, so its rows cannot share values: none are looked for."""
+        if len(key.columns) != 1:
+            return []
         column = key.columns[0]
         entity_set = ENTITY_SETS_FOR_KEYS.get(key.table, key.table + "s")
         params = {"$select": column, "$filter": f"{column} ne null", "$orderby": f"{column} asc"}
@@ -543,4 +575,4 @@ class CrmSetup:
 ENTITY_SETS_FOR_KEYS = {"campaignresponse": "campaignresponses"}
 
 
-__all__ = ["CrmSetup", "KeyFailure", "SetupReport", "customizations"]
+__all__ = ["CrmSetup", "KeyFailure", "SetupReport", "customizations", "kpi_customizations"]

@@ -237,3 +237,18 @@ meta = sa.Table(
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.Text, nullable=False, server_default=""),
 )
+
+kpi_values = sa.Table(
+    "kpi_values",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),  # sha256 of (source, customer key, KPI name)
+    sa.Column("source", sa.String(50), nullable=False),
+    sa.Column("customer_key", sa.String(400), nullable=False),
+    sa.Column("kpi", sa.String(100), nullable=False),
+    sa.Column("crm_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("value_hash", sa.String(64), nullable=False, server_default=""),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("seen_run", sa.String(64), nullable=False, server_default=""),
+    _ts("written_at", nullable=False),
+    sa.Index("ix_kpi_values_source", "source", "active"),
+)

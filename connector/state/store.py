@@ -11,7 +11,8 @@ one transaction::
 
 The parts live in mixins: ``leases``, ``jobs`` (send jobs, batches),
 ``tracking`` (watermarks, tracked sends, counters, seen events), ``audit``
-(quarantine, change log, step runs), ``sync`` (the sync shadow, the change log read back).
+(quarantine, change log, step runs), ``sync`` (the sync shadow, the change log read back),
+``kpi`` (the KPI job's written values).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from connector.state.base import Clock, _short, utcnow
 from connector.state.engine import create_state_engine, normalize_url, upsert
 from connector.state.instances import Identity, InstanceMixin, this_process
 from connector.state.jobs import JobMixin
+from connector.state.kpi import KpiMixin
 from connector.state.leases import LeaseMixin
 from connector.state.records import (
     BATCH_STATUSES,
@@ -71,7 +73,7 @@ def default_holder() -> str:
     return this_process().holder
 
 
-class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin, InstanceMixin, SyncMixin):
+class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin, InstanceMixin, SyncMixin, KpiMixin):
     """Durable state of one connector instance (or several sharing one database).
 
     ``holder`` is who this process is in leases and step runs: by default

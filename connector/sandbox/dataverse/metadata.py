@@ -51,6 +51,24 @@ class KeyActivation:
     """How fast the index build goes through existing rows."""
 
 
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "Integer": (-2_147_483_648, 2_147_483_647),
+    "Decimal": (-100_000_000_000, 100_000_000_000),
+    "Double": (-100_000_000_000, 100_000_000_000),
+    "Money": (-922_337_203_685_477, 922_337_203_685_477),
+}
+"""The widest MinValue..MaxValue each number column type allows (PD maker/data-platform/types-of-fields.md);
+a column is created with the MinValue / MaxValue its metadata gives, within these."""
+
+
+def _bound(body: dict, name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise StoreError(400, "0x80044331", f"{name} {value!r} of {body.get('SchemaName')} is outside the range"
+                         f" of its type ({low} to {high}).")
+    return value
+
+
 def _label(text: str) -> dict:
     loc = {"Label": text, "LanguageCode": 1033}
     return {"LocalizedLabels": [loc], "UserLocalizedLabel": loc}
@@ -322,8 +340,14 @@ class Metadata:
         if type_ == "Memo" and not max_length:
             max_length = 2000
         level = (body.get("RequiredLevel") or {}).get("Value", "None")
+        low, high = NUMBER_RANGES.get(type_, (None, None))
+        if type_ in NUMBER_RANGES:
+            low, high = _bound(body, "MinValue", low, low, high), _bound(body, "MaxValue", high, low, high)
+            if low > high:
+                raise StoreError(400, "0x80044331", f"MinValue {low} of {schema} is greater than its MaxValue {high}.")
         return Attribute(schema.lower(), type_, max_length, schema_name=schema, custom=True,
-                         required=level in ("ApplicationRequired", "SystemRequired"), options=options)
+                         required=level in ("ApplicationRequired", "SystemRequired"), options=options,
+                         min_value=low, max_value=high)
 
     def create_entity(self, req: Request) -> Response:
         body = req.json()

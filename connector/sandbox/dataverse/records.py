@@ -42,17 +42,35 @@ class Records(QueryOps, NavigationOps):
             rid = str(parsed[e.primary_id]).lower()
             return self.store.get_raw(e, rid), rid
         for k in e.active_keys():  # a key whose index job has not finished addresses nothing
-            if set(k.attributes) == set(parsed):
+            # a lookup column of a key is named by its lookup property, _<navigation property>_value
+            # (PD use-alternate-key-reference-record.md); its bare logical name is not a key property
+            wire = {e.attributes[name].wire_name: name for name in k.attributes}
+            if set(wire) == set(parsed):
                 check_key_values(parsed)
                 values = {}
-                for name in k.attributes:
+                for prop, name in wire.items():
                     attr = e.attributes[name]
-                    values[name] = str(parsed[name]).lower() if attr.type in LOOKUP_TYPES else parsed[name]
-                return self.store.find_by_key(e, values), parsed
+                    values[name] = str(parsed[prop]).lower() if attr.type in LOOKUP_TYPES else parsed[prop]
+                return self.store.find_by_key(e, values), values
         raise StoreError(400, "0x80060888", f"The key in the request URI is not valid for resource"
                          f" 'Microsoft.Dynamics.CRM.{e.logical_name}'. Ensure that the names and number of key"
                          f" properties match the declared or alternate key properties for the resource"
                          f" 'Microsoft.Dynamics.CRM.{e.logical_name}'.")
+
+    def key_columns(self, req: Request, e: Entity, values: dict[str, Any]) -> dict[str, Any]:
+        """The columns an upsert by alternate key creates its row with; a lookup value must name a
+        record that exists (as when it is set through ``@odata.bind``)."""
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            attr = e.attributes[name]
+            if attr.type not in LOOKUP_TYPES:
+                out[name] = self.check_value(e, attr, value)
+                continue
+            target = self.store.schema.entity(attr.targets[0]) if len(attr.targets) == 1 else None
+            if target is None or self.store.get_raw(target, str(value)) is None:
+                raise not_found(target or e, value)
+            out[name], out[name + "__type"] = str(value), target.logical_name
+        return out
 
     def entity_url(self, req: Request, e: Entity, rid: str) -> str:
         return f"{self.api(req)}{e.entity_set}({rid})"
@@ -141,6 +159,7 @@ class Records(QueryOps, NavigationOps):
         if t in INT_TYPES:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise payload_error(e, f"Cannot convert the literal '{value}' to the expected type 'Edm.Int32'.")
+            self.check_range(e, attr, value)
             if t == "Picklist" and attr.options and value not in attr.options:
                 raise StoreError(400, "0x8004431a", f"{attr.logical_name}: Value {value} is outside the valid"
                                  " range of option values.")
@@ -152,6 +171,7 @@ class Records(QueryOps, NavigationOps):
         if t in FLOAT_TYPES:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise payload_error(e, f"Cannot convert the literal '{value}' to the expected type 'Edm.Decimal'.")
+            self.check_range(e, attr, value)
             return float(value)
         if t == "DateTime":
             try:
@@ -164,6 +184,15 @@ class Records(QueryOps, NavigationOps):
                 raise payload_error(e, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'.")
             return value.lower()
         return value
+
+    @staticmethod
+    def check_range(e: Entity, attr: Any, value: float) -> None:
+        """A number column refuses a value outside its MinValue..MaxValue [unverified: error code and text]."""
+        low, high = attr.min_value, attr.max_value
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise StoreError(400, "0x80044330", f"A validation error occurred. The value {value} of"
+                             f" '{attr.logical_name}' on record of type '{e.logical_name}' is outside the valid"
+                             f" range. Accepted Values: {low} to {high}")
 
     def create_row(self, req: Request, e: Entity, body: Any, extra: dict | None = None) -> str:
         row, deep = self.convert(req, e, body, creating=True)
@@ -239,9 +268,7 @@ class Records(QueryOps, NavigationOps):
         self.check_preconditions(req, e, row, rid)
         body = req.json()
         if row is None:  # upsert: create with the id / key values from the URL
-            extra = {e.primary_id: rid} if isinstance(rid, str) else {
-                k: (self.check_value(e, e.attributes[k], v) if e.attributes[k].type not in LOOKUP_TYPES else v)
-                for k, v in rid.items()}
+            extra = {e.primary_id: rid} if isinstance(rid, str) else self.key_columns(req, e, rid)
             new_id = self.create_row(req, e, body, extra)
             if req.prefer.get("return") == "representation":
                 return self.representation(req, e, new_id, 201)

@@ -53,6 +53,8 @@ class Attribute:
     # navigation property name -> target table, for lookups
     navs: dict[str, str] = field(default_factory=dict)
     metadata_id: str = ""
+    min_value: float | None = None  # MinValue / MaxValue of a number column (refused outside)
+    max_value: float | None = None
 
     def __post_init__(self) -> None:
         self.schema_name = self.schema_name or self.logical_name
