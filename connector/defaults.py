@@ -108,3 +108,12 @@ beyond it the send is held with the reason (0 = any change holds it)."""
 
 PREVIEW_SAMPLE = 20
 """Recipients written to CRM as a preview's sample (cesp_previewrecipient rows)."""
+
+KPI_POLL_MINUTES = 0.0
+"""The KPI load is not scheduled unless ``[kpi] poll_minutes`` says how often (``connector kpi`` runs it by hand)."""
+
+KPI_SLICE_ROWS = 1000
+"""Source rows read, matched, written and committed together: the only ones in memory."""
+
+KPI_SOURCE_NAME = "kpi"
+"""Label of the KPI source: on each CRM row (``cesp_source``), in the state database and the lease."""

@@ -8,8 +8,9 @@
     ├─ executor "tracking" 1 thread -> pool of [tracking] workers  every [tracking] poll_minutes
     ├─ executor "sync"     1 thread -> pool of [sync] workers      every [sync] poll_minutes
     │                                  (only with [sync.<table>] rules)
-    └─ executor "emails"   1 thread                                every [emails] refresh_minutes
-                                       (the ESP's e-mail catalogue into CRM's e-mail picker; 0 = off)
+    ├─ executor "emails"   1 thread                                every [emails] refresh_minutes
+    │                                  (the ESP's e-mail catalogue into CRM's e-mail picker; 0 = off)
+    └─ executor "kpi"      1 thread (one load at a time)          every [kpi] poll_minutes, if set
 
 A step run works on its items (send requests, importing sends, tracking streams) in
 its own process-lifetime pool of ``[<step>] workers`` threads (``connector.steps.workers``).
@@ -69,6 +70,11 @@ STEP_FUNCTIONS = {
     "emails": "connector.steps.emails:run_email_refresh",
 }
 
+OPTIONAL_STEPS = {
+    "kpi": "connector.steps.kpi:run_kpi",
+}
+"""Steps the service runs only when configured (``[kpi] poll_minutes`` > 0 with a source)."""
+
 
 class StepUnavailable(ConnectorError):
     """The step's module or function is not installed in this build."""
@@ -82,20 +88,25 @@ def step_intervals(config: Any) -> dict[str, float]:
         "tracking": config.tracking.poll_minutes * 60.0,
         "sync": config.sync.poll_minutes * 60.0,
         "emails": config.emails.refresh_minutes * 60.0,
+        "kpi": config.kpi.poll_minutes * 60.0 if config.kpi.scheduled else 0.0,  # 0: not scheduled
     }
 
 
 def step_workers(config: Any) -> dict[str, int]:
     return {"sends": config.sends.workers, "imports": config.imports.workers, "tracking": config.tracking.workers,
-            "sync": config.sync.workers, "emails": 1}
+            "sync": config.sync.workers, "emails": 1,
+            "kpi": 1}  # one load at a time; its CRM writes go through the organization's batch pool
 
 
 def configured_steps(config: Any) -> dict[str, str]:
     """The steps this config runs: ``sync`` only when a ``[sync.<table>]`` section has rules, ``emails``
-    unless ``[emails] refresh_minutes`` is 0."""
-    return {name: target for name, target in STEP_FUNCTIONS.items()
-            if (name != "sync" or any(getattr(config, "sync_rules", {}).values()))
-            and (name != "emails" or config.emails.refresh_minutes > 0)}
+    unless ``[emails] refresh_minutes`` is 0, ``kpi`` only when ``[kpi] poll_minutes`` schedules it."""
+    steps = {name: target for name, target in STEP_FUNCTIONS.items()
+             if (name != "sync" or any(getattr(config, "sync_rules", {}).values()))
+             and (name != "emails" or config.emails.refresh_minutes > 0)}
+    if config.kpi.scheduled:
+        steps.update(OPTIONAL_STEPS)
+    return steps
 
 
 def load_step(target: str) -> StepFunc:

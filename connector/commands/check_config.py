@@ -107,6 +107,15 @@ def _minutes(value: float) -> str:
     return f"{value:g} min"
 
 
+def _kpi_line(config: Config) -> str:
+    kpi = config.kpi
+    if not kpi.enabled:
+        return "not configured"
+    when = f"every {_minutes(kpi.poll_minutes)}" if kpi.scheduled else "by hand only (connector kpi)"
+    return (f"{kpi.source_name} from {_safe_url(kpi.source_url)}, {when}, matched on "
+            f"{kpi.customer_table}.{kpi.match_column}, removed KPIs: {kpi.removed}")
+
+
 def summary(config: Config) -> list[tuple[str, str]]:
     """(label, text) lines describing what this configuration will do; no secret in them."""
     crm, esp, sftp = config.crm, config.esp, config.sftp
@@ -125,6 +134,7 @@ def summary(config: Config) -> list[tuple[str, str]]:
          if config.batching.enabled else "off (every send by SOAP)"),
         ("tracking", f"mode {config.tracking.mode}, responses {'closed' if config.tracking.responses_closed else 'open'}"
          + (f", default campaign {config.tracking.default_campaign}" if config.tracking.default_campaign else "")),
+        ("KPIs", _kpi_line(config)),
         ("roles", ", ".join(config.sends.allowed_roles)),
         ("mappings", "; ".join(f"{table}: {len(fields)} attribute{'s' if len(fields) != 1 else ''}"
                                for table, fields in sorted(config.mappings.items())) or "none"),

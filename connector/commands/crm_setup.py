@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         me = client.who_am_i()
         print(f"connected to {client.http.org_url} as user {me['UserId']}")
         wait = KEY_WAIT_SECONDS if args.wait is None else max(0.0, args.wait)
-        report = CrmSetup(client.http, config.crm.prefix).run(
+        kpi_customer = config.kpi.customer_table if config.kpi.enabled else ""  # the KPI table: docs/kpi.md
+        report = CrmSetup(client.http, config.crm.prefix, kpi_customer).run(
             dry_run=args.dry_run, progress=lambda line: print(line, flush=True), wait_seconds=wait)
     except ConnectorError as exc:
         print(f"crm-setup failed: {exc}", file=sys.stderr)
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     building = [name for name, status in report.keys.items() if status in ("Pending", "InProgress")]
     for name in building:
         print(f"waiting  key {name} is still {report.keys[name]}: Dataverse builds its index in the background."
-              " Run `connector crm-setup` again later; the tracking step starts once the key is Active",
+              " Run `connector crm-setup` again later; the steps writing by it start once the key is Active",
               file=sys.stderr)
     return EXIT_FAILURE if report.failed or building else EXIT_OK
 

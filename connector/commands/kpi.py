@@ -14,14 +14,13 @@ run goes on; nothing is lost, nothing doubled).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from connector import __version__
 from connector.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from connector.errors import ConnectorError
 
@@ -70,20 +69,34 @@ def load_once(config: Any, stopping: threading.Event, *, dry_run: bool = False, 
     from connector.state.store import StateStore
     from connector.steps.kpi import run_kpi
 
-    holder = f"{config.service.instance_id or socket.gethostname()}:kpi:{os.getpid()}"
-    store = StateStore.from_config(config, holder=holder)
+    # an instance of its own label: it takes over what a dead earlier `connector kpi` on this host
+    # held (its lease), and a service with the same instance_id never counts it as a twin
+    store = StateStore(config.state_url(), label=f"{config.service.instance_id or 'connector'}:kpi",
+                       timeout_seconds=config.timeouts.sql_seconds)
     adapters = AdapterPool(config)
     try:
         store.migrate()
+        store.register_instance(__version__)
+        store.take_over_dead_predecessors()
         ctx = adapters.step_context(store, stopping=stopping)
-        outcome = run_kpi(ctx, dry_run=dry_run, full=full, progress=_progress)
+        if not dry_run:  # `connector status` shows a manual run like a scheduled one
+            store.start_step_run("kpi", ctx.run_id)
+        try:
+            outcome = run_kpi(ctx, dry_run=dry_run, full=full, progress=_progress)
+        except ConnectorError as exc:
+            if not dry_run:
+                store.finish_step_run(ctx.run_id, False, 0, f"{type(exc).__name__}: {exc}")
+            raise
+        if not dry_run:
+            store.finish_step_run(ctx.run_id, outcome.ok, outcome.processed, outcome.message, outcome.details)
     finally:
         adapters.close_all()
+        store.unregister_instance()
         store.close()
     print(("dry run: " if dry_run else "") + outcome.message, file=sys.stderr)
     if stopping.is_set():
         return EXIT_INTERRUPTED
-    return EXIT_OK if outcome.ok else EXIT_FAILURE
+    return EXIT_OK if outcome.ok and not outcome.details.get("busy") else EXIT_FAILURE
 
 
 def _progress(stats: Any) -> None:

@@ -191,6 +191,34 @@ class SyncSettings(Section):
         return getattr(self, f"conflict_{table}", "") or self.conflict
 
 
+class KpiSettings(Section):
+    poll_minutes: float = Field(d.KPI_POLL_MINUTES, ge=0, le=10_080, description="Minutes between scheduled KPI loads; 0 = not scheduled")
+    source_url: str = Field("", description="SQLAlchemy URL of the external database the KPIs come from")
+    query: str = Field("", description="SQL returning customer_key, kpi, value [, period]: one line")
+    query_file: Path | None = Field(None, description="File holding the query (instead of query)")
+    source_name: str = Field(d.KPI_SOURCE_NAME, pattern=r"^[A-Za-z0-9_.-]{1,50}$")
+    customer_table: Literal["contact", "account"] = "contact"
+    match_column: str = Field("", pattern=r"^([a-z_][a-z0-9_]{0,99})?$", description="CRM column of the customer table that customer_key is matched on")
+    removed: Literal["deactivate", "delete", "keep"] = "deactivate"
+    slice_rows: int = Field(d.KPI_SLICE_ROWS, ge=1, le=50_000)
+
+    @property
+    def enabled(self) -> bool:
+        """A source is configured (``connector kpi`` may run; check-config wants the rest)."""
+        return bool(self.source_url)
+
+    @property
+    def scheduled(self) -> bool:
+        """The service runs the KPI load on its own schedule."""
+        return self.enabled and self.poll_minutes > 0
+
+    def query_text(self) -> str:
+        """The query, from ``query`` or ``query_file`` (read now: an edited file counts at the next run)."""
+        if self.query_file is not None:
+            return self.query_file.read_text(encoding="utf-8-sig")
+        return self.query
+
+
 class FieldMapping(Section):
     """One ESP attribute from one CRM column, with optional transforms."""
 
@@ -221,6 +249,7 @@ class Config(Section):
     sync: SyncSettings = SyncSettings()
     # [sync.contact], [sync.lead], [sync.account]: connector.sync.rules.SyncRule per line
     sync_rules: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    kpi: KpiSettings = KpiSettings()
     # [mapping.contact], [mapping.lead], [mapping.account]: ESP attribute -> CRM column
     mappings: dict[str, tuple[FieldMapping, ...]] = Field(default_factory=dict)
     # [transform.NAME]: CRM value -> ESP value lookup tables
@@ -244,7 +273,7 @@ class Config(Section):
                 value = getattr(section, key)
                 if isinstance(value, SecretStr) and value.get_secret_value():
                     found.add(value.get_secret_value())
-        for url in (self.state.url, self.staging.url):
+        for url in (self.state.url, self.staging.url, self.kpi.source_url):
             password = url_password(url)
             if password:
                 found.add(password)

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from connector import secrets as _secrets
 from connector.config.fields import secret_keys
-from connector.config.models import Config, CrmSettings, EspSettings, SftpSettings
+from connector.config.models import Config, CrmSettings, EspSettings, KpiSettings, SftpSettings
 
 if TYPE_CHECKING:
     from connector.config.loader import Loader
@@ -28,7 +28,9 @@ def check_rules(config: Config, loader: Loader) -> None:
     _check_crm(config.crm, loader)
     _check_esp(config.esp, loader)
     _check_sftp(config.sftp, loader)
+    _check_kpi(config.kpi, loader)
     for section, key in (("crm", "ca_bundle"), ("esp", "ca_bundle"), ("sends", "suppression_file"),
+                         ("kpi", "query_file"),
                          ("sftp", "private_key_file"), ("sftp", "known_hosts")):
         value = getattr(getattr(config, section), key)
         if value is None:
@@ -175,3 +177,40 @@ def _check_sftp(sftp: SftpSettings, loader: Loader) -> None:
     if sftp.password is None and sftp.private_key_file is None:
         loader.problem("sftp", "password", loader.line_of("sftp"), "a password or a private_key_file is required",
                        f"set private_key_file, or the environment variable {_secrets.env_var_name('sftp', 'password')}")
+
+
+def _check_kpi(kpi: KpiSettings, loader: Loader) -> None:
+    """A KPI source needs its query and the CRM column customers are matched on (docs/kpi.md)."""
+    used = [key for key in ("query", "query_file", "match_column") if getattr(kpi, key)]
+    if kpi.poll_minutes > 0:
+        used.append("poll_minutes")
+    if not kpi.source_url:
+        if used:
+            _require(loader, "kpi", ["source_url"], kpi, f"once [kpi] {used[0]} is set")
+        return
+    _check_database_url(loader, "kpi", "source_url", kpi.source_url)
+    if bool(kpi.query) == (kpi.query_file is not None):
+        loader.problem("kpi", "query", loader.line_of("kpi", "query" if kpi.query else ""),
+                       "give exactly one of query and query_file",
+                       "query holds one line of SQL; a longer one goes in a file named by query_file")
+    _require(loader, "kpi", ["match_column"], kpi, "once [kpi] source_url is set (the CRM column customer_key "
+             "is matched on, e.g. emailaddress1, accountnumber or an external id column)")
+
+
+def _check_database_url(loader: Loader, section: str, key: str, url: str) -> None:
+    """A SQLAlchemy URL whose dialect exists; the error never shows its password."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+        parsed.get_dialect()
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
+        shown = _secrets_hidden(url)
+        loader.problem(section, key, loader.line_of(section, key), f"not a usable database URL: {shown} "
+                       f"({type(exc).__name__})", "write it as dialect+driver://user@host[:port]/database, e.g. "
+                       "postgresql://kpi@db.example.com/erp or mssql+pyodbc://kpi@dsn (the password from the "
+                       f"environment variable {_secrets.env_var_name(section, key)})")
+
+
+def _secrets_hidden(url: str) -> str:
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", url)

@@ -6,31 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
-import pytest
-
 from connector.models import CrmTable, KpiValue
-from tests.fixtures.crm import crm_config
-
-
-@pytest.fixture
-def kpi_org(tmp_path, crm_ca):
-    from connector.crm.dataverse import DataverseCrmClient
-    from connector.crm.setup import CrmSetup
-    from connector.sandbox.dataverse import KeyActivation, start_crm_sandbox
-
-    sandbox = start_crm_sandbox(tmp_path / "crm", crm_ca, customizations=True,
-                                key_activation=KeyActivation(pending_seconds=0.3, build_seconds=0.3))
-    sandbox.ca_file = crm_ca.ca_file
-    client = DataverseCrmClient.from_config(crm_config(sandbox, crm_ca.ca_file))
-    try:
-        assert client.kpi_key_status(CrmTable.CONTACT)[0] == "Missing"
-        report = CrmSetup(client.http, kpi_customer="contact").run(poll_seconds=0.2)
-        assert "table cesp_kpi" in report.created
-        assert report.keys["cesp_kpi.cesp_kpi_contact_key"] == "Active"
-        yield sandbox, client
-    finally:
-        client.close()
-        sandbox.stop()
 
 
 def _rows(sandbox) -> list[dict]:
@@ -39,6 +15,7 @@ def _rows(sandbox) -> list[dict]:
 
 def test_upsert_by_key_twice_makes_one_row_and_removal_deactivates(kpi_org) -> None:
     sandbox, client = kpi_org
+    assert client.kpi_key_status(CrmTable.CONTACT) == ("Active", "cesp_kpi.cesp_kpi_contact_key")
     ada = sandbox.store.insert("contacts", {"firstname": "Ada", "emailaddress1": "Ada@Example.com"})
     bob = sandbox.store.insert("contacts", {"firstname": "Bob", "emailaddress1": "bob@example.com"})
     when = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import structlog
 
-from connector.errors import ConnectorError
+from connector.errors import ConfigError, ConnectorError
 from connector.models import CrmTable
 from connector.steps import StepContext, StepOutcome
 from connector.steps.kpi.load import KpiLoad, KpiStats, Progress
@@ -25,8 +25,12 @@ log = structlog.get_logger(__name__)
 def open_source(config: object) -> KpiSource:
     """The configured source (its password from the environment or the secrets file, never logged)."""
     cfg = config.kpi  # type: ignore[attr-defined]
-    return KpiSource(cfg.source_url.get_secret_value(), cfg.query_text(),
-                     timeout=float(config.timeouts.sql_seconds))  # type: ignore[attr-defined]
+    try:
+        query = cfg.query_text()
+    except OSError as exc:
+        raise ConfigError(f"[kpi] query_file {cfg.query_file} cannot be read: {exc.strerror or exc}",
+                          section="kpi", key="query_file") from exc
+    return KpiSource(cfg.source_url, query, timeout=float(config.timeouts.sql_seconds))  # type: ignore[attr-defined]
 
 
 def run_kpi(ctx: StepContext, *, dry_run: bool = False, full: bool = False,
@@ -34,7 +38,7 @@ def run_kpi(ctx: StepContext, *, dry_run: bool = False, full: bool = False,
     """Load the KPIs once; see the module docstring."""
     cfg = ctx.config.kpi
     if not cfg.enabled:
-        return StepOutcome(message="kpi not configured ([kpi] source_url and query)")
+        return StepOutcome(message="kpi not configured ([kpi] source_url)")
     refused = None if dry_run else _key_refusal(ctx)
     if refused:
         log.error("step_refused", reason=refused)
@@ -43,7 +47,8 @@ def run_kpi(ctx: StepContext, *, dry_run: bool = False, full: bool = False,
     if not dry_run and not ctx.state.acquire_lease(resource, ctx.config.state.lease_seconds):
         holder = ctx.state.lease_holder(resource)
         log.info("kpi_lease_busy", resource=resource, holder=holder)
-        return StepOutcome(message=f"another instance ({holder}) is loading the KPIs of {cfg.source_name}")
+        return StepOutcome(message=f"another instance ({holder}) is loading the KPIs of {cfg.source_name}",
+                           details={"busy": True})
     source = open_source(ctx.config)
     try:
         with structlog.contextvars.bound_contextvars(kpi_source=cfg.source_name):

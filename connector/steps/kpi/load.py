@@ -23,6 +23,7 @@ deleted) in CRM, then marked inactive in the state database.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -106,14 +107,15 @@ class KpiLoad:
     def run(self) -> KpiStats:
         if not self.dry_run:
             self.ctx.state.clear_quarantine(self.request_id)
-        for rows in self.source.slices(self.cfg.slice_rows):
-            if self.ctx.stopping.is_set():
-                log.info("kpi_stopped", read=self.stats.read, reason="the service is stopping")
-                return self.stats
-            self._slice(rows)
-            self.stats.slices += 1
-            if self.progress:
-                self.progress(self.stats)
+        with closing(self.source.slices(self.cfg.slice_rows)) as slices:  # closes the cursor on a stop
+            for rows in slices:
+                if self.ctx.stopping.is_set():
+                    log.info("kpi_stopped", read=self.stats.read, reason="the service is stopping")
+                    return self.stats
+                self._slice(rows)
+                self.stats.slices += 1
+                if self.progress:
+                    self.progress(self.stats)
         self.stats.complete = True
         if self.stats.read == 0:
             log.warning("kpi_source_empty", source=self.name,
@@ -126,19 +128,17 @@ class KpiLoad:
         self.stats.read += len(rows)
         plan = self._plan(rows)
         confirmed = self._write(plan)
+        for bad in plan.bad:
+            self.stats.report(bad)
         if self.dry_run:
             return
         crashpoint("kpi_after_crm_write")
-        try:
-            with self.ctx.state.transaction() as conn:
-                if not self.ctx.state.extend_lease(self.lease, self.ctx.config.state.lease_seconds, conn=conn):
-                    raise StateError(f"lost the lease on {self.lease}: another instance took the KPI load")
-                self.ctx.state.record_kpis_written(self.name, confirmed, self.ctx.run_id, conn=conn)
-                self.ctx.state.mark_kpis_seen(plan.seen, self.ctx.run_id, conn=conn)
-                self.ctx.state.quarantine([self._quarantined(b) for b in plan.bad], conn=conn)
-        finally:
-            for bad in plan.bad:
-                self.stats.report(bad)
+        with self.ctx.state.transaction() as conn:
+            if not self.ctx.state.extend_lease(self.lease, self.ctx.config.state.lease_seconds, conn=conn):
+                raise StateError(f"lost the lease on {self.lease}: another instance took the KPI load")
+            self.ctx.state.record_kpis_written(self.name, confirmed, self.ctx.run_id, conn=conn)
+            self.ctx.state.mark_kpis_seen(plan.seen, self.ctx.run_id, conn=conn)
+            self.ctx.state.quarantine([self._quarantined(b) for b in plan.bad], conn=conn)
         crashpoint("kpi_after_slice")
 
     def _plan(self, rows: list[dict[str, Any]]) -> _Slice:

@@ -29,6 +29,15 @@ def hide_password(text: str) -> str:
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
+def _check_columns(columns: list[str]) -> None:
+    missing = missing_columns(columns)
+    if missing:
+        raise PermanentPeerError(
+            f"the [kpi] query returns no column {', '.join(missing)} (it returns {', '.join(columns) or 'no columns'}):"
+            " alias the customer's match value AS customer_key, the KPI's name AS kpi and its value AS value "
+            "(optionally the period AS period)", PEER, "read KPIs")
+
+
 class KpiSource:
     """Runs ``[kpi] query`` against ``[kpi] source_url``."""
 
@@ -56,16 +65,13 @@ class KpiSource:
                     conn = conn.execution_options(postgresql_readonly=True)
                 result = conn.execution_options(stream_results=True, yield_per=slice_rows).execute(
                     sa.text(self.query))
-                columns = [str(c).lower() for c in result.keys()]
-                missing = missing_columns(columns)
-                if missing:
-                    raise PermanentPeerError(
-                        f"the [kpi] query returns no column {', '.join(missing)} (it returns "
-                        f"{', '.join(columns) or 'no columns'}): alias the customer's match value AS customer_key, "
-                        "the KPI's name AS kpi and its value AS value (optionally the period AS period)",
-                        PEER, "read KPIs")
-                for part in result.partitions(slice_rows):
-                    yield [dict(zip(columns, row)) for row in part]
+                try:  # closed also when the caller stops early: a server-side cursor holds a portal
+                    columns = [str(c).lower() for c in result.keys()]
+                    _check_columns(columns)
+                    for part in result.partitions(slice_rows):
+                        yield [dict(zip(columns, row)) for row in part]
+                finally:
+                    result.close()
         except SQLAlchemyError as exc:
             raise self._translate(exc) from exc
 
@@ -74,8 +80,7 @@ class KpiSource:
         detail = hide_password(text[0] if text else type(exc).__name__)[:300]
         if self._secret:
             detail = detail.replace(self._secret, "***")
-        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)) \
-                and not isinstance(exc, sa.exc.ProgrammingError):
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
             return TransientPeerError(f"KPI source {self.where} unavailable: {detail}; the next run retries",
                                       peer=PEER, operation="read KPIs")
         return PermanentPeerError(f"KPI source {self.where} refused the [kpi] query: {detail}; fix [kpi] query "
