@@ -185,8 +185,11 @@ def _check_kpi(kpi: KpiSettings, loader: Loader) -> None:
     if kpi.poll_minutes > 0:
         used.append("poll_minutes")
     if not kpi.source_url:
-        if used:
-            _require(loader, "kpi", ["source_url"], kpi, f"once [kpi] {used[0]} is set")
+        env = _secrets.env_var_name("kpi", "source_url")
+        for key in used:
+            loader.problem("kpi", key, loader.line_of("kpi", key), "needs [kpi] source_url, which is not set",
+                           f"set the environment variable {env} or kpi.source_url in the [service] secrets_file "
+                           f"(or remove {key})")
         return
     _check_database_url(loader, "kpi", "source_url", kpi.source_url)
     if bool(kpi.query) == (kpi.query_file is not None):

@@ -67,7 +67,8 @@ def test_check_config_names_the_kpi_keys(tmp_path: Path) -> None:
     assert "[kpi] query: give exactly one of query and query_file" in text
     assert "[kpi] query_file: file not found" in text
     assert "[kpi] match_column: required once [kpi] source_url is set" in text
-    with pytest.raises(ConfigError, match=r"\[kpi\] source_url: required once \[kpi\] poll_minutes is set"):
+    with pytest.raises(ConfigError, match=r"\[kpi\] poll_minutes: needs \[kpi\] source_url, which is not set "
+                       r"\(hint: set the environment variable CONNECTOR_KPI_SOURCE_URL"):
         _load(tmp_path, "[kpi]\npoll_minutes = 60\n")
     with pytest.raises(ConfigError, match=r"\[kpi\] match_column: .*pattern"):
         _load(tmp_path, "[kpi]\nmatch_column = E-Mail\n")
