@@ -18,6 +18,7 @@ finds into ``ConfigProblem`` entries.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,11 @@ ENV_PREFIX = "CONNECTOR_"
 
 URL_SECRET_KEYS: frozenset[tuple[str, str]] = frozenset({("state", "url"), ("staging", "url"), ("kpi", "source_url")})
 """Database URLs may carry a password, so they may come from the environment or the secrets file too."""
+
+
+def hide_url_passwords(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` anywhere in ``text``."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
 def env_var_name(section: str, key: str) -> str:

@@ -208,12 +208,8 @@ def _check_database_url(loader: Loader, section: str, key: str, url: str) -> Non
         parsed = sa.engine.make_url(url)
         parsed.get_dialect()
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
-        shown = _secrets_hidden(url)
+        shown = _secrets.hide_url_passwords(url)
         loader.problem(section, key, loader.line_of(section, key), f"not a usable database URL: {shown} "
                        f"({type(exc).__name__})", "write it as dialect+driver://user@host[:port]/database, e.g. "
                        "postgresql://kpi@db.example.com/erp or mssql+pyodbc://kpi@dsn (the password from the "
                        f"environment variable {_secrets.env_var_name(section, key)})")
-
-
-def _secrets_hidden(url: str) -> str:
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", url)

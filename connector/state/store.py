@@ -17,13 +17,13 @@ The parts live in mixins: ``leases``, ``jobs`` (send jobs, batches),
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector.errors import StateError
+from connector.secrets import hide_url_passwords
 from connector.state.audit import AuditMixin
 from connector.state.base import Clock, _short, utcnow
 from connector.state.engine import create_state_engine, normalize_url, upsert
@@ -63,11 +63,6 @@ __all__ = [
 ]
 
 
-def _hide_password(text: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` anywhere in ``text``."""
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-
-
 def default_holder() -> str:
     """``host:pid:token`` — unique per process, readable in ``connector status``."""
     return this_process().holder
@@ -92,8 +87,8 @@ class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin, InstanceMixin,
             self.engine = create_state_engine(self.url, timeout_seconds=timeout_seconds)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StateError(
-                f"state database URL {_hide_password(url)} is not usable: {type(exc).__name__}: "
-                f"{_hide_password(str(exc))}; check [state] url"
+                f"state database URL {hide_url_passwords(url)} is not usable: {type(exc).__name__}: "
+                f"{hide_url_passwords(str(exc))}; check [state] url"
             ) from exc
 
     @classmethod

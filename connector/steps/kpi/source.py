@@ -11,22 +11,17 @@ translated here, with the URL's password hidden: a connection problem is transie
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector.errors import PermanentPeerError, TransientPeerError
+from connector.secrets import hide_url_passwords
 from connector.state.engine import normalize_url
 from connector.steps.kpi.rows import missing_columns
 
 PEER = "kpi source"
-
-
-def hide_password(text: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` anywhere in ``text``."""
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
 def _check_columns(columns: list[str]) -> None:
@@ -77,7 +72,7 @@ class KpiSource:
 
     def _translate(self, exc: SQLAlchemyError) -> Exception:
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        detail = hide_password(text[0] if text else type(exc).__name__)[:300]
+        detail = hide_url_passwords(text[0] if text else type(exc).__name__)[:300]
         if self._secret:
             detail = detail.replace(self._secret, "***")
         if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
