@@ -1,4 +1,8 @@
-"""An operator problem in the middle of a send holds the job where it is; fixed, it goes on."""
+"""An operator problem in the middle of a send holds the job where it is; fixed, it goes on.
+
+Over the contract-checked peer doubles of tests/fixtures/sends.py (FakeCrm, FakeEsp, FakeDrop:
+docs/architecture.md, "Test doubles"); the problems are raised by patching one peer call.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The send and imports steps against peer doubles and a real (SQLite) state store.
 
-The ESP and file-drop doubles (``tests.doubles``) are kept, not replaced by the sandbox,
-because the contract suites (test_esp_contract, test_file_drop_contract) run over them as
-over the real adapters: they refuse what the real ones refuse, and they let these tests
-drive every branch in well under a second each."""
+The CRM, ESP and file-drop doubles (``tests.doubles``: FakeCrm, FakeEsp, FakeDrop) are kept,
+not replaced by the sandbox, because the contract suites (test_crm_contract, test_esp_contract,
+test_file_drop_contract) run over them as over the real adapters: they refuse what the real
+ones refuse (ids here are GUIDs, as the CRM needs), and their knobs let these tests drive
+every branch in well under a second each. See docs/architecture.md, "Test doubles"."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The tracking step against in-process ESP/CRM doubles, a real state DB and staging table.
 
-The ESP double (``tests.doubles.esp.FakeEsp``) is kept because test_esp_contract runs over it
-as over the real adapter against the sandbox; the tests here need its knobs (page size,
-shuffled pages, counted calls) and its speed.
+The doubles (``tests.doubles``: FakeEsp, FakeCrm) are kept because test_esp_contract and
+test_crm_contract run over them as over the real adapters against the sandboxes; the tests
+here need their knobs (page size, shuffled pages, per-key CRM failures, 429 storms, counted
+calls) and their speed. See docs/architecture.md, "Test doubles".
 
 Each invariant test names the mechanism it proves; removing the mechanism fails it.
 """
