@@ -20,9 +20,10 @@ tests/integration/test_crm_contract.py, runs over both):
   alternate key makes a repeat count as written; bounce details only on contacts and leads
   (``unsupported_table``).
 
-Not modelled, and refused loudly rather than answered wrongly: dynamic lists (FetchXML) and
-change tracking (``iter_changes``) raise ``NotImplementedError``; their tests run against the
-sandbox only.
+Dynamic lists run their FetchXML, prepared and paged by the adapter's ``connector.crm.fetchxml``,
+through the sandbox's own FetchXML evaluator. Not modelled, and refused loudly rather than
+answered wrongly: change tracking (``iter_changes``) raises ``NotImplementedError``; its tests
+run against the sandbox only.
 
 Test-facing parts (not on ``CrmClient``): ``store`` (seed it with ``CrmSeeder``), ``add_request``,
 ``add_list``, ``add_user``, ``add_contacts``, ``set_status``; what reached the CRM: ``requests``,
@@ -42,7 +43,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from connector.crm import keys
+from connector.crm import fetchxml, keys
 from connector.crm.base import CrmClient
 from connector.crm.dataverse import is_guid
 from connector.crm.recipients import list_member_table, missing_targets_error
@@ -71,6 +72,7 @@ from connector.models import (
     WriteResult,
 )
 from connector.sandbox.dataverse import apply_customizations
+from connector.sandbox.dataverse.fetchxml import run_fetch
 from connector.sandbox.dataverse.store import DataverseStore, StoreError
 
 HOST = "fake-crm"
@@ -284,11 +286,41 @@ class FakeCrm(CrmClient):
                                 "exist", "crm", "read marketing list")
         table = list_member_table(HOST, list_id, row)
         if row.get("type") in (True, 1, "true"):
-            raise NotImplementedError("FakeCrm does not run FetchXML: test dynamic lists against the sandbox")
+            yield from self._dynamic_members(table, list_id, str(row.get("query") or ""), attributes, source)
+            return
         columns = self._columns(table, attributes, "read list members", "list", list_id)
         for member in self.store.list_members(list_id):
             if self.store.get(ENTITY_SETS[table], member) is not None:
                 yield self._recipient(table, member, attributes, source, columns)
+
+    def _dynamic_members(self, table: CrmTable, list_id: str, query: str,
+                         attributes: Mapping[CrmTable, Sequence[str]], source: SendTarget) -> Iterator[Recipient]:
+        """A dynamic list: its FetchXML prepared and paged as the adapter does (``connector.crm.fetchxml``),
+        run by the sandbox's own FetchXML evaluator on the organization's data."""
+        if not query:
+            raise PermanentPeerError(f"Dataverse {HOST}: dynamic marketing list {list_id} has no query", "crm",
+                                     "read marketing list")
+        name = fetchxml.entity_name(query)
+        if name != table.value:
+            raise PermanentPeerError(f"Dataverse {HOST}: run dynamic list query on list {list_id}: the query reads "
+                                     f"{name!r} but the list holds {table.value} records", "crm",
+                                     "run dynamic list query")
+        columns = self._columns(table, attributes, "run dynamic list query", "list", list_id)
+        root = fetchxml.prepare(query, primary_id(table), columns)
+        entity = self.store.entity_for_set(ENTITY_SETS[table])
+        page_no, cookie = 1, None
+        while True:
+            try:
+                rows, more, annotation = run_fetch(self.store, entity, fetchxml.page_query(root, page_no, 5000, cookie))
+            except StoreError as exc:
+                raise PermanentPeerError(f"Dataverse {HOST}: run dynamic list query on list {list_id} failed: HTTP "
+                                         f"{exc.status} ({exc.code}): {exc.message}", "crm",
+                                         "run dynamic list query") from exc
+            for member in rows:
+                yield recipient_from_row(table, member, attributes.get(table, ()), source)
+            if not more or not rows:
+                return
+            cookie, page_no = fetchxml.next_cookie(annotation), page_no + 1
 
     def _campaign_members(self, campaign_id: str, attributes: Mapping[CrmTable, Sequence[str]],
                           source: SendTarget) -> Iterator[Recipient]:

@@ -6,7 +6,7 @@ tests' stand-in (the sandbox's data store in process, no Web API). Both are seed
 ``CrmSeeder`` and checked through the interface (and the stored rows), so the double is held to
 what the real adapter does and refuses. The other tests are the adapter's own (paging, URL
 caps, FetchXML, change tracking, 429 storms, dropped connections, tokens, TLS, crm-setup) and
-run against the sandbox only; the double refuses dynamic lists and change tracking loudly.
+run against the sandbox only; the double refuses change tracking loudly.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def test_a_set_is_cut_to_stay_within_the_url_cap(crm_client, crm_seed, monkeypat
     assert len(lengths) < len(contacts) and max(lengths) <= 3_500 - recipients.URL_MARGIN
 
 
-def test_dynamic_list_runs_fetchxml_with_paging_cookies(crm_client, crm_seed) -> None:
+def test_dynamic_list_runs_fetchxml_with_paging_cookies(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     oslo = [crm_seed.contact(emailaddress1=f"o{i}@example.com", address1_city="Oslo") for i in range(7)]
     for i in range(3):
         crm_seed.contact(emailaddress1=f"b{i}@example.com", address1_city="Bergen")
@@ -181,6 +182,9 @@ def test_dynamic_list_runs_fetchxml_with_paging_cookies(crm_client, crm_seed) ->
     got = _recipients(crm_client, TargetKind.LIST, list_id)
     assert sorted(r.ref.id for r in got) == sorted(oslo)
     assert all(r.email and r.email.startswith("o") for r in got)
+    wrong = crm_seed.dynamic_list("contact", query.replace("'contact'", "'lead'"))
+    with pytest.raises(PermanentPeerError, match="lead"):  # a query over another table than the list's
+        _recipients(crm_client, TargetKind.LIST, wrong)
 
 
 def test_campaign_resolves_its_lists(peer) -> None:
