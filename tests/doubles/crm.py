@@ -22,8 +22,10 @@ tests/integration/test_crm_contract.py, runs over both):
 
 Dynamic lists run their FetchXML, prepared and paged by the adapter's ``connector.crm.fetchxml``,
 through the sandbox's own FetchXML evaluator. Not modelled, and refused loudly rather than
-answered wrongly: change tracking (``iter_changes``) raises ``NotImplementedError``; its tests
-run against the sandbox only.
+answered wrongly: change tracking (``iter_changes``) raises ``NotImplementedError``, as do the
+interface's optional parts the double does not implement (the interface's default: record
+updates for sync, the e-mail catalogue, requests by status, KPI rows); their tests run against
+the sandbox only.
 
 Test-facing parts (not on ``CrmClient``): ``store`` (seed it with ``CrmSeeder``), ``add_request``,
 ``add_list``, ``add_user``, ``add_contacts``, ``set_status``; what reached the CRM: ``requests``,
