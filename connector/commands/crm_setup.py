@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     done = "would create" if args.dry_run else "created"
     count = len(report.planned) if args.dry_run else len(report.created)
     changed = f", changed {len(report.changed)}" if report.changed else ""
+    changed += f", published {', '.join(report.published)}" if report.published else ""
     print(f"crm-setup: {done} {count}{changed}, already present {len(report.present)}")
     if args.dry_run:
         return EXIT_OK

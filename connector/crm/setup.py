@@ -30,6 +30,7 @@ import structlog
 
 from connector.crm.odata import Call, ODataHttp
 from connector.crm.records import STATUS_CODES, STATUS_LABELS
+from connector.crm.ui import FORM_TYPE_MAIN, QUERY_TYPE_PUBLIC, Form, View, forms, views
 from connector.errors import NotFoundError
 
 log = structlog.get_logger(__name__)
@@ -199,6 +200,8 @@ class Customizations:
     keys: list[AltKey] = field(default_factory=list)
     tracked: list[str] = field(default_factory=list)  # tables that need change tracking
     relationships: list[ManyToMany] = field(default_factory=list)
+    forms: list[Form] = field(default_factory=list)
+    views: list[View] = field(default_factory=list)
 
 
 TRACKED_TABLES = ("contact", "lead", "account")
@@ -290,7 +293,7 @@ def customizations(prefix: str = "cesp", kpi_customer: str = "") -> Customizatio
         tables.append(kpi_table)
         cols += kpi_columns
         keys.append(kpi_key)
-    return Customizations(tables, cols, keys, list(TRACKED_TABLES), relationships)
+    return Customizations(tables, cols, keys, list(TRACKED_TABLES), relationships, forms(p), views(p))
 
 
 TARGET_RELATIONSHIPS = (("list", "Marketing lists"), ("contact", "Contacts"), ("lead", "Leads"),
@@ -312,6 +315,10 @@ class Action:
     def describe(self) -> str:
         if self.kind in ("table", "change tracking", "relationship"):
             return f"{self.kind} {self.name}"
+        if self.kind in ("form", "view"):
+            return f"{self.kind} {self.table}: {self.name}"
+        if self.kind == "publish":
+            return f"publish {self.name}"
         return f"{self.kind} {self.table}.{self.name}"
 
 
@@ -336,7 +343,8 @@ class SetupReport:
     present: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)  # settings changed on existing tables
+    changed: list[str] = field(default_factory=list)  # settings changed on existing tables, forms, views
+    published: list[str] = field(default_factory=list)  # PublishXml of the tables whose forms/views were written
     keys: dict[str, str] = field(default_factory=dict)  # "table.key" -> EntityKeyIndexStatus
     failed: list[KeyFailure] = field(default_factory=list)
     waited: bool = False
@@ -454,20 +462,95 @@ class CrmSetup:
             poll_seconds: float = KEY_POLL_SECONDS) -> SetupReport:
         actions, present = self.plan()
         report = SetupReport(present=present)
+        self._take(actions, report, dry_run, progress)
+        ui_actions, ui_present = self.plan_ui()  # after the tables and columns the forms show
+        report.present += ui_present
+        self._take(ui_actions, report, dry_run, progress)
+        if not dry_run:
+            self.wait_for_keys(report, progress=progress, wait_seconds=wait_seconds if wait else 0.0,
+                               poll_seconds=poll_seconds)
+        return report
+
+    def _take(self, actions: list[Action], report: SetupReport, dry_run: bool,
+              progress: Callable[[str], None] | None) -> None:
         for action in actions:
             if dry_run:
                 report.planned.append(action.describe())
                 continue
             self._apply(action)
-            done = report.changed if action.kind == "change tracking" else report.created
+            changed = action.kind == "change tracking" or action.method == "PATCH"
+            done, verb = ((report.published, "published") if action.kind == "publish"
+                          else (report.changed, "changed") if changed else (report.created, "created"))
             done.append(action.describe())
             log.info("crm_customization_created", item=action.describe())
             if progress:
-                progress(("changed  " if action.kind == "change tracking" else "created  ") + action.describe())
-        if not dry_run:
-            self.wait_for_keys(report, progress=progress, wait_seconds=wait_seconds if wait else 0.0,
-                               poll_seconds=poll_seconds)
-        return report
+                progress(f"{verb:<8} {action.describe()}")
+
+    # -- forms and views ---------------------------------------------------------------
+    def plan_ui(self) -> tuple[list[Action], list[str]]:
+        """Forms and views to create or bring up to date, then one PublishXml for their tables."""
+        columns: dict[str, set[str]] = {}
+
+        def exists(table: str, column: str) -> bool:
+            if table not in columns:
+                columns[table] = self._names(table, "Attributes", "read column definitions")
+            return column in columns[table]
+
+        actions: list[Action] = []
+        present: list[str] = []
+        unpublished: set[str] = set()
+        for form in self.spec.forms:
+            xml = form.formxml(exists)
+            body = {"formid": form.form_id, "name": form.name, "description": form.description,
+                    "objecttypecode": form.table, "type": FORM_TYPE_MAIN, "formxml": xml}
+            current = self._row("systemforms", form.form_id, "formxml,publishedon", "read form", form.table)
+            self._plan_row(actions, present, "form", form.table, form.name, f"systemforms({form.form_id})",
+                           "systemforms", body, current, {"formxml": xml})
+            if current is not None and not current.get("publishedon"):
+                unpublished.add(form.table)  # created by a run that stopped before publishing
+        for view in self.spec.views:
+            otc = self._object_type_code(view.table)
+            body = {"savedqueryid": view.view_id, "name": view.name, "description": view.description,
+                    "returnedtypecode": view.table, "querytype": QUERY_TYPE_PUBLIC,
+                    "fetchxml": view.fetchxml(), "layoutxml": view.layoutxml(otc)}
+            current = self._row("savedqueries", view.view_id, "fetchxml,layoutxml", "read view", view.table)
+            self._plan_row(actions, present, "view", view.table, view.name, f"savedqueries({view.view_id})",
+                           "savedqueries", body, current, {"fetchxml": body["fetchxml"],
+                                                           "layoutxml": body["layoutxml"]})
+        tables = sorted({a.table for a in actions} | unpublished)
+        if tables:
+            xml = "<importexportxml><entities>" + "".join(f"<entity>{t}</entity>" for t in tables) + \
+                  "</entities></importexportxml>"
+            actions.append(Action("publish", ",".join(tables), ", ".join(tables), "POST", "PublishXml",
+                                  {"ParameterXml": xml}))
+        return actions, present
+
+    @staticmethod
+    def _plan_row(actions: list[Action], present: list[str], kind: str, table: str, name: str, path: str,
+                  collection: str, body: dict, current: dict | None, wanted: dict) -> None:
+        if current is None:
+            actions.append(Action(kind, table, name, "POST", collection, body))
+        elif any(current.get(k) != v for k, v in wanted.items()):
+            actions.append(Action(kind, table, name, "PATCH", path, wanted))
+        else:
+            present.append(f"{kind} {table}: {name}")
+
+    def _row(self, entity_set: str, rid: str, select: str, call: str, table: str) -> dict | None:
+        try:
+            return self.http.get_json(f"{entity_set}({rid})", Call(call, table, rid, idempotent=True),
+                                      params={"$select": select})
+        except NotFoundError:
+            return None
+
+    def _object_type_code(self, table: str) -> int:
+        """The table's ObjectTypeCode (a view's grid names it); 0 while the table does not exist (dry run)."""
+        try:
+            found = self.http.get_json(f"EntityDefinitions(LogicalName='{table}')",
+                                       Call("read table definition", table, idempotent=True),
+                                       params={"$select": "ObjectTypeCode"})
+        except NotFoundError:
+            return 0
+        return int((found or {}).get("ObjectTypeCode") or 0)
 
     # -- alternate keys ------------------------------------------------------------------
     def key_statuses(self) -> dict[str, str]:

@@ -64,7 +64,8 @@ def peer(request):  # noqa: ANN201
 
 def test_crm_setup_created_everything_then_nothing(crm_org, crm_client) -> None:
     spec = customizations()
-    created = len(spec.tables) + len(spec.columns) + len(spec.keys) + len(spec.relationships)
+    created = (len(spec.tables) + len(spec.columns) + len(spec.keys) + len(spec.relationships) + len(spec.forms)
+               + len(spec.views))
     assert len(crm_org.setup_report.created) == created
     again = CrmSetup(crm_client.http).run()
     assert again.created == []

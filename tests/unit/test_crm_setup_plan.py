@@ -30,17 +30,28 @@ def test_plan_creates_everything_on_an_empty_org() -> None:
         responses.add(responses.GET, API + f"EntityDefinitions(LogicalName='{table}')",
                       json={"LogicalName": table, "ChangeTrackingEnabled": False})
     responses.add(responses.GET, API + "RelationshipDefinitions", json={"value": []})
+    responses.add(responses.GET, re.compile(re.escape(API) + r"(systemforms|savedqueries)\(.*"), status=404,
+                  json={"error": {"code": "0x80040217", "message": "Does Not Exist"}})
+    responses.add(responses.GET, API + "EntityDefinitions(LogicalName='cesp_sendrequest')",
+                  json={"ObjectTypeCode": 10042})
     responses.add(responses.POST, re.compile(re.escape(API) + ".*"), status=204)
     responses.add(responses.PUT, re.compile(re.escape(API) + ".*"), status=204)
     http = _http()
     report = CrmSetup(http).run(wait=False)
     http.close()
     spec = customizations()
-    assert len(report.created) == len(spec.tables) + len(spec.columns) + len(spec.keys) + len(spec.relationships)
+    assert len(report.created) == (len(spec.tables) + len(spec.columns) + len(spec.keys) + len(spec.relationships)
+                                   + len(spec.forms) + len(spec.views))
     puts = [c.request for c in responses.calls if c.request.method == "PUT"]
     assert [json.loads(p.body)["ChangeTrackingEnabled"] for p in puts] == [True, True, True]
     assert report.changed == ["change tracking contact", "change tracking lead", "change tracking account"]
+    assert report.published == ["publish cesp_sendrequest, contact, lead"]
     posts = [c.request for c in responses.calls if c.request.method == "POST"]
+    ui = [p for p in posts if re.search(r"/(systemforms|savedqueries|PublishXml)$", p.url)]
+    assert [p.url.rsplit("/", 1)[1] for p in ui] == ["systemforms"] * 3 + ["savedqueries"] * 3 + ["PublishXml"]
+    assert "<entity>cesp_sendrequest</entity>" in json.loads(ui[-1].body)["ParameterXml"]
+    assert 'object="10042"' in json.loads(ui[3].body)["layoutxml"]
+    posts = [p for p in posts if p not in ui]
     first = json.loads(posts[0].body)
     assert posts[0].url.endswith("/EntityDefinitions")
     assert first["SchemaName"] == "cesp_Email" and first["Attributes"][0]["IsPrimaryName"] is True
@@ -63,8 +74,9 @@ def test_plan_creates_everything_on_an_empty_org() -> None:
 
 
 @responses.activate
-def test_plan_is_idempotent_when_all_present() -> None:
+def test_plan_is_idempotent_when_all_present(monkeypatch) -> None:
     spec = customizations()
+    monkeypatch.setattr(CrmSetup, "plan_ui", lambda self: ([], []))  # forms and views: test_crm_forms
     responses.add(responses.GET, API + "EntityDefinitions", json={"value": [{"LogicalName": "cesp_sendrequest"}]})
     responses.add(responses.GET, API + "RelationshipDefinitions", json={"value": [{"SchemaName": "x"}]})
     status = next(c for c in spec.columns if c.kind == "Picklist")

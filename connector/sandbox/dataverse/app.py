@@ -149,6 +149,8 @@ class DataverseApp:
             return meta.reactivate_key(req)
         if first.replace("Microsoft.Dynamics.CRM.", "") == "InsertOptionValue" and req.method == "POST":
             return meta.insert_option_value(req)
+        if first.replace("Microsoft.Dynamics.CRM.", "") == "PublishXml" and req.method == "POST":
+            return rec.customizations.publish_xml(req)
         if first in ("WhoAmI", "WhoAmI()"):
             return Response.json(200, {"@odata.context": f"{api}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
                                        "BusinessUnitId": self.business_unit_id, "UserId": self.app_user_id,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -52,8 +53,9 @@ class FetchQuery:
 
 
 class _Builder:
-    def __init__(self, store: DataverseStore) -> None:
+    def __init__(self, store: DataverseStore, user_id: str = "") -> None:
         self.store = store
+        self.user_id = user_id  # the caller, for eq-userid / ne-userid
         self.n = 0
 
     def entity(self, name: str | None) -> Entity:
@@ -203,20 +205,32 @@ class _Builder:
                 raise fetch_error(f"Condition for attribute '{name}': operator '{op}' needs two values.")
             q.params.extend(conv.value(attr, v) for v in values)
             return f"({col} {'NOT ' if op == 'not-between' else ''}BETWEEN ? AND ?)"
+        if op in ("eq-userid", "ne-userid"):
+            q.params.append(self.user_id.lower())
+            return f"({col} {'=' if op == 'eq-userid' else '<>'} ?)"
+        if op == "last-x-days":
+            try:
+                days = int(value or "")
+            except ValueError:
+                raise fetch_error(f"Condition for attribute '{name}': operator '{op}' needs a whole number"
+                                  " of days.") from None
+            since = datetime.now(timezone.utc) - timedelta(days=days)
+            q.params.append(since.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            return f"({col} >= ?)"
         if op in ("on-or-after", "on-or-before"):
             q.params.append(conv.value(attr, value))
             return f"({col} {'>=' if op == 'on-or-after' else '<='} ?)"
         raise fetch_error(f"The operator '{op}' is not supported by the sandbox.")
 
 
-def run_fetch(store: DataverseStore, entity_set_entity: Entity, xml_text: str, *, cookies: bool = True
-              ) -> tuple[list[dict], bool, str | None]:
+def run_fetch(store: DataverseStore, entity_set_entity: Entity, xml_text: str, *, cookies: bool = True,
+              user_id: str = "") -> tuple[list[dict], bool, str | None]:
     """Run a FetchXML query: (rows as wire JSON without nulls, more records?, cookie or None).
 
     ``cookies=False`` answers as for a query the real service gives no paging cookie (a test
     knob: ``Records.fetch_cookies``).
     """
-    q = _Builder(store).build(xml_text)
+    q = _Builder(store, user_id).build(xml_text)
     if q.entity.logical_name != entity_set_entity.logical_name:
         raise fetch_error(f"The entity name specified in FetchXml '{q.entity.logical_name}' does not match the"
                           f" entity set '{entity_set_entity.entity_set}'.")

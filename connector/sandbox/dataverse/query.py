@@ -148,7 +148,8 @@ class QueryOps:
     def fetch(self, req: Request, e: Entity) -> Response:
         from connector.sandbox.dataverse.fetchxml import run_fetch
 
-        rows, more, cookie = run_fetch(self.store, e, req.query["fetchXml"], cookies=self.fetch_cookies)
+        rows, more, cookie = run_fetch(self.store, e, req.query["fetchXml"], cookies=self.fetch_cookies,
+                                      user_id=self.default_owner)
         body: dict[str, Any] = {"@odata.context": f"{self.api(req)}$metadata#{e.entity_set}", "value": rows}
         wanted = req.prefer.get("odata.include-annotations", "")
         if more and ("*" in wanted or "fetchxmlpagingcookie" in wanted or "morerecords" in wanted):

@@ -9,6 +9,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+from connector.sandbox.dataverse.customui import Customizations
 from connector.sandbox.dataverse.keys import check_key_values
 from connector.sandbox.dataverse.navigation import NavigationOps
 from connector.sandbox.dataverse.query import CHANGE_TRACKING_DAYS, QueryOps
@@ -28,6 +29,7 @@ class Records(QueryOps, NavigationOps):
         self.change_tracking_days = CHANGE_TRACKING_DAYS
         self.min_delta_version = 0
         self.default_owner = ""  # the calling application user owns what it creates
+        self.customizations = Customizations(store)  # checks systemforms / savedqueries rows
 
     def api(self, req: Request) -> str:
         return f"{self.org_url}/api/data/{req.version}/"
@@ -197,6 +199,7 @@ class Records(QueryOps, NavigationOps):
     def create_row(self, req: Request, e: Entity, body: Any, extra: dict | None = None) -> str:
         row, deep = self.convert(req, e, body, creating=True)
         row.update(extra or {})
+        self.customizations.check(e, row, creating=True)
         if "ownerid" in e.attributes and not row.get("ownerid") and self.default_owner:
             row["ownerid"], row["ownerid__type"] = self.default_owner, "systemuser"
         with self.store.transaction():
@@ -274,6 +277,7 @@ class Records(QueryOps, NavigationOps):
                 return self.representation(req, e, new_id, 201)
             return Response.empty(204, self.entity_headers(req, e, new_id))
         changes, deep = self.convert(req, e, body, creating=False)
+        self.customizations.check(e, {**row, **changes}, creating=False)
         rid = row[e.primary_id]
         with self.store.transaction():
             if changes:

@@ -257,6 +257,27 @@ def standard_entities() -> dict[str, Entity]:
             _a("createdon", "DateTime", readonly=True), _a("modifiedon", "DateTime", readonly=True),
             _a("versionnumber", "BigInt", readonly=True),
         ]),
+        # customizations as rows (organization-owned): checked by .customui, published by PublishXml
+        _entity("systemform", "systemforms", "formid", "name", 1030, [
+            _a("name", "String", 100, required=True), _a("description", "Memo", 2000),
+            _a("objecttypecode", "EntityName", 64),
+            _a("type", "Picklist", options={0: "Dashboard", 1: "AppointmentBook", 2: "Main", 5: "Mobile",
+                                            6: "Quick View Form", 7: "Quick Create", 11: "Card"}),
+            _a("formxml", "Memo", 1073741823), _a("formactivationstate", "Picklist", options={0: "Inactive",
+                                                                                           1: "Active"}),
+            _a("isdefault", "Boolean"), _a("publishedon", "DateTime", readonly=True),
+            _a("createdon", "DateTime", readonly=True), _a("modifiedon", "DateTime", readonly=True),
+            _a("versionnumber", "BigInt", readonly=True),
+        ]),
+        _entity("savedquery", "savedqueries", "savedqueryid", "name", 1039, [
+            _a("name", "String", 200, required=True), _a("description", "Memo", 2000),
+            _a("returnedtypecode", "EntityName", 64), _a("querytype", "Integer"),
+            _a("fetchxml", "Memo", 1073741823), _a("layoutxml", "Memo", 1073741823),
+            _a("isdefault", "Boolean"), _a("isquickfindquery", "Boolean"),
+            _a("statecode", "State", options={0: "Active", 1: "Inactive"}),
+            _a("createdon", "DateTime", readonly=True), _a("modifiedon", "DateTime", readonly=True),
+            _a("versionnumber", "BigInt", readonly=True),
+        ]),
         _entity("businessunit", "businessunits", "businessunitid", "name", 10, [
             _a("name", "String", 160), _a("versionnumber", "BigInt", readonly=True),
         ]),
