@@ -182,6 +182,8 @@ class SyncSettings(Section):
     crm_deleted: Literal["leave", "unsubscribe"] = Field("leave", description="What a CRM record deleted or deactivated does at the ESP")
     esp_held_column: str = Field(d.SYNC_HELD_COLUMN, pattern=r"^([a-z_][a-z0-9_]*)?$",
                                  description="CRM Boolean column set when the ESP holds or deletes the subscriber; blank = only logged")
+    data_extension: str = Field("", max_length=200, description="Customer key of a sendable data extension synced instead of the profile attributes")
+    data_extension_modified_field: str = Field("", max_length=128, description="Date field of that data extension holding each row's last change")
     overlap_minutes: float = Field(d.SYNC_OVERLAP_MINUTES, ge=0, le=1440)
     change_log_keep_days: int = Field(d.SYNC_CHANGE_LOG_KEEP_DAYS, ge=1, le=36_500)
     report_folder: Path | None = Field(None, description="Where test-mode runs write their report; blank = <data_dir>/sync-reports")

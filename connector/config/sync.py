@@ -35,6 +35,7 @@ def build_sync_rules(loader: Loader, transforms: Mapping[str, Mapping[str, str]]
             loader.problem(name, rule.crm_column, rule.line, message, hint)
             rules.remove(rule)
         found[table] = tuple(rules)
+    _check_data_extension(loader)
     sends = loader.raw.get("sends")
     by_email = sends is not None and (item := sends.items.get("subscriber_key")) is not None \
         and item.value.strip().lower() == "email"
@@ -43,3 +44,21 @@ def build_sync_rules(loader: Loader, transforms: Mapping[str, Mapping[str, str]]
                        "[sync.*] rules need subscribers keyed by the CRM record id",
                        "set subscriber_key = record_id, or remove the [sync.*] sections")
     return found
+
+
+def _check_data_extension(loader: Loader) -> None:
+    """A synced data extension needs its modified-date field, and has no status to unsubscribe."""
+    raw = loader.raw.get("sync")
+    items = raw.items if raw is not None else {}
+    extension = items.get("data_extension")
+    if extension is None or not extension.value.strip():
+        return
+    field = items.get("data_extension_modified_field")
+    if field is None or not field.value.strip():
+        loader.problem("sync", "data_extension_modified_field", extension.line,
+                       "a synced data extension needs the Date field that holds each row's last change",
+                       "name it: data_extension_modified_field = ModifiedDate (the field journeys and imports set)")
+    deleted = items.get("crm_deleted")
+    if deleted is not None and deleted.value.strip().lower() == "unsubscribe":
+        loader.problem("sync", "crm_deleted", deleted.line, "a data extension row has no status to unsubscribe",
+                       "use crm_deleted = leave with data_extension")

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import structlog
 
 from connector.crashpoints import crashpoint
-from connector.models import CrmTable, SubscriberUpdate, WriteResult
+from connector.models import CrmTable, WriteResult
 from connector.sync.plan import Change, Pending, Plan
 
 log = structlog.get_logger(__name__)
@@ -33,12 +33,13 @@ NOT_AT_ESP = "12001"
 """Marketing Cloud's error code for an update of a subscriber that does not exist."""
 
 
-def apply_plan(ctx: Any, plan: Plan, *, checkpoint: tuple[str, str] | None, dry_run: bool,
+def apply_plan(ctx: Any, plan: Plan, esp: Any, *, checkpoint: tuple[str, str] | None, dry_run: bool,
                report: Callable[[Change], None] | None = None) -> list[Change]:
-    """Write the plan; returns every change-log row it made (or, dry, would make)."""
+    """Write the plan (``esp``: the ESP side, ``connector.sync.esp_side``); returns every
+    change-log row it made (or, dry, would make)."""
     failed: list[Change] = []
     if not dry_run:
-        failed += _write(plan, plan.esp_pending, _esp_writes(ctx, plan), "ESP")
+        failed += _write(plan, plan.esp_pending, esp.write(plan.esp) if plan.esp else {}, "ESP")
         failed += _write(plan, plan.crm_pending, _crm_writes(ctx, plan), "CRM")
     done = [p for p in (*plan.esp_pending.values(), *plan.crm_pending.values())]
     changes = [*plan.changes, *(c for p in done for c in p.changes), *failed]
@@ -67,13 +68,6 @@ def apply_plan(ctx: Any, plan: Plan, *, checkpoint: tuple[str, str] | None, dry_
             state.set_meta(*checkpoint, conn=conn)
     crashpoint("sync_after_commit")
     return changes
-
-
-def _esp_writes(ctx: Any, plan: Plan) -> dict[str, WriteResult]:
-    if not plan.esp:
-        return {}
-    updates = [SubscriberUpdate(key, dict(v["attributes"]), v["email"], v["status"]) for key, v in plan.esp.items()]
-    return {r.key: r for r in ctx.esp().update_subscribers(updates)}
 
 
 def _crm_writes(ctx: Any, plan: Plan) -> dict[str, WriteResult]:

@@ -14,8 +14,9 @@ both changed           equal after the transform: agree (the shadow moves, nothi
                        is written, the change log says so); otherwise a conflict, decided by the rule:
                        ``newest`` (CRM modifiedon vs the ESP's modified date, both
                        UTC; a tie goes to CRM, the system of record), ``crm``, ``esp``
-no shadow yet          both values known: as "both changed"; one known: carry it
-                       over in the rule's direction
+no shadow yet          both values known: as "both changed", but on a both rule a
+                       blank never overwrites a value (the value fills the blank);
+                       one known: carry it over in the rule's direction
 =====================  ==========================================================
 
 One-way rules never conflict: the source side wins whatever the other did.
@@ -66,6 +67,8 @@ def decide(rule: SyncRule, table_rule: ConflictRule, crm: str | None, esp: str |
         esp_now = shadow.esp if esp is None else esp
         crm_changed, esp_changed = crm_now != shadow.crm, esp_now != shadow.esp
     elif crm is not None and esp is not None:
+        if rule.direction == "both" and (crm.strip() == "") != (esp.strip() == ""):  # first contact: fill, never erase
+            return _carry_to_esp(rule, crm, esp) if crm.strip() else _carry_to_crm(rule, esp, crm)
         crm_now, esp_now, crm_changed, esp_changed = crm, esp, True, True
     elif crm is not None:
         return _carry_to_esp(rule, crm, None) if rule.to_esp else NOTHING

@@ -1,8 +1,9 @@
 """One sync run: the ESP's changes, then each table's CRM changes matched with them, then the rest.
 
-1. **ESP side.** Subscribers modified since the watermark minus ``[sync] overlap_minutes``
-   (a full run, or the first: all of them) are read page by page into the run's scratch
-   (``connector.sync.scratch``, local disk).
+1. **ESP side.** Subscribers (or a data extension's rows, ``connector.sync.esp_side``)
+   modified since the watermark minus ``[sync] overlap_minutes`` (a full run, or the first:
+   all of them) are read page by page into the run's scratch (``connector.sync.scratch``,
+   local disk).
 2. **CRM side, per table** (``[sync] workers`` tables at once). Change tracking from the
    table's delta link (a full run, the first run, or an expired link: the whole table, and
    a new link), page by page; each page is matched with the scratch by record id (the
@@ -33,14 +34,13 @@ from connector.models import CrmTable, EspSubscriberState, SendTarget, TargetKin
 from connector.steps import StepContext, StepOutcome
 from connector.steps.workers import in_workers
 from connector.sync.apply import apply_plan
+from connector.sync.esp_side import esp_side
 from connector.sync.plan import Change, Plan, Planner
 from connector.sync.report import Report
 from connector.sync.scratch import Scratch
 
 log = structlog.get_logger(__name__)
 
-EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
-"""``since`` of a full ESP read: before any subscriber's modified date."""
 LEFTOVER_PAGE = 500
 
 
@@ -124,10 +124,11 @@ class SyncRun:
     # -- the whole run ------------------------------------------------------------
     def run(self) -> RunTotals:
         crm = self.ctx.crm()
+        self.side = esp_side(self.ctx)
+        held = self.config.esp_held_column if self.side.reflects_status else ""
         for table, rules in self.rules.items():
             self.planners[table] = Planner(table, rules, self.config.conflict_rule(table),
-                                           crm.column_definitions(CrmTable(table)), self.config.crm_deleted,
-                                           self.config.esp_held_column)
+                                           crm.column_definitions(CrmTable(table)), self.config.crm_deleted, held)
         folder = self.ctx.config.service.data_dir / "sync-scratch"
         try:
             with Scratch(folder) as scratch:
@@ -163,19 +164,19 @@ class SyncRun:
     def read_esp(self, scratch: Scratch) -> datetime | None:
         state = self.ctx.state
         mark = None if self.options.full else state.get_meta(watermark_key(self.ctx.config.esp.name))
-        since = EPOCH if mark is None else datetime.fromisoformat(mark) - timedelta(minutes=self.config.overlap_minutes)
+        since = None if mark is None else datetime.fromisoformat(mark) - timedelta(minutes=self.config.overlap_minutes)
         self.esp_complete = mark is None
         attributes = list(dict.fromkeys(a for p in self.planners.values() for a in p.esp_attributes))
         newest = datetime.fromisoformat(mark) if mark else None
-        for page in self.ctx.esp().iter_subscribers_modified_since(since, attributes):
+        for page in self.side.pages(since, attributes):
             scratch.add(page)
             self.totals.add({"esp_read": len(page)})
             for sub in page:
                 newest = sub.modified if newest is None or sub.modified > newest else newest
             self.progress("esp")
             self.keep_lease()
-        log.info("sync_esp_read", count=self.totals.counts.get("esp_read", 0), since=since.isoformat(),
-                 full=self.esp_complete)
+        log.info("sync_esp_read", count=self.totals.counts.get("esp_read", 0),
+                 since=since.isoformat() if since else "", full=self.esp_complete)
         return newest
 
     # -- 2. one table's CRM side ---------------------------------------------------
@@ -279,7 +280,7 @@ class SyncRun:
 
     # -- carrying a page out ---------------------------------------------------------
     def finish(self, plan: Plan, checkpoint: tuple[str, str] | None) -> list[Change]:
-        changes = apply_plan(self.ctx, plan, checkpoint=checkpoint, dry_run=self.dry,
+        changes = apply_plan(self.ctx, plan, self.side, checkpoint=checkpoint, dry_run=self.dry,
                              report=self.report.write if self.report is not None else None)
         self.totals.add(plan.counts)
         self.progress(plan.table)

@@ -30,11 +30,11 @@ lastname = Last Name | to_esp
 class Org:
     """The sandboxes, three contacts with their subscribers, and a way to run the sync step."""
 
-    def __init__(self, sandbox, tmp_path: Path, extra: str = "", **settings: str) -> None:
+    def __init__(self, sandbox, tmp_path: Path, extra: str = "", rules: str = RULES, **settings: str) -> None:
         self.sb = sandbox
         ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off",
                                         **{f"sync__{k}": v for k, v in settings.items()})
-        ini.write_text(ini.read_text(encoding="utf-8") + RULES + extra, encoding="utf-8")
+        ini.write_text(ini.read_text(encoding="utf-8") + rules + extra, encoding="utf-8")
         self.config = load_config(ini)
         self.crm = sandbox.crm.store
         self.esp = sandbox.esp.store
@@ -237,3 +237,31 @@ def test_a_stopping_service_ends_the_run_between_pages(org: Org) -> None:
     assert outcome.details["interrupted"] == 1
     assert org.state.get_meta("sync:esp:sandbox") is None and org.state.leases() == []
     assert org.run(full=True).details["agreed"] == 9  # the next run does the whole work
+
+
+
+def test_a_sendable_data_extension_as_the_esp_side(sandbox, tmp_path) -> None:
+    from connector.sandbox.marketing_cloud.dataext import DEFieldRec
+
+    esp = sandbox.esp.store
+    esp.add_data_extension("members", "Members", [
+        DEFieldRec("ContactId", "Text", 36, is_primary_key=True, is_required=True),
+        DEFieldRec("Tier", "Text", 20), DEFieldRec("Changed", "Date")], sendable_field="ContactId")
+    org = Org(sandbox, tmp_path, rules="[sync.contact]\naddress1_city = Tier | both\n", data_extension="members",
+              data_extension_modified_field="Changed")
+    try:
+        for n, tier in enumerate(["Gold", "Silver"]):
+            esp.edit_row("members", {"ContactId": org.ids[n], "Tier": tier, "Changed": "1/1/2026 10:00:00 AM"})
+        org.crm.patch("contacts", org.ids[2], {"address1_city": "Bronze"})
+        esp.edit_row("members", {"ContactId": org.ids[2], "Tier": "", "Changed": "1/1/2026 10:00:00 AM"})
+        outcome = org.run(full=True)
+        assert outcome.ok, outcome.message
+        assert [org.contact(n)["address1_city"] for n in range(2)] == ["Gold", "Silver"]
+        rows = {r["ContactId"]: r for r in esp.data_extension(customer_key="members").rows.values()}
+        assert rows[org.ids[2]]["Tier"] == "Bronze"
+        esp.edit_row("members", {"ContactId": org.ids[0], "Tier": "Platinum", "Changed": "12/1/2030 10:00:00 AM"})
+        again = org.run()
+        assert again.ok and org.contact(0)["address1_city"] == "Platinum", again.details
+        assert not again.details.get("to_esp"), again.details  # the Bronze row written last run is not news
+    finally:
+        org.close()

@@ -94,3 +94,9 @@ def test_a_value_both_sides_already_hold_is_logged_not_written() -> None:
     assert (d.action, d.old, d.value, d.shadow) == ("agree", "Österreich", "Deutschland",
                                                    Shadow("Germany", "Deutschland"))
     assert "already hold the new value" in d.reason
+
+
+def test_first_contact_fills_a_blank_and_never_erases() -> None:
+    assert decide(rule(), "crm", "", "Österreich", None).action == "to_crm"
+    assert decide(rule(), "esp", "Germany", "", None).action == "to_esp"
+    assert decide(rule("Country | to_esp | map:countries"), "newest", "", "Italia", None).action == "to_esp"
