@@ -23,6 +23,10 @@ STATUS_FIELD = "@status"
 RECORD_FIELD = "@record"
 """Change-log field of what happened to a whole record (deleted, deactivated)."""
 GONE = {SubscriberStatus.HELD, SubscriberStatus.DELETED}
+SKIP_MARK = "!"
+"""Shadow field ``!<column>`` holds the reason the field was last skipped for, so the same bad
+value is logged and quarantined once, not on every run until someone fixes it."""
+MARK_LENGTH = 2000
 
 
 @dataclass(frozen=True)
@@ -122,18 +126,22 @@ class Planner:
             pair = shadow.get(rule.crm_column)
             decision = decide(rule, self.conflict, crm, value, Shadow(*pair) if pair else None,  # type: ignore[arg-type]
                               crm_modified, esp.modified if esp is not None else None)
-            self._apply(plan, record_id, rule, decision)
+            self._apply(plan, record_id, rule, decision, shadow)
 
-    def _apply(self, plan: Plan, record_id: str, rule: SyncRule, d: Decision) -> None:
+    def _apply(self, plan: Plan, record_id: str, rule: SyncRule, d: Decision,
+               shadow: Mapping[str, tuple[str, str]]) -> None:
         if d.conflict:
             plan.count("conflicts")
         if d.action == "none":
             return
         label = rule.label + (f" ({d.conflict})" if d.conflict else "")
+        marker = SKIP_MARK + rule.crm_column
         if d.action == "skip":
-            plan.count("skipped")
-            plan.changes.append(Change(self.table, record_id, rule.crm_column, "", "", "skipped", label, d.reason))
+            self._skip(plan, record_id, rule, Change(self.table, record_id, rule.crm_column, "", "", "skipped", label,
+                                                     d.reason), shadow)
             return
+        if shadow.get(marker, ("", ""))[0]:  # the field goes again: a later bad value is news again
+            plan.shadows.append((record_id, marker, "", ""))
         assert d.shadow is not None
         shadow_row = (rule.crm_column, d.shadow.crm, d.shadow.esp)
         if d.action == "agree":
@@ -154,14 +162,24 @@ class Planner:
             typed = typed_for_crm(d.value, self.columns.get(rule.crm_column),
                                   email=is_email_rule(rule.crm_column, rule.esp_attribute))
         except ValueError as exc:
-            plan.count("skipped")
-            plan.changes.append(Change(self.table, record_id, rule.crm_column, d.old, d.value, "skipped", label,
-                                       f"ESP value cannot go to CRM: {exc}"))
+            self._skip(plan, record_id, rule, Change(self.table, record_id, rule.crm_column, d.old, d.value, "skipped",
+                                                     label, f"ESP value cannot go to CRM: {exc}"), shadow)
             return
         plan.count("to_crm")
         pending = plan.to_crm(record_id, rule.crm_column, typed)
         pending.shadows.append(shadow_row)
         pending.changes.append(Change(self.table, record_id, rule.crm_column, d.old, d.value, "to_crm", label))
+
+    def _skip(self, plan: Plan, record_id: str, rule: SyncRule, change: Change,
+              shadow: Mapping[str, tuple[str, str]]) -> None:
+        """A field skipped for bad input: logged and quarantined once per reason, not every run."""
+        plan.count("skipped")
+        marker = SKIP_MARK + rule.crm_column
+        if shadow.get(marker, ("", ""))[0] == change.note[:MARK_LENGTH]:
+            plan.count("skipped_before")
+            return
+        plan.shadows.append((record_id, marker, change.note[:MARK_LENGTH], ""))
+        plan.changes.append(change)
 
     def _status(self, plan: Plan, record_id: str, status: SubscriberStatus | None,
                 shadow: Mapping[str, tuple[str, str]]) -> None:

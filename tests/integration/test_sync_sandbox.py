@@ -265,3 +265,16 @@ def test_a_sendable_data_extension_as_the_esp_side(sandbox, tmp_path) -> None:
         assert not again.details.get("to_esp"), again.details  # the Bronze row written last run is not news
     finally:
         org.close()
+
+
+def test_the_same_bad_value_is_reported_once_not_every_run(org: Org) -> None:
+    assert org.run(full=True).ok
+    org.esp.edit_subscriber(org.ids[0], attributes={"Country": "Narnia"})
+    assert org.run().details["skipped"] == 1
+    org.esp.edit_subscriber(org.ids[0], attributes={"Country": "Narnia", "First Name": "Ann"})  # again, unfixed
+    again = org.run(full=True)
+    assert again.details["skipped_before"] == 1 and org.contact(0)["firstname"] == "Ann", again.details
+    assert len([c for c in org.state.iter_changes_logged() if c.direction == "skipped"]) == 1
+    org.esp.edit_subscriber(org.ids[0], attributes={"Country": "Atlantis"})  # another bad value is news
+    assert org.run().details.get("skipped_before") is None
+    assert len([c for c in org.state.iter_changes_logged() if c.direction == "skipped"]) == 2
