@@ -109,11 +109,16 @@ def _values(event: TrackingEvent, ref: str | RecordRef | None, loaded_at: Any, s
         when = utc_naive(when).replace(tzinfo=UTC)
     return (
         event.job_id, event.subscriber_key, record_id, table, event.event_type.value,
-        when.strftime(SQLITE_DATETIME) if sqlite else when.replace(tzinfo=None),
+        _sqlite_text(when) if sqlite else when.replace(tzinfo=None),
         event.email or None, event.list_id or None, event.batch_id or None, event.url or None,
         url_key(event.url), event.url_id or None, event.bounce_category or None, event.bounce_type or None, event.smtp_code or None,
         event.smtp_reason or None, event.reason or None, loaded_at,
     )
+
+
+def _sqlite_text(when: datetime) -> str:
+    """``when`` (UTC) as ``SQLITE_DATETIME`` text; isoformat is three times faster than strftime."""
+    return when.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def mssql_insert(table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> sa.Insert:

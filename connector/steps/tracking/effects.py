@@ -141,11 +141,15 @@ class EffectsMixin:
         code, label = RESPONSE_CODES[event.event_type]
         send = self.tracked.get(event.job_id)
         name = (send.name if send else "") or f"ESP job {event.job_id}"
-        detail = {
-            EventType.CLICK: event.url,
-            EventType.BOUNCE: " ".join(p for p in (event.bounce_category, event.smtp_code, event.smtp_reason) if p),
-            EventType.UNSUB: event.reason,
-        }.get(event.event_type, "")
+        kind = event.event_type
+        if kind is EventType.CLICK:
+            detail = event.url
+        elif kind is EventType.BOUNCE:
+            detail = " ".join(p for p in (event.bounce_category, event.smtp_code, event.smtp_reason) if p)
+        elif kind is EventType.UNSUB:
+            detail = event.reason
+        else:
+            detail = ""
         return CampaignResponse(
             tracking_key=key,
             campaign_id=campaign,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, timedelta
+from functools import lru_cache
 
 from connector.crm import keys
 from connector.models import BounceType, EventType, TrackingEvent
@@ -111,6 +112,7 @@ def tracking_key_from_legacy(old: str) -> str | None:
     return f"{tracking_key_prefix(job)}{kind}.{keys.digest(job, subscriber, kind)}"
 
 
+@lru_cache(maxsize=1024)
 def tracking_key_prefix(job_id: str) -> str:
     """What every tracking key of one ESP job starts with (for counting a send's responses)."""
     return keys.key_part(job_id, TRACKING_KEY_JOB_CHARS) + "."
