@@ -156,6 +156,23 @@ The time comes first, so new keys land at the right edge of the B-tree (events a
 in about time order) and pruning is one key range; no other column, no other index.
 """
 
+firsts_pending = sa.Table(
+    "firsts_pending",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(100), nullable=False),
+    sa.Column("counter", sa.String(50), nullable=False),
+    sa.Column("key", sa.LargeBinary(24), nullable=False),
+    sa.Column("legacy_hash", sa.String(64), nullable=False, server_default=""),
+)
+"""First-open / first-click keys of counted events, not yet merged into ``seen_keys``.
+
+Those keys are random within their send (one per subscriber); inserted page by page,
+each page's keys would dirty as many B-tree pages as it has keys. Appended here
+instead (in order of ``seq``), they are merged once per stream run, sorted, and the
+number really new is added to the send's ``unique_*`` counter in the same transaction.
+"""
+
 quarantine = sa.Table(
     "quarantine",
     metadata,

@@ -13,7 +13,15 @@ from sqlalchemy.engine import Connection
 from connector.state.base import StoreBase
 from connector.state.engine import dialect_insert, upsert
 from connector.state.records import TrackedSend, Watermark
-from connector.state.schema import meta, seen_events, seen_keys, send_counts, tracked_sends, watermarks
+from connector.state.schema import (
+    firsts_pending,
+    meta,
+    seen_events,
+    seen_keys,
+    send_counts,
+    tracked_sends,
+    watermarks,
+)
 
 SEEN_CHUNK = 1000
 """Keys per statement in ``mark_events_seen`` / ``unseen_events`` (one multi-row INSERT or IN list)."""
@@ -163,6 +171,46 @@ class TrackingMixin(StoreBase):
                 found |= _legacy_seen(c, {k: legacy[k] for k in wanted if k in legacy and k not in found})
         return {k for k in wanted if k not in found}
 
+    def add_firsts_pending(
+        self, job_id: str, counter: str, keys: Iterable[bytes], conn: Connection | None = None,
+        legacy: Mapping[bytes, str] | None = None,
+    ) -> None:
+        """Append first-open / first-click keys (``ordered_key``) of counted events, to be merged
+        into ``seen_keys`` by ``merge_firsts_pending`` (appending is sequential; inserting them
+        one page at a time into the seen keys was not). ``legacy`` as for ``mark_events_seen``."""
+        legacy = legacy or {}
+        rows = [(str(job_id), counter, k, legacy_key_hash(legacy[k]) if k in legacy else "") for k in keys]
+        if not rows:
+            return
+        with self._write(conn) as c:
+            if _raw(c):
+                mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
+                sql = f"INSERT INTO firsts_pending (job_id, counter, key, legacy_hash) VALUES ({', '.join([mark] * 4)})"
+                _run_many(c, sql, rows)
+            else:
+                names = ("job_id", "counter", "key", "legacy_hash")
+                c.execute(sa.insert(firsts_pending), [dict(zip(names, row)) for row in rows])
+
+    def merge_firsts_pending(self, counter: str, conn: Connection | None = None) -> dict[str, int]:
+        """Merge the pending keys of ``counter`` into ``seen_keys``, sorted, and add the number
+        really new to each send's ``counter``; returns job id -> keys added (0 when none was new).
+
+        A key already in ``seen_keys`` (or, for a send older than migration 0005, in the old
+        ``seen_events``) is not new; a key pending twice counts once. In one transaction with
+        the counts, so a crash merges nothing or all.
+        """
+        with self._write(conn) as c:
+            pending = firsts_pending.c
+            jobs = list(c.execute(sa.select(pending.job_id).where(pending.counter == counter).distinct()).scalars())
+            added: dict[str, int] = {}
+            for job in sorted(jobs):
+                added[job] = n = _merge_firsts(c, job, counter)
+                if n:
+                    self.add_send_counts(job, {counter: n}, c)
+            if jobs:
+                c.execute(sa.delete(firsts_pending).where(pending.counter == counter))
+        return added
+
     def prune_seen_events(self, older_than: datetime) -> int:
         """Forget keys ordered before ``older_than`` (events that old are beyond any re-read)."""
         with self._write(None) as c:
@@ -207,6 +255,47 @@ def _fetch(conn: Connection, sql: str, params: list[bytes]) -> list[tuple]:
         raise sa.exc.DBAPIError.instance(sql, None, exc, dbapi_error) from exc
     finally:
         cursor.close()
+
+
+def _run_many(conn: Connection, sql: str, rows: list[tuple]) -> None:
+    """``executemany`` on the driver's own cursor, in ``conn``'s transaction (see ``_fetch``)."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    except dbapi_error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, dbapi_error) from exc
+    finally:
+        cursor.close()
+
+
+_MERGE_FIRSTS = sa.text(
+    "INSERT INTO seen_keys (key) SELECT DISTINCT p.key FROM firsts_pending p"
+    " WHERE p.job_id = :job AND p.counter = :counter AND (p.legacy_hash = ''"
+    " OR NOT EXISTS (SELECT 1 FROM seen_events s WHERE s.key_hash = p.legacy_hash))"
+    " ORDER BY p.key ON CONFLICT (key) DO NOTHING"
+)
+"""SQLite and PostgreSQL: the database skips the keys it has (text: a Core INSERT ... SELECT on
+PostgreSQL reports no rowcount)."""
+
+
+def _merge_firsts(conn: Connection, job: str, counter: str) -> int:
+    """INSERT the distinct pending keys of (job, counter) not seen yet, in key order; how many."""
+    if _raw(conn):
+        return max(0, conn.execute(_MERGE_FIRSTS, {"job": job, "counter": counter}).rowcount)
+    p = firsts_pending.alias("p")
+    known_before = sa.exists().where(seen_events.c.key_hash == p.c.legacy_hash)
+    known = sa.exists().where(seen_keys.c.key == p.c.key)
+    select = (
+        sa.select(p.c.key)
+        .where(p.c.job_id == job, p.c.counter == counter, sa.or_(p.c.legacy_hash == "", ~known_before), ~known)
+        .distinct()
+    )
+    # counted first: not every driver reports the rowcount of an INSERT ... SELECT
+    n = conn.execute(sa.select(sa.func.count()).select_from(select.subquery())).scalar_one()
+    if n:
+        conn.execute(sa.insert(seen_keys).from_select(["key"], select))
+    return int(n)
 
 
 def _existing(conn: Connection, keys: list[bytes]) -> set[bytes]:

@@ -199,6 +199,33 @@ def test_upgrade_to_0005_keeps_the_old_keys_seen(state_url: str, state_clock: Fa
         store.close()
 
 
+def test_first_keys_wait_then_count_once_when_merged(state_store: StateStore, state_clock: FakeClock) -> None:
+    added = state_clock() - timedelta(days=1)
+    a, b, c = (ordered_key(added, f"uq:{k}") for k in "abc")
+    state_store.mark_events_seen([a])  # a was merged by an earlier run
+    state_store.add_firsts_pending("1001", "unique_opens", [a, b])
+    state_store.add_firsts_pending("1001", "unique_opens", [b, c])  # b pending twice: one first open
+    state_store.add_firsts_pending("2002", "unique_opens", [ordered_key(added, "uq:d")])
+    state_store.add_firsts_pending("1001", "unique_clicks", [a])  # another counter: not merged here
+    assert state_store.send_counts("1001") == {}
+    assert state_store.merge_firsts_pending("unique_opens") == {"1001": 2, "2002": 1}
+    assert state_store.send_counts("1001") == {"unique_opens": 2} and state_store.send_counts("2002") == {"unique_opens": 1}
+    assert state_store.merge_firsts_pending("unique_opens") == {}  # merged once
+    assert state_store.merge_firsts_pending("unique_clicks") == {"1001": 0}  # a is seen already
+    assert state_store.unseen_events([a, b, c]) == set()
+
+
+def test_first_keys_of_before_migration_0005_are_not_counted_again(state_store: StateStore, state_clock: FakeClock) -> None:
+    from connector.state.schema import seen_events
+
+    with state_store.transaction() as conn:
+        conn.execute(sa.insert(seen_events), [{"key_hash": legacy_key_hash("uq:old"), "seen_at": state_clock()}])
+    added = state_clock() - timedelta(days=1)
+    old, new = ordered_key(added, "uq:old"), ordered_key(added, "uq:new")
+    state_store.add_firsts_pending("1001", "unique_clicks", [old, new], legacy={old: "uq:old", new: "uq:new"})
+    assert state_store.merge_firsts_pending("unique_clicks") == {"1001": 1}
+
+
 def test_seen_keys_roll_back_with_the_transaction(state_store: StateStore, state_clock: FakeClock) -> None:
     k1 = ordered_key(state_clock(), "k1")
     with pytest.raises(RuntimeError):
@@ -377,6 +404,8 @@ def test_generic_sql_paths_without_on_conflict(state_store: StateStore, other_st
     a, b, c = (ordered_key(datetime(2026, 1, 1, tzinfo=timezone.utc), k) for k in "abc")
     assert state_store.mark_events_seen([a, b]) == {a, b}
     assert state_store.mark_events_seen([b, c]) == {c}
+    state_store.add_firsts_pending("1", "unique_opens", [a, ordered_key(datetime(2026, 1, 1, tzinfo=timezone.utc), "d")])
+    assert state_store.merge_firsts_pending("unique_opens") == {"1": 1}
 
 
 def test_a_bad_url_error_never_shows_the_password() -> None:

@@ -16,7 +16,9 @@ all are done:
    campaign responses (tracking key ``<job>:<subscriber>:<type>``), bounce details and
    opt-outs (setting a value twice is harmless);
 4. then, in ONE state transaction: the seen keys of the events whose effects all
-   succeeded, the per-send counters they add, and - with the last page - the watermark.
+   succeeded, the per-send counters they add (first opens / clicks wait in
+   ``firsts_pending``), and - with the last page - the pending first opens / clicks
+   merged and counted, and the watermark.
 
 Mode ``aggregate`` pulls only bounce and unsubscribe events (their record effects are
 owed in every mode) and takes the other counts from each send's Send counters, one

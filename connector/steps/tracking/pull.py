@@ -85,6 +85,8 @@ class EventTypeRun(EffectsMixin):
         self._key_of: dict[int, str] = {}  # id(event) -> seen key, for the page in hand
         self._stored: dict[str, bytes] = {}  # seen key -> its stored (time-ordered) form, for the page in hand
         self.legacy_before: datetime | None = None  # events older may be marked in the pre-0005 table
+        # first opens / clicks: their keys wait in firsts_pending, merged and counted with the last page
+        self.firsts_counter = f"unique_{COUNTER_OF_TYPE[etype]}" if etype in (EventType.OPEN, EventType.CLICK) else ""
         self.resource = f"tracking:{account}:{etype.value}"
         self.lease_lost = False
         self._retry_meta = f"tracking_retries:{account}:{etype.value}"
@@ -124,6 +126,7 @@ class EventTypeRun(EffectsMixin):
         since = self.since()
         self.attempts = load_json(self.state.get_meta(self._retry_meta), {})
         self.legacy_before = self.state.legacy_seen_before()
+        self._merge_firsts()  # what a run stopped part-way left (its pages are committed)
         log.info("tracking_pull_started", since=since.isoformat(), sends=len(self.tracked))
         # the ESP retrieves the next page in a helper thread while this one writes the current
         # page, so a pull takes about max(retrieve, write) instead of their sum
@@ -237,6 +240,8 @@ class EventTypeRun(EffectsMixin):
                 self.lease_lost = not self.state.extend_lease(
                     self.resource, self.ctx.config.state.lease_seconds, conn=conn
                 )
+            if last:
+                self._merge_firsts(conn)
             if last and self.max_seen is not None:
                 watermark = self.max_seen if self.previous is None else max(self.previous, self.max_seen)
                 if self.floor is not None:
@@ -247,6 +252,14 @@ class EventTypeRun(EffectsMixin):
         if last:
             log.info("tracking_pull_finished", pages=self.pages, max_event_time=str(self.max_seen),
                      retry_later=self.stats.retry_later)
+
+    def _merge_firsts(self, conn: Any = None) -> None:
+        """Count the first opens / clicks pending for this stream (this run's, or a stopped run's)."""
+        if not self.firsts_counter:
+            return
+        for job, new in self.state.merge_firsts_pending(self.firsts_counter, conn).items():
+            if new and job in self.tracked:
+                self.touched[job] = self.tracked[job]
 
     def _save_attempts(self, done: dict[str, TrackingEvent], conn: Any) -> None:
         if self.attempts:
@@ -267,12 +280,11 @@ class EventTypeRun(EffectsMixin):
                 by_job[event.job_id].append(event)
         for job, events in by_job.items():
             counts = count_events(events)
-            if self.etype in (EventType.OPEN, EventType.CLICK):  # ordered by the send's added_at
+            if self.firsts_counter:  # counted when merged (``_merge_firsts``), ordered by the send's added_at
                 added = self.tracked[job].added_at
                 keys = {ordered_key(added, k): k for k in {unique_key(self.account, e) for e in events}}
                 before = self.legacy_before
                 legacy = keys if before is not None and added < before else None
-                firsts = self.state.mark_events_seen(keys, conn, legacy=legacy)
-                counts[f"unique_{COUNTER_OF_TYPE[self.etype]}"] = len(firsts)
+                self.state.add_firsts_pending(job, self.firsts_counter, keys, conn, legacy=legacy)
             self.state.add_send_counts(job, counts, conn)
             self.touched[job] = self.tracked[job]
