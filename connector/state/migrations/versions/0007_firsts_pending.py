@@ -5,8 +5,8 @@ The tracking step appends them page by page (sequential inserts) and merges them
 ``unique_opens`` / ``unique_clicks`` in the same transaction (issue 17). Empty at
 creation: until this revision every such key was marked directly.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
