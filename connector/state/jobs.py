@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from connector.errors import StateError
 from connector.state.base import StoreBase, dumps, loads
 from connector.state.engine import upsert
+from connector.state.lifecycle import BatchStatus
 from connector.state.records import BATCH_STATUSES, SEND_JOB_STATUSES, SET_ASIDE, Batch, SendJob
 from connector.state.schema import batches, send_jobs
 
@@ -31,7 +32,7 @@ class JobMixin(StoreBase):
             job.created_at = now
         values = {
             "request_id": job.request_id,
-            "status": job.status,
+            "status": str(job.status),
             "phase_detail": job.phase_detail or "",
             "path": job.path or "",
             "esp_list_id": job.esp_list_id or "",
@@ -61,7 +62,7 @@ class JobMixin(StoreBase):
     def send_jobs(self, statuses: Iterable[str] | None = None, conn: Connection | None = None) -> list[SendJob]:
         query = sa.select(send_jobs).order_by(send_jobs.c.created_at, send_jobs.c.request_id)
         if statuses is not None:
-            query = query.where(send_jobs.c.status.in_(list(statuses)))
+            query = query.where(send_jobs.c.status.in_([str(s) for s in statuses]))
         with self._read(conn) as c:
             return [_job(r) for r in c.execute(query).mappings()]
 
@@ -69,7 +70,7 @@ class JobMixin(StoreBase):
         """The most recently updated send jobs, newest first."""
         query = sa.select(send_jobs).order_by(send_jobs.c.updated_at.desc(), send_jobs.c.request_id).limit(limit)
         if statuses is not None:
-            query = query.where(send_jobs.c.status.in_(list(statuses)))
+            query = query.where(send_jobs.c.status.in_([str(s) for s in statuses]))
         with self._read() as c:
             return [_job(r) for r in c.execute(query).mappings()]
 
@@ -84,7 +85,7 @@ class JobMixin(StoreBase):
             "seq": int(batch.seq),
             "file_name": batch.file_name or "",
             "rows": int(batch.rows),
-            "status": batch.status,
+            "status": str(batch.status),
             "import_key": batch.import_key or "",
             "rows_ok": int(batch.rows_ok),
             "rows_error": int(batch.rows_error),
@@ -117,10 +118,10 @@ class JobMixin(StoreBase):
 
     def batch_progress(self, request_ids: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """``{request_id: {"total": n, "imported": n, "failed": n}}`` in one query."""
-        imported = sa.func.sum(sa.case((batches.c.status == "imported", 1), else_=0))
-        failed = sa.func.sum(sa.case((batches.c.status == "failed", 1), else_=0))
+        imported = sa.func.sum(sa.case((batches.c.status == BatchStatus.IMPORTED.value, 1), else_=0))
+        failed = sa.func.sum(sa.case((batches.c.status == BatchStatus.FAILED.value, 1), else_=0))
         query = (sa.select(batches.c.request_id, sa.func.count(), imported, failed)
-                 .where(batches.c.error.not_in(SET_ASIDE)).group_by(batches.c.request_id))
+                 .where(batches.c.status.not_in([s.value for s in SET_ASIDE])).group_by(batches.c.request_id))
         if request_ids is not None:
             query = query.where(batches.c.request_id.in_(list(request_ids)))
         with self._read() as c:

@@ -6,22 +6,33 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-SEND_JOB_STATUSES = ("claimed", "resolving", "handing_over", "importing", "starting", "sent", "failed")
-"""Life of a send job; ``sent`` and ``failed`` are final."""
+from connector.state.lifecycle import (
+    BATCH_MOVES,
+    FINAL_JOB_STATUSES,
+    JOB_MOVES,
+    SET_ASIDE_BATCH_STATUSES,
+    BatchStatus,
+    JobStatus,
+    as_status,
+    checked_move,
+)
 
-FINAL_SEND_STATUSES = ("sent", "failed")
+SEND_JOB_STATUSES = tuple(JobStatus)
+"""Life of a send job (``connector.state.lifecycle``); ``sent`` and ``failed`` are final."""
 
-BATCH_STATUSES = ("written", "uploaded", "starting", "importing", "imported", "failed")
+FINAL_SEND_STATUSES = tuple(FINAL_JOB_STATUSES)
+
+BATCH_STATUSES = tuple(BatchStatus)
 """``starting``: the import's start was requested (a durable mark written before the Perform)."""
 
 BATCH_SUPERSEDED = "superseded by a retry of the request"
-"""``error`` of a batch of an earlier attempt (an admin set the request back to Pending)."""
+"""``error`` of a batch of an earlier attempt (status ``superseded``: an admin set the request back to Pending)."""
 
 BATCH_ABANDONED = "abandoned: its file was only on the disk of the instance that wrote it; its rows went into later batches"
-"""``error`` of a batch another instance's takeover could not finish (it never reached the ESP)."""
+"""``error`` of a batch another instance's takeover could not finish (status ``abandoned``: it never reached the ESP)."""
 
-SET_ASIDE = (BATCH_SUPERSEDED, BATCH_ABANDONED)
-"""Batches that are no longer part of their send's current attempt."""
+SET_ASIDE = tuple(SET_ASIDE_BATCH_STATUSES)
+"""Statuses of batches that are no longer part of their send's current attempt."""
 
 
 @dataclass
@@ -29,7 +40,7 @@ class SendJob:
     """The connector's record of one CRM send request, from claim to ESP send."""
 
     request_id: str
-    status: str = "claimed"
+    status: JobStatus = JobStatus.CLAIMED
     phase_detail: str = ""
     esp_list_id: str = ""
     esp_send_key: str = ""
@@ -46,9 +57,16 @@ class SendJob:
     path: str = ""  # 'soap' | 'files' once decided
     workspace: str = ""  # token of the local work folder resolving this attempt ("" = none yet)
 
+    def __post_init__(self) -> None:
+        self.status = as_status(JobStatus, self.status)
+
     @property
     def in_flight(self) -> bool:
-        return self.status not in FINAL_SEND_STATUSES
+        return self.status not in FINAL_JOB_STATUSES
+
+    def move(self, status: JobStatus) -> None:
+        """To ``status``, if the lifecycle allows it (``IllegalMoveError`` otherwise: a bug)."""
+        self.status = checked_move(f"send job {self.request_id}", JOB_MOVES, self.status, status)
 
 
 @dataclass
@@ -59,7 +77,7 @@ class Batch:
     seq: int
     file_name: str = ""
     rows: int = 0
-    status: str = "written"
+    status: BatchStatus = BatchStatus.WRITTEN
     import_key: str = ""
     rows_ok: int = 0
     rows_error: int = 0
@@ -67,9 +85,16 @@ class Batch:
     updated_at: datetime | None = None
     member_keys: bytes | None = None  # 16-byte digests of the rows' addresses, in file order
 
+    def __post_init__(self) -> None:
+        self.status = as_status(BatchStatus, self.status)
+
     @property
     def set_aside(self) -> bool:
-        return self.error in SET_ASIDE
+        return self.status in SET_ASIDE_BATCH_STATUSES
+
+    def move(self, status: BatchStatus) -> None:
+        """To ``status``, if the lifecycle allows it (``IllegalMoveError`` otherwise: a bug)."""
+        self.status = checked_move(f"batch {self.request_id}/{self.seq}", BATCH_MOVES, self.status, status)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import structlog
 from connector.batchfiles import import_key, read_batch
 from connector.crashpoints import crashpoint
 from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
+from connector.state.lifecycle import BatchStatus, JobStatus
 from connector.state.records import BATCH_SUPERSEDED
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps.send.resolve import Interrupted, batches_folder, chunked
@@ -52,6 +53,9 @@ def work_folder(config: Config, request_id: str) -> Path:
 
 SUPERSEDED = BATCH_SUPERSEDED
 
+TO_HAND_OVER = (BatchStatus.WRITTEN, BatchStatus.UPLOADED, BatchStatus.STARTING)
+"""Batches of the file path not yet at the ESP (a ``starting`` one: the start guard decides)."""
+
 HANDOVER_WORKERS = 2
 """Batch files uploaded (and their imports started) at once while resolving goes on."""
 
@@ -81,7 +85,7 @@ def hand_over_soap(ctx: StepContext, job: SendJob, work: Path, keep_alive: Calla
     list_id = ensure_list(ctx, job)
     size = ctx.config.sends.soap_chunk_size
     for batch in current_batches(ctx.state, job.request_id):
-        if batch.status == "imported":
+        if batch.status is BatchStatus.IMPORTED:
             continue
         path = batches_folder(work) / batch.file_name
         done = batch.rows_ok + batch.rows_error
@@ -91,7 +95,7 @@ def hand_over_soap(ctx: StepContext, job: SendJob, work: Path, keep_alive: Calla
             rejected = [s for s in chunk if not by_key.get(s.subscriber_key) or not by_key[s.subscriber_key].ok]
             batch.rows_ok += len(chunk) - len(rejected)
             batch.rows_error += len(rejected)
-            batch.status = "imported" if batch.rows_ok + batch.rows_error >= batch.rows else "importing"
+            batch.move(BatchStatus.IMPORTED if batch.rows_ok + batch.rows_error >= batch.rows else BatchStatus.IMPORTING)
             job.handed_over += len(chunk) - len(rejected)
             add_skips(job, SkipReason.ESP_REJECTED, len(rejected))
             job.phase_detail = f"upserting: {job.handed_over} of {job.resolved - skipped_before_handover(job)} handed over"
@@ -110,8 +114,8 @@ def hand_over_soap(ctx: StepContext, job: SendJob, work: Path, keep_alive: Calla
             end_of_turn()  # committed: past its turn, the request pauses here
         log.info("batch_upserted", send=job.request_id, batch=batch.seq, rows=batch.rows,
                  rows_ok=batch.rows_ok, rows_error=batch.rows_error, handed_over=job.handed_over)
-        if batch.status != "imported":  # an empty remainder: the file was fully done before
-            batch.status = "imported"
+        if batch.status is not BatchStatus.IMPORTED:  # an empty remainder: the file was fully done before
+            batch.move(BatchStatus.IMPORTED)
             ctx.state.save_batch(batch)
 
 
@@ -149,17 +153,17 @@ def hand_over_batches(state: StateStore, config: Config, request_id: str, list_i
     ``claim(seq)``: when several workers share the work, True if this one takes the batch.
     """
     for batch in current_batches(state, request_id):
-        if batch.status not in ("written", "uploaded", "starting") or (claim is not None and not claim(batch.seq)):
+        if batch.status not in TO_HAND_OVER or (claim is not None and not claim(batch.seq)):
             continue
         if keep_alive is not None:  # before the work: a holder whose send was taken over stops here
             keep_alive()
-        if batch.status == "written":
+        if batch.status is BatchStatus.WRITTEN:
             size = drop.upload(batches_folder(work) / batch.file_name, batch.file_name)
-            batch.status = "uploaded"
+            batch.move(BatchStatus.UPLOADED)
             state.save_batch(batch)
             log.info("batch_uploaded", send=request_id, batch=batch.seq, rows=batch.rows, bytes=size)
             crashpoint("after_batch_uploaded")
-        if batch.status in ("uploaded", "starting"):
+        if batch.status in (BatchStatus.UPLOADED, BatchStatus.STARTING):
             batch.import_key = import_key(request_id, batch.seq)
             if start_import_once(state, config, esp, batch,
                                  lambda b=batch: esp.start_import(b.import_key, b.file_name, list_id)):
@@ -292,7 +296,7 @@ def release(ctx: StepContext, job: SendJob, request: SendRequest) -> None:
         ),
     )
     crashpoint("after_crm_updated")
-    job.status = "sent"
+    job.move(JobStatus.SENT)
     ctx.state.save_send_job(job)
     log.info("send_released", send=job.request_id, job_id=job.esp_job_id, resolved=job.resolved,
              handed_over=job.handed_over, skipped=job.skipped)
@@ -336,5 +340,6 @@ def fail(ctx: StepContext, job: SendJob, reason: str) -> None:
 
 def give_up(ctx: StepContext, job: SendJob, reason: str) -> None:
     """Mark the job failed in state only (the CRM request is not ours to report on, or is gone)."""
-    job.status, job.error = "failed", reason
+    job.move(JobStatus.FAILED)
+    job.error = reason
     ctx.state.save_send_job(job)

@@ -17,6 +17,7 @@ import structlog
 
 from connector.errors import OperatorError, PeerError
 from connector.models import ImportStatus, SkipReason
+from connector.state.lifecycle import BatchStatus, JobStatus
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
 from connector.steps.send.handover import add_skips, current_batches, fail, give_up
@@ -49,7 +50,7 @@ def run_imports(ctx: StepContext) -> StepOutcome:
             held.append(f"held until an operator fixes: {exc}")
             return None
 
-    work = [job.request_id for job in ctx.state.send_jobs(["importing"])]
+    work = [job.request_id for job in ctx.state.send_jobs([JobStatus.IMPORTING])]
     for done in in_workers("import", ctx.config.imports.workers, one, work):
         if done is not None:
             outcome.processed += 1
@@ -67,7 +68,7 @@ def poll_send(ctx: StepContext, request_id: str) -> SendJob | None:
         if keep_alive is None:
             return None
         job = ctx.state.get_send_job(request_id)
-        if job is None or job.status != "importing":
+        if job is None or job.status is not JobStatus.IMPORTING:
             return job
         return guarded(ctx, job, lambda: _poll(ctx, job))
 
@@ -77,10 +78,10 @@ def _poll(ctx: StepContext, job: SendJob) -> None:
     current = current_batches(ctx.state, job.request_id)
     waiting = 0
     for batch in current:
-        if batch.status == "starting" and not _confirm_start(ctx, job, batch):
+        if batch.status is BatchStatus.STARTING and not _confirm_start(ctx, job, batch):
             waiting += 1
             continue
-        if batch.status != "importing":
+        if batch.status is not BatchStatus.IMPORTING:
             continue
         if waiting >= MAX_WAITING_POLLED:
             waiting += 1
@@ -103,8 +104,8 @@ def _poll(ctx: StepContext, job: SendJob) -> None:
         job.phase_detail = f"{waiting} of {len(current)} batch imports still running at the ESP"
         ctx.state.save_send_job(job)
         return
-    if all(b.status == "imported" for b in current):
-        job.status = "starting"
+    if all(b.status is BatchStatus.IMPORTED for b in current):
+        job.move(JobStatus.STARTING)
         ctx.state.save_send_job(job)
         request = ctx.crm().get_send_request(job.request_id)
         if request is None:
@@ -130,7 +131,8 @@ def _timed_out(ctx: StepContext, batch: Batch) -> bool:
 def _record(ctx: StepContext, job: SendJob, batch: Batch, status: ImportStatus) -> None:
     rows_ok = min(status.rows_ok, batch.rows)
     errors = batch.rows - rows_ok
-    batch.rows_ok, batch.rows_error, batch.status = rows_ok, errors, "imported"
+    batch.rows_ok, batch.rows_error = rows_ok, errors
+    batch.move(BatchStatus.IMPORTED)
     job.handed_over += rows_ok
     add_skips(job, SkipReason.IMPORT_ROW_ERROR, errors)
     with ctx.state.transaction() as conn:
@@ -160,6 +162,7 @@ def _error_rows(job: SendJob, batch: Batch, status: ImportStatus, errors: int):
 
 
 def _fail_batch(ctx: StepContext, job: SendJob, batch: Batch, reason: str) -> None:
-    batch.status, batch.error = "failed", reason
+    batch.move(BatchStatus.FAILED)
+    batch.error = reason
     ctx.state.save_batch(batch)
     fail(ctx, job, reason)

@@ -26,6 +26,7 @@ import structlog
 
 from connector.crashpoints import crashpoint
 from connector.models import EspSend
+from connector.state.lifecycle import BatchStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector.config import Config
@@ -87,7 +88,7 @@ def start_import_once(state: StateStore, config: Config, esp: EspClient, batch: 
     True when the import is known started (``batch.status`` is then ``importing``, saved);
     False while a marked start is not visible yet and its horizon has not passed.
     """
-    if batch.status == "starting" and batch.updated_at is not None:
+    if batch.status is BatchStatus.STARTING and batch.updated_at is not None:
         status = esp.import_status(batch.import_key)
         if not status.found:
             until = _horizon(config, batch.updated_at)
@@ -99,15 +100,15 @@ def start_import_once(state: StateStore, config: Config, esp: EspClient, batch: 
             log.warning("import_start_not_seen", send=batch.request_id, batch=batch.seq, import_key=batch.import_key,
                         reason="no run of the import past [esp] visibility_minutes; starting it now")
         else:
-            batch.status = "importing"
+            batch.move(BatchStatus.IMPORTING)
             state.save_batch(batch)
             log.info("esp_import_found", send=batch.request_id, batch=batch.seq, import_key=batch.import_key)
             return True
-    batch.status = "starting"
+    batch.move(BatchStatus.STARTING)
     state.save_batch(batch)  # the durable mark: its updated_at is when the start was requested
     crashpoint("before_import_started")
     start()
     crashpoint("after_import_started")
-    batch.status = "importing"
+    batch.move(BatchStatus.IMPORTING)
     state.save_batch(batch)
     return True

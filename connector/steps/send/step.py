@@ -32,6 +32,7 @@ from connector.errors import (
 )
 from connector.mapping import unknown_attribute_mappings
 from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason, TargetKind
+from connector.state.lifecycle import FIRST_JOB_STATUS, JOB_MOVES, BatchStatus, JobStatus, checked_move
 from connector.state.store import Batch, QuarantineRow, SendJob
 from connector.steps import StepContext, StepOutcome
 from connector.steps.send.handover import (
@@ -60,7 +61,7 @@ log = structlog.get_logger(__name__)
 MISSING_NAMED = 10
 """Targets whose record does not exist named one by one on the request; the rest are counted."""
 
-RESUMABLE = ("claimed", "resolving", "handing_over", "starting")
+RESUMABLE = (JobStatus.CLAIMED, JobStatus.RESOLVING, JobStatus.HANDING_OVER, JobStatus.STARTING)
 """Job statuses the send step carries on with; ``importing`` belongs to the imports step."""
 
 Progress = Callable[[SendJob, str], None]
@@ -181,7 +182,7 @@ def process_request(
         job = ctx.state.get_send_job(request_id)
         request = pending
         if job is not None and job.in_flight:
-            if pending is not None and job.status == "importing":
+            if pending is not None and job.status is JobStatus.IMPORTING:
                 return job
             request = None  # resume: the request is read afresh (a listed one may be stale)
         elif pending is not None:
@@ -310,7 +311,7 @@ def hold(ctx: StepContext, request_id: str, exc: Exception, *, job: SendJob | No
     if job is not None:
         job.phase_detail = f"held until an operator fixes: {exc}"[:4000]
         ctx.state.save_send_job(job)
-    unclaim = SendStatus.PENDING if job is not None and job.status == "claimed" else None
+    unclaim = SendStatus.PENDING if job is not None and job.status is JobStatus.CLAIMED else None
     try:
         ctx.crm().update_send_request(request_id, SendRequestUpdate(status=unclaim,
                                                                     reason=HELD_NOTE.format(problem=exc)))
@@ -363,13 +364,17 @@ def _claim(ctx: StepContext, listed: SendRequest, old: SendJob | None) -> tuple[
 
 def _new_attempt(ctx: StepContext, request: SendRequest, old: SendJob | None, earlier: list[Batch]) -> SendJob:
     """A fresh job for ``request``; the batches of an earlier attempt are marked superseded (one transaction)."""
-    job = SendJob(request_id=request.id, status="claimed", name=request.name, campaign_id=request.campaign_id or "")
+    if old is not None:  # a new attempt at a final one
+        checked_move(f"send job {request.id}", JOB_MOVES, old.status, FIRST_JOB_STATUS)
+    job = SendJob(request_id=request.id, status=FIRST_JOB_STATUS, name=request.name,
+                  campaign_id=request.campaign_id or "")
     with ctx.state.transaction() as conn:
         ctx.state.save_send_job(job, conn=conn)
         for batch in earlier:
             if not batch.set_aside:
-                status = "imported" if batch.status == "imported" else "failed"
-                ctx.state.save_batch(replace(batch, status=status, error=SUPERSEDED), conn=conn)
+                superseded = replace(batch, error=SUPERSEDED)  # ``earlier`` stays as it was, for _restore
+                superseded.move(BatchStatus.SUPERSEDED)
+                ctx.state.save_batch(superseded, conn=conn)
     return job
 
 
@@ -391,7 +396,7 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
         if request is None:
             give_up(ctx, job, "the send request was deleted in CRM")
             return
-    if job.status == "claimed" and request.status is SendStatus.PENDING:  # the CRM claim did not happen yet
+    if job.status is JobStatus.CLAIMED and request.status is SendStatus.PENDING:  # the CRM claim did not happen yet
         claimed = crm.claim_send_request(request)
         if claimed is None:  # changed in CRM since it was read: left as it is, read again next run
             log.warning("send_claimed_elsewhere", send=job.request_id)
@@ -400,36 +405,38 @@ def _advance(ctx: StepContext, job: SendJob, request: SendRequest | None, keep_a
     if _cancelled(ctx, job, request):
         return
     report = (lambda phase: progress(job, phase)) if progress else None
-    if job.status == "claimed":
+    if job.status is JobStatus.CLAIMED:
         if not _precheck(ctx, job, request):
             return
         _existing = ctx.esp().find_send(send_key(job.request_id))
         if _existing is not None:  # released before (state lost, or a request reset after Sent)
-            job.status, job.esp_job_id, job.esp_send_key = "starting", str(_existing.job_id), send_key(job.request_id)
+            job.move(JobStatus.STARTING)
+            job.esp_job_id, job.esp_send_key = str(_existing.job_id), send_key(job.request_id)
             job.phase_detail = f"already released at the ESP as job {_existing.job_id}; not sent again"
             ctx.state.save_send_job(job)
         else:
-            job.status = "resolving"
+            job.move(JobStatus.RESOLVING)
             ctx.state.save_send_job(job)
-    if job.status in ("resolving", "handing_over"):
+    if job.status in (JobStatus.RESOLVING, JobStatus.HANDING_OVER):
         own_workspace(ctx, job)  # this disk's folder is a cache: not this attempt's -> take the send over
-    if job.status == "resolving":
+    if job.status is JobStatus.RESOLVING:
         _resolve(ctx, job, request, keep_alive, report)
         crashpoint("after_resolved")
-        if job.status == "failed":
+        if job.status is JobStatus.FAILED:
             return
-    if job.status == "handing_over":
+    if job.status is JobStatus.HANDING_OVER:
         work = work_folder(ctx.config, job.request_id)
         if job.path == "soap":
             hand_over_soap(ctx, job, work, keep_alive, report)
-            job.status = "starting"
+            job.move(JobStatus.STARTING)
             ctx.state.save_send_job(job)
         else:
             hand_over_files(ctx, job, work, keep_alive, report)
-            job.status, job.phase_detail = "importing", "waiting for the ESP to import the batch files"
+            job.move(JobStatus.IMPORTING)
+            job.phase_detail = "waiting for the ESP to import the batch files"
             ctx.state.save_send_job(job)
             return
-    if job.status == "starting":
+    if job.status is JobStatus.STARTING:
         release_checked(ctx, job, request)
         if report:
             report(job.status)
@@ -442,7 +449,7 @@ def release_checked(ctx: StepContext, job: SendJob, request: SendRequest) -> Non
         fail(ctx, job, f"nobody was handed over to the ESP, so no send was started: {summary(job)}.")
         return
     release(ctx, job, request)
-    if job.status == "sent":
+    if job.status is JobStatus.SENT:
         ctx.state.forget_member_keys(job.request_id)
 
 
@@ -550,7 +557,7 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
         job.skipped, job.skipped_by_reason = point.skipped, dict(point.skipped_by_reason)
         _count_kept(ctx, job)
         job.path = "files" if job.path == "files" else _choose_path(ctx, request, point.written)
-        job.status = "handing_over"
+        job.move(JobStatus.HANDING_OVER)
         job.phase_detail = f"{point.written} recipients to hand over by {job.path}"
         rows = (QuarantineRow(job.request_id, *row) for row in workspace.iter_skips())
         with ctx.state.transaction() as conn:

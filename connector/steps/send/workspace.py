@@ -31,6 +31,7 @@ import structlog
 
 from connector.batchfiles import split_keys
 from connector.errors import PeerError
+from connector.state.lifecycle import BatchStatus, JobStatus
 from connector.state.records import BATCH_ABANDONED, Batch, SendJob
 from connector.steps import StepContext
 from connector.steps.send.handover import HANDOVER_SKIPS, current_batches, work_folder
@@ -39,7 +40,7 @@ from connector.suppression import SendWorkspace
 
 log = structlog.get_logger(__name__)
 
-AT_THE_ESP = ("uploaded", "starting", "importing", "imported")
+AT_THE_ESP = (BatchStatus.UPLOADED, BatchStatus.STARTING, BatchStatus.IMPORTING, BatchStatus.IMPORTED)
 """Batch statuses of the file path whose file is at the ESP's drop (or already imported); a
 ``starting`` one keeps its start mark, so the start guard decides whether it was started."""
 
@@ -72,7 +73,8 @@ def own_workspace(ctx: StepContext, job: SendJob) -> None:
 
 def _missing_files(ctx: StepContext, job: SendJob, folder: Path) -> list[str]:
     """Batch files this attempt still has to read from this disk but that are gone (deleted by hand?)."""
-    needed = ("written",) if job.path != "soap" else ("written", "uploaded", "importing")
+    needed = ((BatchStatus.WRITTEN,) if job.path != "soap"
+              else (BatchStatus.WRITTEN, BatchStatus.UPLOADED, BatchStatus.IMPORTING))
     return [b.file_name for b in current_batches(ctx.state, job.request_id)
             if b.status in needed and not (batches_folder(folder) / b.file_name).exists()]
 
@@ -101,7 +103,8 @@ def take_over(ctx: StepContext, job: SendJob, folder: Path) -> None:
             loaded = workspace.load_done(split_keys(keys, batch.rows))
         workspace.set_owner(token)
     previous = job.status
-    job.workspace, job.status = token, "resolving"
+    job.workspace = token
+    job.move(JobStatus.RESOLVING)
     job.phase_detail = f"taken over: {len(kept)} batch(es) at the ESP kept, {len(abandoned)} written again"
     with ctx.state.transaction() as conn:
         for batch in kept + abandoned:
@@ -119,14 +122,16 @@ def _sort_out(job: SendJob, batches: list[Batch]) -> tuple[list[Batch], list[Bat
     for batch in batches:
         if job.path == "soap":
             done = batch.rows_ok + batch.rows_error
-            if done and batch.status in ("importing", "imported"):
-                batch.rows, batch.status = done, "imported"  # the rest of its rows go into a new batch
+            if done and batch.status in (BatchStatus.IMPORTING, BatchStatus.IMPORTED):
+                batch.rows = done  # the rest of its rows go into a new batch
+                batch.move(BatchStatus.IMPORTED)
                 kept.append(batch)
                 continue
         elif batch.status in AT_THE_ESP:
             kept.append(batch)
             continue
-        batch.status, batch.error = "failed", BATCH_ABANDONED
+        batch.move(BatchStatus.ABANDONED)
+        batch.error = BATCH_ABANDONED
         abandoned.append(batch)
     return kept, abandoned
 
