@@ -6,12 +6,15 @@ change tracking on where the connector reads changes, then waits (``--wait``, de
 30 minutes; 0 = do not wait) until the alternate keys' index jobs are done, printing
 each status change. A Failed key is reported with the duplicated values and what to do
 (exit 1); a key still building when the wait ends is reported as such (exit 1).
+``--export-solution FILE.zip`` writes the same customizations as an unmanaged solution
+instead (connector.crm.solution) and does not connect.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from connector.errors import ConfigError, ConnectorError
 
@@ -27,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="only report what would be created")
     parser.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                         help="how long to wait for the alternate keys to become Active (default 1800; 0: no wait)")
+    parser.add_argument("--export-solution", type=Path, default=None, metavar="FILE.zip",
+                        help="write the same customizations as an unmanaged solution zip (for solution import "
+                             "in a deployment pipeline) and exit; does not connect to CRM")
     parser.set_defaults(func=run)
 
 
@@ -38,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
+    kpi_customer = config.kpi.customer_table if config.kpi.enabled else ""  # the KPI table: docs/kpi.md
+    if args.export_solution is not None:
+        return _export(args.export_solution, config.crm.prefix, kpi_customer)
     _setup_logging(config)
     from connector.crm.dataverse import DataverseCrmClient
     from connector.crm.setup import KEY_WAIT_SECONDS, CrmSetup
@@ -52,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
         me = client.who_am_i()
         print(f"connected to {client.http.org_url} as user {me['UserId']}")
         wait = KEY_WAIT_SECONDS if args.wait is None else max(0.0, args.wait)
-        kpi_customer = config.kpi.customer_table if config.kpi.enabled else ""  # the KPI table: docs/kpi.md
         report = CrmSetup(client.http, config.crm.prefix, kpi_customer).run(
             dry_run=args.dry_run, progress=lambda line: print(line, flush=True), wait_seconds=wait)
     except ConnectorError as exc:
@@ -80,6 +88,24 @@ def run(args: argparse.Namespace) -> int:
               " Run `connector crm-setup` again later; the steps writing by it start once the key is Active",
               file=sys.stderr)
     return EXIT_FAILURE if report.failed or building else EXIT_OK
+
+
+def _export(path: Path, prefix: str, kpi_customer: str) -> int:
+    from connector.crm.setup import customizations
+    from connector.crm.solution import SOLUTION_NAME, write_solution
+
+    spec = customizations(prefix, kpi_customer)
+    try:
+        files = write_solution(spec, prefix, path)
+    except OSError as exc:
+        print(f"crm-setup: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"wrote {path}: unmanaged solution {SOLUTION_NAME} ({', '.join(files)}) with {len(spec.tables)} tables,"
+          f" {len(spec.columns)} columns, {len(spec.keys)} keys, {len(spec.relationships)} N:N relationships,"
+          f" {len(spec.forms)} forms, {len(spec.views)} views. Import it (Solutions > Import, or"
+          " `pac solution import --path FILE.zip`), publish all customizations, then run `connector crm-setup"
+          " --dry-run` to check nothing is missing")
+    return EXIT_OK
 
 
 def _setup_logging(config: object) -> None:
