@@ -21,11 +21,13 @@ tests/integration/test_crm_contract.py, runs over both):
   (``unsupported_table``).
 
 Dynamic lists run their FetchXML, prepared and paged by the adapter's ``connector.crm.fetchxml``,
-through the sandbox's own FetchXML evaluator. Not modelled, and refused loudly rather than
-answered wrongly: change tracking (``iter_changes``) raises ``NotImplementedError``, as do the
-interface's optional parts the double does not implement (the interface's default: record
-updates for sync, the e-mail catalogue, requests by status, KPI rows); their tests run against
-the sandbox only.
+through the sandbox's own FetchXML evaluator. Change tracking pages the
+rows changed since the link's version (the store's version numbers, as the sandbox's delta
+endpoint does), then the deletions; an expired or garbled link is ``DeltaTokenExpired``. Not
+modelled, and refused loudly rather than answered wrongly: the interface's optional parts the
+double does not implement raise the interface's default ``NotImplementedError`` (record updates
+for sync, the e-mail catalogue, requests by status, KPI rows); their tests run against the
+sandbox only.
 
 Test-facing parts (not on ``CrmClient``): ``store`` (seed it with ``CrmSeeder``), ``add_request``,
 ``add_list``, ``add_user``, ``add_contacts``, ``set_status``; what reached the CRM: ``requests``,
@@ -39,15 +41,18 @@ record fails transiently / with not_found), ``throttle_calls`` (the next N bulk 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from connector.crm import fetchxml, keys
 from connector.crm.base import CrmClient
 from connector.crm.dataverse import is_guid
+from connector.crm.odata import set_error_details
 from connector.crm.recipients import list_member_table, missing_targets_error
 from connector.crm.records import (
     ENTITY_SETS,
@@ -59,7 +64,13 @@ from connector.crm.records import (
     recipient_from_row,
 )
 from connector.crm.writes import TRACKING_KEY_LENGTH
-from connector.errors import NotFoundError, PermanentPeerError, ThrottledError, TransientPeerError
+from connector.errors import (
+    DeltaTokenExpired,
+    NotFoundError,
+    PermanentPeerError,
+    ThrottledError,
+    TransientPeerError,
+)
 from connector.models import (
     BounceUpdate,
     CampaignResponse,
@@ -75,7 +86,8 @@ from connector.models import (
 )
 from connector.sandbox.dataverse import apply_customizations
 from connector.sandbox.dataverse.fetchxml import run_fetch
-from connector.sandbox.dataverse.store import DataverseStore, StoreError
+from connector.sandbox.dataverse.query import CHANGE_TRACKING_DAYS
+from connector.sandbox.dataverse.store import DataverseStore, StoreError, quote_ident, to_wire
 
 HOST = "fake-crm"
 
@@ -98,10 +110,12 @@ def _not_found(what: str, key: str, operation: str) -> NotFoundError:
 class FakeCrm(CrmClient):
     """One Dataverse organization in memory (see the module docstring for its rules)."""
 
-    def __init__(self, db_file: Path | None = None) -> None:
+    def __init__(self, db_file: Path | None = None, *, page_size: int = 5000) -> None:
         self.store = DataverseStore(db_file)
         apply_customizations(self.store)
         self.cols = SendRequestColumns()
+        self.page_size = page_size  # change tracking's pages (Dataverse: 5,000 at most)
+        self.min_delta_version = 0
         self.updates: list[tuple[str, SendRequestUpdate]] = []
         self.responses: dict[str, CampaignResponse] = {}
         self.response_attempts: Counter = Counter()
@@ -472,9 +486,58 @@ class FakeCrm(CrmClient):
         name = "campaignresponse.cesp_trackingkey_key"
         return (key.status or "Active", name) if key is not None else ("Missing", name)
 
+    def expire_delta_links(self) -> None:
+        """Every change-tracking link handed out so far is expired (a full resync is needed)."""
+        self.min_delta_version = self.store.version + 1
+
     def iter_changes(self, table: CrmTable, columns: Sequence[str],
                      delta_link: str | None) -> Iterator[tuple[list[dict], list[str], str | None]]:
-        raise NotImplementedError("FakeCrm has no change tracking: test it against the sandbox")
+        """Change tracking as Dataverse pages it: the rows changed since the link's version up to a
+        snapshot taken at the start (later changes come with the next link), then the deletions,
+        ``page_size`` a page, the new link on the last page only."""
+        table = CrmTable(table)
+        e = self.store.entity_for_set(ENTITY_SETS[table])
+        if delta_link:
+            select, since = self._parse_delta_link(table, delta_link)
+        else:
+            select, since = list(dict.fromkeys([primary_id(table), *columns])), 0
+            self._columns(table, {table: select}, "read changes", table.value, "(changes)")
+        snap = self.store.version
+        cols = self.store.columns(e)
+        rows = [dict(zip(cols, r)) for r in self.store.execute(
+            f"SELECT {', '.join(quote_ident(c) for c in cols)} FROM {quote_ident('e_' + e.logical_name)}"
+            " WHERE versionnumber > ? AND versionnumber <= ? ORDER BY versionnumber", (since, snap))]
+        items: list[dict | str] = [to_wire(e, raw, select) for raw in rows]
+        if since > 0:
+            items += [str(rid) for rid, in self.store.execute(
+                "SELECT id FROM _deleted WHERE entity = ? AND version > ? AND version <= ? ORDER BY version",
+                (e.logical_name, since, snap))]
+        stamp = datetime.now(timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
+        link = f"{HOST}/{e.entity_set}?$select={','.join(select)}&$deltatoken={snap}!{stamp}"
+        for start in range(0, max(len(items), 1), self.page_size):
+            page = items[start:start + self.page_size]
+            last = start + self.page_size >= len(items)
+            yield ([i for i in page if isinstance(i, dict)], [i for i in page if isinstance(i, str)],
+                   link if last else None)
+
+    def _parse_delta_link(self, table: CrmTable, link: str) -> tuple[list[str], int]:
+        found = re.fullmatch(rf"{re.escape(HOST)}/{ENTITY_SETS[table]}\?\$select=([\w,]+)&\$deltatoken=(.*)", link)
+        token = re.fullmatch(r"(\d+)!(\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2})", found.group(2).strip()) if found else None
+        why = "The delta token is not valid. Please perform a full sync."
+        if token is not None:
+            version = int(token.group(1))
+            issued = datetime.strptime(token.group(2), "%m/%d/%Y %H:%M:%S").replace(tzinfo=timezone.utc)
+            if version > self.store.version:
+                token = None
+            elif version < self.min_delta_version or datetime.now(timezone.utc) - issued > timedelta(
+                    days=CHANGE_TRACKING_DAYS):
+                why, token = "Version stamp associated with the client has expired. Please perform a full sync.", None
+        if token is None or found is None:
+            raise set_error_details(DeltaTokenExpired(
+                f"Dataverse {HOST}: the change-tracking token for {table.value} has expired or is no longer valid "
+                f"(HTTP 400 (0x80044352): {why}); a full resync is needed", "crm", "read changes"), 400,
+                "delta_expired")
+        return found.group(1).split(","), int(token.group(1))
 
     def close(self) -> None:
         """Nothing to release: the organization lives as long as the double (steps close their clients)."""

@@ -5,8 +5,8 @@ sandbox over HTTPS with verification; ``double`` is ``tests.doubles.crm.FakeCrm`
 tests' stand-in (the sandbox's data store in process, no Web API). Both are seeded by the same
 ``CrmSeeder`` and checked through the interface (and the stored rows), so the double is held to
 what the real adapter does and refuses. The other tests are the adapter's own (paging, URL
-caps, FetchXML, change tracking, 429 storms, dropped connections, tokens, TLS, crm-setup) and
-run against the sandbox only; the double refuses change tracking loudly.
+caps, FetchXML paging cookies, 429 storms, dropped connections, tokens, TLS, crm-setup) and
+run against the sandbox only.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def _recipients(client, kind, target_id, attrs=ATTRS):
 
 
 class CrmPeer:
-    def __init__(self, client, seed: CrmSeeder) -> None:  # noqa: ANN001 - a CrmClient
+    def __init__(self, client, seed: CrmSeeder, expire_delta_links) -> None:  # noqa: ANN001 - a CrmClient
         self.client = client
         self.seed = seed
+        self.expire_delta_links = expire_delta_links  # every change-tracking link given so far expires
 
 
 @pytest.fixture(params=["sandbox", "double"])
@@ -53,10 +54,11 @@ def peer(request):  # noqa: ANN201
     if request.param == "double":
         from tests.doubles.crm import FakeCrm
 
-        fake = FakeCrm()
-        yield CrmPeer(fake, CrmSeeder(fake.store))
+        fake = FakeCrm(page_size=3)  # as crm_config's page size: several pages from a few records
+        yield CrmPeer(fake, CrmSeeder(fake.store), fake.expire_delta_links)
         return
-    yield CrmPeer(request.getfixturevalue("crm_client"), request.getfixturevalue("crm_seed"))
+    org = request.getfixturevalue("crm_org")
+    yield CrmPeer(request.getfixturevalue("crm_client"), request.getfixturevalue("crm_seed"), org.expire_delta_tokens)
 
 
 # -- crm-setup -----------------------------------------------------------------------
@@ -282,7 +284,8 @@ def test_bounces_and_opt_outs(peer) -> None:
 # -- change tracking -------------------------------------------------------------------
 
 
-def test_change_tracking_with_deletions(crm_client, crm_seed) -> None:
+def test_change_tracking_with_deletions(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     ids = [crm_seed.contact(emailaddress1=f"t{i}@example.com") for i in range(5)]
     pages = list(crm_client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], None))
     assert len(pages) >= 2 and pages[-1][2]
@@ -298,7 +301,8 @@ def test_change_tracking_with_deletions(crm_client, crm_seed) -> None:
     assert pages[-1][2] and pages[-1][2] != delta
 
 
-def test_delta_pages_carry_updates_deactivations_then_deletes_and_the_link_only_at_the_end(crm_client, crm_seed) -> None:
+def test_delta_pages_carry_updates_deactivations_then_deletes_and_the_link_only_at_the_end(peer) -> None:
+    crm_client, crm_seed = peer.client, peer.seed
     cols = ["emailaddress1", "statecode", "modifiedon"]
     ids = [crm_seed.contact(emailaddress1=f"d{i}@example.com") for i in range(8)]
     delta = list(crm_client.iter_changes(CrmTable.CONTACT, cols, None))[-1][2]
@@ -327,6 +331,18 @@ def test_an_invalid_delta_token_asks_for_full_resync_too(crm_client, crm_org) ->
     link = crm_client.http.api_url + "contacts?$select=emailaddress1&$deltatoken=garbled"
     with pytest.raises(DeltaTokenExpired, match="full resync"):
         list(crm_client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], link))
+
+
+def test_a_link_the_crm_gave_is_refused_once_garbled_or_expired(peer) -> None:
+    client, seed = peer.client, peer.seed
+    seed.contact(emailaddress1="g@example.com")
+    link = list(client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], None))[-1][2]
+    with pytest.raises(DeltaTokenExpired, match="full resync"):
+        list(client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], link.replace("$deltatoken=", "$deltatoken=x")))
+    peer.expire_delta_links()
+    with pytest.raises(DeltaTokenExpired) as info:
+        list(client.iter_changes(CrmTable.CONTACT, ["emailaddress1"], link))
+    assert info.value.code == "delta_expired" and getattr(info.value, "status") == 400
 
 
 def test_expired_delta_link_asks_for_full_resync(crm_client, crm_org) -> None:
