@@ -278,3 +278,20 @@ def test_the_same_bad_value_is_reported_once_not_every_run(org: Org) -> None:
     org.esp.edit_subscriber(org.ids[0], attributes={"Country": "Atlantis"})  # another bad value is news
     assert org.run().details.get("skipped_before") is None
     assert len([c for c in org.state.iter_changes_logged() if c.direction == "skipped"]) == 2
+
+
+def test_two_tables_in_two_workers(sandbox, tmp_path) -> None:
+    org = Org(sandbox, tmp_path, extra="\n[sync.lead]\ncompanyname = Company | both\n", workers="2")
+    try:
+        lead = org.crm.insert("leads", {"firstname": "Lea", "lastname": "Lead", "companyname": "Acme",
+                                        "emailaddress1": "lea@example.com"})
+        org.esp.add_subscriber(lead, "lea@example.com", attributes={"Company": "Acme"})
+        assert org.run(full=True).ok
+        org.esp.edit_subscriber(lead, attributes={"Company": "Acme Ltd"})
+        org.crm.patch("contacts", org.ids[0], {"firstname": "Both"})
+        outcome = org.run()
+        assert outcome.ok and outcome.details["to_crm"] == 1 and outcome.details["to_esp"] == 1, outcome.details
+        assert org.crm.get("leads", lead)["companyname"] == "Acme Ltd"
+        assert org.subscriber(0).attributes["First Name"] == "Both"
+    finally:
+        org.close()
