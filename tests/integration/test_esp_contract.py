@@ -257,6 +257,24 @@ def test_an_import_of_a_missing_file_or_onto_no_list_fails(peer) -> None:
         esp.start_import("cesp-import-i2-2", "cesp_i2_2.csv", "999999")
 
 
+def test_an_import_file_s_header_and_columns_decide_its_rows(peer) -> None:
+    esp = peer.client
+    list_id = esp.ensure_list("cesp-list-i4", "i4")
+    peer.write_import_file("cesp_i4_1.csv", "Key,Mail\r\nimp4-1,c1@example.com\r\n")  # no SubscriberKey/EmailAddress
+    peer.write_import_file("cesp_i4_2.csv", "SubscriberKey,EmailAddress,Shoe Size\r\nimp4-2,c2@example.com,44\r\n"
+                                            "imp4-3,c3@example.com,45\r\n")  # a column that names no attribute
+    peer.write_import_file("cesp_i4_3.csv", "SubscriberKey,EmailAddress,First Name\r\nimp4-4,c4@example.com,Al\r\n"
+                                            "imp4-5,c5@example.com\r\n")  # a row short of a field
+    for n in (1, 2, 3):
+        esp.start_import(f"cesp-import-i4-{n}", f"cesp_i4_{n}.csv", list_id)
+    peer.settle()
+    assert esp.import_status("cesp-import-i4-1").state == "error"
+    second, third = esp.import_status("cesp-import-i4-2"), esp.import_status("cesp-import-i4-3")
+    assert (second.state, second.rows_total, second.rows_ok, second.rows_error) == ("completed", 2, 0, 2)
+    assert (third.state, third.rows_total, third.rows_ok, third.rows_error) == ("completed", 2, 1, 1)
+    assert set(esp.subscriber_statuses(["imp4-1", "imp4-2", "imp4-3", "imp4-4", "imp4-5"])) == {"imp4-4"}
+
+
 def test_a_second_start_before_the_first_shows_starts_again(peer) -> None:
     """The ESP does not guard a start it does not show yet: the step's durable start mark must."""
     esp = peer.client
