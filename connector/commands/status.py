@@ -68,6 +68,7 @@ def collect_status(config: Any, store: Any, now: datetime | None = None) -> dict
         for w in store.watermarks()
     ]
     report["tracked_sends_active"] = len(store.tracked_sends(active_only=True))
+    report["sync"] = _sync(config, store, now)
     leases = store.leases()
     held = {r["resource"]: r["holder"] for r in leases if r["expires_at"] >= now}
     for send in report["sends_in_flight"]:
@@ -80,6 +81,18 @@ def collect_status(config: Any, store: Any, now: datetime | None = None) -> dict
         for r in leases
     ]
     return report
+
+
+def _sync(config: Any, store: Any, now: datetime) -> dict[str, Any]:
+    """The sync step's checkpoints: the ESP watermark and its lag, per table a delta link or not, records agreed."""
+    from connector.sync.engine import delta_key, watermark_key
+
+    mark = store.get_meta(watermark_key(config.esp.name))
+    value = datetime.fromisoformat(mark) if mark else None
+    tables = {table: {"checkpoint": bool(store.get_meta(delta_key(table))), "records": store.shadow_count(table)}
+              for table, rules in getattr(config, "sync_rules", {}).items() if rules}
+    return {"esp_watermark": value, "lag_seconds": int((now - value).total_seconds()) if value else None,
+            "tables": tables}
 
 
 def _instances(store: Any, leases: list[dict], now: datetime) -> tuple[list[dict], list[dict]]:
@@ -278,6 +291,14 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(
             f"  {w['account']:<12} {w['event_type']:<8} watermark {_iso(w['watermark'])}  lag {_lag(w['lag_seconds'])}"
         )
+    sync = report.get("sync") or {}
+    if sync.get("tables"):
+        mark = sync["esp_watermark"]
+        lines += ["", f"Sync: ESP watermark {_iso(mark) if mark else '(none: the next run reads every subscriber)'}"
+                      + (f"  lag {_lag(sync['lag_seconds'])}" if mark else "")]
+        for table, info in sync["tables"].items():
+            link = "change-tracking checkpoint" if info["checkpoint"] else "no checkpoint (the next run reads it whole)"
+            lines.append(f"  {table:<8} {info['records']:>9} record(s) agreed; {link}")
     lines += _instance_lines(report, now)
     expired = [lease for lease in report["leases"] if lease["expired"]]
     lines += ["", f"Leases: {len(report['leases'])} held, {len(expired)} expired (reaped at the next run)"]

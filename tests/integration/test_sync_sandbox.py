@@ -295,3 +295,15 @@ def test_two_tables_in_two_workers(sandbox, tmp_path) -> None:
         assert org.subscriber(0).attributes["First Name"] == "Both"
     finally:
         org.close()
+
+
+def test_status_shows_the_sync_checkpoints(org: Org) -> None:
+    from connector.commands.status import collect_status, render_text
+
+    before = collect_status(org.config, org.state)["sync"]
+    assert before["esp_watermark"] is None and before["tables"] == {"contact": {"checkpoint": False, "records": 0}}
+    assert org.run(full=True).ok
+    report = collect_status(org.config, org.state)
+    assert report["sync"]["tables"]["contact"] == {"checkpoint": True, "records": 3}
+    text = render_text(report)
+    assert "Sync: ESP watermark 20" in text and "contact          3 record(s) agreed; change-tracking checkpoint" in text
