@@ -58,3 +58,10 @@ def test_the_sync_step_is_scheduled_only_with_rules(tmp_path: Path) -> None:
     assert "sync" in configured_steps(with_rules)
     assert step_intervals(with_rules)["sync"] == 15 * 60.0 and step_workers(with_rules)["sync"] == 1
     assert "sync" not in configured_steps(load_config(write(tmp_path, "[sync]\npoll_minutes = 5\n"), env={}))
+
+
+def test_the_service_finds_the_sync_step() -> None:
+    from connector.service import STEP_FUNCTIONS, load_step
+    from connector.sync.engine import run_sync
+
+    assert load_step(STEP_FUNCTIONS["sync"]) is run_sync
