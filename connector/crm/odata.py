@@ -196,7 +196,7 @@ class ODataHttp:
                     hdrs["Authorization"] = "Bearer " + self._tokens.token()
                 except TransientPeerError as exc:  # asking for a token is always safe to repeat
                     raise declare(exc, Failure.SAFE)
-            waited_pause = self._await_slot(waited_pause)
+            waited_pause, epoch = self._await_slot(waited_pause)
             try:
                 resp = self.session().request(  # explicit verify: the environment must not override it
                     method, url, params=params, data=body, headers=hdrs, timeout=self.timeout, verify=self._verify)
@@ -213,8 +213,9 @@ class ODataHttp:
             status = resp.status_code
             self.pace.hint(resp.headers.get("x-ms-dop-hint"))
             if status != 429 and status < 500:
-                self.pace.healthy()
+                self.pace.healthy(epoch)  # ignored if a 429 came in since it was sent
             if status in accept or status < 300:
+                resp.pace_epoch = epoch  # type: ignore[attr-defined]  # for Pace.batch_healthy
                 return resp
             throttled += status == 429
             try:
@@ -257,18 +258,19 @@ class ODataHttp:
                              retry_after=retry_after_seconds(resp.headers))
         return declare(set_error_details(exc, 429, code), Failure.SAFE)
 
-    def _await_slot(self, waited_pause: int) -> int:
-        """Take a request slot of the organization's pace, after any pause it is in; the pause waited for."""
+    def _await_slot(self, waited_pause: int) -> tuple[int, int]:
+        """Take a request slot of the organization's pace, after any pause it is in:
+        (the pause waited for, the pace's epoch the request is sent in)."""
         while True:
             pause = self.pace.wait_time()
             if pause > 0 and self.pace.pause_id != waited_pause:
                 waited_pause = self.pace.pause_id
                 self._sleep(pause)  # another thread was told to wait: so is this one
-            self.pace.acquire()
+            epoch = self.pace.acquire()
             if self.pace.wait_time() > 0 and self.pace.pause_id != waited_pause:
                 self.pace.release()  # a 429 came in while this thread waited for its slot
                 continue
-            return waited_pause
+            return waited_pause, epoch
 
     def _what(self, call: Call) -> str:
         what = call.operation

@@ -20,6 +20,13 @@ steps and threads, see :func:`pace_for`):
 - after a 429 every thread waits until the latest ``Retry-After`` has passed, then one
   request goes alone (a probe) before the others follow, so a refused request is not
   refused again when it is repeated.
+
+Every 429 starts a new *epoch*, and :meth:`Pace.acquire` gives each request the epoch it
+was sent in. Only a reply to a request sent in the current epoch says how the service is
+doing *now*: a healthy reply to an older one (it was admitted before the service pushed
+back, and was still on its way back when the 429 came) neither ends the probe nor grows
+the parallelism. Without this, such a reply let every thread go at once as soon as the
+pause ended, into a window that had just been found full.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ class Pace:
         self._paused_until = 0.0
         self.pause_id = 0
         self._probing = False
+        self._epoch = 0
         self.throttled = 0
 
     # -- what callers read --------------------------------------------------------------
@@ -99,12 +107,19 @@ class Pace:
             return max(0.0, self._paused_until - self._clock())
 
     # -- slots ---------------------------------------------------------------------------
-    def acquire(self) -> None:
-        """Wait for a free slot (at most ``limit()`` requests in flight)."""
+    def acquire(self) -> int:
+        """Wait for a free slot (at most ``limit()`` requests in flight); the epoch the request is sent in."""
         with self._cond:
             while self._inflight >= self._limit():
                 self._cond.wait(0.5)
             self._inflight += 1
+            return self._epoch
+
+    @property
+    def epoch(self) -> int:
+        """How many 429s this pace has been told of: a request sent now belongs to this epoch."""
+        with self._cond:
+            return self._epoch
 
     def release(self) -> None:
         with self._cond:
@@ -126,17 +141,27 @@ class Pace:
                 log.info("crm_dop_hint_received", count=dop)
                 self._cond.notify_all()
 
-    def healthy(self) -> None:
-        """A reply that was not throttled: one more request in flight per round of them."""
+    def healthy(self, sent_in: int | None = None) -> None:
+        """A reply that was not throttled: one more request in flight per round of them.
+
+        ``sent_in`` is the epoch :meth:`acquire` gave the request (None: sent in the current
+        one). A reply to a request sent before the latest 429 is ignored: it was admitted
+        before the service pushed back and says nothing about the window now.
+        """
         with self._cond:
+            if sent_in is not None and sent_in != self._epoch:
+                return
             self._probing = False
             cap = min(self.max_parallelism, self._dop_hint or self.max_parallelism)
             self._parallelism = min(float(cap), self._parallelism + 1.0 / max(1.0, self._parallelism))
             self._cond.notify_all()
 
-    def batch_healthy(self, seconds: float) -> None:
-        """A ``$batch`` answered without throttling in ``seconds``: perhaps larger next time."""
+    def batch_healthy(self, seconds: float, sent_in: int | None = None) -> None:
+        """A ``$batch`` answered without throttling in ``seconds``: perhaps larger next time
+        (ignored, like :meth:`healthy`, for a batch sent before the latest 429)."""
         with self._cond:
+            if sent_in is not None and sent_in != self._epoch:
+                return
             cap = min(self.max_parallelism, self._dop_hint or self.max_parallelism)
             if seconds > 2 * TARGET_BATCH_SECONDS:
                 self._batch = max(min(START_BATCH, self.max_batch), self._batch - BATCH_STEP)
@@ -148,6 +173,7 @@ class Pace:
         with self._cond:
             now = self._clock()
             self.throttled += 1
+            self._epoch += 1
             until = now + retry_after
             if until > self._paused_until:
                 self._paused_until = until

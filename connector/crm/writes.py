@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Iterable, Mapping, Sequence
 from urllib.parse import quote
@@ -172,7 +171,6 @@ class CrmWriter:
         api_path = "/" + self.http.api_url.split("/", 3)[3]
         ctype, body = build_batch([op for _, op, _ in chunk], api_path)
         call = Call(operation, table, f"({len(chunk)} records)", idempotent=True)
-        started = time.monotonic()
         resp = self.http.request("POST", "$batch", call, data=body, headers={
             "Content-Type": ctype, "Prefer": "odata.continue-on-error"})
         try:
@@ -182,7 +180,8 @@ class CrmWriter:
                                      "crm", operation) from exc
         finally:
             resp.close()
-        self.http.pace.batch_healthy(time.monotonic() - started)
+        # the last attempt's time to its reply (not the waits of earlier 429s), and its epoch
+        self.http.pace.batch_healthy(resp.elapsed.total_seconds(), getattr(resp, "pace_epoch", None))
         out: list[WriteResult] = []
         failed = 0
         for index, (key, _op, primary) in enumerate(chunk):

@@ -129,6 +129,35 @@ def test_window_slides_execution_time_frees_as_old_work_leaves(org) -> None:
     assert prot.enter("u") is None
 
 
+def test_refused_twice_blames_a_client_that_did_not_wait_not_a_new_block_after_retry_after() -> None:
+    """Retry-After is "the duration before any new requests from the user can be processed"
+    (api-limits.md): a request back before it, or while the block it was told of holds
+    (lengthened by the user's pushing), is the client's fault; one that waited and met a new
+    block (the window filled again by the user's other requests) is not."""
+    from connector.sandbox.dataverse.protection import ServiceProtection
+
+    prot = ServiceProtection(Limits(execution_seconds=10, window_seconds=300, penalty_seconds=2.0))
+    clock = [1000.0]
+    prot.now = lambda: clock[0]  # type: ignore[method-assign]
+    assert prot.enter("u", "fill") is None
+    prot.leave("u", 10.0)  # the window holds 10 s: full until 1300
+    assert dict(prot.enter("u", "x").headers)["Retry-After"] == "300"  # type: ignore[union-attr]
+    assert prot.enter("u", "x") is not None  # back at once: did not wait
+    assert (prot.rejected_twice, prot.refused_again) == (1, 0)
+    clock[0] = 1100.0
+    assert prot.enter("u", "z") is not None  # another request pushes the block to 1304
+    clock[0] = 1301.0
+    assert prot.enter("u", "x") is not None  # waited its 302 s, but the same block holds (pushed)
+    assert (prot.rejected_twice, prot.refused_again) == (2, 0)
+    clock[0] = 1310.0  # block over, the 10 s left the window
+    assert prot.enter("u", "y") is None
+    prot.leave("u", 10.0)  # the user's next request fills it again
+    assert prot.enter("u", "x") is not None  # a new block: x waited as told
+    assert (prot.rejected_twice, prot.refused_again) == (2, 1)
+    assert prot.enter("u", "x") is not None  # and back at once in this one
+    assert (prot.rejected_twice, prot.refused_again) == (3, 1)
+
+
 def test_connector_adapts_to_the_limits_writes_everything_and_never_repeats_a_refusal(tmp_path, sandbox_ca) -> None:
     """The bench (bench/tracking) in small: a window of 30 sandbox s holding 3 s of execution,
     run 30 times faster, so the writes meet the execution-time limit several times."""
@@ -154,7 +183,9 @@ def test_connector_adapts_to_the_limits_writes_everything_and_never_repeats_a_re
         assert crm.store.count("campaignresponses") == 600
         prot = crm.protection
         assert prot.refused_by_code["0x80072321"] >= 1  # the limit was met ...
-        assert prot.rejected_twice == 0  # ... and no refused request was refused again
+        # ... and no refused request was refused again before its Retry-After had passed or in the
+        # block it was told of (a later block, when the window fills again, is prot.refused_again)
+        assert prot.rejected_twice == 0, f"{prot.rejected_twice} refused too soon, {prot.refused_again} later"
         assert client.http.pace.throttled >= 1 and client.http.pace.state().dop_hint == 8
     finally:
         client.close()

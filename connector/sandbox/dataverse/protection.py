@@ -18,6 +18,14 @@ execution time has passed, so the sandbox is as slow as the work it charges for.
 Every reply carries ``x-ms-dop-hint`` (PD send-parallel-requests.md) and the two
 ``x-ms-ratelimit-*-remaining-xrm-requests`` debugging headers.
 
+Refusals are counted for tests and benchmarks. ``Retry-After`` is "the duration before
+any new requests from the user can be processed" (api-limits.md, "Retry operations"), not
+a reservation: once it has passed, the user's other requests may fill the window again and
+start a new block. So a request refused again is counted as the client's fault
+(``rejected_twice``) only when it came back before the ``Retry-After`` it was given had
+passed, or during the same block (lengthened by that user's requests meanwhile); refused
+again in a later block it is ``refused_again``.
+
 ``time_scale`` runs the sandbox's clock faster than the wall clock (window, blocks,
 held replies, key activation): with 100, a 300 s window passes in 3 s, so a short
 test covers the window logic. Retry-After is then given in wall-clock seconds
@@ -95,6 +103,7 @@ class _User:
     inflight: int = 0
     blocked_until: float = 0.0
     blocked_code: str = ""
+    block_id: int = 0  # bumped when a block starts
     concurrency_strikes: int = 0
 
 
@@ -108,8 +117,12 @@ class ServiceProtection:
         self.throttled = 0
         self.refused_by_code: collections.Counter = collections.Counter()
         self.rejected_twice = 0
-        """Requests refused again right after being refused (same method, URL and body)."""
-        self._refused: set[str] = set()
+        """Requests (same method, URL and body) refused again before the Retry-After they were
+        given had passed, or in the same block: the client did not wait (module docstring)."""
+        self.refused_again = 0
+        """Requests refused again in a later block: they waited, then the window filled again."""
+        self._refused: dict[str, tuple[float, int | None]] = {}
+        """Refused requests not admitted since: (sandbox time Retry-After sent them to, their block)."""
 
     # -- clock --------------------------------------------------------------------------
     def now(self) -> float:
@@ -130,6 +143,7 @@ class ServiceProtection:
             now = self.now()
             user = self._users[caller]
             self._expire(user, now)
+            in_block = now < user.blocked_until
             refused = self._check(user, now)
             if refused is None:
                 user.requests.append(now)
@@ -138,17 +152,24 @@ class ServiceProtection:
                     user.work.append((now, cost))
                     user.work_total += cost
                 user.concurrency_strikes = 0
-                self._refused.discard(fingerprint)
+                self._refused.pop(fingerprint, None)
                 return None
             code, wait = refused
             self.throttled += 1
             self.refused_by_code[code] += 1
-            if fingerprint in self._refused:
-                self.rejected_twice += 1
-            if fingerprint:
-                self._refused.add(fingerprint)
             retry = max(self.wall(min(wait, lim.max_retry_after)), 0.001)
             text = f"{math.ceil(retry)}" if lim.time_scale == 1.0 else f"{retry:.3f}"
+            block = user.block_id if code == user.blocked_code and now < user.blocked_until else None
+            earlier = self._refused.get(fingerprint)
+            if earlier is not None:
+                told_until, earlier_block = earlier
+                same_block = in_block and earlier_block is not None and earlier_block == block
+                if now < told_until or same_block:
+                    self.rejected_twice += 1
+                else:
+                    self.refused_again += 1
+            if fingerprint:  # what the client is told, as it reads it: the text's seconds
+                self._refused[fingerprint] = (now + float(text) * lim.time_scale, block)
             message = MESSAGES[code].format(requests=lim.requests, window=int(lim.window_seconds),
                                             execution_ms=int(lim.execution_seconds * 1000),
                                             concurrent=lim.concurrent)
@@ -172,6 +193,7 @@ class ServiceProtection:
         wait = max(wait, 1.0)
         user.blocked_until = now + wait
         user.blocked_code = code
+        user.block_id += 1
         return code, wait
 
     def _work_frees_in(self, user: _User, now: float) -> float:
