@@ -3,13 +3,15 @@
 The ``[mapping.<table>]`` sections of ``service.ini`` name, per CRM table, which CRM
 column fills which ESP subscriber attribute, with an optional ``[transform.<name>]``
 lookup table ("Austria" -> "Österreich"), a default for blank values and simple
-value transforms (strip, lower, upper, title). No I/O here.
+value transforms (strip, lower, upper, title). ``label`` takes the value as CRM shows it
+(the Dataverse formatted value: an option's label, a lookup's record name) instead of
+its code or GUID; ``date:`` / ``tz:`` format a date/time in a zone. No I/O here.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Iterable, Mapping
 
@@ -19,6 +21,9 @@ from connector.config import ConfigProblem
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector.config import Config, FieldMapping
+
+FORMATTED = "OData.Community.Display.V1.FormattedValue"
+"""The annotation holding a column's display text: read as ``<column>@`` + this (docs/crm.md)."""
 
 MAX_EMAIL_LENGTH = 254
 """RFC 5321: a forward path holds at most 254 characters of address."""
@@ -50,13 +55,17 @@ def normalize_email(address: str) -> str:
 
 
 def columns_to_read(config: "Config") -> dict[CrmTable, list[str]]:
-    """CRM columns per table that the mapping needs, in mapping order, without repeats."""
+    """CRM columns per table that the mapping needs, in mapping order, without repeats.
+
+    A ``label`` line adds ``<column>@OData.Community.Display.V1.FormattedValue``: the reader
+    asks for that annotation and keeps it with the row (never in ``$select``)."""
     columns: dict[CrmTable, list[str]] = {table: [] for table in CrmTable}
     for table_name, mappings in config.mappings.items():
         table = CrmTable(table_name)
         for field_mapping in mappings:
-            if field_mapping.crm_column not in columns[table]:
-                columns[table].append(field_mapping.crm_column)
+            names = [field_mapping.crm_column] + ([f"{field_mapping.crm_column}@{FORMATTED}"]
+                                                  if field_mapping.label else [])
+            columns[table] += [n for n in names if n not in columns[table]]
     return columns
 
 
@@ -106,6 +115,25 @@ def to_text(value: object) -> str:
     return _CONTROL.sub(" ", str(value))
 
 
+def format_date(value: object, date_format: str, time_zone: str) -> object:
+    """A CRM date/time (``2026-03-01T14:30:00Z``) in ``time_zone`` and ``date_format``; other values as they are.
+
+    A date without a time (a date-only column) is not moved between zones."""
+    if value is None or value == "":
+        return value
+    try:
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return value  # not a date: the text as CRM gave it
+    date_only = not isinstance(value, datetime) and len(str(value)) <= 10
+    if not date_only:
+        from zoneinfo import ZoneInfo
+
+        parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(
+            ZoneInfo(time_zone) if time_zone else timezone.utc)
+    return parsed.strftime(date_format) if date_format else parsed.isoformat()
+
+
 class Mapper:
     """Turns recipients into subscribers according to the config. Stateless per call."""
 
@@ -145,8 +173,12 @@ class Mapper:
             return Skip(ref, email, SkipReason.INACTIVE, "the record is inactive in CRM")
         attributes = {}
         for field_mapping in self.mappings.get(ref.table, ()):
-            value = self._value(field_mapping, recipient.attributes.get(field_mapping.crm_column))
-            attributes[field_mapping.esp_attribute] = value
+            raw = recipient.attributes.get(field_mapping.crm_column)
+            if field_mapping.label and raw is not None:
+                raw = recipient.attributes.get(f"{field_mapping.crm_column}@{FORMATTED}", raw)
+            elif field_mapping.date_format or field_mapping.time_zone:
+                raw = format_date(raw, field_mapping.date_format, field_mapping.time_zone)
+            attributes[field_mapping.esp_attribute] = self._value(field_mapping, raw)
         key = normalize_email(email) if self.key_by_email else ref.id
         return Subscriber(subscriber_key=key, email=email, attributes=attributes, ref=ref)
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 VALUE_TRANSFORMS = ("strip", "lower", "upper", "title", "capitalize")
 """Transforms a mapping line may name, applied in the order written (``connector.mapping``), then
 the lookup, then the default when the value is blank."""
+STEPS = (*VALUE_TRANSFORMS, "label", "lookup:", "default:", "date:", "tz:")
+"""Every step a mapping line may hold after its column (docs/configuration.md, [mapping.TABLE])."""
 
 
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -56,13 +58,29 @@ def parse_mapping_line(loader: Loader, section: str, item: Item, transforms: Map
         return None
     parts = [p.strip() for p in item.value.split("|")]
     column, options = parts[0], parts[1:]
-    lookup = default = None
+    lookup = default = date_format = time_zone = None
+    label = False
     steps: list[str] = []
     ok = True
     for option in options:
         kind, colon, arg = option.partition(":")
         kind = kind.strip().lower()
-        if colon and kind == "lookup":
+        if not colon and kind == "label":
+            label, ok = (True, ok) if not label else (True, _twice(loader, section, item, "label"))
+        elif colon and kind == "date":
+            date_format, ok = ((arg.strip(), ok) if date_format is None
+                               else (date_format, _twice(loader, section, item, "date")))
+            if "%" not in date_format:
+                loader.problem(section, item.key, item.line, f"date format {date_format!r} has no % directive",
+                               "write a strftime format, e.g. date:%d.%m.%Y or date:%Y-%m-%d %H:%M")
+                ok = False
+        elif colon and kind == "tz":
+            time_zone, ok = (arg.strip(), ok) if time_zone is None else (time_zone, _twice(loader, section, item, "tz"))
+            if not _known_zone(time_zone):
+                loader.problem(section, item.key, item.line, f"unknown time zone {time_zone!r}",
+                               "use an IANA zone name, e.g. tz:Europe/Vienna, tz:America/New_York or tz:UTC")
+                ok = False
+        elif colon and kind == "lookup":
             lookup, ok = (arg.strip(), ok) if lookup is None else (lookup, _twice(loader, section, item, "lookup"))
             if lookup and lookup.lower() not in transforms:
                 loader.problem(section, item.key, item.line, f"lookup {lookup!r} has no [transform.{lookup}] section",
@@ -74,9 +92,14 @@ def parse_mapping_line(loader: Loader, section: str, item: Item, transforms: Map
             steps.append(kind)
         else:
             loader.problem(section, item.key, item.line, f"unknown mapping step {option!r}",
-                           did_you_mean(kind, [*VALUE_TRANSFORMS, "lookup:", "default:"],
-                                        "steps are lookup:NAME, default:TEXT, " + ", ".join(VALUE_TRANSFORMS)))
+                           did_you_mean(kind, list(STEPS), "steps are label, date:FORMAT, tz:ZONE, lookup:NAME, "
+                                        "default:TEXT, " + ", ".join(VALUE_TRANSFORMS)))
             ok = False
+    if label and (date_format or time_zone):
+        loader.problem(section, item.key, item.line, "label and date:/tz: on one line",
+                       "label takes CRM's display text as it is (dates already formatted for the user); "
+                       "use date:/tz: without label to format a date yourself")
+        ok = False
     if not column:
         loader.problem(section, item.key, item.line, "no CRM column",
                        "write ESP attribute = crm_column [| step ...]")
@@ -90,10 +113,21 @@ def parse_mapping_line(loader: Loader, section: str, item: Item, transforms: Map
         return None
     try:
         return FieldMapping(esp_attribute=item.key, crm_column=column, lookup=(lookup or "").lower(),
-                            default=default or "", transforms=tuple(steps), line=item.line)
+                            default=default or "", transforms=tuple(steps), label=label,
+                            date_format=date_format or "", time_zone=time_zone or "", line=item.line)
     except ValidationError as exc:  # never a traceback for a config value
         loader.problem(section, item.key, item.line, exc.errors()[0]["msg"].removeprefix("Value error, "))
         return None
+
+
+def _known_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _twice(loader: Loader, section: str, item: Item, what: str) -> bool:

@@ -229,6 +229,9 @@ class FieldMapping(Section):
     lookup: str = ""  # name of a [transform.NAME] section
     default: str = ""
     transforms: tuple[str, ...] = ()  # lower, upper, strip, title, ...
+    label: bool = False  # the display label (Dataverse formatted value) instead of the code or GUID
+    date_format: str = ""  # strftime format of a date/time column (`date:%d.%m.%Y`)
+    time_zone: str = ""  # IANA zone the date/time is shown in (`tz:Europe/Vienna`); UTC when empty
     line: int = 0  # where service.ini gives it (0 when built in code)
 
 

@@ -100,7 +100,7 @@ class RecipientReader:
         missing: list[str] = []
         for table, ids in wanted.items():
             unique = list(dict.fromkeys(ids))
-            found = self._read_set(table, unique, self._columns(table, attributes))
+            found = self._read_set(table, unique, self._columns(table, attributes), self._prefer(table, attributes))
             rows.update(((table, key), row) for key, row in found.items())
             missing += [f"{table.value} {key}" for key in unique if key not in found]
         if missing:
@@ -119,7 +119,8 @@ class RecipientReader:
             found.update((table, key) for key in self._read_set(table, list(dict.fromkeys(ids)), [primary_id(table)]))
         return [t for t in targets if (CrmTable(TargetKind(t.kind).value), t.id.lower()) not in found]
 
-    def _read_set(self, table: CrmTable, ids: Sequence[str], columns: Sequence[str]) -> dict[str, dict]:
+    def _read_set(self, table: CrmTable, ids: Sequence[str], columns: Sequence[str],
+                  prefer: str = "") -> dict[str, dict]:
         found: dict[str, dict] = {}
         pk = primary_id(table)
         call = Call("read recipients", table.value, idempotent=True)
@@ -127,7 +128,8 @@ class RecipientReader:
         size = max(1, min(RECORD_SET_MAX, self.page_size))  # one page per set
         while start < len(ids):
             part, params = self._fitting(table, ids[start:start + size], columns)
-            for page in self.http.iter_pages(ENTITY_SETS[table], call, params=params, page_size=self.page_size):
+            for page in self.http.iter_pages(ENTITY_SETS[table], call, params=params, prefer=prefer,
+                                             page_size=self.page_size):
                 for row in page.get("value", []):
                     found[str(row.get(pk) or "").lower()] = row
             start += len(part)
@@ -147,14 +149,25 @@ class RecipientReader:
             ids = ids[: max(1, len(ids) * 3 // 4)]
 
     def _columns(self, table: CrmTable, attributes: Mapping[CrmTable, Sequence[str]]) -> list[str]:
-        extra = [a for a in attributes.get(table, ()) if a]
+        """The ``$select`` of a table's rows (annotations the mapping wants are asked for by ``_prefer``)."""
+        extra = [a for a in attributes.get(table, ()) if a and "@" not in a]
         return list(dict.fromkeys([primary_id(table), *RECIPIENT_COLUMNS[table], *extra]))
+
+    @staticmethod
+    def _prefer(table: CrmTable, attributes: Mapping[CrmTable, Sequence[str]], base: str = "") -> str:
+        """``odata.include-annotations`` naming the annotations the mapping reads (``label`` lines), and ``base``."""
+        wanted = list(dict.fromkeys(a.partition("@")[2] for a in attributes.get(table, ()) if "@" in a))
+        if base:
+            wanted = base.partition("=")[2].strip('"').split(",") + wanted
+        return f'odata.include-annotations="{",".join(wanted)}"' if wanted else ""
 
     def _single(self, table: CrmTable, record_id: str, attributes: Mapping[CrmTable, Sequence[str]],
                 source: SendTarget) -> Iterator[Recipient]:
         call = Call("read recipient", table.value, record_id, idempotent=True)
         row = self.http.get_json(f"{ENTITY_SETS[table]}({record_id})", call,
-                                 params={"$select": ",".join(self._columns(table, attributes))}, accept=(404,))
+                                 params={"$select": ",".join(self._columns(table, attributes))},
+                                 headers=({"Prefer": prefer} if (prefer := self._prefer(table, attributes)) else None),
+                                 accept=(404,))
         if row is None:
             raise NotFoundError(
                 f"Dataverse {self.http.host}: the send targets {table.value} {record_id}, which does not exist "
@@ -178,17 +191,19 @@ class RecipientReader:
                 raise PermanentPeerError(f"Dataverse {self.http.host}: dynamic marketing list {list_id} has no "
                                          "query", "crm", "read marketing list")
             for member in self._fetch(table, query, columns, Call("run dynamic list query", "list", list_id,
-                                                                  idempotent=True)):
+                                                                  idempotent=True),
+                                      self._prefer(table, attributes, FETCH_ANNOTATIONS)):
                 yield recipient_from_row(table, member, wanted, source)
             return
         nav = LIST_MEMBER_NAV[table]
         members = Call("read list members", "list", list_id, idempotent=True)
-        for page in self.http.iter_pages(f"lists({list_id})/{nav}", members,
-                                         params={"$select": ",".join(columns)}, page_size=self.page_size):
+        for page in self.http.iter_pages(f"lists({list_id})/{nav}", members, params={"$select": ",".join(columns)},
+                                         prefer=self._prefer(table, attributes), page_size=self.page_size):
             for member in page.get("value", []):
                 yield recipient_from_row(table, member, wanted, source)
 
-    def _fetch(self, table: CrmTable, query: str, columns: Sequence[str], call: Call) -> Iterator[dict]:
+    def _fetch(self, table: CrmTable, query: str, columns: Sequence[str], call: Call,
+               prefer: str = FETCH_ANNOTATIONS) -> Iterator[dict]:
         name = fetchxml.entity_name(query)
         if name != table.value:
             raise PermanentPeerError(
@@ -203,7 +218,7 @@ class RecipientReader:
             else:  # no paging cookie: page 1 of the members after the last one read, never page numbers
                 xml = fetchxml.page_query(fetchxml.after(root, pk, last_id), 1, self.page_size, None)
             page = longget.get_json(self.http, ENTITY_SETS[table], call, {"fetchXml": xml},
-                                    {"Prefer": FETCH_ANNOTATIONS})
+                                    {"Prefer": prefer})
             rows = page.get("value", [])
             yield from rows
             if not page.get("@Microsoft.Dynamics.CRM.morerecords") or not rows:

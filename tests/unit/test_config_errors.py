@@ -82,6 +82,18 @@ CASES = [
         "(hint: did you mean 'countries'?)"]),
     ("mapping unknown step", "[mapping.lead]\nName = lastname | uper\n", [
         "service.ini:2 [mapping.lead] Name: unknown mapping step 'uper' (hint: did you mean 'upper'?)"]),
+    ("mapping date without a directive", "[mapping.contact]\nBorn = birthdate | date:dd.mm.yyyy\n", [
+        "service.ini:2 [mapping.contact] Born: date format 'dd.mm.yyyy' has no % directive (hint: write a strftime "
+        "format, e.g. date:%d.%m.%Y or date:%Y-%m-%d %H:%M)"]),
+    ("mapping unknown time zone", "[mapping.contact]\nBorn = birthdate | tz:Europe/Wien\n", [
+        "service.ini:2 [mapping.contact] Born: unknown time zone 'Europe/Wien' (hint: use an IANA zone name, e.g. "
+        "tz:Europe/Vienna, tz:America/New_York or tz:UTC)"]),
+    ("mapping label with a date format", "[mapping.contact]\nBorn = birthdate | label | date:%d.%m.%Y\n", [
+        "service.ini:2 [mapping.contact] Born: label and date:/tz: on one line (hint: label takes CRM's display "
+        "text as it is (dates already formatted for the user); use date:/tz: without label to format a date "
+        "yourself)"]),
+    ("mapping label given twice", "[mapping.contact]\nGender = gendercode | label | label\n", [
+        "service.ini:2 [mapping.contact] Gender: label given twice (hint: keep one label: step)"]),
     ("mapping not a column", "[mapping.lead]\nName = last name\n", [
         "service.ini:2 [mapping.lead] Name: 'last name' is not a CRM column name (hint: use the column's logical "
         "name, e.g. address1_country; the steps after it are separated by |)"]),

@@ -95,3 +95,32 @@ def test_unknown_transform_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         Mapper(config)
     assert "nope" in str(info.value)
+
+
+def test_label_takes_the_formatted_value_and_dates_their_format_and_zone() -> None:
+    from connector.mapping import FORMATTED
+
+    config = Config(mappings={"contact": (
+        FieldMapping(esp_attribute="Gender", crm_column="gendercode", label=True),
+        FieldMapping(esp_attribute="Gender code", crm_column="gendercode"),
+        FieldMapping(esp_attribute="Company", crm_column="_parentcustomerid_value", label=True, lookup="short"),
+        FieldMapping(esp_attribute="Since", crm_column="createdon", date_format="%d.%m.%Y %H:%M",
+                     time_zone="Europe/Vienna"),
+        FieldMapping(esp_attribute="Born", crm_column="birthdate", date_format="%d.%m.%Y", time_zone="Pacific/Apia"),
+        FieldMapping(esp_attribute="Odd", crm_column="address1_city", date_format="%Y"),
+    )}, transforms={"short": {"Acme Corporation": "Acme"}})
+    assert columns_to_read(config)[CrmTable.CONTACT] == [
+        "gendercode", f"gendercode@{FORMATTED}", "_parentcustomerid_value", f"_parentcustomerid_value@{FORMATTED}",
+        "createdon", "birthdate", "address1_city"]
+    sub = Mapper(config).map(contact(attributes={
+        "gendercode": 2, f"gendercode@{FORMATTED}": "Female",
+        "_parentcustomerid_value": "9c1d0f3e-0000-0000-0000-000000000001",
+        f"_parentcustomerid_value@{FORMATTED}": "Acme Corporation",
+        "createdon": "2026-07-01T22:30:00Z", "birthdate": "1990-12-31", "address1_city": "Graz"}))
+    assert isinstance(sub, Subscriber)
+    assert sub.attributes == {"Gender": "Female", "Gender code": "2", "Company": "Acme",
+                              "Since": "02.07.2026 00:30",  # summer time in Vienna: UTC+2, the next day
+                              "Born": "31.12.1990",  # a date alone stays that date in every zone
+                              "Odd": "Graz"}  # not a date: as CRM gave it
+    empty = Mapper(config).map(contact(attributes={"gendercode": None}))
+    assert isinstance(empty, Subscriber) and empty.attributes["Gender"] == ""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from connector.sandbox.dataverse.annotations import Annotations
 from connector.sandbox.dataverse.odata import FilterCompiler
 from connector.sandbox.dataverse.schema import LOOKUP_TYPES, STRING_TYPES, Entity
 from connector.sandbox.dataverse.store import DataverseStore, StoreError, to_wire, quote_ident as _q
@@ -224,7 +225,7 @@ class _Builder:
 
 
 def run_fetch(store: DataverseStore, entity_set_entity: Entity, xml_text: str, *, cookies: bool = True,
-              user_id: str = "") -> tuple[list[dict], bool, str | None]:
+              user_id: str = "", annotate: bool | Annotations = True) -> tuple[list[dict], bool, str | None]:
     """Run a FetchXML query: (rows as wire JSON without nulls, more records?, cookie or None).
 
     ``cookies=False`` answers as for a query the real service gives no paging cookie (a test
@@ -272,7 +273,7 @@ def run_fetch(store: DataverseStore, entity_set_entity: Entity, xml_text: str, *
             rawrow = {name: value, "versionnumber": None}
             if e.attributes[name].type in LOOKUP_TYPES:
                 rawrow[name + "__type"] = cols.get(f"c{i}t")
-            wire = to_wire(e, rawrow, [name], annotate=True, include_nulls=False)
+            wire = to_wire(e, rawrow, [name], annotate=annotate, include_nulls=False)
             wire.pop(e.primary_id, None) if name != e.primary_id else None
             for k, v in wire.items():
                 if k == "@odata.etag":

@@ -108,7 +108,7 @@ class QueryOps:
                 f"SELECT count(*) FROM {_q('e_' + e.logical_name)} AS t0"
                 + (f" WHERE {' AND '.join(where)}" if where else ""), params)[0][0]
             body["@odata.count"] = min(total, COUNT_LIMIT)
-            if self.annotate(req):
+            if self.annotate(req).wants("Microsoft.Dynamics.CRM.totalrecordcount"):
                 body["@Microsoft.Dynamics.CRM.totalrecordcount"] = min(total, COUNT_LIMIT)
                 body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = total > COUNT_LIMIT
         annotate = self.annotate(req)
@@ -149,7 +149,7 @@ class QueryOps:
         from connector.sandbox.dataverse.fetchxml import run_fetch
 
         rows, more, cookie = run_fetch(self.store, e, req.query["fetchXml"], cookies=self.fetch_cookies,
-                                      user_id=self.default_owner)
+                                      user_id=self.default_owner, annotate=self.annotate(req))
         body: dict[str, Any] = {"@odata.context": f"{self.api(req)}$metadata#{e.entity_set}", "value": rows}
         wanted = req.prefer.get("odata.include-annotations", "")
         if more and ("*" in wanted or "fetchxmlpagingcookie" in wanted or "morerecords" in wanted):

@@ -9,6 +9,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+from connector.sandbox.dataverse.annotations import Annotations
 from connector.sandbox.dataverse.customui import Customizations
 from connector.sandbox.dataverse.keys import check_key_values
 from connector.sandbox.dataverse.navigation import NavigationOps
@@ -227,8 +228,9 @@ class Records(QueryOps, NavigationOps):
         url = self.entity_url(req, e, rid)
         return [("OData-EntityId", url), ("Location", url)]
 
-    def annotate(self, req: Request) -> bool:
-        return "odata.include-annotations" in req.prefer
+    def annotate(self, req: Request) -> Annotations:
+        """The annotations the request asked for (falsy when none)."""
+        return Annotations(req.prefer.get("odata.include-annotations", ""), self.store)
 
     # -- single records ---------------------------------------------------------------
     def post(self, req: Request, e: Entity) -> Response:

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from connector.private import private_sqlite_file
+from connector.sandbox.dataverse.annotations import (
+    ALL, FORMATTED, LOOKUP_TABLE, Annotations, formatted_date, formatted_number,
+)
 from connector.sandbox.dataverse.schema import (
     FLOAT_TYPES, INT_TYPES, LOOKUP_TYPES, MANY_TO_MANY, STRING_TYPES, Attribute, Entity, Key, standard_entities,
 )
@@ -560,9 +563,11 @@ class DataverseStore:
                                                    (list_id.lower(),))]
 
 
-def to_wire(e: Entity, raw: dict, select: Iterable[str] | None = None, *, annotate: bool = False,
+def to_wire(e: Entity, raw: dict, select: Iterable[str] | None = None, *, annotate: bool | Annotations = False,
             include_nulls: bool = True) -> dict:
-    """A stored row as Web API JSON (``@odata.etag``, ``_x_value`` lookups, booleans)."""
+    """A stored row as Web API JSON (``@odata.etag``, ``_x_value`` lookups, booleans), with the annotations asked for."""
+    ann = annotate if isinstance(annotate, Annotations) else (ALL if annotate else None)
+    formatted = ann is not None and ann.wants(FORMATTED)
     out: dict[str, Any] = {}
     if raw.get("versionnumber") is not None:
         out["@odata.etag"] = f'W/"{raw["versionnumber"]}"'
@@ -581,12 +586,31 @@ def to_wire(e: Entity, raw: dict, select: Iterable[str] | None = None, *, annota
         if attr.type in LOOKUP_TYPES:
             wire = attr.wire_name
             out[wire] = value
-            if value is not None and annotate:
-                out[wire + "@Microsoft.Dynamics.CRM.lookuplogicalname"] = raw.get(attr.logical_name + "__type")
+            if value is not None and ann is not None:
+                table = raw.get(attr.logical_name + "__type")
+                if formatted:
+                    label = ann.lookup_name(table, str(value))
+                    if label is not None:
+                        out[wire + "@" + FORMATTED] = label
+                if ann.wants(LOOKUP_TABLE):
+                    out[wire + "@" + LOOKUP_TABLE] = table
             continue
-        if annotate and value is not None and attr.options:
-            key = int(value) if not isinstance(value, bool) else int(value)
-            if key in attr.options:
-                out[attr.logical_name + "@OData.Community.Display.V1.FormattedValue"] = attr.options[key]
+        if formatted and value is not None:
+            text = _formatted(attr, value)
+            if text is not None:
+                out[attr.logical_name + "@" + FORMATTED] = text
         out[attr.logical_name] = value
     return out
+
+
+def _formatted(attr: Attribute, value: Any) -> str | None:
+    """The FormattedValue of a column's value, or None for a type that has none (text, ids)."""
+    if attr.options and not isinstance(value, bool):
+        return attr.options.get(int(value))
+    if attr.type == "Boolean":
+        return "Yes" if value else "No"
+    if attr.type == "DateTime":
+        return formatted_date(str(value))
+    if attr.type in ("Integer", "BigInt", "Money", "Decimal", "Double") and attr.logical_name != "versionnumber":
+        return formatted_number(value, attr.type)
+    return None
