@@ -25,6 +25,15 @@ _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRANSFORM_NAME = re.compile(r"^[a-z0-9_-]+$")
 
 
+def control_problem(loader: Loader, section: str, item: Item) -> bool:
+    """Report a line holding a control character (True) or not (False)."""
+    found = CONTROL_CHARACTERS.search(item.key + item.value)
+    if found:
+        loader.problem(section, item.key, item.line, f"holds the control character U+{ord(found.group()):04X}",
+                       "retype the line: it holds an invisible character (copied from a document?)")
+    return found is not None
+
+
 def table_sections(loader: Loader, prefix: str, verb: str) -> Iterator[tuple[str, str, RawSection]]:
     """(section name, CRM table, raw section) of every ``[<prefix>.TABLE]`` section naming a CRM
     table; a section naming another table is reported ("no CRM table 'x' to <verb>")."""
@@ -51,10 +60,7 @@ def build_mappings(loader: Loader, transforms: Mapping[str, object]) -> dict[str
 
 def parse_mapping_line(loader: Loader, section: str, item: Item, transforms: Mapping[str, object]) -> FieldMapping | None:
     """One ``ESP attribute = crm_column | step | ...`` line, or None (its problems reported)."""
-    found = CONTROL_CHARACTERS.search(item.key + item.value)
-    if found:
-        loader.problem(section, item.key, item.line, f"holds the control character U+{ord(found.group()):04X}",
-                       "retype the line: it holds an invisible character (copied from a document?)")
+    if control_problem(loader, section, item):
         return None
     parts = [p.strip() for p in item.value.split("|")]
     column, options = parts[0], parts[1:]
@@ -148,10 +154,7 @@ def build_transforms(loader: Loader) -> dict[str, dict[str, str]]:
             continue
         values = {}
         for item in raw.items.values():
-            found = CONTROL_CHARACTERS.search(item.key + item.value)
-            if found:
-                loader.problem(name, item.key, item.line, f"holds the control character U+{ord(found.group()):04X}",
-                               "retype the line: it holds an invisible character (copied from a document?)")
+            if control_problem(loader, name, item):
                 continue
             values[item.key] = item.value
         transforms[table] = values

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from connector.config.mappings import table_sections
-from connector.config.models import CONTROL_CHARACTERS
+from connector.config.mappings import control_problem, table_sections
 from connector.sync.rules import RuleProblem, SyncRule, check_unique, parse_rule
 
 if TYPE_CHECKING:
@@ -22,10 +21,7 @@ def build_sync_rules(loader: Loader, transforms: Mapping[str, Mapping[str, str]]
     for name, table, raw in table_sections(loader, "sync", "sync"):
         rules = []
         for item in raw.items.values():
-            bad = CONTROL_CHARACTERS.search(item.key + item.value)
-            if bad:
-                loader.problem(name, item.key, item.line, f"holds the control character U+{ord(bad.group()):04X}",
-                               "retype the line: it holds an invisible character (copied from a document?)")
+            if control_problem(loader, name, item):
                 continue
             try:
                 rules.append(parse_rule(table, item.key, item.value, item.line, transforms))
