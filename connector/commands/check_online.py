@@ -9,7 +9,10 @@ SFTP drop that is removed again:
   (``connector.sync.checks``);
 - ESP: every ``[mapping.*]`` and ``[sync.*]`` target is a profile attribute of the account;
   the ``[sends] default_email_key`` e-mail exists;
-- SFTP: the import folder takes a file (upload, then remove).
+- SFTP: the import folder takes a file (upload, then remove);
+- KPI (``[kpi] source_url`` set): the source answers the query with the columns it must return
+  (the query runs, one row is read); in CRM the ``[kpi] match_column`` exists on the customer
+  table and the KPI table's alternate key is Active (``connector crm-setup`` makes it).
 
 Each problem names the service.ini line (or section.key) and what to do. A peer that
 cannot be reached is a problem too, with the reason (credentials, TLS, host key).
@@ -19,17 +22,22 @@ from __future__ import annotations
 
 import secrets
 import tempfile
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from connector.config import Config
 from connector.crm.base import CrmClient
 from connector.errors import ConnectorError
 from connector.esp.base import EspClient
 from connector.mapping import columns_to_read, unknown_attribute_mappings
+from connector.models import CrmTable
 from connector.sync.checks import crm_rule_problems, esp_rule_problems
 from connector.transfer.base import FileDrop
+
+if TYPE_CHECKING:  # pragma: no cover
+    from connector.steps.kpi.source import KpiSource
 
 
 @dataclass
@@ -63,11 +71,14 @@ def online_checks(config: Config) -> list[PeerCheck]:
 def _run_checks(config: Config) -> list[PeerCheck]:
     checks: list[PeerCheck] = []
     if config.crm.url:
-        checks += _with_client("CRM", _crm_client, config, (_crm_columns, _crm_roles, _sync_columns))
+        crm_checks = (_crm_columns, _crm_roles, _sync_columns) + ((_kpi_crm,) if config.kpi.enabled else ())
+        checks += _with_client("CRM", _crm_client, config, crm_checks)
     if config.esp.wsdl:
         checks += _with_client("ESP", _esp_client, config, (_esp_attributes, _esp_email, _sync_attributes))
     if config.sftp.host:
         checks += _with_client("SFTP", _sftp_client, config, (_sftp_writable,))
+    if config.kpi.enabled:
+        checks += _with_client("KPI", _kpi_source, config, (_kpi_query,))
     return checks
 
 
@@ -106,6 +117,12 @@ def _sftp_client(config: Config) -> FileDrop:
     from connector.transfer.sftp import SftpFileDrop
 
     return SftpFileDrop.from_config(config)
+
+
+def _kpi_source(config: Config) -> "KpiSource":
+    from connector.steps.kpi import open_source
+
+    return open_source(config)
 
 
 def _where(config: Config) -> str:
@@ -172,6 +189,27 @@ def _esp_email(config: Config, esp: EspClient, check: PeerCheck) -> None:
         check.problems.append(f"{_where(config)} [sends] default_email_key: the ESP account has no e-mail with the "
                               f"customer key {key!r} (hint: Marketing Cloud shows it as the e-mail's External Key)")
     check.detail = f"e-mail {key!r}"
+
+
+def _kpi_crm(config: Config, crm: CrmClient, check: PeerCheck) -> None:
+    """KPI customers' column and the KPI table's key"""
+    kpi = config.kpi
+    table = CrmTable(kpi.customer_table)
+    if kpi.match_column not in crm.column_names(table):
+        check.problems.append(f"{_where(config)} [kpi] match_column: CRM table {table.value!r} has no column "
+                              f"{kpi.match_column!r} (hint: use the column's logical name, e.g. emailaddress1)")
+    status, key = crm.kpi_key_status(table)
+    if status != "Active":
+        check.problems.append(f"{_where(config)} [kpi]: the KPI table's alternate key {key} is {status} (hint: run "
+                              "`connector crm-setup -c service.ini`: it creates the table and waits for the key)")
+    check.detail = f"{table.value}.{kpi.match_column}, key {status}"
+
+
+def _kpi_query(config: Config, source: "KpiSource", check: PeerCheck) -> None:
+    """the query answers with customer_key, kpi, value"""
+    with closing(source.slices(1)) as slices:
+        first = next(slices, [])
+    check.detail = f"{source.where}: " + ("a first row came back" if first else "no rows (yet)")
 
 
 def _sftp_writable(config: Config, drop: FileDrop, check: PeerCheck) -> None:

@@ -146,3 +146,21 @@ def test_the_step_waits_for_the_kpi_key(kpi_env) -> None:
     key.status = "InProgress"
     outcome, _ = run()
     assert not outcome.ok and "cesp_kpi.cesp_kpi_contact_key" in outcome.message and "InProgress" in outcome.message
+
+
+def test_check_config_online_asks_the_source_and_crm(kpi_org, kpi_source, crm_ca, tmp_path) -> None:
+    from connector.commands.check_online import online_checks
+
+    sandbox, _ = kpi_org
+    good = kpi_config(sandbox, crm_ca.ca_file, tmp_path, kpi_source)
+    checks = {c.what: c for c in online_checks(good)}
+    assert checks["the query answers with customer_key, kpi, value"].ok
+    assert checks["KPI customers' column and the KPI table's key"].ok
+    bad = kpi_config(sandbox, crm_ca.ca_file, tmp_path, kpi_source, match_column="no_such_column",
+                     customer_table="account", query="select 1 as x")
+    checks = {c.what: c for c in online_checks(bad)}
+    crm = " ".join(checks["KPI customers' column and the KPI table's key"].problems)
+    assert "[kpi] match_column: CRM table 'account' has no column 'no_such_column'" in crm
+    assert "cesp_kpi.cesp_kpi_account_key is Missing" in crm and "connector crm-setup" in crm
+    query = " ".join(checks["the query answers with customer_key, kpi, value"].problems)
+    assert "returns no column customer_key" in query and SOURCE_PASSWORD not in query
