@@ -134,12 +134,16 @@ class KpiLoad:
             return
         crashpoint("kpi_after_crm_write")
         with self.ctx.state.transaction() as conn:
-            if not self.ctx.state.extend_lease(self.lease, self.ctx.config.state.lease_seconds, conn=conn):
-                raise StateError(f"lost the lease on {self.lease}: another instance took the KPI load")
+            self._keep_lease(conn)
             self.ctx.state.record_kpis_written(self.name, confirmed, self.ctx.run_id, conn=conn)
             self.ctx.state.mark_kpis_seen(plan.seen, self.ctx.run_id, conn=conn)
             self.ctx.state.quarantine([self._quarantined(b) for b in plan.bad], conn=conn)
         crashpoint("kpi_after_slice")
+
+    def _keep_lease(self, conn: Any) -> None:
+        """Extend the lease inside the commit: a load taken over meanwhile commits nothing more."""
+        if not self.ctx.state.extend_lease(self.lease, self.ctx.config.state.lease_seconds, conn=conn):
+            raise StateError(f"lost the lease on {self.lease}: another instance took the KPI load")
 
     def _plan(self, rows: list[dict[str, Any]]) -> _Slice:
         plan = _Slice()
@@ -242,6 +246,8 @@ class KpiLoad:
                 if len(self.stats.failures) < SAMPLE:
                     self.stats.failures.append(f"removing {state.customer_key}/{state.kpi}: {result.message}")
         crashpoint("kpi_after_crm_removal")
-        self.ctx.state.deactivate_kpis(done)
+        with self.ctx.state.transaction() as conn:
+            self._keep_lease(conn)
+            self.ctx.state.deactivate_kpis(done, conn=conn)
         self.stats.removed += len(done)
         log.info("kpi_removed", count=len(done), mode=self.cfg.removed)
