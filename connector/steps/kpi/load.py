@@ -1,20 +1,21 @@
 """One KPI load: the source read slice by slice, the differential, the writes, the removals.
 
-Per slice of ``[kpi] slice_rows`` source rows (the only rows in memory):
+Per slice of ``[kpi] slice_rows`` source rows (the only source rows in memory):
 
 1. validate each row (``rows.parse_row``); a bad one is reported, never written;
 2. look its (source, customer key, KPI) up in the state database: unchanged (same value
    hash, active) rows need nothing but the "seen in this run" mark; a key already seen in
    this run is a duplicate row of the source (reported; the first one counts);
-3. match the customers of the changed rows in CRM by ``[kpi] match_column`` (in sets); no
-   match or several matches: reported as ``unmatched`` / ``ambiguous``;
-4. upsert the changed rows in CRM ($batch slices, by the alternate key: a repeat never
-   makes a second row);
-5. then, in ONE state transaction that also extends the lease: the hashes of the writes
-   CRM confirmed, the seen mark of every known key of the slice, and the reported rows
-   (quarantine, ``request_id`` ``kpi:<source>``).
+3. commit the seen marks and the reported rows (quarantine, ``request_id`` ``kpi:<source>``);
+   the changed rows wait, until a slice's worth of them waits (or the source ends), so a
+   run where 1% changed still writes full ``$batch`` requests, not a handful per slice;
+4. then, for the waiting rows: match their customers in CRM by ``[kpi] match_column`` (in
+   sets; no match or several: reported as ``unmatched`` / ``ambiguous``), upsert them
+   ($batch slices, by the alternate key: a repeat never makes a second row), and commit
+   in ONE state transaction the hashes of the writes CRM confirmed.
 
-A kill -9 before 5 commits leaves the hashes as they were: the next run writes the same
+Every commit also extends the lease (a load taken over meanwhile commits nothing more).
+A kill -9 before 4 commits leaves the hashes as they were: the next run writes the same
 values again, as upserts by key - the same rows. After a complete read (not a stopped
 or failed one, and not an empty source: more likely a broken query than no KPIs at all),
 the active rows of earlier runs are the KPIs that left the source: deactivated (or
@@ -102,6 +103,7 @@ class KpiLoad:
         self.lease = f"kpi:{self.name}"
         self._active_seen = 0  # dry run: active keys the source still holds (the rest would be removed)
         self._dry_seen: set[str] = set()
+        self._pending: dict[str, KpiRow] = {}  # changed rows waiting for a full write (at most slice_rows)
 
     # -- the read ----------------------------------------------------------------------
     def run(self) -> KpiStats:
@@ -116,6 +118,7 @@ class KpiLoad:
                 self.stats.slices += 1
                 if self.progress:
                     self.progress(self.stats)
+        self._flush()
         self.stats.complete = True
         if self.stats.read == 0:
             log.warning("kpi_source_empty", source=self.name,
@@ -125,20 +128,36 @@ class KpiLoad:
         return self.stats
 
     def _slice(self, rows: list[dict[str, Any]]) -> None:
+        """Decide about one slice; its changed rows join the ones waiting, written once a slice's worth waits."""
         self.stats.read += len(rows)
         plan = self._plan(rows)
-        confirmed = self._write(plan)
-        for bad in plan.bad:
-            self.stats.report(bad)
-        if self.dry_run:
+        self._pending.update(plan.changed)
+        self._commit(plan.seen, [], plan.bad)
+        if len(self._pending) >= self.cfg.slice_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Match and write the waiting changed rows, then commit what CRM confirmed."""
+        changed, self._pending = list(self._pending.items()), {}
+        if not changed:
             return
+        bad: list[BadRow] = []
+        confirmed = self._write(changed, bad)
         crashpoint("kpi_after_crm_write")
+        self._commit([], confirmed, bad)
+        crashpoint("kpi_after_slice")
+
+    def _commit(self, seen: list[str], confirmed: list[KpiWritten], bad: list[BadRow]) -> None:
+        """One state transaction, fenced by the lease: seen marks, confirmed values, reported rows."""
+        for row in bad:
+            self.stats.report(row)
+        if self.dry_run or not (seen or confirmed or bad):
+            return
         with self.ctx.state.transaction() as conn:
             self._keep_lease(conn)
             self.ctx.state.record_kpis_written(self.name, confirmed, self.ctx.run_id, conn=conn)
-            self.ctx.state.mark_kpis_seen(plan.seen, self.ctx.run_id, conn=conn)
-            self.ctx.state.quarantine([self._quarantined(b) for b in plan.bad], conn=conn)
-        crashpoint("kpi_after_slice")
+            self.ctx.state.mark_kpis_seen(seen, self.ctx.run_id, conn=conn)
+            self.ctx.state.quarantine([self._quarantined(b) for b in bad], conn=conn)
 
     def _keep_lease(self, conn: Any) -> None:
         """Extend the lease inside the commit: a load taken over meanwhile commits nothing more."""
@@ -161,7 +180,8 @@ class KpiLoad:
         known = self.ctx.state.known_kpis(list(parsed))
         for key, row in parsed.items():
             state = known.get(key)
-            if state is not None and (state.seen_run == self.ctx.run_id or key in self._dry_seen):
+            if key in self._pending or (state is not None and (state.seen_run == self.ctx.run_id
+                                                                or key in self._dry_seen)):
                 plan.bad.append(self._duplicate(row))
                 continue
             if state is not None:
@@ -181,18 +201,15 @@ class KpiLoad:
                       "once: the first row counts; aggregate in the query (GROUP BY the customer and KPI)")
 
     # -- matching and writing -------------------------------------------------------------
-    def _write(self, plan: _Slice) -> list[KpiWritten]:
-        if not plan.changed:
-            return []
+    def _write(self, changed: list[tuple[str, KpiRow]], bad: list[BadRow]) -> list[KpiWritten]:
         crm = self.ctx.crm()
-        matches = crm.match_customers(self.table, self.cfg.match_column,
-                                      [row.customer_key for _, row in plan.changed])
+        matches = crm.match_customers(self.table, self.cfg.match_column, [row.customer_key for _, row in changed])
         values: list[tuple[str, KpiRow, KpiValue]] = []
         now = self.ctx.state.now()
-        for key, row in plan.changed:
+        for key, row in changed:
             ids = matches.get(row.customer_key, [])
             if len(ids) != 1:
-                plan.bad.append(self._unmatched(row, ids))
+                bad.append(self._unmatched(row, ids))
                 continue
             values.append((key, row, KpiValue(ids[0], row.kpi, row.value, row.period, self.name, now)))
         if self.dry_run or not values:
