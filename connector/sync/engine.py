@@ -303,7 +303,13 @@ def _summary(counts: dict[str, int], dry: bool) -> str:
 
 
 def _report_path(config: Any, run_id: str) -> Path:
-    folder = config.sync.report_folder or config.service.data_dir / "sync-reports"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path(folder) / f"sync-{stamp}-{run_id[:8] or 'manual'}.csv"
+    """A new report in the report folder; reports older than ``change_log_keep_days`` leave it."""
+    folder = Path(config.sync.report_folder or config.service.data_dir / "sync-reports")
+    now = datetime.now(timezone.utc)
+    cutoff = (now - timedelta(days=config.sync.change_log_keep_days)).timestamp()
+    if folder.is_dir():
+        for old in folder.glob("sync-*.csv"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+    return folder / f"sync-{now.strftime('%Y%m%dT%H%M%SZ')}-{run_id[:8] or 'manual'}.csv"
 

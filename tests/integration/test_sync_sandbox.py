@@ -307,3 +307,19 @@ def test_status_shows_the_sync_checkpoints(org: Org) -> None:
     assert report["sync"]["tables"]["contact"] == {"checkpoint": True, "records": 3}
     text = render_text(report)
     assert "Sync: ESP watermark 20" in text and "contact          3 record(s) agreed; change-tracking checkpoint" in text
+
+
+def test_old_test_mode_reports_leave_the_folder(sandbox, tmp_path) -> None:
+    import os
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    old = folder / "sync-20250101T000000Z-old.csv"
+    old.write_text("table,record\n")
+    os.utime(old, (0, 0))
+    org = Org(sandbox, tmp_path, test_mode="true", report_folder=str(folder), change_log_keep_days="30")
+    try:
+        assert org.run().ok
+        assert not old.exists() and len(list(folder.iterdir())) == 1
+    finally:
+        org.close()
