@@ -141,8 +141,8 @@ class SendRequest:
     """The picked e-mail's name (the request's e-mail lookup), for messages; empty without a lookup."""
     email_problem: str = ""
     """Why the picked e-mail cannot be used (a record without a customer key, a deleted record)."""
-    preview_resolved: int | None = None
-    """Recipients the last preview resolved (None: never previewed)."""
+    preview_would_send: int | None = None
+    """Recipients the last preview would have handed over (None: never previewed)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,10 @@ class SendRequestUpdate:
     skipped_by_reason: Mapping[str, int] | None = None
     counts: Mapping[str, int] | None = None  # tracking aggregates: sent, opens, unique_opens ...
     released_on: datetime | None = None
+    preview_resolved: int | None = None
+    preview_would_send: int | None = None
+    preview_skipped_by_reason: Mapping[str, int] | None = None
+    previewed_on: datetime | None = None
 
 
 @dataclass(frozen=True)

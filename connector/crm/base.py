@@ -26,6 +26,7 @@ from connector.models import (
     SendRequest,
     SendRequestUpdate,
     SendTarget,
+    Subscriber,
     WriteResult,
 )
 
@@ -110,6 +111,10 @@ class CrmClient(abc.ABC):
         """Upsert the ESP's e-mails into the e-mail picker's table by customer key; rows of e-mails the
         ESP no longer has are marked deleted. A CRM without the table raises NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} has no e-mail picker table")
+
+    def replace_preview_sample(self, request_id: str, sample: Sequence[Subscriber]) -> list[WriteResult]:
+        """Replace the request's preview sample (the recipients shown with their mapped attributes)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store a preview sample")
 
     def requests_in_status(self, status: SendStatus, limit: int = 50) -> list[SendRequest]:
         """Send requests in ``status`` (e.g. Preview requested), oldest first, with all their targets."""

@@ -9,6 +9,7 @@ Column names follow docs/contracts.md with the publisher prefix of ``[crm] prefi
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import datetime
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -17,7 +18,7 @@ import structlog
 
 from connector.crm.auth import MsalTokenProvider, ntlm_auth
 from connector.crm.base import CrmClient
-from connector.crm.batch import MAX_BATCH
+from connector.crm.batch import MAX_BATCH, BatchOp
 from connector.crm.emails import EmailCatalogue, EmailRefresh
 from connector.crm.columns import read_columns
 from connector.crm.kpi import KpiNames, KpiRows
@@ -40,6 +41,7 @@ from connector.models import (
     SendRequestUpdate,
     SendStatus,
     SendTarget,
+    Subscriber,
     TargetKind,
     WriteResult,
 )
@@ -293,6 +295,25 @@ class DataverseCrmClient(CrmClient):
     # -- writes ---------------------------------------------------------------------
     def refresh_email_catalogue(self, emails: Iterable[EspEmail], account: str, now: datetime) -> EmailRefresh:
         return self.emails.refresh(emails, account, now)
+
+    def replace_preview_sample(self, request_id: str, sample: Sequence[Subscriber]) -> list[WriteResult]:
+        """The request's preview sample (``<prefix>_previewrecipient`` rows) replaced by ``sample``."""
+        p = self.prefix
+        entity_set, pk, lookup = f"{p}_previewrecipients", f"{p}_previewrecipientid", f"{p}_sendrequestid"
+        call = Call("read preview sample", f"{p}_previewrecipient", request_id, idempotent=True)
+        old = [str(row[pk]) for page in self.http.iter_pages(
+            entity_set, call, params={"$select": pk, "$filter": f"_{lookup}_value eq {request_id}"})
+            for row in page.get("value", []) if row.get(pk)]
+        ops = [(f"old-{i}", BatchOp("DELETE", f"{entity_set}({i})"), True) for i in old]
+        for n, sub in enumerate(sample):
+            body = {f"{p}_name": (sub.email or sub.subscriber_key)[:200],
+                    f"{lookup}@odata.bind": f"/{self.cols.entity_set}({request_id})",
+                    f"{p}_subscriberkey": sub.subscriber_key[:254],
+                    f"{p}_attributes": json.dumps(dict(sub.attributes), sort_keys=True, default=str)[:100000]}
+            if sub.ref is not None:
+                body.update({f"{p}_recordtable": CrmTable(sub.ref.table).value, f"{p}_recordid": sub.ref.id})
+            ops.append((f"new-{n}", BatchOp("POST", entity_set, body), True))
+        return self.writer.run_ops(ops, "write preview sample", f"{p}_previewrecipient")
 
     def create_campaign_responses(self, responses: Sequence[CampaignResponse]) -> list[WriteResult]:
         return self.writer.create_campaign_responses(responses)

@@ -129,7 +129,7 @@ class SendRequestColumns:
         self.select = (
             self.id, f"{p}_name", self.status, f"{p}_targets", f"_{p}_campaignid_value", f"{p}_emailkey",
             f"{p}_sendclassificationkey", f"{p}_forcebatching", f"{p}_espjobid", "_ownerid_value", "createdon",
-            f"_{p}_emailid_value", f"{p}_previewresolved",
+            f"_{p}_emailid_value", f"{p}_previewwouldsend",
         )
         self.email_nav = f"{p}_emailid"
         self.email_table = f"{p}_email"
@@ -164,8 +164,8 @@ class SendRequestColumns:
             email_key=email_key,
             email_name=email_name,
             email_problem=email_problem,
-            preview_resolved=(int(row[f"{p}_previewresolved"]) if row.get(f"{p}_previewresolved") is not None
-                              else None),
+            preview_would_send=(int(row[f"{p}_previewwouldsend"]) if row.get(f"{p}_previewwouldsend") is not None
+                                else None),
             send_classification_key=str(row.get(f"{p}_sendclassificationkey") or ""),
             campaign_id=(str(row[f"_{p}_campaignid_value"]) if row.get(f"_{p}_campaignid_value") else None),
             force_batching=truthy(row.get(f"{p}_forcebatching")),
@@ -200,14 +200,21 @@ class SendRequestColumns:
             body[f"{p}_reason"] = update.reason[:100_000]
         if update.esp_job_id is not None:
             body[f"{p}_espjobid"] = str(update.esp_job_id)[:100]
-        for name, column in (("resolved", "resolved"), ("handed_over", "handedover"), ("skipped", "skipped")):
+        integers = (("resolved", "resolved"), ("handed_over", "handedover"), ("skipped", "skipped"),
+                    ("preview_resolved", "previewresolved"), ("preview_would_send", "previewwouldsend"))
+        for name, column in integers:
             value = getattr(update, name)
             if value is not None:
                 body[f"{p}_{column}"] = int(value)
-        if update.skipped_by_reason is not None:
-            body[f"{p}_skippedbyreason"] = json.dumps(dict(update.skipped_by_reason), sort_keys=True)
-        if update.released_on is not None:
-            body[f"{p}_releasedon"] = iso(update.released_on)
+        for name, column in (("skipped_by_reason", "skippedbyreason"), ("preview_skipped_by_reason",
+                                                                         "previewskippedbyreason")):
+            value = getattr(update, name)
+            if value is not None:
+                body[f"{p}_{column}"] = json.dumps(dict(value), sort_keys=True)
+        for name, column in (("released_on", "releasedon"), ("previewed_on", "previewedon")):
+            value = getattr(update, name)
+            if value is not None:
+                body[f"{p}_{column}"] = iso(value)
         if update.counts:
             for name, value in update.counts.items():
                 column = COUNT_COLUMNS.get(str(name).lower())

@@ -51,6 +51,8 @@ from connector.steps.send.handover import (
     work_folder,
 )
 from connector.steps.send.resolve import SINGLE_KINDS, Interrupted, Resolver
+from connector.steps.send.audience import audience_changed_reason, hold_changed_audience
+from connector.steps.send.preview import describe_email, run_previews
 from connector.steps.send.turns import turn
 from connector.steps.send.workspace import own_workspace
 from connector.steps.workers import in_workers
@@ -79,6 +81,12 @@ def run_sends(ctx: StepContext) -> StepOutcome:
     """
     outcome = StepOutcome()
     _new_probe(ctx)  # a run asks the ESP afresh (even under a reused run id)
+    try:
+        previewed = run_previews(ctx)  # "Preview requested": resolved, nothing sent
+        if previewed:
+            outcome.details["previewed"] = previewed
+    except OperatorError as exc:
+        outcome.ok, outcome.message = False, f"previews held: {exc}"
     work: list[tuple[str, SendRequest | None]] = [(job.request_id, None) for job in ctx.state.send_jobs(RESUMABLE)]
     seen = {rid for rid, _ in work}
     held: list[str] = []
@@ -471,6 +479,9 @@ def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
                        f"to release sends ({', '.join(ctx.config.sends.allowed_roles)}). Give the owner one of "
                        f"them or change [sends] allowed_roles.")
         return False
+    if request.email_problem:
+        fail(ctx, job, request.email_problem + "; nothing was sent.")
+        return False
     if not (request.email_key or ctx.config.sends.default_email_key):
         fail(ctx, job, "no ESP email is named: fill the request's email key or set [sends] default_email_key.")
         return False
@@ -493,9 +504,11 @@ def _precheck(ctx: StepContext, job: SendJob, request: SendRequest) -> bool:
         return False
     email_key = request.email_key or ctx.config.sends.default_email_key
     if find_email(ctx, email_key) is None:  # before any subscriber is written at the ESP
-        where = "the request's email key" if request.email_key else "[sends] default_email_key"
-        fail(ctx, job, f"the ESP has no email with the key {email_key!r} ({where}): name an existing email "
-                       "by its customer key (Marketing Cloud: the External Key in the email's properties).")
+        where = ("the e-mail picked on the request" if request.email_name else "the request's email key"
+                 if request.email_key else "[sends] default_email_key")
+        fail(ctx, job, f"the ESP has no email {describe_email(request, email_key)} ({where}): pick an existing "
+                       "e-mail, or name one by its customer key (Marketing Cloud: the External Key in the email's "
+                       "properties).")
         return False
     check_mapping_once(ctx)  # an operator's problem: holds the request (OperatorError), see guarded()
     return True
@@ -532,6 +545,8 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
         """Once the send surely goes by files, hand finished batches over while resolving goes on."""
         if job.path != "files" and _choose_path(ctx, request, written, final=False) != "files":
             return
+        if request.preview_would_send is not None:  # previewed: nothing handed over before the audience check
+            return
         if job.path != "files":
             job.path = "files"
             with ctx.state.transaction() as conn:
@@ -556,6 +571,11 @@ def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, r
         job.resolved, job.handed_over = point.resolved, 0
         job.skipped, job.skipped_by_reason = point.skipped, dict(point.skipped_by_reason)
         _count_kept(ctx, job)
+        changed = audience_changed_reason(ctx, request, point)
+        if changed:  # before any hand-over: back to Previewed with the audience as it is now
+            hold_changed_audience(ctx, request, point, changed)
+            give_up(ctx, job, changed)
+            return
         job.path = "files" if job.path == "files" else _choose_path(ctx, request, point.written)
         job.move(JobStatus.HANDING_OVER)
         job.phase_detail = f"{point.written} recipients to hand over by {job.path}"
