@@ -7,13 +7,17 @@ What it does, in order (each step printed as it happens):
    connector's CRM customizations;
 2. writes a service.ini for the sandbox and runs ``connector crm-setup`` against it, so
    the customizations are made through the metadata API as in a real organization;
-3. files three pending send requests as CRM users would: a small one (SOAP path), one
-   over the batching threshold (SFTP batch files), and one from a user without an
-   allowed security role;
+3. files three send requests as CRM users would, as Drafts with their targets added as
+   related records (marketing lists, leads): a small one (SOAP path), one over the
+   batching threshold (SFTP batch files, the campaign's lists), and one from a user
+   without an allowed security role;
 4. starts the real daemon, ``connector run -c service.ini`` in its own process (same
    service, pools, config and code paths as production), and shows progress until every
    request is released or failed (one updating line with a bar per phase on a terminal;
    in a log, a line only when something changed and at most every 15 s: connector.progress);
+   once the daemon has copied the ESP's e-mails into CRM's e-mail picker, each request gets
+   its e-mail picked from it; the first is previewed first (Preview requested -> Previewed,
+   its counts shown), then all three are set Pending;
 5. moves the sandbox's simulated clock forward so opens, clicks, bounces and
    unsubscribes happen, waits for the tracking step to pull them, then stops the daemon
    with SIGTERM (the graceful path);
@@ -37,14 +41,17 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from connector.crm.records import COUNT_COLUMNS as CRM_COUNT_COLUMNS
-from connector.crm.records import STATUS_BY_CODE
+from connector.crm.records import STATUS_BY_CODE, STATUS_CODES, STATUS_LABELS
+from connector.models import SendStatus
 from connector.private import open_private
 from connector.progress import Progress
 from connector.steps.tracking.rules import tracking_key_prefix
 
 # the send request's picklist, as the summary shows it ("Sent", "Failed", ...)
-STATUS = {code: status.value.capitalize() for code, status in STATUS_BY_CODE.items()}
+STATUS = {code: STATUS_LABELS[status] for code, status in STATUS_BY_CODE.items()}
 TERMINAL = {"Sent", "Failed", "Cancelled"}
+DEMO_EMAIL_KEY = "cesp-demo-email"
+"""The sandbox ESP's e-mail the demo's requests pick."""
 # the tracking count columns on the send request, without the "count" suffix, in their order
 COUNT_COLUMNS = tuple(dict.fromkeys(column.removesuffix("count") for column in CRM_COUNT_COLUMNS.values()))
 
@@ -101,28 +108,65 @@ class DemoFailed(Exception):
 
 
 def _file_requests(sandbox: Any) -> list[PlannedSend]:
-    """The three send requests the demo's CRM users file (as rows, the way a CRM form would)."""
+    """The three send requests the demo's CRM users file: Drafts (the way a CRM form saves them), their
+    targets added as related records (the N:N relationships a form's subgrids add to)."""
     store = sandbox.crm.store
     org = sandbox.seeded
     planned = []
 
-    def request(label: str, owner: str, targets: list[dict], expect: str, path: str,
+    def request(label: str, owner: str, related: list[tuple[str, str]], expect: str, path: str,
                 campaign: str | None = None) -> None:
-        row: dict[str, Any] = {"cesp_name": label, "cesp_status": 100000000, "cesp_targets": json.dumps(targets),
+        row: dict[str, Any] = {"cesp_name": label, "cesp_status": STATUS_CODES[SendStatus.DRAFT],
                                "ownerid": ("systemuser", org.users[owner])}
         if campaign:
             row["cesp_campaignid"] = ("campaign", campaign)
-        planned.append(PlannedSend(label, store.insert("cesp_sendrequests", row), owner, expect, path))
+        request_id = store.insert("cesp_sendrequests", row)
+        for table, record_id in related:
+            store.associate(f"cesp_sendrequest_{table}", request_id, record_id)
+        planned.append(PlannedSend(label, request_id, owner, expect, path))
 
     lead_ids = [r[0] for r in store.execute("SELECT leadid FROM e_lead ORDER BY rowid LIMIT 3")]
     request("VIP contacts and key accounts", "mia",
-            [{"kind": "list", "id": org.lists["vip"]}, {"kind": "list", "id": org.lists["accounts"]}]
-            + [{"kind": "lead", "id": lid} for lid in lead_ids], "Sent", "soap")
-    request("Spring newsletter (campaign)", "ada", [{"kind": "campaign", "id": org.campaigns["spring"]}],
-            "Sent", "files", campaign=org.campaigns["spring"])
-    request("Trade fair leads (sent by a salesperson)", "sam", [{"kind": "list", "id": org.lists["leads"]}],
-            "Failed", "refused")
+            [("list", org.lists["vip"]), ("list", org.lists["accounts"])] + [("lead", lid) for lid in lead_ids],
+            "Sent", "soap")
+    spring = org.campaigns["spring"]
+    request("Spring newsletter (campaign)", "ada",
+            [("list", lid) for lid in store.associated_ids("campaignlist_association", spring)],
+            "Sent", "files", campaign=spring)
+    request("Trade fair leads (sent by a salesperson)", "sam", [("list", org.lists["leads"])], "Failed", "refused")
     return planned
+
+
+def _pick_email_preview_and_release(sandbox: Any, planned: list[PlannedSend], progress: Progress,
+                                    wait: Callable[[Callable[[], bool], str], None]) -> None:
+    """What the marketers do next in CRM: pick the e-mail from the picker, preview the first request,
+    then set all three Pending."""
+    store = sandbox.crm.store
+
+    def picker_row() -> str | None:
+        return next((r["cesp_emailid"] for r in store.rows("cesp_emails")
+                     if r.get("cesp_customerkey") == DEMO_EMAIL_KEY), None)
+
+    wait(lambda: picker_row() is not None, "waiting for the daemon to fill the e-mail picker")
+    email = picker_row()
+    progress.say(f"      the e-mail picker holds {store.count('cesp_emails')} e-mail(s) from the ESP; "
+                 f"each request gets {DEMO_EMAIL_KEY!r} picked")
+    for p in planned:
+        store.patch("cesp_sendrequests", p.request_id, {"cesp_emailid": ("cesp_email", email)})
+    first = planned[0]
+    store.patch("cesp_sendrequests", first.request_id,
+                {"cesp_status": STATUS_CODES[SendStatus.PREVIEW_REQUESTED]})
+    wait(lambda: (store.get("cesp_sendrequests", first.request_id) or {}).get("cesp_status")
+         == STATUS_CODES[SendStatus.PREVIEWED], "waiting for the preview of #1")
+    row = store.get("cesp_sendrequests", first.request_id) or {}
+    sample = sum(1 for r in store.rows("cesp_previewrecipients") if r.get("_cesp_sendrequestid_value")
+                 == first.request_id)
+    progress.say(f"      #1 previewed: {row.get('cesp_previewresolved', 0):,} resolved, "
+                 f"{row.get('cesp_previewwouldsend', 0):,} would be sent, skipped "
+                 f"{row.get('cesp_previewskippedbyreason') or '{}'}, {sample} sample recipient(s); nothing sent")
+    for p in planned:
+        store.patch("cesp_sendrequests", p.request_id, {"cesp_status": STATUS_CODES[SendStatus.PENDING]})
+    progress.say("      all three set Pending")
 
 
 def _requests_state(sandbox: Any, planned: list[PlannedSend]) -> dict[str, dict]:
@@ -192,7 +236,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
         for line in report.strip().splitlines()[-6:]:
             progress.say("      " + line)
 
-        progress.say("[3/6] CRM users file three send requests")
+        progress.say("[3/6] CRM users file three send requests (Drafts, targets added as related records)")
         planned = _file_requests(sandbox)
         for p in planned:
             progress.say(f"      - {p.label} (by {p.owner}; expected: {p.expect.lower()}"
@@ -204,6 +248,9 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
                                   stderr=subprocess.STDOUT, env=env)
         daemon_out.close()
         state = StateStore(config.state_url(), holder="demo-observer")
+        _pick_email_preview_and_release(
+            sandbox, planned, progress,
+            lambda predicate, what: _wait(predicate, options.timeout, daemon, what))
 
         def sends_done() -> bool:
             rows = _requests_state(sandbox, planned)

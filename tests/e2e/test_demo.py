@@ -47,6 +47,7 @@ def test_demo_small_matches_the_sandbox(tmp_path: Path) -> None:
     text = out.getvalue()
     assert result.ok, text + "\n" + "\n".join(result.problems)
     assert "demo: OK" in text and "Summary" in text
+    assert "the e-mail picker holds" in text and "#1 previewed:" in text and "nothing sent" in text
     by_label = {row["request"]: row for row in result.rows}
     small, large, refused = (by_label[name] for name in (
         "VIP contacts and key accounts", "Spring newsletter (campaign)", "Trade fair leads (sent by a salesperson)"))
