@@ -90,6 +90,10 @@ def test_crm_setup_adds_the_missing_status_reasons_to_an_older_org(tmp_path, crm
         status = sandbox.store.schema.entities  # an org set up before issue 20: five status values
         client = DataverseCrmClient.from_config(crm_config(sandbox, crm_ca.ca_file))
         try:
+            planned = CrmSetup(client.http).run(dry_run=True).planned  # --dry-run: what it would create
+            assert [p for p in planned if p.startswith("relationship ")] == [
+                f"relationship cesp_sendrequest_{t}" for t in ("list", "contact", "lead", "account")]
+            assert "table cesp_email" in planned and "key cesp_email.cesp_email_customerkey_key" in planned
             CrmSetup(client.http).run()
             options = status["cesp_sendrequest"].attributes["cesp_status"].options
             for value in list(options)[5:]:

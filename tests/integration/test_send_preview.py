@@ -125,3 +125,20 @@ def test_a_picked_email_the_esp_no_longer_has_fails_naming_it(sandbox, tmp_path)
         store.close()
     assert row["cesp_status"] == 100000003 and "'Autumn sale' (key 'autumn-sale')" in row["cesp_reason"]
     assert not sandbox.esp.store.subscribers
+
+
+def test_a_picked_email_without_a_key_is_the_reason_for_preview_and_send(sandbox, tmp_path) -> None:
+    config, store = world(sandbox, tmp_path)
+    blank = sandbox.crm.store.insert("cesp_emails", {"cesp_name": "Half made"})
+    vip = [{"kind": "list", "id": sandbox.seeded.lists["vip"]}]
+    previewed = request(sandbox, vip, cesp_emailid=("cesp_email", blank))
+    pending = request(sandbox, vip, status=PENDING, cesp_emailid=("cesp_email", blank))
+    try:
+        step(config, store, run_previews)
+        row = drive(config, store, sandbox, pending, {100000003, SENT})
+    finally:
+        store.close()
+    draft = sandbox.crm.store.get("cesp_sendrequests", previewed)
+    assert draft["cesp_status"] == DRAFT and "'Half made'" in draft["cesp_reason"] and "no customer key" in draft["cesp_reason"]
+    assert row["cesp_status"] == 100000003 and "'Half made'" in row["cesp_reason"] and "nothing was sent" in row["cesp_reason"]
+    assert not sandbox.esp.store.subscribers
