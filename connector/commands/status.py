@@ -69,6 +69,7 @@ def collect_status(config: Any, store: Any, now: datetime | None = None) -> dict
     ]
     report["tracked_sends_active"] = len(store.tracked_sends(active_only=True))
     report["sync"] = _sync(config, store, now)
+    report["kpi"] = _kpi(config, store)
     leases = store.leases()
     held = {r["resource"]: r["holder"] for r in leases if r["expires_at"] >= now}
     for send in report["sends_in_flight"]:
@@ -81,6 +82,14 @@ def collect_status(config: Any, store: Any, now: datetime | None = None) -> dict
         for r in leases
     ]
     return report
+
+
+def _kpi(config: Any, store: Any) -> dict[str, Any] | None:
+    """The KPI rows the connector keeps in CRM for its source, and the rows the last load reported."""
+    if not config.kpi.enabled:
+        return None
+    name = config.kpi.source_name
+    return {"source": name, **store.kpi_counts(name), "reported": store.quarantine_counts(f"kpi:{name}")}
 
 
 def _sync(config: Any, store: Any, now: datetime) -> dict[str, Any]:
@@ -256,6 +265,8 @@ def render_text(report: dict[str, Any]) -> str:
     for name, step in report["steps"].items():
         last = step["last_run"] or {}
         next_text = "at start" if step["next_run"] is None else _ago(step["next_run"], now)
+        if not step["interval_seconds"]:
+            next_text = "by hand only"
         if step["next_run"] is not None and step["next_run"] <= now:
             next_text = "due now"
         lines.append(
@@ -299,6 +310,11 @@ def render_text(report: dict[str, Any]) -> str:
         for table, info in sync["tables"].items():
             link = "change-tracking checkpoint" if info["checkpoint"] else "no checkpoint (the next run reads it whole)"
             lines.append(f"  {table:<8} {info['records']:>9} record(s) agreed; {link}")
+    kpi = report.get("kpi")
+    if kpi:
+        reported = ", ".join(f"{n} {reason}" for reason, n in sorted(kpi["reported"].items())) or "none"
+        lines += ["", f"KPIs ({kpi['source']}): {kpi['active']} active row(s) in CRM, {kpi['inactive']} deactivated;"
+                      f" rows the last load reported: {reported}"]
     lines += _instance_lines(report, now)
     expired = [lease for lease in report["leases"] if lease["expired"]]
     lines += ["", f"Leases: {len(report['leases'])} held, {len(expired)} expired (reaped at the next run)"]

@@ -164,3 +164,19 @@ def test_check_config_online_asks_the_source_and_crm(kpi_org, kpi_source, crm_ca
     assert "cesp_kpi.cesp_kpi_account_key is Missing" in crm and "connector crm-setup" in crm
     query = " ".join(checks["the query answers with customer_key, kpi, value"].problems)
     assert "returns no column customer_key" in query and SOURCE_PASSWORD not in query
+
+
+def test_status_shows_the_kpi_rows_and_what_the_last_load_reported(kpi_env, kpi_org, kpi_source, crm_ca,
+                                                                   tmp_path) -> None:
+    from connector.commands.status import collect_status, render_text
+
+    sandbox, source, run = kpi_env
+    sandbox.store.insert("contacts", {"emailaddress1": "ada@example.com"})
+    source.sell(("ada@example.com", "books", 10), ("zed@example.com", "books", 1))
+    outcome, store = run()
+    assert outcome.ok
+    config = kpi_config(sandbox, crm_ca.ca_file, tmp_path, source)
+    report = collect_status(config, store)
+    assert report["kpi"] == {"source": "erp", "active": 2, "inactive": 0, "reported": {"unmatched": 2}}
+    text = render_text(report)
+    assert "KPIs (erp): 2 active row(s) in CRM, 0 deactivated; rows the last load reported: 2 unmatched" in text
