@@ -30,7 +30,7 @@ import structlog
 
 from connector.crm.odata import Call, ODataHttp
 from connector.crm.records import STATUS_CODES, STATUS_LABELS
-from connector.crm.ui import FORM_TYPE_MAIN, QUERY_TYPE_PUBLIC, Form, View, forms, views
+from connector.crm.ui import FORM_TYPE_MAIN, QUERY_TYPE_PUBLIC, Form, View, forms, kpi_form, views
 from connector.errors import NotFoundError
 
 log = structlog.get_logger(__name__)
@@ -288,12 +288,14 @@ def customizations(prefix: str = "cesp", kpi_customer: str = "") -> Customizatio
     ]
     relationships = [ManyToMany(f"{p}_sendrequest_{other}", t, other, text)
                      for other, text in TARGET_RELATIONSHIPS]
+    ui = forms(p)
     if kpi_customer:
         kpi_table, kpi_columns, kpi_key = kpi_customizations(p, kpi_customer)
         tables.append(kpi_table)
         cols += kpi_columns
         keys.append(kpi_key)
-    return Customizations(tables, cols, keys, list(TRACKED_TABLES), relationships, forms(p), views(p))
+        ui.append(kpi_form(p, kpi_customer, kpi_columns[0].relationship()["SchemaName"]))
+    return Customizations(tables, cols, keys, list(TRACKED_TABLES), relationships, ui, views(p))
 
 
 TARGET_RELATIONSHIPS = (("list", "Marketing lists"), ("contact", "Contacts"), ("lead", "Leads"),

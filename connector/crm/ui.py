@@ -194,6 +194,13 @@ OPEN_STATUSES = (SendStatus.DRAFT, SendStatus.PREVIEW_REQUESTED, SendStatus.PREV
 """What "My pending sends" lists: every status before Sent / Failed / Cancelled."""
 
 
+def kpi_form(prefix: str, customer: str, relationship: str) -> Form:
+    """The customer's KPIs (docs/kpi.md): a main form of contact or account with the KPI rows' subgrid."""
+    grid = Subgrid("kpi_grid", "KPIs", relationship, f"{prefix}_kpi")
+    return Form(customer, "Customer KPIs", "KPIs computed outside CRM, loaded by the email connector", (
+        Tab("kpis", "KPIs", (Section("kpis", "KPIs", (grid,)),)),))
+
+
 def forms(prefix: str = "cesp") -> list[Form]:
     """The send request's main form and the engagement forms of contact and lead."""
     p = prefix
@@ -261,4 +268,4 @@ def views(prefix: str = "cesp") -> list[View]:
     ]
 
 
-__all__ = ["ENGAGEMENT_COLUMNS", "Form", "View", "forms", "views"]
+__all__ = ["ENGAGEMENT_COLUMNS", "Form", "View", "forms", "kpi_form", "views"]

@@ -72,3 +72,26 @@ def test_a_lookup_of_a_key_is_addressed_by_its_lookup_property_only(kpi_org) -> 
     too_big = crm_session.patch(f"{url}cesp_kpis(_cesp_contactid_value={ada},cesp_name='orders_books')",
                                 json={"cesp_value": 1e12}, timeout=30)
     assert too_big.status_code == 400 and "outside the valid range" in too_big.text
+
+
+def test_crm_setup_puts_the_kpi_subgrid_on_a_customer_form(kpi_org) -> None:
+    from connector.crm.ui import kpi_form
+
+    sandbox, _ = kpi_org
+    form = kpi_form("cesp", "contact", "cesp_contact_cesp_kpi")
+    row = sandbox.store.get("systemforms", form.form_id)
+    assert row is not None and row["objecttypecode"] == "contact" and row["publishedon"]
+    assert "<RelationshipName>cesp_contact_cesp_kpi</RelationshipName>" in row["formxml"]
+    assert "<TargetEntityType>cesp_kpi</TargetEntityType>" in row["formxml"]
+
+
+def test_the_sandbox_refuses_a_subgrid_over_a_relationship_the_table_does_not_have(kpi_org) -> None:
+    from connector.crm.ui import kpi_form
+    from tests.fixtures.sandbox import crm_session_for
+
+    sandbox, _ = kpi_org
+    wrong = kpi_form("cesp", "account", "cesp_contact_cesp_kpi")  # the lookup is to contact, not account
+    reply = crm_session_for(sandbox).post(f"{sandbox.api_url}systemforms", timeout=30, json={
+        "formid": wrong.form_id, "name": wrong.name, "objecttypecode": "account", "type": 2,
+        "formxml": wrong.formxml(lambda table, column: True)})
+    assert reply.status_code == 400 and "cesp_contact_cesp_kpi" in reply.text

@@ -114,6 +114,10 @@ class Customizations:
             entity1, entity2, _ = found
             if table in (entity1, entity2):
                 return entity2 if table == entity1 else entity1
+        for other in self.store.schema.entities.values():  # 1:N: the lookup on the many side made by it
+            for attr in other.attributes.values():
+                if relationship and attr.relationship == relationship and table in attr.targets:
+                    return other.logical_name
         return None
 
     # -- views ---------------------------------------------------------------------------

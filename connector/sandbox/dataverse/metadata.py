@@ -421,7 +421,8 @@ class Metadata:
                              f" already exists on {referencing.logical_name}.")
         nav = body.get("ReferencingEntityNavigationPropertyName") or lookup["SchemaName"]
         attr = Attribute(logical, "Lookup", None, (referenced.logical_name,), schema_name=lookup["SchemaName"],
-                         custom=True, navs={nav: referenced.logical_name})
+                         custom=True, navs={nav: referenced.logical_name},
+                         relationship=str(body.get("SchemaName") or ""))
         self.store.add_attribute(referencing.logical_name, attr)
         rel_id = attr.metadata_id
         return Response.empty(204, [("OData-EntityId", f"{self.api(req)}RelationshipDefinitions({rel_id})")])

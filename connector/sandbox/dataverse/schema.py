@@ -55,6 +55,7 @@ class Attribute:
     metadata_id: str = ""
     min_value: float | None = None  # MinValue / MaxValue of a number column (refused outside)
     max_value: float | None = None
+    relationship: str = ""  # a lookup made by a 1:N relationship: its SchemaName (a subgrid names it)
 
     def __post_init__(self) -> None:
         self.schema_name = self.schema_name or self.logical_name
