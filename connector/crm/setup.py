@@ -346,7 +346,7 @@ class SetupReport:
     created: list[str] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # settings changed on existing tables, forms, views
-    published: list[str] = field(default_factory=list)  # PublishXml of the tables whose forms/views were written
+    published: list[str] = field(default_factory=list)  # PublishXml: the tables whose forms/views were written
     keys: dict[str, str] = field(default_factory=dict)  # "table.key" -> EntityKeyIndexStatus
     failed: list[KeyFailure] = field(default_factory=list)
     waited: bool = False
@@ -481,12 +481,15 @@ class CrmSetup:
                 continue
             self._apply(action)
             changed = action.kind == "change tracking" or action.method == "PATCH"
-            done, verb = ((report.published, "published") if action.kind == "publish"
-                          else (report.changed, "changed") if changed else (report.created, "created"))
-            done.append(action.describe())
+            if action.kind == "publish":  # "published cesp_sendrequest, contact, lead"
+                done, verb, item = report.published, "published", action.name
+            else:
+                done, verb = (report.changed, "changed") if changed else (report.created, "created")
+                item = action.describe()
+            done.append(item)
             log.info("crm_customization_created", item=action.describe())
             if progress:
-                progress(f"{verb:<8} {action.describe()}")
+                progress(f"{verb:<8} {item}")
 
     # -- forms and views ---------------------------------------------------------------
     def plan_ui(self) -> tuple[list[Action], list[str]]:

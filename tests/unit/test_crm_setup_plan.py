@@ -45,7 +45,7 @@ def test_plan_creates_everything_on_an_empty_org() -> None:
     puts = [c.request for c in responses.calls if c.request.method == "PUT"]
     assert [json.loads(p.body)["ChangeTrackingEnabled"] for p in puts] == [True, True, True]
     assert report.changed == ["change tracking contact", "change tracking lead", "change tracking account"]
-    assert report.published == ["publish cesp_sendrequest, contact, lead"]
+    assert report.published == ["cesp_sendrequest, contact, lead"]
     posts = [c.request for c in responses.calls if c.request.method == "POST"]
     ui = [p for p in posts if re.search(r"/(systemforms|savedqueries|PublishXml)$", p.url)]
     assert [p.url.rsplit("/", 1)[1] for p in ui] == ["systemforms"] * 3 + ["savedqueries"] * 3 + ["PublishXml"]
