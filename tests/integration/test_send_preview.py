@@ -142,3 +142,17 @@ def test_a_picked_email_without_a_key_is_the_reason_for_preview_and_send(sandbox
     assert draft["cesp_status"] == DRAFT and "'Half made'" in draft["cesp_reason"] and "no customer key" in draft["cesp_reason"]
     assert row["cesp_status"] == 100000003 and "'Half made'" in row["cesp_reason"] and "nothing was sent" in row["cesp_reason"]
     assert not sandbox.esp.store.subscribers
+
+
+def test_no_preview_while_the_request_is_being_sent(sandbox, tmp_path) -> None:
+    from connector.state.lifecycle import JobStatus
+    from connector.state.store import SendJob
+
+    config, store = world(sandbox, tmp_path)
+    rid = request(sandbox, [{"kind": "list", "id": sandbox.seeded.lists["vip"]}])
+    store.save_send_job(SendJob(request_id=rid, status=JobStatus.RESOLVING))  # a send in flight
+    try:
+        assert step(config, store, run_previews) == 0
+    finally:
+        store.close()
+    assert sandbox.crm.store.get("cesp_sendrequests", rid)["cesp_status"] == PREVIEW

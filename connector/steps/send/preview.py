@@ -90,6 +90,10 @@ def run_previews(ctx: StepContext) -> int:
     for request in requests:
         if ctx.stopping.is_set():
             break
+        job = ctx.state.get_send_job(request.id)
+        if job is not None and job.in_flight:  # set to Preview requested while being sent: the send goes on
+            log.warning("preview_skipped_send_in_flight", send=request.id, job_status=str(job.status))
+            continue
         resource = f"send:{request.id}"  # a preview and a send of one request never overlap
         if not ctx.state.acquire_lease(resource, ctx.config.state.lease_seconds):
             continue
