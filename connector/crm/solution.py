@@ -40,8 +40,9 @@ STANDARD = {"contact": ("Contact", 2), "lead": ("Lead", 4), "account": ("Account
 """Standard tables the customizations touch or point at: (schema name, object type code)."""
 STANDARD_COLUMNS = {"ownerid", "createdon", "modifiedon", "donotbulkemail", "donotemail", "statecode", "statuscode"}
 """Standard columns the forms and views may show on any table (a form field needs a column)."""
-TYPES = {"String": "nvarchar", "Memo": "ntext", "Integer": "int", "Boolean": "bit", "DateTime": "datetime",
-         "Picklist": "picklist", "Lookup": "lookup"}
+TYPES = {"String": "nvarchar", "Memo": "ntext", "Integer": "int", "Decimal": "decimal", "Boolean": "bit",
+         "DateTime": "datetime", "Picklist": "picklist", "Lookup": "lookup"}
+"""customizations.xml attribute Type per column kind (Column.kind)."""
 CONTENT_TYPES = ('<?xml version="1.0" encoding="utf-8"?><Types xmlns="http://schemas.openxmlformats.org/package/'
                  '2006/content-types"><Default Extension="xml" ContentType="application/octet-stream" /></Types>')
 XSI = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
@@ -151,6 +152,10 @@ class SolutionWriter:
             body += f"<MaxLength>{col.max_length or (100 if col.kind == 'String' else 1048576)}</MaxLength>"
         elif col.kind == "Integer":
             body += "<Format /><MinValue>0</MinValue><MaxValue>2147483647</MaxValue>"
+        elif col.kind == "Decimal":
+            meta = col.metadata()
+            body += (f"<MinValue>{meta['MinValue']}</MinValue><MaxValue>{meta['MaxValue']}</MaxValue>"
+                     f"<Accuracy>{meta['Precision']}</Accuracy>")
         elif col.kind == "DateTime":
             body += "<Format>datetime</Format><Behavior>1</Behavior>"
         elif col.kind == "Lookup":

@@ -5,11 +5,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 import zipfile
 
+import pytest
+
 from connector.cli import main
 from connector.crm.setup import customizations
 from connector.crm.solution import write_solution
 
-TYPES = {"nvarchar": "String", "ntext": "Memo", "int": "Integer", "bit": "Boolean", "datetime": "DateTime",
+TYPES = {"nvarchar": "String", "ntext": "Memo", "int": "Integer", "decimal": "Decimal", "bit": "Boolean", "datetime": "DateTime",
          "picklist": "Picklist", "lookup": "Lookup"}
 
 
@@ -22,9 +24,28 @@ def _unpack(path) -> tuple[list[str], ET.Element, ET.Element]:
     return names, solution, custom
 
 
-def test_the_solution_holds_what_crm_setup_applied(crm_org, tmp_path) -> None:
+@pytest.fixture(params=["", "contact"], ids=["plain", "with-kpi"])
+def set_up_org(request, tmp_path, crm_ca):
+    """A bare organization crm-setup set up (with the KPI table on contact for ``with-kpi``): (org, kpi_customer)."""
+    from connector.crm.dataverse import DataverseCrmClient
+    from connector.crm.setup import CrmSetup
+    from connector.sandbox.dataverse import KeyActivation, start_crm_sandbox
+    from tests.fixtures.crm import crm_config
+
+    with start_crm_sandbox(tmp_path / "crm", crm_ca, seed=1, contacts=0, customizations=False,
+                           key_activation=KeyActivation(pending_seconds=0, build_seconds=0)) as org:
+        client = DataverseCrmClient.from_config(crm_config(org, crm_ca.ca_file))
+        try:
+            CrmSetup(client.http, kpi_customer=request.param).run(poll_seconds=0.2)
+        finally:
+            client.close()
+        yield org, request.param
+
+
+def test_the_solution_holds_what_crm_setup_applied(set_up_org, tmp_path) -> None:
+    crm_org, kpi_customer = set_up_org
     path = tmp_path / "EmailConnector.zip"
-    write_solution(customizations(), "cesp", path)
+    write_solution(customizations("cesp", kpi_customer), "cesp", path)
     names, solution, custom = _unpack(path)
     assert sorted(names) == ["[Content_Types].xml", "customizations.xml", "solution.xml"]
     manifest = solution.find("SolutionManifest")
@@ -64,7 +85,7 @@ def test_the_solution_holds_what_crm_setup_applied(crm_org, tmp_path) -> None:
             applied.set("object", grid.get("object"))
             assert ET.tostring(grid) == ET.tostring(applied)
             views += 1
-    spec = customizations()
+    spec = customizations("cesp", kpi_customer)
     assert (forms, views) == (len(spec.forms), len(spec.views))
     applied_columns = {(e.logical_name, a.logical_name) for e in schema.entities.values()
                        for a in e.attributes.values() if a.custom and e.logical_name in {t for t, _ in seen_columns}}
