@@ -49,6 +49,10 @@ class CrmClient(abc.ABC):
     def get_send_request(self, request_id: str) -> SendRequest | None:
         """The send request by id, or None if it was deleted from CRM."""
 
+    def send_request_exists(self, request_id: str) -> bool:
+        """Whether the send request is still in CRM (cheaper than reading it with its targets)."""
+        return self.get_send_request(request_id) is not None
+
     @abc.abstractmethod
     def update_send_request(self, request_id: str, update: SendRequestUpdate) -> None:
         """Write status, counts, job id and reason back to the send request."""

@@ -133,6 +133,13 @@ class DataverseCrmClient(CrmClient):
                                  params={"$select": ",".join(c.select), "$expand": c.expand}, accept=(404,))
         return self.with_related_targets(c.from_row(row)) if row is not None else None
 
+    def send_request_exists(self, request_id: str) -> bool:
+        c = self.cols
+        row = self.http.get_json(f"{c.entity_set}({request_id})",
+                                 Call("look up send request", c.table, request_id, idempotent=True),
+                                 params={"$select": c.id}, accept=(404,))
+        return row is not None
+
     def requests_in_status(self, status: SendStatus, limit: int = 50) -> list[SendRequest]:
         """Send requests in ``status`` (e.g. Preview requested), oldest first, with their related targets."""
         c = self.cols

@@ -217,7 +217,7 @@ class EventTypeRun(EffectsMixin):
         jobs = {e.job_id for e in events if e.job_id in self.tracked} - self.checked
         for job in sorted(jobs):
             send = self.tracked[job]
-            if not send.request_id or self.crm.get_send_request(send.request_id) is not None:
+            if not send.request_id or self.crm.send_request_exists(send.request_id):
                 self.checked.add(job)
                 continue
             reason = f"CRM send request {send.request_id} was deleted; tracking of ESP job {job} stopped"
