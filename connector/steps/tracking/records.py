@@ -51,7 +51,7 @@ class RecordCache:
         unresolved: set[str] = set()
         pending = set(keys)
         while pending:
-            mine, others = self._claim(pending, answers)
+            mine, others = self._claim(pending, answers, size)
             try:
                 for start in range(0, len(mine), size):
                     part = mine[start:start + size]
@@ -70,11 +70,17 @@ class RecordCache:
             pending = set(others)  # answered by now, or to ask about here if that call failed
         return {key: ref for key, ref in answers.items() if ref is not None}, unresolved
 
-    def _claim(self, keys: Iterable[str], answers: dict[str, RecordRef | None]
+    def _claim(self, keys: Iterable[str], answers: dict[str, RecordRef | None], size: int
                ) -> tuple[list[str], dict[str, threading.Event]]:
-        """Answer ``keys`` from the cache; of the others: (keys to ask about here, keys being asked)."""
+        """Answer ``keys`` from the cache; of the others: (keys to ask about here, keys being asked).
+
+        The keys asked about here share one event per ``size`` of them (one CRM call's
+        slice, settled together): an event per key cost more than the call once the
+        cache is full and most keys are misses (issue 17).
+        """
         mine: list[str] = []
         others: dict[str, threading.Event] = {}
+        event = threading.Event()
         with self._lock:
             for key in sorted(keys):
                 if key in self._refs:
@@ -82,7 +88,9 @@ class RecordCache:
                 elif key in self._asking:
                     others[key] = self._asking[key]
                 else:
-                    self._asking[key] = threading.Event()
+                    if len(mine) % size == 0 and mine:
+                        event = threading.Event()
+                    self._asking[key] = event
                     mine.append(key)
         return mine, others
 
@@ -90,11 +98,13 @@ class RecordCache:
                 answers: dict[str, RecordRef | None]) -> None:
         """Keep what CRM answered about ``keys`` (``found``; None: the call failed), wake who waits."""
         with self._lock:
+            woken: set[int] = set()
             for key in keys:
                 if found is not None:
                     answers[key] = self._refs[key] = found.get(key)
                 event = self._asking.pop(key, None)
-                if event is not None:
+                if event is not None and id(event) not in woken:
+                    woken.add(id(event))
                     event.set()
             overflow = len(self._refs) - self.limit  # the answers are taken: evicting the oldest is safe
             if overflow > 0:
@@ -103,5 +113,5 @@ class RecordCache:
 
     def _wait(self, events: Iterable[threading.Event]) -> None:
         """Until the other streams' calls about these keys are over (they end: each CRM call has a timeout)."""
-        for event in events:
+        for event in {id(e): e for e in events}.values():
             event.wait()
