@@ -85,6 +85,7 @@ from connector.models import (
     WriteResult,
 )
 from connector.sandbox.dataverse import apply_customizations
+from connector.sandbox.dataverse.annotations import Annotations
 from connector.sandbox.dataverse.fetchxml import run_fetch
 from connector.sandbox.dataverse.query import CHANGE_TRACKING_DAYS
 from connector.sandbox.dataverse.store import DataverseStore, StoreError, quote_ident, to_wire
@@ -251,10 +252,11 @@ class FakeCrm(CrmClient):
     def _columns(self, table: CrmTable, attributes: Mapping[CrmTable, Sequence[str]], operation: str,
                  what: str, key: str) -> list[str]:
         columns = list(dict.fromkeys([primary_id(table), *RECIPIENT_COLUMNS[table],
-                                      *(a for a in attributes.get(table, ()) if a)]))
+                                      *(a for a in attributes.get(table, ()) if a and "@" not in a)]))
         known = self.column_names(table)
+        entity = self.store.entity_for_set(ENTITY_SETS[table])
         for name in columns:
-            if name not in known:
+            if name not in known and entity.by_wire_name(name) is None:  # a lookup is read as _<name>_value
                 raise PermanentPeerError(
                     f"Dataverse {HOST}: {operation} on {what} {key} failed: HTTP 400 (0x80060888): Could not find "
                     f"a property named '{name}' on type 'Microsoft.Dynamics.CRM.{table.value}'.. If this names a "
@@ -263,9 +265,16 @@ class FakeCrm(CrmClient):
 
     def _recipient(self, table: CrmTable, record_id: str, attributes: Mapping[CrmTable, Sequence[str]],
                    source: SendTarget, columns: Sequence[str]) -> Recipient:
-        row = self.store.get(ENTITY_SETS[table], record_id)
-        assert row is not None
-        return recipient_from_row(table, {c: row.get(c) for c in columns}, attributes.get(table, ()), source)
+        entity = self.store.entity_for_set(ENTITY_SETS[table])
+        raw = self.store.get_raw(entity, record_id)
+        assert raw is not None
+        row = to_wire(entity, raw, columns, annotate=self._annotations(table, attributes))
+        return recipient_from_row(table, row, attributes.get(table, ()), source)
+
+    def _annotations(self, table: CrmTable, attributes: Mapping[CrmTable, Sequence[str]]) -> Annotations:
+        """What the adapter asks for: the annotations its mapping names (``label`` lines), none otherwise."""
+        return Annotations(",".join(dict.fromkeys(a.partition("@")[2] for a in attributes.get(table, ()) if "@" in a)),
+                           self.store)
 
     def iter_recipients(self, target: SendTarget,
                         attributes: Mapping[CrmTable, Sequence[str]]) -> Iterator[Recipient]:
@@ -327,7 +336,8 @@ class FakeCrm(CrmClient):
         page_no, cookie = 1, None
         while True:
             try:
-                rows, more, annotation = run_fetch(self.store, entity, fetchxml.page_query(root, page_no, 5000, cookie))
+                rows, more, annotation = run_fetch(self.store, entity, fetchxml.page_query(root, page_no, 5000, cookie),
+                                                   annotate=self._annotations(table, attributes))
             except StoreError as exc:
                 raise PermanentPeerError(f"Dataverse {HOST}: run dynamic list query on list {list_id} failed: HTTP "
                                          f"{exc.status} ({exc.code}): {exc.message}", "crm",

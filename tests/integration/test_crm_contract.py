@@ -172,6 +172,27 @@ def test_a_set_is_cut_to_stay_within_the_url_cap(crm_client, crm_seed, monkeypat
     assert len(lengths) < len(contacts) and max(lengths) <= 3_500 - recipients.URL_MARGIN
 
 
+def test_label_attributes_come_as_formatted_values_only_when_asked(peer) -> None:
+    """A ``label`` mapping line's annotation (issue 20.5): the option's label and the lookup's record name."""
+    from connector.mapping import FORMATTED
+
+    account = peer.seed.account(name="Acme Corporation")
+    contact = peer.seed.contact(emailaddress1="f@example.com", gendercode=2, parentcustomerid=("account", account))
+    dynamic = peer.seed.dynamic_list("contact", "<fetch><entity name='contact'><attribute name='fullname'/><filter>"
+                                     "<condition attribute='emailaddress1' operator='eq' value='f@example.com'/>"
+                                     "</filter></entity></fetch>")
+    attrs = {CrmTable.CONTACT: ["gendercode", f"gendercode@{FORMATTED}", "_parentcustomerid_value",
+                                f"_parentcustomerid_value@{FORMATTED}"]}
+    for kind, target in ((TargetKind.CONTACT, contact), (TargetKind.LIST, peer.seed.static_list("contact", [contact])),
+                         (TargetKind.LIST, dynamic)):
+        (recipient,) = _recipients(peer.client, kind, target, attrs)
+        assert recipient.attributes == {"gendercode": 2, f"gendercode@{FORMATTED}": "Female",
+                                        "_parentcustomerid_value": account,
+                                        f"_parentcustomerid_value@{FORMATTED}": "Acme Corporation"}, kind
+        (plain,) = _recipients(peer.client, kind, target, {CrmTable.CONTACT: ["gendercode"]})
+        assert plain.attributes == {"gendercode": 2}
+
+
 def test_dynamic_list_runs_fetchxml_with_paging_cookies(peer) -> None:
     crm_client, crm_seed = peer.client, peer.seed
     oslo = [crm_seed.contact(emailaddress1=f"o{i}@example.com", address1_city="Oslo") for i in range(7)]
