@@ -1,6 +1,7 @@
 """Batch files for ESP imports: UTF-8 CSV (RFC 4180), header row, ``batch_size`` rows each.
 
-Columns: ``SubscriberKey``, ``EmailAddress``, then one per mapped ESP attribute.
+Columns: ``SubscriberKey``, ``EmailAddress``, then one per mapped ESP attribute; the file
+names are the send's idempotency keys (``connector.steps.send.keys``).
 A file is written as ``<name>.part`` and renamed when complete, so a finished
 name always means a finished file. The open file can be checkpointed (its byte
 length and row count) and reopened after a crash, truncated to the checkpoint.
@@ -18,17 +19,10 @@ from typing import Iterator, Sequence
 
 from connector.models import Subscriber
 from connector.private import open_private, private_dir
+from connector.steps.send.keys import batch_file_name
 
 KEY_COLUMN = "SubscriberKey"
 EMAIL_COLUMN = "EmailAddress"
-
-
-def batch_file_name(send_id: str, seq: int) -> str:
-    return f"cesp_{send_id}_{seq}.csv"
-
-
-def import_key(send_id: str, seq: int) -> str:
-    return f"cesp-import-{send_id}-{seq}"
 
 
 @dataclass(frozen=True)

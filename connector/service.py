@@ -63,8 +63,8 @@ INSTANCES_KEEP_DAYS = 7
 """Instances stopped (or silent) for longer than this leave the registry."""
 
 STEP_FUNCTIONS = {
-    "sends": "connector.steps.send:run_sends",
-    "imports": "connector.steps.send:run_imports",
+    "sends": "connector.steps.send.step:run_sends",
+    "imports": "connector.steps.send.step:run_imports",
     "tracking": "connector.steps.tracking:run_tracking",
     "sync": "connector.sync.engine:run_sync",
     "emails": "connector.steps.emails:run_email_refresh",

@@ -12,9 +12,7 @@ service (or another send-now) resumes the request later.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -23,6 +21,10 @@ from typing import Any, TextIO
 
 from connector.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from connector.errors import ConnectorError, OperatorError
+
+
+ROLE = "send-now"
+"""The label suffix of a send-now process in the instance registry (``connector status`` lists it)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,13 +57,14 @@ class ProgressBar:
         self.show(self.render(job, phase))
 
     def render(self, job: Any, phase: str, batches: tuple[int, int] | None = None) -> str:
-        from connector.steps.send.handover import skipped_before_handover
+        from connector.state.lifecycle import JobStatus
+        from connector.steps.send.ledger import skipped_before_handover
 
         to_hand = max(job.resolved - skipped_before_handover(job), 0)
         text = f"{phase:<12} resolved {job.resolved:>9,}  handed over {job.handed_over:>9,}  skipped {job.skipped:>7,}"
         if batches:
             text += f"  imports {batches[0]}/{batches[1]}"
-        if phase in ("handing_over", "importing", "starting", "sent") and to_hand:
+        if phase in (JobStatus.HANDING_OVER, JobStatus.IMPORTING, JobStatus.STARTING, JobStatus.SENT) and to_hand:
             share = min(job.handed_over / to_hand, 1.0)
             filled = int(share * self.WIDTH)
             text = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {share:4.0%}  " + text
@@ -126,12 +129,9 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
     from connector.runtime import AdapterPool
     from connector.state.store import StateStore
 
-    # a holder name of its own, so a service with the same instance_id never shares its leases
-    holder = f"{config.service.instance_id or socket.gethostname()}:send-now:{os.getpid()}"
-    store = StateStore.from_config(config, holder=holder)
+    store = _register(StateStore, config)
     adapters = AdapterPool(config)
     try:
-        store.migrate()
         ctx = adapters.step_context(store, stopping=stopping)
         request = ctx.crm().get_send_request(request_id)
         if request is None:
@@ -150,29 +150,51 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
             return EXIT_FAILURE
     finally:
         adapters.close_all()
+        try:
+            store.unregister_instance()
+        except ConnectorError as exc:  # the outcome is told already; a stale row is pruned later
+            print(f"connector send-now: {exc}", file=sys.stderr)
         store.close()
+
+
+def _register(store_class: Any, config: Any) -> Any:
+    """The state store of this process, registered in ``instances`` as ``connector run`` registers.
+
+    Its holder is the process identity (``connector.state.instances``) under the label
+    ``<instance_id>/send-now``: never the service's leases, and an earlier ``send-now`` of this
+    instance that died on this host gives its leases up to this one at once.
+    """
+    from connector import __version__
+
+    label = f"{config.service.instance_id}/{ROLE}" if config.service.instance_id else ROLE
+    store = store_class(config.state_url(), label=label, timeout_seconds=config.timeouts.sql_seconds)
+    try:
+        store.migrate()
+        store.register_instance(__version__)
+        store.take_over_dead_predecessors()
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def _follow(ctx: Any, store: Any, request_id: str, pending: Any, stopping: threading.Event, bar: ProgressBar,
             poll: float) -> int:
-    """Carry the request to its end (or to a stop) in the foreground."""
-    from connector.steps.send.imports import poll_send
-    from connector.steps.send.step import RESUMABLE, process_request
+    """Carry the request to its end (or to a stop) in the foreground: the same ``SendAttempt`` the
+    steps drive, through every phase, polling the imports every ``poll`` seconds."""
+    from connector.state.lifecycle import JobStatus
+    from connector.steps.send.attempt import EVERY_PHASE, carry
 
-    job = process_request(ctx, request_id, pending=pending, progress=bar)
+    job = carry(ctx, request_id, EVERY_PHASE, pending=pending, progress=bar)
     while not stopping.is_set():
         job = store.get_send_job(request_id)
-        if job is None or not job.in_flight:
+        if job is None or not job.in_flight or stopping.wait(poll):
             break
-        if job.status == "importing":
+        if job.status is JobStatus.IMPORTING:
             progress = store.batch_progress([request_id]).get(request_id, {})
-            bar.show(bar.render(job, "importing", (progress.get("imported", 0), progress.get("total", 0))))
-            poll_send(ctx, request_id)
-        elif job.status in RESUMABLE:
-            process_request(ctx, request_id, progress=bar)
-        job = store.get_send_job(request_id)
-        if job is not None and job.in_flight:
-            stopping.wait(poll)
+            bar.show(bar.render(job, JobStatus.IMPORTING, (progress.get("imported", 0), progress.get("total", 0))))
+        store.heartbeat()
+        carry(ctx, request_id, EVERY_PHASE, progress=bar)
     if stopping.is_set():
         bar.done(f"stopped; the send is checkpointed at {job.status if job else 'claim'} and resumes on the next run")
         return EXIT_INTERRUPTED
@@ -180,7 +202,7 @@ def _follow(ctx: Any, store: Any, request_id: str, pending: Any, stopping: threa
         bar.done(f"send request {request_id} is being worked on elsewhere (lease held)")
         return EXIT_FAILURE
     bar(job, job.status)
-    if job.status == "sent":
+    if job.status is JobStatus.SENT:
         bar.done(f"sent: ESP job {job.esp_job_id}; {job.handed_over:,} handed over, {job.skipped:,} skipped "
                  f"{dict(job.skipped_by_reason) or ''}".rstrip())
         return EXIT_OK

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from connector.config import load_config
+from connector.state.store import StateStore
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,6 +29,10 @@ def test_send_now_runs_one_request_with_progress(sandbox, tmp_path) -> None:
     assert lines[-1].startswith("sent: ESP job ")
     row = sandbox.crm.store.get("cesp_sendrequests", rid)
     assert row["cesp_status"] == 100000002 and row["cesp_espjobid"] in lines[-1]
+    with StateStore.from_config(load_config(ini)) as store:  # registered as its own process, like `connector run`
+        (me,) = [i for i in store.instances(include_stopped=True) if i["label"].split("/")[-1] == "send-now"]
+        assert me["stopped_at"] is not None and me["holder"].startswith(f"{me['label']}@{me['host']}:{me['pid']}:")
+        assert store.lease_holder(f"send:{rid}") is None
 
     again = subprocess.run([sys.executable, "-m", "connector", "send-now", rid, "-c", str(ini)],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)

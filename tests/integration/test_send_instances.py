@@ -18,7 +18,8 @@ from connector.runtime import AdapterPool
 from connector.state.records import BATCH_SUPERSEDED
 from connector.state.store import StateStore
 from connector.steps import StepContext
-from connector.steps.send.step import process_request, run_sends
+from connector.steps.send.attempt import process_request
+from connector.steps.send.step import run_sends
 
 pytestmark = pytest.mark.postgres
 
@@ -64,7 +65,7 @@ def new_request(sb, name: str = "Two instances") -> str:
 def drive_to_end(ctx, store: StateStore, rid: str) -> None:
     """Poll the send and imports steps for one request until it is sent or failed (import results and
     the send show at the ESP only after its scaled delays)."""
-    from connector.steps.send.imports import poll_send
+    from connector.steps.send.attempt import poll_send
 
     for _ in range(300):
         job = process_request(ctx, rid) or store.get_send_job(rid)
@@ -215,7 +216,7 @@ def test_batch_files_gone_from_the_own_disk_are_written_again_not_a_traceback(sa
     """The same instance resumes, but its batch files were deleted meanwhile (a cleaned data_dir)."""
     import shutil
 
-    from connector.steps.send.handover import work_folder
+    from connector.steps.send.workspace import work_folder
 
     a = Instance(sandbox, tmp_path, "a", pg_url, batching__batch_size=15)
     try:

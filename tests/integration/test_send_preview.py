@@ -10,7 +10,7 @@ from connector.config import load_config
 from connector.runtime import AdapterPool
 from connector.state.store import StateStore
 from connector.steps.send.preview import run_previews
-from connector.steps.send import run_imports, run_sends
+from connector.steps.send.step import run_imports, run_sends
 
 DRAFT, PREVIEW, PREVIEWED, PENDING, SENT = 100000005, 100000006, 100000007, 100000000, 100000002
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from connector.batchfiles import BatchWriter, batch_file_name, import_key, read_batch
+from connector.batchfiles import BatchWriter, read_batch
+from connector.steps.send.keys import batch_file_name, import_key
 from connector.models import Subscriber
 
 

@@ -10,8 +10,7 @@ import pytest
 
 from connector.errors import AuthError, ConfigError, OperatorError, PeerSetupError
 from connector.models import SendRequestUpdate, SendStatus
-from connector.steps.send.imports import run_imports
-from connector.steps.send.step import run_sends
+from connector.steps.send.step import run_imports, run_sends
 from tests.doubles.crm import guid
 from tests.fixtures.sends import SendWorld, contact
 

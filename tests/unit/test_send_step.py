@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from connector.models import SendStatus
 from connector.state.store import StateStore
-from connector.steps.send.imports import run_imports
-from connector.steps.send.step import run_sends
+from connector.steps.send.step import run_imports, run_sends
 from tests.doubles.crm import guid
 from tests.fixtures.sends import SendWorld, contact
 
@@ -339,3 +338,19 @@ def test_one_import_worker_polls_the_sends_one_after_the_other(send_world: SendW
     assert waited == [False]  # nothing ran beside the held poll
     assert outcome.processed == 2
     assert [send_world.state.get_send_job(r).status for r in (RA, RB)] == ["sent", "sent"]
+
+
+def test_one_run_takes_at_most_max_requests_per_poll_new_requests(send_world: SendWorld, monkeypatch) -> None:
+    """Requests that pause for their turn make more rounds; the later rounds take in no more than the limit."""
+    monkeypatch.setattr("connector.steps.send.resolve.RESOLVE_CHUNK", 2)
+    config = send_world.config
+    config = config.model_copy(update={"sends": config.sends.model_copy(
+        update={"max_requests_per_poll": 2, "time_slice_seconds": 0.000001})})
+    L1 = send_world.crm.add_list([contact(i) for i in range(1, 9)])
+    for rid in (R1, R2, R3, R4, R5):
+        send_world.crm.add_request(rid, [L1])
+    outcome = run_sends(send_world.ctx(config))
+    assert outcome.details.get("rounds", 1) > 1, outcome.details  # the requests did pause for their turns
+    assert sorted(j.request_id for j in send_world.state.send_jobs()) == sorted([R1, R2])
+    still = {rid for rid, r in send_world.crm.requests.items() if r.status is SendStatus.PENDING}
+    assert still == {R3, R4, R5}

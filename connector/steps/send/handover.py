@@ -1,57 +1,43 @@
-"""Hand-over and release phases of a send.
+"""Hand-over phase of a send (``handing_over``): the resolved recipients to the ESP.
 
 * SOAP path: upsert the spooled subscribers in chunks onto the send's List,
   checkpointing the batch's progress, the counts and the rejected rows in one
-  state transaction per chunk (a re-done chunk is a harmless re-upsert).
+  state transaction per chunk (a re-done chunk is a harmless re-upsert); then
+  ``starting``.
 * File path: upload each batch file, start its ImportDefinition (idempotent on the
-  key), and leave the polling to the imports step.
-* Release: look the send up by its key first, start it only when absent, record the
-  job id (and tracking) in state, then write Sent, the job id and counts to CRM.
+  key, ``start_guard``), then ``importing``: the imports step polls them. Finished
+  batch files can be handed over while resolving goes on (``BackgroundHandover``).
 """
 
 from __future__ import annotations
 
-import shutil
 import threading
-from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import structlog
 
-from connector.batchfiles import import_key, read_batch
+from connector.batchfiles import read_batch
 from connector.crashpoints import crashpoint
-from connector.models import SendRequest, SendRequestUpdate, SendStatus, SkipReason
+from connector.models import SkipReason
 from connector.state.lifecycle import BatchStatus, JobStatus
-from connector.state.records import BATCH_SUPERSEDED
-from connector.state.store import Batch, QuarantineRow, SendJob
-from connector.steps.send.resolve import Interrupted, batches_folder, chunked
-from connector.steps.send.turns import end_of_turn
-from connector.steps.send.start_guard import start_import_once, start_send_once
+from connector.state.store import QuarantineRow, SendJob
+from connector.steps.send.keys import import_key, list_key
+from connector.steps.send.ledger import add_skips, current_batches, skipped_before_handover
+from connector.steps.send.start_guard import start_import_once
+from connector.steps.send.turns import Interrupted, end_of_turn
+from connector.steps.send.workspace import batches_folder, own_workspace, work_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector.config import Config
     from connector.esp.base import EspClient
     from connector.state.store import StateStore
     from connector.steps import StepContext
+    from connector.steps.send.attempt import SendAttempt
     from connector.transfer.base import FileDrop
 
 log = structlog.get_logger(__name__)
-
-
-def list_key(request_id: str) -> str:
-    return f"cesp-list-{request_id}"
-
-
-def send_key(request_id: str) -> str:
-    return f"cesp-send-{request_id}"
-
-
-def work_folder(config: Config, request_id: str) -> Path:
-    return Path(config.service.data_dir) / "sends" / request_id
-
-
-SUPERSEDED = BATCH_SUPERSEDED
 
 TO_HAND_OVER = (BatchStatus.WRITTEN, BatchStatus.UPLOADED, BatchStatus.STARTING)
 """Batches of the file path not yet at the ESP (a ``starting`` one: the start guard decides)."""
@@ -59,17 +45,36 @@ TO_HAND_OVER = (BatchStatus.WRITTEN, BatchStatus.UPLOADED, BatchStatus.STARTING)
 HANDOVER_WORKERS = 2
 """Batch files uploaded (and their imports started) at once while resolving goes on."""
 
-
-def current_batches(state: StateStore, request_id: str) -> list[Batch]:
-    """The batches of this attempt (a retried request keeps its earlier batches, marked superseded;
-    a takeover sets aside the batches that were only on the other instance's disk)."""
-    return [b for b in state.batches(request_id) if not b.set_aside]
+T = TypeVar("T")
 
 
-def add_skips(job: SendJob, reason: SkipReason, count: int) -> None:
-    if count:
-        job.skipped += count
-        job.skipped_by_reason[reason.value] = job.skipped_by_reason.get(reason.value, 0) + count
+def hand_over(attempt: SendAttempt) -> bool:
+    """``handing_over``: SOAP upserts (then ``starting``) or batch files (then ``importing``).
+
+    A work folder that is not this attempt's takes the send over first: back to ``resolving``.
+    """
+    if not attempt.ready():
+        return False
+    ctx, job = attempt.ctx, attempt.job
+    own_workspace(ctx, job)  # this disk's folder is a cache: not this attempt's -> take the send over
+    if job.status is not JobStatus.HANDING_OVER:
+        return True
+    work = work_folder(ctx.config, job.request_id)
+    if job.path == "soap":
+        hand_over_soap(ctx, job, work, attempt.keep_alive, attempt.reporter)
+        job.move(JobStatus.STARTING)
+    else:
+        hand_over_files(ctx, job, work, attempt.keep_alive, attempt.reporter)
+        job.move(JobStatus.IMPORTING)
+        job.phase_detail = "waiting for the ESP to import the batch files"
+    ctx.state.save_send_job(job)
+    return True
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:  # noqa: D103
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def ensure_list(ctx: StepContext, job: SendJob) -> str:
@@ -108,7 +113,7 @@ def hand_over_soap(ctx: StepContext, job: SendJob, work: Path, keep_alive: Calla
                 ctx.state.save_send_job(job, conn=conn)
             crashpoint("after_soap_chunk")
             if progress is not None:
-                progress("handing_over")
+                progress(JobStatus.HANDING_OVER)
             if ctx.stopping.is_set():
                 raise Interrupted()
             end_of_turn()  # committed: past its turn, the request pauses here
@@ -117,14 +122,6 @@ def hand_over_soap(ctx: StepContext, job: SendJob, work: Path, keep_alive: Calla
         if batch.status is not BatchStatus.IMPORTED:  # an empty remainder: the file was fully done before
             batch.move(BatchStatus.IMPORTED)
             ctx.state.save_batch(batch)
-
-
-HANDOVER_SKIPS = (SkipReason.ESP_REJECTED.value, SkipReason.IMPORT_ROW_ERROR.value)
-"""Skips counted while handing over (the rest were decided while resolving)."""
-
-
-def skipped_before_handover(job: SendJob) -> int:
-    return job.skipped - sum(job.skipped_by_reason.get(reason, 0) for reason in HANDOVER_SKIPS)
 
 
 def _rejected_row(job, sub, result) -> QuarantineRow:
@@ -169,7 +166,7 @@ def hand_over_batches(state: StateStore, config: Config, request_id: str, list_i
                                  lambda b=batch: esp.start_import(b.import_key, b.file_name, list_id)):
                 log.info("import_started", send=request_id, batch=batch.seq, import_key=batch.import_key)
         if progress is not None:
-            progress("handing_over")
+            progress(JobStatus.HANDING_OVER)
         if stopping.is_set():
             raise Interrupted()
         end_of_turn()  # recorded: past its turn, the request pauses here (never in a background worker)
@@ -261,85 +258,3 @@ class BackgroundHandover:
                     client.close()
                 except Exception as exc:  # noqa: BLE001 - closing must not hide the send's outcome
                     log.warning("handover_client_close_failed", send=self.request_id, error=str(exc))
-
-
-def release(ctx: StepContext, job: SendJob, request: SendRequest) -> None:
-    """Start the send once, record it, report Sent.
-
-    ``start_send_once`` guards the start: a start requested before (its durable mark) is
-    looked up by key and waited for while the ESP may still show it; ``start_send`` itself
-    finds a send by key before starting one. While it waits, the job stays ``starting``.
-    """
-    config = ctx.config
-    if not job.esp_job_id:
-        key = send_key(job.request_id)
-        email_key = request.email_key or config.sends.default_email_key
-        classification = request.send_classification_key or config.sends.default_send_classification_key
-        found = start_send_once(ctx, job, key, lambda: ctx.esp().start_send(
-            key, job.esp_list_id, email_key, classification, job.name or request.name))
-        if found is None:
-            return
-        log.info("send_started", send=job.request_id, job_id=found.job_id, key=key)
-        job.esp_job_id, job.esp_send_key = str(found.job_id), key
-        job.phase_detail = f"released as ESP job {found.job_id}"
-        with ctx.state.transaction() as conn:
-            ctx.state.save_send_job(job, conn=conn)
-            ctx.state.add_tracked_send(config.esp.name, job.esp_job_id, job.request_id,
-                                       job.campaign_id or (request.campaign_id or ""), job.name, conn=conn)
-        crashpoint("after_send_recorded")
-    ctx.crm().update_send_request(
-        job.request_id,
-        SendRequestUpdate(
-            status=SendStatus.SENT, esp_job_id=job.esp_job_id, resolved=job.resolved, handed_over=job.handed_over,
-            skipped=job.skipped, skipped_by_reason=dict(job.skipped_by_reason),
-            released_on=job.updated_at or datetime.now(timezone.utc), reason=summary(job) + left_out(request),
-        ),
-    )
-    crashpoint("after_crm_updated")
-    job.move(JobStatus.SENT)
-    ctx.state.save_send_job(job)
-    log.info("send_released", send=job.request_id, job_id=job.esp_job_id, resolved=job.resolved,
-             handed_over=job.handed_over, skipped=job.skipped)
-    shutil.rmtree(work_folder(config, job.request_id), ignore_errors=True)
-
-
-def summary(job: SendJob) -> str:
-    text = f"{job.handed_over} of {job.resolved} recipients handed over"
-    if job.skipped:
-        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(job.skipped_by_reason.items()))
-        text += f"; {job.skipped} skipped ({reasons}); details in the connector's quarantine table"
-    return text
-
-
-def left_out(request: SendRequest) -> str:
-    """The targets a send went without (``[sends] invalid_targets = skip``), for the Sent reason."""
-    if not request.invalid_targets:
-        return ""
-    return (f"; {len(request.invalid_targets)} target(s) left out because they cannot be read "
-            f"([sends] invalid_targets = skip): {'; '.join(request.invalid_targets)}")
-
-
-def fail(ctx: StepContext, job: SendJob, reason: str) -> None:
-    """Tell CRM the send failed (with a reason a person can act on), then mark the job failed.
-
-    CRM first: if that write fails transiently, the job stays in flight and the next run
-    reaches the same decision and tries the write again.
-    """
-    ctx.crm().update_send_request(
-        job.request_id,
-        SendRequestUpdate(
-            status=SendStatus.FAILED,
-            reason=reason + " To retry, set the request's status back to Pending.",
-            resolved=job.resolved, handed_over=job.handed_over, skipped=job.skipped,
-            skipped_by_reason=dict(job.skipped_by_reason),
-        ),
-    )
-    give_up(ctx, job, reason)
-    log.error("send_failed", send=job.request_id, reason=reason)
-
-
-def give_up(ctx: StepContext, job: SendJob, reason: str) -> None:
-    """Mark the job failed in state only (the CRM request is not ours to report on, or is gone)."""
-    job.move(JobStatus.FAILED)
-    job.error = reason
-    ctx.state.save_send_job(job)

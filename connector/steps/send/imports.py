@@ -1,29 +1,31 @@
-"""The imports step: poll the ESP file imports of sends that go by files, then release them.
+"""Await-imports phase of a send that goes by files (``importing``), driven by the imports step.
 
-For every send job in ``importing``: ask the ESP for the status of each batch's
-import; a completed import adds its good rows to the handed-over count and its
-rejected rows to the skipped count (reason ``import_row_error``, details to the
-quarantine table), in one state transaction per batch. When the last batch is in,
-the send is released exactly as the send step would (find by key, start once).
-An import that errors or hangs past ``[imports] timeout_minutes`` fails the send
-with a reason naming the file.
+Ask the ESP for the status of each batch's import; a completed import adds its good
+rows to the handed-over count and its rejected rows to the skipped count (reason
+``import_row_error``, details to the quarantine table), in one state transaction per
+batch. When the last batch is in, the job moves to ``starting`` and the release phase
+follows (``release``: find by key, start once). An import that errors or hangs past
+``[imports] timeout_minutes`` fails the send with a reason naming the file.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
-from connector.errors import OperatorError, PeerError
+from connector.errors import PeerError
 from connector.models import ImportStatus, SkipReason
 from connector.state.lifecycle import BatchStatus, JobStatus
 from connector.state.store import Batch, QuarantineRow, SendJob
-from connector.steps import StepContext, StepOutcome
-from connector.steps.send.handover import add_skips, current_batches, fail, give_up
-from connector.steps.send.step import guarded, release_checked, send_lease
+from connector.steps import StepContext
+from connector.steps.send.ledger import add_skips, current_batches
+from connector.steps.send.release import fail
 from connector.steps.send.start_guard import start_import_once
-from connector.steps.workers import in_workers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from connector.steps.send.attempt import SendAttempt
 
 log = structlog.get_logger(__name__)
 
@@ -31,46 +33,10 @@ MAX_WAITING_POLLED = 20
 """Unfinished imports asked about per poll of one send; later files wait for the next poll."""
 
 
-def run_imports(ctx: StepContext) -> StepOutcome:
-    """Poll every importing send once; with ``[imports] workers`` > 1 several at once.
-
-    Each send is polled under its own lease ``send:<id>`` in a thread of the step's
-    process-lifetime pool (``connector.steps.workers``), so a send whose ESP or CRM
-    calls are slow holds up only its own thread, not the other sends' polls.
-    """
-    outcome = StepOutcome()
-    held: list[str] = []
-
-    def one(request_id: str) -> SendJob | None:
-        if ctx.stopping.is_set():
-            return None
-        try:
-            return poll_send(ctx, request_id)
-        except OperatorError as exc:  # held and noted by the send step's guard; the run reports it
-            held.append(f"held until an operator fixes: {exc}")
-            return None
-
-    work = [job.request_id for job in ctx.state.send_jobs([JobStatus.IMPORTING])]
-    for done in in_workers("import", ctx.config.imports.workers, one, work):
-        if done is not None:
-            outcome.processed += 1
-            outcome.details[done.status] = outcome.details.get(done.status, 0) + 1
-    if held:
-        outcome.ok, outcome.message = False, held[-1]
-    suffix = f"; {outcome.message}" if outcome.message else ""
-    outcome.message = f"{outcome.processed} importing send(s) polled{suffix}"
-    return outcome
-
-
-def poll_send(ctx: StepContext, request_id: str) -> SendJob | None:
-    """Poll the imports of one send; release it when all are in. None if someone else holds it."""
-    with send_lease(ctx, request_id) as keep_alive:
-        if keep_alive is None:
-            return None
-        job = ctx.state.get_send_job(request_id)
-        if job is None or job.status is not JobStatus.IMPORTING:
-            return job
-        return guarded(ctx, job, lambda: _poll(ctx, job))
+def await_imports(attempt: SendAttempt) -> bool:
+    """``importing``: poll the batches' imports once; True when every one is in (now ``starting``)."""
+    _poll(attempt.ctx, attempt.job)
+    return attempt.job.status is JobStatus.STARTING
 
 
 def _poll(ctx: StepContext, job: SendJob) -> None:
@@ -107,11 +73,6 @@ def _poll(ctx: StepContext, job: SendJob) -> None:
     if all(b.status is BatchStatus.IMPORTED for b in current):
         job.move(JobStatus.STARTING)
         ctx.state.save_send_job(job)
-        request = ctx.crm().get_send_request(job.request_id)
-        if request is None:
-            give_up(ctx, job, "the send request was deleted in CRM before its release")
-            return
-        release_checked(ctx, job, request)
 
 
 def _confirm_start(ctx: StepContext, job: SendJob, batch: Batch) -> bool:

@@ -1,4 +1,4 @@
-"""Resolve phase of a send: stream recipients, map, screen, spool into batch files.
+"""Resolve phase of a send (``resolving``): stream recipients, map, screen, spool into batch files.
 
 Recipients come from CRM one page at a time and are handled in chunks. For each
 chunk: map (``connector.mapping``), drop duplicates across targets (on-disk set),
@@ -16,22 +16,38 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import structlog
 
 from connector.batchfiles import BatchWriter, FinishedBatch, OpenBatch, batch_file_name, member_keys
 from connector.crashpoints import crashpoint
-from connector.errors import RecordError
+from connector.errors import RecordError, TransientPeerError
 from connector.mapping import Mapper, columns_to_read, esp_attribute_names, normalize_email
-from connector.models import SendRequest, SendTarget, Skip, SkipReason, Subscriber, SubscriberStatus, TargetKind
-from connector.state.store import Batch
+from connector.models import (
+    SendRequest,
+    SendRequestUpdate,
+    SendTarget,
+    Skip,
+    SkipReason,
+    Subscriber,
+    SubscriberStatus,
+    TargetKind,
+)
+from connector.state.lifecycle import JobStatus
+from connector.state.store import Batch, QuarantineRow, SendJob
+from connector.steps import StepContext
 from connector.steps.readahead import ReadAhead
+from connector.steps.send.audience import audience_changed_reason, hold_changed_audience
+from connector.steps.send.handover import BackgroundHandover, ensure_list, hand_over_files
+from connector.steps.send.ledger import add_skips, current_batches, summary
+from connector.steps.send.release import fail
 from connector.steps.send.turns import Interrupted, end_of_turn
+from connector.steps.send.workspace import batches_folder, own_workspace, work_folder
 from connector.suppression import ResolveCheckpoint, SendWorkspace, read_suppression_file
 
 if TYPE_CHECKING:  # pragma: no cover
-    from connector.steps import StepContext
+    from connector.steps.send.attempt import SendAttempt
 
 log = structlog.get_logger(__name__)
 
@@ -57,9 +73,6 @@ ESP_SKIPS = {
     SubscriberStatus.UNSUBSCRIBED: (SkipReason.ESP_UNSUBSCRIBED, "unsubscribed at the ESP"),
 }
 
-T = TypeVar("T")
-
-
 class StatusLookup:
     """Asks the ESP for subscriber statuses, split over ``STATUS_CLIENTS`` clients of its own at once.
 
@@ -74,7 +87,7 @@ class StatusLookup:
         self._pool = pool
 
     @classmethod
-    def start(cls, ctx: StepContext) -> StatusLookup:
+    def start(cls, ctx: StepContext) -> "StatusLookup":
         esp = ctx.esp()
         factory = getattr(type(esp), "from_config", None)
         if factory is None:
@@ -115,16 +128,6 @@ class Prepared:
     mapped: list[Subscriber]
     skips: list[Skip]
     statuses: dict
-
-
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:  # noqa: D103
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
-def batches_folder(work: Path) -> Path:
-    return work / "batches"
 
 
 def target_group(targets: tuple[SendTarget, ...], start: int) -> tuple[SendTarget, ...]:
@@ -340,5 +343,100 @@ class Resolver:
                 self._save_finished(workspace, conn)
             self.ctx.state.save_send_job(job, conn=conn)
         if self.progress is not None:
-            self.progress("resolving")
+            self.progress(JobStatus.RESOLVING)
 
+
+def resolve(attempt: SendAttempt) -> bool:
+    """``resolving``: spool every recipient into batch files (handing finished ones over early when
+    the send surely goes by files); then ``handing_over``, or failed when nobody is left."""
+    if not attempt.ready():
+        return False
+    ctx, job = attempt.ctx, attempt.job
+    own_workspace(ctx, job)  # this disk's folder is a cache: not this attempt's -> take the send over
+    _resolve(ctx, job, attempt.request, attempt.keep_alive, attempt.reporter)
+    crashpoint("after_resolved")
+    return job.status is JobStatus.HANDING_OVER
+
+
+def _resolve(ctx: StepContext, job: SendJob, request: SendRequest, keep_alive, report) -> None:
+    work = work_folder(ctx.config, job.request_id)
+    first_seq = max((b.seq for b in ctx.state.batches(job.request_id)), default=0) + 1
+    background: list[BackgroundHandover | None] = []
+
+    def early(written: int) -> None:
+        """Once the send surely goes by files, hand finished batches over while resolving goes on."""
+        if job.path != "files" and _choose_path(ctx, request, written, final=False) != "files":
+            return
+        if request.preview_would_send is not None:  # previewed: nothing handed over before the audience check
+            return
+        if job.path != "files":
+            job.path = "files"
+            with ctx.state.transaction() as conn:
+                keep_alive(conn)  # fenced: a holder taken over meanwhile writes nothing
+                ctx.state.save_send_job(job, conn=conn)
+        if not background:
+            background.append(BackgroundHandover.start(ctx, job.request_id, ensure_list(ctx, job), work, keep_alive))
+        if background[0] is None:
+            hand_over_files(ctx, job, work, keep_alive)
+        else:
+            background[0].kick()
+
+    with SendWorkspace(work / "work.db") as workspace:
+        try:
+            point = Resolver(ctx, job, request, work, first_seq, keep_alive, report, early).run(workspace)
+        except BaseException:
+            if background and background[0] is not None:
+                background[0].close()
+            raise
+        if background and background[0] is not None:
+            background[0].finish()
+        job.resolved, job.handed_over = point.resolved, 0
+        job.skipped, job.skipped_by_reason = point.skipped, dict(point.skipped_by_reason)
+        _count_kept(ctx, job)
+        changed = audience_changed_reason(ctx, request, point)
+        if changed:  # before any hand-over: back to Previewed with the audience as it is now
+            hold_changed_audience(ctx, request, point, changed)
+            fail(ctx, job, changed, tell_crm=False)
+            return
+        job.path = "files" if job.path == "files" else _choose_path(ctx, request, point.written)
+        job.move(JobStatus.HANDING_OVER)
+        job.phase_detail = f"{point.written} recipients to hand over by {job.path}"
+        rows = (QuarantineRow(job.request_id, *row) for row in workspace.iter_skips())
+        with ctx.state.transaction() as conn:
+            keep_alive(conn)  # fenced: a holder taken over meanwhile writes nothing
+            ctx.state.quarantine(rows, conn=conn)
+            ctx.state.save_send_job(job, conn=conn)
+    log.info("send_resolved", send=job.request_id, resolved=job.resolved, skipped=job.skipped,
+             to_hand_over=point.written, path=job.path, skipped_by_reason=job.skipped_by_reason)
+    _report_progress(ctx, job)
+    if point.written == 0:
+        fail(ctx, job, f"nobody is left to send to after skipping: {summary(job)}.")
+
+
+def _count_kept(ctx: StepContext, job: SendJob) -> None:
+    """Rows an earlier instance already upserted (SOAP path, kept by a takeover) count as handed over."""
+    reason = SkipReason.ESP_REJECTED if job.path == "soap" else SkipReason.IMPORT_ROW_ERROR
+    for batch in current_batches(ctx.state, job.request_id):
+        job.handed_over += batch.rows_ok
+        add_skips(job, reason, batch.rows_error)
+
+
+def _choose_path(ctx: StepContext, request: SendRequest, count: int, final: bool = True) -> str:
+    """Files above the threshold (or forced); while resolving, "" until that is certain."""
+    batching = ctx.config.batching
+    if not batching.enabled:
+        return "soap"
+    if request.force_batching or batching.threshold == 0 or count > batching.threshold:
+        return "files"
+    return "soap" if final else ""
+
+
+def _report_progress(ctx: StepContext, job: SendJob) -> None:
+    """Counts so far on the CRM request (still Processing); best effort."""
+    try:
+        ctx.crm().update_send_request(
+            job.request_id,
+            SendRequestUpdate(resolved=job.resolved, skipped=job.skipped, skipped_by_reason=dict(job.skipped_by_reason)),
+        )
+    except TransientPeerError as exc:
+        log.warning("send_progress_not_reported", send=job.request_id, error=str(exc))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -34,11 +35,22 @@ from connector.errors import PeerError
 from connector.state.lifecycle import BatchStatus, JobStatus
 from connector.state.records import BATCH_ABANDONED, Batch, SendJob
 from connector.steps import StepContext
-from connector.steps.send.handover import HANDOVER_SKIPS, current_batches, work_folder
-from connector.steps.send.resolve import batches_folder
+from connector.steps.send.ledger import HANDOVER_SKIPS, current_batches
 from connector.suppression import SendWorkspace
 
+if TYPE_CHECKING:  # pragma: no cover
+    from connector.config import Config
+
 log = structlog.get_logger(__name__)
+
+
+def work_folder(config: Config, request_id: str) -> Path:
+    """The send's local work folder: ``work.db`` and the batch files (a cache, see above)."""
+    return Path(config.service.data_dir) / "sends" / request_id
+
+
+def batches_folder(work: Path) -> Path:
+    return work / "batches"
 
 AT_THE_ESP = (BatchStatus.UPLOADED, BatchStatus.STARTING, BatchStatus.IMPORTING, BatchStatus.IMPORTED)
 """Batch statuses of the file path whose file is at the ESP's drop (or already imported); a
