@@ -20,6 +20,8 @@ cannot be reached is a problem too, with the reason (credentials, TLS, host key)
 
 from __future__ import annotations
 
+import re
+
 import secrets
 import tempfile
 from contextlib import closing
@@ -136,14 +138,26 @@ def _crm_columns(config: Config, crm: CrmClient, check: PeerCheck) -> None:
         if not columns:
             continue
         have = crm.column_names(table)
-        count += len(columns)
+        count += len([c for c in columns if "@" not in c])
+        labelled = [m for m in config.mappings.get(table.value, ()) if m.label]
+        types = ({name: info.type for name, info in crm.column_definitions(table).items()} if labelled else {})
         for mapping in config.mappings.get(table.value, ()):
-            if mapping.crm_column not in have:
+            where = f"{_where(config)}:{mapping.line} [mapping.{table.value}] {mapping.esp_attribute}"
+            lookup = re.fullmatch(r"_(\w+)_value", mapping.crm_column)  # a lookup, read as _<name>_value
+            column = lookup.group(1) if lookup and lookup.group(1) in have else mapping.crm_column
+            if column not in have:
                 check.problems.append(
-                    f"{_where(config)}:{mapping.line} [mapping.{table.value}] {mapping.esp_attribute}: CRM table "
-                    f"{table.value!r} has no column {mapping.crm_column!r} (hint: use the column's logical name, "
-                    "as shown in the table's columns in Power Apps)")
+                    f"{where}: CRM table {table.value!r} has no column {mapping.crm_column!r} (hint: use the column's "
+                    "logical name, as shown in the table's columns in Power Apps; a lookup as _<name>_value)")
+            elif mapping.label and types.get(column) in TEXT_TYPES:
+                check.problems.append(
+                    f"{where}: label on {mapping.crm_column!r}, a text column: it has no display label but its "
+                    "text (hint: drop label; it is for choices, lookups, yes/no, dates and numbers)")
     check.detail = f"{count} mapped column(s)"
+
+
+TEXT_TYPES = ("String", "Memo")
+"""Column types whose formatted value is their own text: a ``label`` on them is a mistake."""
 
 
 def _sync_columns(config: Config, crm: CrmClient, check: PeerCheck) -> None:

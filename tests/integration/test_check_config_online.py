@@ -28,7 +28,8 @@ def test_every_mismatch_with_the_peers_is_named_with_its_line(sandbox, tmp_path,
     ini = sandbox.write_service_ini(
         tmp_path / "service.ini", logging__console="off",
         sends__allowed_roles="System Administrator, Campaign Wizard", sends__default_email_key="no-such-email",
-        mapping_contact={"Shoe Size": "address1_postalcode", "Nickname": "nick_name"},
+        mapping_contact={"Shoe Size": "address1_postalcode", "Nickname": "nick_name",
+                         "First Name": "firstname | label", "Company": "_parentcustomerid_value | label"},
         sftp__import_folder="/NoSuchFolder")
     assert main(["check-config", "-c", str(ini), "--online"]) == EXIT_CONFIG
     out = capsys.readouterr().out
@@ -36,6 +37,9 @@ def test_every_mismatch_with_the_peers_is_named_with_its_line(sandbox, tmp_path,
            "exist in the ESP account 'sandbox'" in out
     assert f"{ini}:{_line(ini, 'Nickname =')} [mapping.contact] Nickname: CRM table 'contact' has no column " \
            "'nick_name'" in out
+    assert f"{ini}:{_line(ini, 'First Name =')} [mapping.contact] First Name: label on 'firstname', a text " \
+           "column" in out
+    assert "Company:" not in out  # a lookup as _<name>_value is a column; label on it is what label is for
     assert "[sends] allowed_roles: the CRM organization has no security role 'Campaign Wizard'" in out
     assert "System Administrator'" not in out
     assert "[sends] default_email_key: the ESP account has no e-mail with the customer key 'no-such-email'" in out
