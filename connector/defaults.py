@@ -117,3 +117,9 @@ KPI_SLICE_ROWS = 1000
 
 KPI_SOURCE_NAME = "kpi"
 """Label of the KPI source: on each CRM row (``cesp_source``), in the state database and the lease."""
+
+SUPPRESSION_REFRESH_MINUTES = 60.0
+"""Minutes between refreshes of the statutory suppression list ([suppression] refresh_minutes)."""
+
+SUPPRESSION_CHUNK = 5000
+"""Suppression entries read, hashed and stored per state transaction during a refresh."""

@@ -26,7 +26,8 @@ from typing import Mapping
 
 ENV_PREFIX = "CONNECTOR_"
 
-URL_SECRET_KEYS: frozenset[tuple[str, str]] = frozenset({("state", "url"), ("staging", "url"), ("kpi", "source_url")})
+URL_SECRET_KEYS: frozenset[tuple[str, str]] = frozenset({
+    ("state", "url"), ("staging", "url"), ("kpi", "source_url"), ("suppression", "source_url")})
 """Database URLs may carry a password, so they may come from the environment or the secrets file too."""
 
 

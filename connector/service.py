@@ -10,7 +10,8 @@
     │                                  (only with [sync.<table>] rules)
     ├─ executor "emails"   1 thread                                every [emails] refresh_minutes
     │                                  (the ESP's e-mail catalogue into CRM's e-mail picker; 0 = off)
-    └─ executor "kpi"      1 thread (one load at a time)          every [kpi] poll_minutes, if set
+    ├─ executor "kpi"      1 thread (one load at a time)          every [kpi] poll_minutes, if set
+    └─ executor "suppression" 1 thread                            every [suppression] refresh_minutes, if set
 
 A step run works on its items (send requests, importing sends, tracking streams) in
 its own process-lifetime pool of ``[<step>] workers`` threads (``connector.steps.workers``).
@@ -72,8 +73,10 @@ STEP_FUNCTIONS = {
 
 OPTIONAL_STEPS = {
     "kpi": "connector.steps.kpi:run_kpi",
+    "suppression": "connector.steps.suppression:run_suppression_refresh",
 }
-"""Steps the service runs only when configured (``[kpi] poll_minutes`` > 0 with a source)."""
+"""Steps the service runs only when configured (``[kpi] poll_minutes`` > 0 with a source;
+``[suppression] refresh_minutes`` > 0 with a file or source_url)."""
 
 
 class StepUnavailable(ConnectorError):
@@ -89,13 +92,14 @@ def step_intervals(config: Any) -> dict[str, float]:
         "sync": config.sync.poll_minutes * 60.0,
         "emails": config.emails.refresh_minutes * 60.0,
         "kpi": config.kpi.poll_minutes * 60.0 if config.kpi.scheduled else 0.0,  # 0: not scheduled
+        "suppression": config.suppression.refresh_minutes * 60.0 if config.suppression.scheduled else 0.0,
     }
 
 
 def step_workers(config: Any) -> dict[str, int]:
     return {"sends": config.sends.workers, "imports": config.imports.workers, "tracking": config.tracking.workers,
             "sync": config.sync.workers, "emails": 1,
-            "kpi": 1}  # one load at a time; its CRM writes go through the organization's batch pool
+            "kpi": 1, "suppression": 1}  # one load at a time; its CRM writes go through the organization's batch pool
 
 
 def configured_steps(config: Any) -> dict[str, str]:
@@ -105,7 +109,9 @@ def configured_steps(config: Any) -> dict[str, str]:
              if (name != "sync" or any(getattr(config, "sync_rules", {}).values()))
              and (name != "emails" or config.emails.refresh_minutes > 0)}
     if config.kpi.scheduled:
-        steps.update(OPTIONAL_STEPS)
+        steps["kpi"] = OPTIONAL_STEPS["kpi"]
+    if config.suppression.scheduled:
+        steps["suppression"] = OPTIONAL_STEPS["suppression"]
     return steps
 
 

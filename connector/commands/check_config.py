@@ -116,6 +116,15 @@ def _kpi_line(config: Config) -> str:
             f"{kpi.customer_table}.{kpi.match_column}, removed KPIs: {kpi.removed}")
 
 
+def _suppression_line(config: Config) -> str:
+    cfg = config.suppression
+    if not cfg.enabled:
+        return "not configured"
+    source = str(cfg.file) if cfg.file is not None else _safe_url(cfg.source_url)
+    when = f"every {_minutes(cfg.refresh_minutes)}" if cfg.scheduled else "by hand (connector suppression) and before a first send"
+    return f"{source}, refreshed {when}"
+
+
 def summary(config: Config) -> list[tuple[str, str]]:
     """(label, text) lines describing what this configuration will do; no secret in them."""
     crm, esp, sftp = config.crm, config.esp, config.sftp
@@ -135,6 +144,7 @@ def summary(config: Config) -> list[tuple[str, str]]:
         ("tracking", f"mode {config.tracking.mode}, responses {'closed' if config.tracking.responses_closed else 'open'}"
          + (f", default campaign {config.tracking.default_campaign}" if config.tracking.default_campaign else "")),
         ("KPIs", _kpi_line(config)),
+        ("suppression", _suppression_line(config)),
         ("roles", ", ".join(config.sends.allowed_roles)),
         ("mappings", "; ".join(f"{table}: {len(fields)} attribute{'s' if len(fields) != 1 else ''}"
                                for table, fields in sorted(config.mappings.items())) or "none"),

@@ -221,6 +221,26 @@ class KpiSettings(Section):
         return self.query
 
 
+class SuppressionSettings(Section):
+    """``[suppression]``: the statutory suppression list, refreshed on a schedule (docs/sends.md)."""
+
+    file: Path | None = Field(None, description="List file: one address or domain a line, or a CSV with an e-mail column")
+    source_url: str = Field("", description="SQLAlchemy URL of a database holding the list (instead of file)")
+    query: str = Field("", description="SQL whose first column is an address or a domain: one line")
+    refresh_minutes: float = Field(d.SUPPRESSION_REFRESH_MINUTES, ge=0, le=10_080,
+                                   description="Minutes between refreshes; 0 = only by hand and before a send's first use")
+
+    @property
+    def enabled(self) -> bool:
+        """A source is configured: sends check the stored list, refreshes read the source."""
+        return self.file is not None or bool(self.source_url)
+
+    @property
+    def scheduled(self) -> bool:
+        """The service refreshes the list on its own schedule."""
+        return self.enabled and self.refresh_minutes > 0
+
+
 class FieldMapping(Section):
     """One ESP attribute from one CRM column, with optional transforms."""
 
@@ -255,6 +275,7 @@ class Config(Section):
     # [sync.contact], [sync.lead], [sync.account]: connector.sync.rules.SyncRule per line
     sync_rules: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
     kpi: KpiSettings = KpiSettings()
+    suppression: SuppressionSettings = SuppressionSettings()
     # [mapping.contact], [mapping.lead], [mapping.account]: ESP attribute -> CRM column
     mappings: dict[str, tuple[FieldMapping, ...]] = Field(default_factory=dict)
     # [transform.NAME]: CRM value -> ESP value lookup tables
@@ -278,7 +299,7 @@ class Config(Section):
                 value = getattr(section, key)
                 if isinstance(value, SecretStr) and value.get_secret_value():
                     found.add(value.get_secret_value())
-        for url in (self.state.url, self.staging.url, self.kpi.source_url):
+        for url in (self.state.url, self.staging.url, self.kpi.source_url, self.suppression.source_url):
             password = url_password(url)
             if password:
                 found.add(password)

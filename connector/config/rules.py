@@ -29,8 +29,10 @@ def check_rules(config: Config, loader: Loader) -> None:
     _check_esp(config.esp, loader)
     _check_sftp(config.sftp, loader)
     _check_kpi(config.kpi, loader)
+    _check_suppression(config, loader)
     for section, key in (("crm", "ca_bundle"), ("esp", "ca_bundle"), ("sends", "suppression_file"),
                          ("kpi", "query_file"),
+                         ("suppression", "file"),
                          ("sftp", "private_key_file"), ("sftp", "known_hosts")):
         value = getattr(getattr(config, section), key)
         if value is None:
@@ -198,6 +200,26 @@ def _check_kpi(kpi: KpiSettings, loader: Loader) -> None:
                        "query holds one line of SQL; a longer one goes in a file named by query_file")
     _require(loader, "kpi", ["match_column"], kpi, "once [kpi] source_url is set (the CRM column customer_key "
              "is matched on, e.g. emailaddress1, accountnumber or an external id column)")
+
+
+def _check_suppression(config: Config, loader: Loader) -> None:
+    """The suppression list has one source: a file, or a database URL with its query."""
+    cfg = config.suppression
+    if cfg.file is not None and cfg.source_url:
+        loader.problem("suppression", "source_url", loader.line_of("suppression", "source_url"),
+                       "give either file or source_url, not both", "the list comes from one source")
+    if cfg.source_url:
+        _check_database_url(loader, "suppression", "source_url", cfg.source_url)
+        if not cfg.query.strip():
+            loader.problem("suppression", "query", loader.line_of("suppression", "query"),
+                           "needs a query once source_url is set",
+                           "e.g. query = SELECT email FROM robinson_list (its first column: an address or a domain)")
+    elif cfg.query:
+        env = _secrets.env_var_name("suppression", "source_url")
+        loader.problem("suppression", "query", loader.line_of("suppression", "query"),
+                       "needs [suppression] source_url, which is not set",
+                       f"set the environment variable {env} or suppression.source_url in the [service] "
+                       "secrets_file (or remove query)")
 
 
 def _check_database_url(loader: Loader, section: str, key: str, url: str) -> None:

@@ -269,3 +269,12 @@ kpi_values = sa.Table(
     _ts("written_at", nullable=False),
     sa.Index("ix_kpi_values_source", "source", "active"),
 )
+
+suppression_entries = sa.Table(  # the statutory suppression list (connector.suppression_list), hashed
+    "suppression_entries",
+    metadata,
+    sa.Column("digest", sa.LargeBinary(16), primary_key=True),  # BLAKE2b of a:<address> / d:<domain>
+    sa.Column("kind", sa.String(10), nullable=False),  # address | domain
+    sa.Column("refresh", sa.String(64), nullable=False),  # the refresh that last read it
+    sa.Index("ix_suppression_entries_refresh", "refresh"),
+)

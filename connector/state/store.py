@@ -44,6 +44,7 @@ from connector.state.records import (
     Watermark,
 )
 from connector.state.schema import meta
+from connector.state.suppression import SuppressionMixin
 from connector.state.sync import SyncMixin
 from connector.state.tracking import TrackingMixin
 
@@ -68,7 +69,8 @@ def default_holder() -> str:
     return this_process().holder
 
 
-class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin, InstanceMixin, SyncMixin, KpiMixin):
+class StateStore(LeaseMixin, JobMixin, TrackingMixin, AuditMixin, InstanceMixin, SyncMixin, KpiMixin,
+                 SuppressionMixin):
     """Durable state of one connector instance (or several sharing one database).
 
     ``holder`` is who this process is in leases and step runs: by default

@@ -8,6 +8,7 @@ every branch in well under a second each. See docs/architecture.md, "Test double
 
 from __future__ import annotations
 
+from connector.config.models import SuppressionSettings
 from connector.models import SendStatus
 from connector.state.store import StateStore
 from connector.steps.send.step import run_imports, run_sends
@@ -354,3 +355,17 @@ def test_one_run_takes_at_most_max_requests_per_poll_new_requests(send_world: Se
     assert sorted(j.request_id for j in send_world.state.send_jobs()) == sorted([R1, R2])
     still = {rid for rid, r in send_world.crm.requests.items() if r.status is SendStatus.PENDING}
     assert still == {R3, R4, R5}
+
+
+def test_suppression_list_skips_addresses_and_domains_with_reasons(send_world: SendWorld, tmp_path) -> None:
+    listed = tmp_path / "rtr.txt"
+    listed.write_text("PERSON2@example.com\n@blocked.example\nnot valid\n", encoding="utf-8")
+    config = send_world.config.model_copy(update={"suppression": SuppressionSettings(file=listed)})
+    L1 = send_world.crm.add_list([contact(1), contact(2), contact(3, email="x@mail.blocked.example")])
+    send_world.crm.add_request(R12, [L1])
+    run_sends(send_world.ctx(config))  # never refreshed: the send reads the list first
+    job = send_world.state.get_send_job(R12)
+    assert job.skipped_by_reason == {"suppression_list": 2} and job.handed_over == 1
+    details = sorted(row.detail for row in send_world.state.quarantined(R12))
+    assert details == ["the address is on the suppression list", "the domain blocked.example is on the suppression list"]
+    assert send_world.state.suppression_counts() == {"address": 1, "domain": 1}

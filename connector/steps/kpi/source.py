@@ -36,6 +36,9 @@ def _check_columns(columns: list[str]) -> None:
 class KpiSource:
     """Runs ``[kpi] query`` against ``[kpi] source_url``."""
 
+    PEER = PEER
+    LABELS = ("KPI source", "kpi", "read KPIs")  # in errors: what, its section, the operation
+
     def __init__(self, url: str, query: str, *, timeout: float = 30.0, password: str = "") -> None:
         parsed = sa.engine.make_url(normalize_url(url))
         if password:
@@ -54,6 +57,15 @@ class KpiSource:
 
     def slices(self, slice_rows: int) -> Iterator[list[dict[str, Any]]]:
         """The query's rows (column names in lower case), ``slice_rows`` at a time."""
+        for columns, part in self.stream(slice_rows):
+            if not part:  # the first, before any row: the columns are checked even when no row comes
+                _check_columns(columns)
+                continue
+            yield [dict(zip(columns, row)) for row in part]
+
+    def stream(self, slice_rows: int) -> Iterator[tuple[list[str], list[Any]]]:
+        """(column names in lower case, rows) of the query, ``slice_rows`` rows at a time; first
+        (columns, []) before any row."""
         try:
             with self.engine.connect() as conn:
                 if self.dialect == "postgresql":
@@ -62,9 +74,9 @@ class KpiSource:
                     sa.text(self.query))
                 try:  # closed also when the caller stops early: a server-side cursor holds a portal
                     columns = [str(c).lower() for c in result.keys()]
-                    _check_columns(columns)
+                    yield columns, []
                     for part in result.partitions(slice_rows):
-                        yield [dict(zip(columns, row)) for row in part]
+                        yield columns, list(part)
                 finally:
                     result.close()
         except SQLAlchemyError as exc:
@@ -75,11 +87,12 @@ class KpiSource:
         detail = hide_url_passwords(text[0] if text else type(exc).__name__)[:300]
         if self._secret:
             detail = detail.replace(self._secret, "***")
+        what, section, operation = self.LABELS
         if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
-            return TransientPeerError(f"KPI source {self.where} unavailable: {detail}; the next run retries",
-                                      peer=PEER, operation="read KPIs")
-        return PermanentPeerError(f"KPI source {self.where} refused the [kpi] query: {detail}; fix [kpi] query "
-                                  "(or the login's rights)", peer=PEER, operation="read KPIs")
+            return TransientPeerError(f"{what} {self.where} unavailable: {detail}; the next run retries",
+                                      peer=self.PEER, operation=operation)
+        return PermanentPeerError(f"{what} {self.where} refused the [{section}] query: {detail}; fix [{section}] "
+                                  "query (or the login's rights)", peer=self.PEER, operation=operation)
 
     def close(self) -> None:
         self.engine.dispose()

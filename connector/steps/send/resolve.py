@@ -44,7 +44,9 @@ from connector.steps.send.ledger import add_skips, current_batches, summary
 from connector.steps.send.release import fail
 from connector.steps.send.turns import Interrupted, end_of_turn
 from connector.steps.send.workspace import batches_folder, own_workspace, work_folder
+from connector.steps.suppression import ensure_suppression_ready
 from connector.suppression import ResolveCheckpoint, SendWorkspace, read_suppression_file
+from connector.suppression_list import lookup_digests
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector.steps.send.attempt import SendAttempt
@@ -163,6 +165,7 @@ class Resolver:
         point = workspace.checkpoint()
         if point is None:
             point = ResolveCheckpoint(open_seq=self.first_seq)
+            ensure_suppression_ready(self.ctx)  # a configured list never refreshed yet is read first
             if self.config.sends.suppression_file:
                 loaded = workspace.load_suppression(read_suppression_file(self.config.sends.suppression_file))
                 log.info("suppression_list_loaded", send=self.request.id, count=loaded)
@@ -266,6 +269,7 @@ class Resolver:
         candidates = self._first_seen(prepared.mapped, workspace, skips)
         emails = [normalize_email(s.email) for s in candidates]
         suppressed = workspace.suppressed(emails) if candidates else set()
+        listed = self._listed(emails) if candidates else {}
         handed = workspace.done_among(emails, [s.subscriber_key for s in candidates]) if candidates else set()
         statuses = prepared.statuses
         finished: list[FinishedBatch] = []
@@ -275,6 +279,9 @@ class Resolver:
                 continue
             if email in suppressed:
                 skips.append(Skip(sub.ref, sub.email, SkipReason.SUPPRESSION_LIST, "the address is on the suppression list"))
+                continue
+            if email in listed:
+                skips.append(Skip(sub.ref, sub.email, SkipReason.SUPPRESSION_LIST, listed[email]))
                 continue
             esp_skip = ESP_SKIPS.get(statuses.get(sub.subscriber_key))  # type: ignore[arg-type]
             if esp_skip is not None:
@@ -290,6 +297,19 @@ class Resolver:
         for skip in skips:
             point.skipped_by_reason[skip.reason.value] = point.skipped_by_reason.get(skip.reason.value, 0) + 1
         return finished
+
+    def _listed(self, emails: list[str]) -> dict[str, str]:
+        """The addresses the ``[suppression]`` list holds (by address or domain), with the reason."""
+        if not self.config.suppression.enabled:
+            return {}
+        wanted = {email: lookup_digests(email) for email in emails if "@" in email}
+        found = self.ctx.state.suppression_matches([dg for pairs in wanted.values() for dg, _ in pairs])
+        listed = {}
+        for email, pairs in wanted.items():
+            reason = next((why for dg, why in pairs if dg in found), None)
+            if reason is not None:
+                listed[email] = reason
+        return listed
 
     def _first_seen(self, mapped: list[Subscriber], workspace: SendWorkspace, skips: list[Skip]) -> list[Subscriber]:
         """Drop subscribers whose address is already in this send (an earlier chunk or this one).

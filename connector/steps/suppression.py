@@ -1,0 +1,164 @@
+"""The ``suppression`` step: refresh the statutory suppression list from its source.
+
+Every ``[suppression] refresh_minutes`` (and before the first send that needs it) the
+source (``[suppression] file`` or ``source_url`` + ``query``; ``connector.suppression_list``)
+is read from start to end, ``SUPPRESSION_CHUNK`` entries at a time, each chunk's digests
+stored in one transaction with this refresh's id; once the whole source was read, the
+entries it no longer holds are deleted and the summary is stored (``meta``
+``suppression:refreshed``). A malformed line is logged with its line number and skipped
+(the first ``MALFORMED_LOGGED`` one by one, then counted). A file unchanged since the last
+complete refresh (same size and modification time) is not read again.
+
+The refresh holds the lease ``suppression``; a refresh that dies half-way leaves the old
+list plus what it had read (never less), and the next one starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import structlog
+
+from connector import defaults as d
+from connector.errors import TransientPeerError
+from connector.steps import StepContext, StepOutcome
+from connector.suppression_list import Entry, entry_digest, read_list_file, read_list_query
+
+log = structlog.get_logger(__name__)
+
+RESOURCE = "suppression"
+REFRESHED_KEY = "suppression:refreshed"
+MALFORMED_LOGGED = 100
+"""Malformed lines logged one by one per refresh; the rest are counted."""
+
+
+@dataclass
+class RefreshStats:
+    """What one refresh read and changed."""
+
+    read: int = 0
+    addresses: int = 0
+    domains: int = 0
+    malformed: int = 0
+    added: int = 0
+    removed: int = 0
+    unchanged_source: bool = False
+    malformed_lines: list[str] = field(default_factory=list)  # the first few, "line 12: ..."
+
+    def summary(self) -> str:
+        if self.unchanged_source:
+            return "suppression list unchanged since the last refresh: not read again"
+        text = (f"suppression list refreshed: {self.read} entries read ({self.addresses} addresses, {self.domains} "
+                f"domains), {self.added} added, {self.removed} removed, {self.malformed} malformed lines skipped")
+        if self.malformed_lines:
+            text += " (" + "; ".join(self.malformed_lines[:5]) + (", ..." if self.malformed > 5 else "") + ")"
+        return text
+
+
+def source_signature(ctx: StepContext) -> str:
+    """What the list is read from now: a file's path, size and modification time, or the URL
+    (password hidden) and query. Equal to the last complete refresh's: a file need not be read."""
+    cfg = ctx.config.suppression
+    if cfg.file is not None:
+        try:
+            info = cfg.file.stat()
+        except OSError:
+            return f"file:{cfg.file}"
+        return f"file:{cfg.file}:{info.st_size}:{info.st_mtime_ns}"
+    from connector.secrets import hide_url_passwords
+
+    return f"sql:{hide_url_passwords(cfg.source_url)}:{cfg.query}"
+
+
+def _entries(ctx: StepContext) -> Iterator[Entry]:
+    cfg = ctx.config.suppression
+    if cfg.file is not None:
+        return read_list_file(cfg.file)
+    return read_list_query(cfg.source_url, cfg.query, timeout=float(ctx.config.timeouts.sql_seconds),
+                           chunk=d.SUPPRESSION_CHUNK)
+
+
+def last_refresh(ctx: StepContext) -> dict | None:
+    """The stored summary of the last complete refresh (``None``: never refreshed)."""
+    text = ctx.state.get_meta(REFRESHED_KEY)
+    return json.loads(text) if text else None
+
+
+def refresh_suppression(ctx: StepContext, *, force: bool = False) -> RefreshStats:
+    """Read the whole source into the state database (see the module docstring)."""
+    signature = source_signature(ctx)
+    previous = last_refresh(ctx)
+    if (not force and previous is not None and signature.startswith("file:")
+            and previous.get("source") == signature):
+        return RefreshStats(unchanged_source=True)
+    refresh = uuid.uuid4().hex
+    stats = RefreshStats()
+    chunk: list[tuple[bytes, str]] = []
+    for entry in _entries(ctx):
+        if not entry.kind:
+            stats.malformed += 1
+            where = f"line {entry.line}: {entry.problem}"
+            if stats.malformed <= MALFORMED_LOGGED:
+                log.warning("suppression_entry_malformed", line=entry.line, problem=entry.problem,
+                            action="skipped; fix the line in the suppression list")
+                stats.malformed_lines.append(where)
+            continue
+        stats.read += 1
+        if entry.kind == "domain":
+            stats.domains += 1
+        else:
+            stats.addresses += 1
+        chunk.append((entry_digest(entry.kind, entry.value), entry.kind))
+        if len(chunk) >= d.SUPPRESSION_CHUNK:
+            stats.added += _store(ctx, chunk, refresh)
+            chunk = []
+    if chunk:
+        stats.added += _store(ctx, chunk, refresh)
+    with ctx.state.transaction() as conn:
+        stats.removed = ctx.state.drop_suppression_except(refresh, conn=conn)
+        summary = {"at": ctx.state.now().isoformat(), "source": signature,
+                   **{k: v for k, v in asdict(stats).items() if k not in ("malformed_lines", "unchanged_source")}}
+        ctx.state.set_meta(REFRESHED_KEY, json.dumps(summary), conn=conn)
+    if stats.malformed > MALFORMED_LOGGED:
+        log.warning("suppression_entries_malformed", count=stats.malformed, logged=MALFORMED_LOGGED)
+    return stats
+
+
+def _store(ctx: StepContext, chunk: list[tuple[bytes, str]], refresh: str) -> int:
+    if ctx.stopping.is_set():
+        raise TransientPeerError("the service is stopping: the suppression refresh ends here; the next one "
+                                 "starts over (the stored list keeps every entry it had)",
+                                 peer="suppression source", operation="read the suppression list")
+    with ctx.state.transaction() as conn:
+        return ctx.state.store_suppression(chunk, refresh, conn=conn)
+
+
+def run_suppression_refresh(ctx: StepContext, *, force: bool = False) -> StepOutcome:
+    """The scheduled step (and ``connector suppression``): one refresh under the lease ``suppression``."""
+    if not ctx.config.suppression.enabled:
+        return StepOutcome(message="no [suppression] file or source_url: nothing to refresh")
+    if not ctx.state.acquire_lease(RESOURCE, ctx.config.state.lease_seconds):
+        return StepOutcome(message="another process is refreshing the suppression list", details={"busy": True})
+    try:
+        stats = refresh_suppression(ctx, force=force)
+    finally:
+        ctx.state.release_lease(RESOURCE)
+    details = {k: v for k, v in asdict(stats).items() if k != "malformed_lines"}
+    log.info("suppression_refreshed", **details)
+    return StepOutcome(processed=stats.read, message=stats.summary(), details=details)
+
+
+def ensure_suppression_ready(ctx: StepContext) -> None:
+    """Before a send resolves: with a list configured but never refreshed, refresh it now (a
+    statutory list is never skipped); when another process is refreshing, the send waits for
+    its next turn (a transient error)."""
+    if not ctx.config.suppression.enabled or last_refresh(ctx) is not None:
+        return
+    outcome = run_suppression_refresh(ctx)
+    if outcome.details.get("busy") or last_refresh(ctx) is None:
+        raise TransientPeerError("the suppression list is being read for the first time by another process; "
+                                 "the send resolves once it is stored", peer="suppression source",
+                                 operation="read the suppression list")
