@@ -275,6 +275,6 @@ suppression_entries = sa.Table(  # the statutory suppression list (connector.sup
     metadata,
     sa.Column("digest", sa.LargeBinary(16), primary_key=True),  # BLAKE2b of a:<address> / d:<domain>
     sa.Column("kind", sa.String(10), nullable=False),  # address | domain
-    sa.Column("refresh", sa.String(64), nullable=False),  # the refresh that last read it
-    sa.Index("ix_suppression_entries_refresh", "refresh"),
+    sa.Column("generation", sa.Integer, nullable=False),  # the refresh that last read it (meta suppression:generation)
+    sqlite_with_rowid=False,  # SQLite: the key is the table (one B-tree, not a table and an index)
 )

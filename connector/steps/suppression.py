@@ -3,7 +3,7 @@
 Every ``[suppression] refresh_minutes`` (and before the first send that needs it) the
 source (``[suppression] file`` or ``source_url`` + ``query``; ``connector.suppression_list``)
 is read from start to end, ``SUPPRESSION_CHUNK`` entries at a time, each chunk's digests
-stored in one transaction with this refresh's id; once the whole source was read, the
+stored in one transaction with this refresh's generation number; once the whole source was read, the
 entries it no longer holds are deleted and the summary is stored (``meta``
 ``suppression:refreshed``). A malformed line is logged with its line number and skipped
 (the first ``MALFORMED_LOGGED`` one by one, then counted). A file unchanged since the last
@@ -16,7 +16,6 @@ list plus what it had read (never less), and the next one starts over.
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
@@ -94,7 +93,7 @@ def refresh_suppression(ctx: StepContext, *, force: bool = False) -> RefreshStat
     if (not force and previous is not None and signature.startswith("file:")
             and previous.get("source") == signature):
         return RefreshStats(unchanged_source=True)
-    refresh = uuid.uuid4().hex
+    refresh = ctx.state.next_suppression_generation()
     stats = RefreshStats()
     chunk: list[tuple[bytes, str]] = []
     for entry in _entries(ctx):
@@ -127,7 +126,7 @@ def refresh_suppression(ctx: StepContext, *, force: bool = False) -> RefreshStat
     return stats
 
 
-def _store(ctx: StepContext, chunk: list[tuple[bytes, str]], refresh: str) -> int:
+def _store(ctx: StepContext, chunk: list[tuple[bytes, str]], refresh: int) -> int:
     if ctx.stopping.is_set():
         raise TransientPeerError("the service is stopping: the suppression refresh ends here; the next one "
                                  "starts over (the stored list keeps every entry it had)",

@@ -1,5 +1,7 @@
 """The statutory suppression list (``suppression_entries``): one row per address or domain,
-keyed by its 16-byte digest, with the refresh that last read it (issue 14.3). Empty at
+keyed by its 16-byte digest, with the generation (a counter, one per refresh) that last
+read it (issue 14.3). No index besides the key: a refresh deletes the rows of older
+generations in one scan. Empty at
 creation: the first refresh fills it.
 
 Revision ID: 0009
@@ -23,12 +25,11 @@ def upgrade() -> None:
         "suppression_entries",
         sa.Column("digest", sa.LargeBinary(16), nullable=False),
         sa.Column("kind", sa.String(10), nullable=False),
-        sa.Column("refresh", sa.String(64), nullable=False),
+        sa.Column("generation", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("digest", name="pk_suppression_entries"),
+        sqlite_with_rowid=False,  # SQLite: one B-tree keyed by the digest, no rowid table beside it
     )
-    op.create_index("ix_suppression_entries_refresh", "suppression_entries", ["refresh"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_suppression_entries_refresh", table_name="suppression_entries")
     op.drop_table("suppression_entries")
