@@ -229,6 +229,7 @@ class SuppressionSettings(Section):
     query: str = Field("", description="SQL whose first column is an address or a domain: one line")
     refresh_minutes: float = Field(d.SUPPRESSION_REFRESH_MINUTES, ge=0, le=10_080,
                                    description="Minutes between refreshes; 0 = only by hand and before a send's first use")
+    opt_out_records: bool = Field(False, description="Addresses new to the list opt their CRM contacts/leads out and unsubscribe them at the ESP")
 
     @property
     def enabled(self) -> bool:

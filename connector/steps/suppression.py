@@ -7,7 +7,9 @@ stored in one transaction with this refresh's generation number; once the whole 
 entries it no longer holds are deleted and the summary is stored (``meta``
 ``suppression:refreshed``). A malformed line is logged with its line number and skipped
 (the first ``MALFORMED_LOGGED`` one by one, then counted). A file unchanged since the last
-complete refresh (same size and modification time) is not read again.
+complete refresh (same size and modification time) is not read again. With ``[suppression]
+opt_out_records`` the CRM records of addresses new to the list are opted out and their
+subscribers unsubscribed at the ESP (``_opt_out_new``).
 
 The refresh holds the lease ``suppression``; a refresh that dies half-way leaves the old
 list plus what it had read (never less), and the next one starts over.
@@ -23,6 +25,7 @@ import structlog
 
 from connector import defaults as d
 from connector.errors import TransientPeerError
+from connector.models import CrmTable, RecordRef, SubscriberStatus, SubscriberUpdate
 from connector.steps import StepContext, StepOutcome
 from connector.suppression_list import Entry, entry_digest, read_list_file, read_list_query
 
@@ -44,6 +47,9 @@ class RefreshStats:
     malformed: int = 0
     added: int = 0
     removed: int = 0
+    crm_opted_out: int = 0
+    esp_unsubscribed: int = 0
+    failed: int = 0
     unchanged_source: bool = False
     malformed_lines: list[str] = field(default_factory=list)  # the first few, "line 12: ..."
 
@@ -52,6 +58,9 @@ class RefreshStats:
             return "suppression list unchanged since the last refresh: not read again"
         text = (f"suppression list refreshed: {self.read} entries read ({self.addresses} addresses, {self.domains} "
                 f"domains), {self.added} added, {self.removed} removed, {self.malformed} malformed lines skipped")
+        if self.crm_opted_out or self.esp_unsubscribed or self.failed:
+            text += (f"; {self.crm_opted_out} CRM records opted out, {self.esp_unsubscribed} ESP subscribers "
+                     f"unsubscribed, {self.failed} writes failed")
         if self.malformed_lines:
             text += " (" + "; ".join(self.malformed_lines[:5]) + (", ..." if self.malformed > 5 else "") + ")"
         return text
@@ -96,6 +105,8 @@ def refresh_suppression(ctx: StepContext, *, force: bool = False) -> RefreshStat
     refresh = ctx.state.next_suppression_generation()
     stats = RefreshStats()
     chunk: list[tuple[bytes, str]] = []
+    addresses: dict[bytes, str] = {}  # this chunk's addresses, for opting out those new to the list
+    opt_out = ctx.config.suppression.opt_out_records
     for entry in _entries(ctx):
         if not entry.kind:
             stats.malformed += 1
@@ -110,11 +121,16 @@ def refresh_suppression(ctx: StepContext, *, force: bool = False) -> RefreshStat
             stats.domains += 1
         else:
             stats.addresses += 1
-        chunk.append((entry_digest(entry.kind, entry.value), entry.kind))
+        digest = entry_digest(entry.kind, entry.value)
+        chunk.append((digest, entry.kind))
+        if opt_out and entry.kind == "address":
+            addresses[digest] = entry.value
         if len(chunk) >= d.SUPPRESSION_CHUNK:
+            _opt_out_new(ctx, addresses, stats)
             stats.added += _store(ctx, chunk, refresh)
-            chunk = []
+            chunk, addresses = [], {}
     if chunk:
+        _opt_out_new(ctx, addresses, stats)
         stats.added += _store(ctx, chunk, refresh)
     with ctx.state.transaction() as conn:
         stats.removed = ctx.state.drop_suppression_except(refresh, conn=conn)
@@ -124,6 +140,43 @@ def refresh_suppression(ctx: StepContext, *, force: bool = False) -> RefreshStat
     if stats.malformed > MALFORMED_LOGGED:
         log.warning("suppression_entries_malformed", count=stats.malformed, logged=MALFORMED_LOGGED)
     return stats
+
+
+def _opt_out_new(ctx: StepContext, addresses: dict[bytes, str], stats: RefreshStats) -> None:
+    """``[suppression] opt_out_records``: the records of addresses not yet on the stored list are
+    opted out in CRM (``donotbulkemail``, contacts and leads, matched on ``emailaddress1``) and
+    their subscribers unsubscribed at the ESP. Before the chunk is stored: a crash in between
+    writes them again next time (both writes are safe to repeat), never skips them."""
+    if not addresses:
+        return
+    known = ctx.state.suppression_matches(list(addresses))
+    new = [value for digest, value in addresses.items() if digest not in known]
+    if not new:
+        return
+    crm = ctx.crm()
+    by_key = ctx.config.sends.subscriber_key == "email"
+    refs: list[RecordRef] = []
+    keys: dict[str, str] = {}  # subscriber key -> address
+    for table in (CrmTable.CONTACT, CrmTable.LEAD):
+        for address, ids in crm.match_customers(table, "emailaddress1", new).items():
+            for record_id in ids:
+                refs.append(RecordRef(table, record_id))
+                keys[address if by_key else record_id] = address
+    if not refs:
+        return
+    for result in crm.set_opt_outs(refs):
+        if result.ok:
+            stats.crm_opted_out += 1
+        else:
+            stats.failed += 1
+            log.error("suppression_opt_out_failed", record=result.key, reason=result.message,
+                      action="the next refresh that reads this address as new tries again; opt it out by hand")
+    updates = [SubscriberUpdate(key, status=SubscriberStatus.UNSUBSCRIBED) for key in keys]
+    for result in ctx.esp().update_subscribers(updates):
+        if result.ok:
+            stats.esp_unsubscribed += 1
+        else:  # most often: no subscriber yet (the send path skips the address anyway)
+            log.info("suppression_unsubscribe_skipped", subscriber=result.key, reason=result.message)
 
 
 def _store(ctx: StepContext, chunk: list[tuple[bytes, str]], refresh: int) -> int:
