@@ -41,16 +41,9 @@ def read_suppression_file(path: Path) -> Iterator[str]:
         ) from exc
     with handle:
         first = handle.readline()
-        if "," in first or ";" in first:
-            delimiter = ";" if first.count(";") > first.count(",") else ","
-            names = [n.strip().lower() for n in next(csv.reader([first], delimiter=delimiter))]
-            column = next((names.index(h) for h in EMAIL_HEADERS if h in names), None)
-            if column is None:
-                raise ConfigError(
-                    f"the suppression list {path} has no email column (one of {', '.join(EMAIL_HEADERS)})",
-                    section="sends",
-                    key="suppression_file",
-                )
+        header = csv_header(first, path, "sends", "suppression_file")
+        if header is not None:
+            delimiter, _names, column = header
             for row in csv.reader(handle, delimiter=delimiter):
                 if len(row) > column and row[column].strip():
                     yield normalize_email(row[column])
@@ -59,6 +52,20 @@ def read_suppression_file(path: Path) -> Iterator[str]:
             line = line.strip()
             if line and not line.startswith("#") and line.lower() not in EMAIL_HEADERS:
                 yield normalize_email(line)
+
+
+def csv_header(first: str, path: Path, section: str, key: str) -> tuple[str, list[str], int] | None:
+    """(delimiter, lower-case column names, e-mail column) of a list file whose first line is a CSV
+    header; None for a plain list. A header without an e-mail column is the config error of ``key``."""
+    if "," not in first and ";" not in first:
+        return None
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    names = [n.strip().lower() for n in next(csv.reader([first], delimiter=delimiter))]
+    column = next((names.index(h) for h in EMAIL_HEADERS if h in names), None)
+    if column is None:
+        raise ConfigError(f"the suppression list {path} has no email column on line 1 (one of "
+                          f"{', '.join(EMAIL_HEADERS)}); fix [{section}] {key}", section=section, key=key)
+    return delimiter, names, column
 
 
 @dataclass

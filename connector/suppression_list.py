@@ -25,7 +25,7 @@ from typing import Iterator
 from connector.errors import ConfigError
 from connector.mapping import is_valid_email, normalize_email
 from connector.steps.kpi.source import KpiSource
-from connector.suppression import EMAIL_HEADERS
+from connector.suppression import EMAIL_HEADERS, csv_header
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN = re.compile(rf"^(?=.{{1,253}}$)(?:{_LABEL}\.)+(?:[a-z]{{2,63}}|xn--[a-z0-9-]{{1,59}})$")
@@ -97,13 +97,9 @@ def read_list_file(path: Path) -> Iterator[Entry]:
                           section="suppression", key="file") from exc
     with handle:
         first = handle.readline()
-        if "," in first or ";" in first:
-            delimiter = ";" if first.count(";") > first.count(",") else ","
-            names = [n.strip().lower() for n in next(csv.reader([first], delimiter=delimiter))]
-            column = next((names.index(h) for h in EMAIL_HEADERS if h in names), None)
-            if column is None:
-                raise ConfigError(f"the suppression list {path} has no e-mail column on line 1 (one of "
-                                  f"{', '.join(EMAIL_HEADERS)})", section="suppression", key="file")
+        header = csv_header(first, path, "suppression", "file")
+        if header is not None:
+            delimiter, names, column = header
             reader = csv.reader(handle, delimiter=delimiter)
             for row in reader:
                 line = reader.line_num + 1
