@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,8 @@ def step(phase: str, folder: Path) -> dict:
             lines = (line for line in read_suppression_file(folder / "list.txt") if "@" in line[1:])
             result["loaded"] = ws.load_suppression(lines)
     result["seconds"] = round(time.monotonic() - started, 2)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)  # the whole process, start-up included
     result["peak_rss_mb"] = round(peak_kb() / 1024, 1)
     store.close()
     return result

@@ -18,6 +18,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -48,7 +49,7 @@ def read_suppression_file(path: Path) -> Iterator[str]:
                 if len(row) > column and row[column].strip():
                     yield normalize_email(row[column])
             return
-        for line in [first, *handle]:
+        for line in chain([first], handle):  # streamed: a list of every line would hold the file
             line = line.strip()
             if line and not line.startswith("#") and line.lower() not in EMAIL_HEADERS:
                 yield normalize_email(line)

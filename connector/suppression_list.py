@@ -19,6 +19,7 @@ import csv
 import hashlib
 import re
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Iterator
 
@@ -109,7 +110,7 @@ def read_list_file(path: Path) -> Iterator[Entry]:
                 elif any(c.strip() for c in row):
                     yield Entry(line, problem=f"no value in column {column + 1} ({names[column]})")
             return
-        for number, line_text in enumerate([first, *handle], start=1):
+        for number, line_text in enumerate(chain([first], handle), start=1):
             text = line_text.strip()
             if text and not text.startswith("#") and not (number == 1 and text.lower() in EMAIL_HEADERS):
                 yield parse_entry(text, number)
