@@ -20,7 +20,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from connector import __version__
 from connector.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from connector.errors import ConnectorError
 
@@ -65,19 +64,16 @@ def kpi_command(args: argparse.Namespace) -> int:
 
 
 def load_once(config: Any, stopping: threading.Event, *, dry_run: bool = False, full: bool = False) -> int:
+    from connector.commands.send_now import register_foreground
     from connector.runtime import AdapterPool
     from connector.state.store import StateStore
     from connector.steps.kpi import run_kpi
 
-    # an instance of its own label: it takes over what a dead earlier `connector kpi` on this host
-    # held (its lease), and a service with the same instance_id never counts it as a twin
-    store = StateStore(config.state_url(), label=f"{config.service.instance_id or 'connector'}:kpi",
-                       timeout_seconds=config.timeouts.sql_seconds)
+    # registered under <instance_id>/kpi: it takes over what a dead earlier `connector kpi` on this
+    # host held (its lease), and a service with the same instance_id never counts it as a twin
+    store = register_foreground(StateStore, config, "kpi")
     adapters = AdapterPool(config)
     try:
-        store.migrate()
-        store.register_instance(__version__)
-        store.take_over_dead_predecessors()
         ctx = adapters.step_context(store, stopping=stopping)
         if not dry_run:  # `connector status` shows a manual run like a scheduled one
             store.start_step_run("kpi", ctx.run_id)

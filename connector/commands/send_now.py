@@ -129,7 +129,7 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
     from connector.runtime import AdapterPool
     from connector.state.store import StateStore
 
-    store = _register(StateStore, config)
+    store = register_foreground(StateStore, config)
     adapters = AdapterPool(config)
     try:
         ctx = adapters.step_context(store, stopping=stopping)
@@ -157,16 +157,17 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
         store.close()
 
 
-def _register(store_class: Any, config: Any) -> Any:
-    """The state store of this process, registered in ``instances`` as ``connector run`` registers.
+def register_foreground(store_class: Any, config: Any, role: str = ROLE) -> Any:
+    """The state store of a foreground command, registered in ``instances`` as ``connector run`` registers.
 
     Its holder is the process identity (``connector.state.instances``) under the label
-    ``<instance_id>/send-now``: never the service's leases, and an earlier ``send-now`` of this
-    instance that died on this host gives its leases up to this one at once.
+    ``<instance_id>/<role>`` (``send-now``, ``kpi``): never the service's leases, and an earlier
+    run of the same command of this instance that died on this host gives its leases up to
+    this one at once.
     """
     from connector import __version__
 
-    label = f"{config.service.instance_id}/{ROLE}" if config.service.instance_id else ROLE
+    label = f"{config.service.instance_id}/{role}" if config.service.instance_id else role
     store = store_class(config.state_url(), label=label, timeout_seconds=config.timeouts.sql_seconds)
     try:
         store.migrate()
