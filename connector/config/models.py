@@ -179,7 +179,8 @@ class SyncSettings(Section):
     conflict_contact: Literal["", "newest", "crm", "esp"] = ""
     conflict_lead: Literal["", "newest", "crm", "esp"] = ""
     conflict_account: Literal["", "newest", "crm", "esp"] = ""
-    crm_deleted: Literal["leave", "unsubscribe"] = Field("leave", description="What a CRM record deleted or deactivated does at the ESP")
+    crm_deleted: Literal["leave", "unsubscribe", "remove_from_lists"] = Field("leave", description="What a CRM record deleted or deactivated does at the ESP")
+    synced_lists: str = Field("", max_length=4000, description="Customer keys of the lists crm_deleted = remove_from_lists takes a subscriber off, comma-separated")
     esp_held_column: str = Field(d.SYNC_HELD_COLUMN, pattern=r"^([a-z_][a-z0-9_]*)?$",
                                  description="CRM Boolean column set when the ESP holds or deletes the subscriber; blank = only logged")
     data_extension: str = Field("", max_length=200, description="Customer key of a sendable data extension synced instead of the profile attributes")
@@ -187,6 +188,11 @@ class SyncSettings(Section):
     overlap_minutes: float = Field(d.SYNC_OVERLAP_MINUTES, ge=0, le=1440)
     change_log_keep_days: int = Field(d.SYNC_CHANGE_LOG_KEEP_DAYS, ge=1, le=36_500)
     report_folder: Path | None = Field(None, description="Where test-mode runs write their report; blank = <data_dir>/sync-reports")
+
+    @property
+    def synced_list_keys(self) -> list[str]:
+        """``synced_lists`` as customer keys, in order, without blanks and repeats."""
+        return list(dict.fromkeys(k.strip() for k in self.synced_lists.split(",") if k.strip()))
 
     def conflict_rule(self, table: str) -> str:
         """The table's conflict rule (its own, else ``conflict``)."""

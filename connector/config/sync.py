@@ -32,6 +32,7 @@ def build_sync_rules(loader: Loader, transforms: Mapping[str, Mapping[str, str]]
             rules.remove(rule)
         found[table] = tuple(rules)
     _check_data_extension(loader)
+    _check_synced_lists(loader)
     sends = loader.raw.get("sends")
     by_email = sends is not None and (item := sends.items.get("subscriber_key")) is not None \
         and item.value.strip().lower() == "email"
@@ -55,6 +56,24 @@ def _check_data_extension(loader: Loader) -> None:
                        "a synced data extension needs the Date field that holds each row's last change",
                        "name it: data_extension_modified_field = ModifiedDate (the field journeys and imports set)")
     deleted = items.get("crm_deleted")
-    if deleted is not None and deleted.value.strip().lower() == "unsubscribe":
-        loader.problem("sync", "crm_deleted", deleted.line, "a data extension row has no status to unsubscribe",
-                       "use crm_deleted = leave with data_extension")
+    if deleted is not None and deleted.value.strip().lower() in ("unsubscribe", "remove_from_lists"):
+        loader.problem("sync", "crm_deleted", deleted.line, "a data extension row has no status to unsubscribe "
+                       "and no list to leave", "use crm_deleted = leave with data_extension")
+
+
+def _check_synced_lists(loader: Loader) -> None:
+    """``crm_deleted = remove_from_lists`` needs the lists to remove from."""
+    raw = loader.raw.get("sync")
+    items = raw.items if raw is not None else {}
+    deleted = items.get("crm_deleted")
+    if deleted is None or deleted.value.strip().lower() != "remove_from_lists":
+        return
+    lists = items.get("synced_lists")
+    keys = [k.strip() for k in (lists.value if lists is not None else "").split(",") if k.strip()]
+    if not keys:
+        loader.problem("sync", "synced_lists", deleted.line, "crm_deleted = remove_from_lists needs the lists a "
+                       "subscriber is taken off", "name their customer keys: synced_lists = newsletter, offers")
+    elif any(k.casefold().startswith("all subscribers") for k in keys):
+        loader.problem("sync", "synced_lists", lists.line if lists is not None else deleted.line,
+                       "a subscriber leaves All Subscribers only when it is deleted",
+                       "name the lists it should leave, or use crm_deleted = unsubscribe")

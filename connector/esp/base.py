@@ -135,6 +135,15 @@ class EspClient(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not offer subscriber sync")
 
+    def remove_from_lists(self, subscriber_keys: Sequence[str], list_keys: Sequence[str]) -> list[WriteResult]:
+        """Take each subscriber off the lists named by customer key; one result per key, in order.
+
+        The subscriber stays in the account (status and attributes untouched) and on other lists.
+        A subscriber not on them, or unknown, is ok with nothing written: safe to repeat. Raises
+        PeerSetupError for a list key the account lacks (named) or for All Subscribers.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not offer subscriber sync")
+
     def data_extension(self, customer_key: str) -> DataExtensionInfo | None:
         """The data extension with this customer key (fields, primary key, sendable relationship),
         or None when the account has none."""

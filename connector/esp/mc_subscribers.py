@@ -124,6 +124,48 @@ class SubscriberSyncOps:
             out.extend(write_results([u.subscriber_key for u in chunk], result_rows(reply), reply))
         return out
 
+    def remove_from_lists(self, subscriber_keys: Sequence[str], list_keys: Sequence[str]) -> list[WriteResult]:
+        """Take the subscribers off the lists (customer keys): an Update of each Subscriber with a
+        ``Lists`` entry ``SubscriberList{ID, Action="delete"}`` per list it is on (Salesforce,
+        "Manage Subscribers On Lists"). The memberships are read first (``ListSubscriber``), so a
+        subscriber on none of them (or unknown) is ok without a write: safe to repeat."""
+        list_ids = self._list_ids(list_keys)
+        on: dict[str, list[str]] = {}
+        for start in range(0, len(subscriber_keys), KEYS_PER_RETRIEVE):
+            chunk = list(subscriber_keys[start:start + KEYS_PER_RETRIEVE])
+            where = self._api.and_(self._api.in_("SubscriberKey", chunk), self._api.in_("ListID", list(list_ids)))
+            for row in self._api.rows("ListSubscriber", ("SubscriberKey", "ListID"), where,
+                                      f"ListSubscribers of {len(chunk)} subscribers"):
+                if row.get("SubscriberKey") and row.get("ListID"):
+                    on.setdefault(row["SubscriberKey"], []).append(row["ListID"])
+        results = {key: WriteResult(key, True) for key in subscriber_keys if key not in on}
+        keys = [key for key in subscriber_keys if key in on]
+        entry, subscriber = self._api.type("SubscriberList"), self._api.type("Subscriber")
+        for start in range(0, len(keys), self._chunk_size):
+            chunk = keys[start:start + self._chunk_size]
+            objects = [subscriber(SubscriberKey=key, Lists=[entry(ID=int(i), Action="delete") for i in on[key]])
+                       for key in chunk]
+            reply = self._soap.call("Update", safe=True, what=f"{len(objects)} Subscribers off lists", Options={},
+                                    Objects=objects)
+            results.update((r.key, r) for r in write_results(chunk, result_rows(reply), reply))
+        return [results[key] for key in subscriber_keys]
+
+    def _list_ids(self, list_keys: Sequence[str]) -> dict[str, str]:
+        """List ID -> customer key; a key the account lacks, or All Subscribers, is a setup error."""
+        rows = list(self._api.rows("List", ("ID", "CustomerKey", "ListName"), self._api.in_("CustomerKey",
+                                                                                          list(list_keys)),
+                                   f"{len(list_keys)} Lists"))
+        found = {row.get("CustomerKey", ""): row for row in rows}
+        missing = [k for k in list_keys if k not in found]
+        if missing:
+            raise PeerSetupError(f"Marketing Cloud account {self._account!r} has no list with the customer key(s) "
+                                 f"{', '.join(map(repr, missing))}: fix [sync] synced_lists", peer="esp",
+                                 operation="Retrieve")
+        if any(row.get("ListName") == ALL_SUBSCRIBERS for row in rows):
+            raise PeerSetupError(f"[sync] synced_lists names {ALL_SUBSCRIBERS!r}: a subscriber leaves it only when "
+                                 "it is deleted; name the lists it should leave", peer="esp", operation="Retrieve")
+        return {row["ID"]: row.get("CustomerKey", "") for row in rows}
+
     def _update_object(self, update: SubscriberUpdate) -> Any:
         attribute = self._api.type("Attribute")
         fields: dict[str, Any] = {"SubscriberKey": update.subscriber_key}

@@ -128,7 +128,8 @@ class SyncRun:
         held = self.config.esp_held_column if self.side.reflects_status else ""
         for table, rules in self.rules.items():
             self.planners[table] = Planner(table, rules, self.config.conflict_rule(table),
-                                           crm.column_definitions(CrmTable(table)), self.config.crm_deleted, held)
+                                           crm.column_definitions(CrmTable(table)), self.config.crm_deleted, held,
+                                           tuple(self.config.synced_list_keys))
         folder = self.ctx.config.service.data_dir / "sync-scratch"
         try:
             with Scratch(folder) as scratch:

@@ -24,16 +24,25 @@ from connector.sync.values import EMAIL_ATTRIBUTES
 class SubscriberSide:
     reflects_status = True
 
-    def __init__(self, esp: Any) -> None:
+    def __init__(self, esp: Any, synced_lists: Sequence[str] = ()) -> None:
         self.esp = esp
+        self.synced_lists = list(synced_lists)
 
     def pages(self, since: datetime | None, attributes: Sequence[str]) -> Iterator[list[EspSubscriberState]]:
         return self.esp.iter_subscribers_modified_since(since or EPOCH, list(attributes))
 
     def write(self, updates: Mapping[str, Mapping[str, Any]]) -> dict[str, WriteResult]:
-        found = self.esp.update_subscribers([SubscriberUpdate(key, dict(v["attributes"]), v["email"], v["status"])
-                                             for key, v in updates.items()])
-        return {r.key: r for r in found}
+        """Updates of attributes / e-mail / status, and ``leave_lists`` (``[sync] crm_deleted =
+        remove_from_lists``): off the ``[sync] synced_lists``; a key's result is its first failure."""
+        written = [SubscriberUpdate(key, dict(v["attributes"]), v["email"], v["status"]) for key, v in updates.items()
+                   if v["attributes"] or v["email"] is not None or v["status"] is not None]
+        found = {r.key: r for r in self.esp.update_subscribers(written)} if written else {}
+        leaving = [key for key, v in updates.items() if v.get("leave_lists")]
+        if leaving:
+            for result in self.esp.remove_from_lists(leaving, self.synced_lists):
+                if result.key not in found or found[result.key].ok:
+                    found[result.key] = result
+        return found
 
 
 class DataExtensionSide:
@@ -88,4 +97,4 @@ def esp_side(ctx: Any) -> SubscriberSide | DataExtensionSide:
     settings = ctx.config.sync
     if settings.data_extension:
         return DataExtensionSide(ctx.esp(), settings.data_extension, settings.data_extension_modified_field)
-    return SubscriberSide(ctx.esp())
+    return SubscriberSide(ctx.esp(), settings.synced_list_keys)

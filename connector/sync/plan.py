@@ -67,12 +67,13 @@ class Plan:
         self.counts[name] = self.counts.get(name, 0) + n
 
     def to_esp(self, key: str, what: str, value: Any) -> Pending:
-        """``what`` is ``email`` or ``status``; attributes go by ``esp_attribute``."""
-        self.esp.setdefault(key, {"attributes": {}, "email": None, "status": None})[what] = value
+        """``what`` is ``email``, ``status`` or ``leave_lists`` (True: off ``[sync] synced_lists``);
+        attributes go by ``esp_attribute``."""
+        self.esp.setdefault(key, _esp_entry())[what] = value
         return self.esp_pending.setdefault(key, Pending())
 
     def esp_attribute(self, key: str, name: str, value: str) -> Pending:
-        self.esp.setdefault(key, {"attributes": {}, "email": None, "status": None})["attributes"][name] = value
+        self.esp.setdefault(key, _esp_entry())["attributes"][name] = value
         return self.esp_pending.setdefault(key, Pending())
 
     def to_crm(self, record_id: str, column: str, value: object) -> Pending:
@@ -84,13 +85,14 @@ class Planner:
     """The rules of one table, bound to the CRM's column metadata."""
 
     def __init__(self, table: str, rules: tuple[SyncRule, ...], conflict: str, columns: Mapping[str, ColumnInfo],
-                 crm_deleted: str, held_column: str) -> None:
+                 crm_deleted: str, held_column: str, synced_lists: tuple[str, ...] = ()) -> None:
         self.table = table
         self.rules = tuple(_bound(rule, columns) for rule in rules)
         self.conflict = conflict
         self.columns = columns
         self.crm_deleted = crm_deleted
         self.held_column = held_column
+        self.synced_lists = synced_lists
 
     @property
     def crm_columns(self) -> list[str]:
@@ -214,9 +216,20 @@ class Planner:
             pending.changes.append(Change(self.table, record_id, RECORD_FIELD, "", what, "to_esp",
                                           "[sync] crm_deleted = unsubscribe", "subscriber set Unsubscribed"))
             return
+        if self.crm_deleted == "remove_from_lists":
+            pending = plan.to_esp(record_id, "leave_lists", True)
+            pending.drop = True
+            pending.changes.append(Change(self.table, record_id, RECORD_FIELD, "", what, "to_esp",
+                                          "[sync] crm_deleted = remove_from_lists",
+                                          "subscriber taken off the synced lists " + ", ".join(self.synced_lists)))
+            return
         plan.drops.append(record_id)
         plan.changes.append(Change(self.table, record_id, RECORD_FIELD, "", what, "left", "[sync] crm_deleted = leave",
                                    "the subscriber is left as it is at the ESP"))
+
+
+def _esp_entry() -> dict[str, Any]:
+    return {"attributes": {}, "email": None, "status": None, "leave_lists": False}
 
 
 def _bound(rule: SyncRule, columns: Mapping[str, ColumnInfo]) -> SyncRule:

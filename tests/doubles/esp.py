@@ -328,6 +328,18 @@ class FakeEsp(EspClient):
                 out.append(WriteResult(key, True))
         return out
 
+    def remove_from_lists(self, subscriber_keys: Sequence[str], list_keys: Sequence[str]) -> list[WriteResult]:
+        with self._lock:
+            missing = [k for k in list_keys if k not in self.lists]
+            if missing:
+                raise PeerSetupError(f"Marketing Cloud account has no list with the customer key(s) "
+                                     f"{', '.join(map(repr, missing))}: fix [sync] synced_lists", peer="esp",
+                                     operation="Retrieve")
+            for key in subscriber_keys:
+                for list_key in list_keys:
+                    self.members[self.lists[list_key]].pop(key, None)
+            return [WriteResult(key, True) for key in subscriber_keys]
+
     # -- imports -------------------------------------------------------------------------------
 
     def start_import(self, customer_key: str, file_name: str, list_id: str) -> str:

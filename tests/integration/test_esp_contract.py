@@ -760,3 +760,24 @@ def test_data_extension_rows_page_through_more_than_2500(peer) -> None:
     pages = list(esp.iter_data_extension_rows("cesp-members", ["ContactId", "Points"]))
     assert [len(p) for p in pages] == [2500, 200]
     assert len({r["ContactId"] for p in pages for r in p}) == 2700
+
+
+def _members(peer, list_key: str) -> set[str]:  # noqa: ANN001
+    if peer.sandbox is not None:
+        return set(peer.sandbox.list_by_key(list_key).members)
+    return set(peer.account.members[peer.account.lists[list_key]])
+
+
+def test_remove_from_lists_takes_subscribers_off_the_lists_only(peer) -> None:
+    esp = _offers(peer, "remove_from_lists")
+    for key in ("cesp-sync-rm-a", "cesp-sync-rm-b", "cesp-sync-rm-keep"):
+        esp.upsert_subscribers(_subs(3, "rm"), esp.ensure_list(key, key))
+    keys = ["rm-0000", "rm-0001", "nobody-here"]
+    results = esp.remove_from_lists(keys, ["cesp-sync-rm-a", "cesp-sync-rm-b"])
+    assert [r.key for r in results] == keys and all(r.ok for r in results), results
+    assert _members(peer, "cesp-sync-rm-a") == _members(peer, "cesp-sync-rm-b") == {"rm-0002"}
+    assert _members(peer, "cesp-sync-rm-keep") == {"rm-0000", "rm-0001", "rm-0002"}
+    assert peer.state("rm-0000")[2] == "Active"  # still a subscriber of the account, status untouched
+    assert all(r.ok for r in esp.remove_from_lists(keys, ["cesp-sync-rm-a"]))  # safe to repeat
+    with pytest.raises(PeerSetupError, match="no-such-list"):
+        esp.remove_from_lists(keys, ["no-such-list"])

@@ -77,3 +77,38 @@ def test_kill_9_mid_run_loses_no_change_and_applies_none_twice(sandbox, tmp_path
             assert (rid, "firstname") in expected or (rid, "lastname") in expected
     again = sync(ini)
     assert again.returncode == 0 and "to esp" not in again.stdout and "to crm" not in again.stdout, again.stdout
+
+
+def test_kill_9_mid_remove_from_lists_logs_each_delete_once(sandbox, tmp_path: Path) -> None:
+    from connector.sandbox.marketing_cloud.records import ListRec
+
+    crm, esp = sandbox.crm.store, sandbox.esp.store
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off", crm__page_size=20,
+                                    state__lease_seconds=10, sync__crm_deleted="remove_from_lists",
+                                    sync__synced_lists="cesp-crash-news")
+    ini.write_text(ini.read_text(encoding="utf-8") + RULES, encoding="utf-8")
+    news = esp.lists[9901] = ListRec(9901, "cesp-crash-news", "News", "crash-news-object-id")
+    ids = [crm.insert("contacts", {"firstname": f"F{i}", "lastname": f"L{i}", "emailaddress1": f"c{i}@example.com"})
+           for i in range(60)]
+    for i, rid in enumerate(ids):
+        esp.add_subscriber(rid, f"c{i}@example.com", attributes={"First Name": f"F{i}", "Last Name": f"L{i}"},
+                           list_ids=(news.id,))
+    assert sync(ini, "", "--full").returncode == 0
+    gone = ids[::3]
+    for rid in gone:  # deactivations across every page
+        crm.patch("contacts", rid, {"statecode": 1, "statuscode": 2})
+
+    killed = sync(ini, "sync_after_writes:2")
+    assert killed.returncode == -9, (killed.returncode, killed.stderr)
+    deadline = time.monotonic() + 60
+    rest = sync(ini)
+    while "another process holds" in rest.stdout and time.monotonic() < deadline:
+        time.sleep(1)
+        rest = sync(ini)
+    assert rest.returncode == 0 and "another process holds" not in rest.stdout, (rest.stdout, rest.stderr)
+    assert set(news.members) == set(ids) - set(gone)
+    assert all(esp.subscriber(rid).status == "Active" for rid in gone)
+    with StateStore.from_config(load_config(ini), holder="check") as store:
+        logged = sorted(c.record_id for c in store.iter_changes_logged() if c.field == "@record")
+        assert logged == sorted(gone)  # each delete logged once, none lost
+        assert all(c.direction == "to_esp" for c in store.iter_changes_logged() if c.field == "@record")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from connector.config import load_config
+from connector.models import Subscriber
 from connector.runtime import AdapterPool
 from connector.state.store import StateStore
 from connector.sync.engine import SyncOptions, run_sync
@@ -162,6 +163,33 @@ def test_deleted_held_and_deactivated(sandbox, tmp_path) -> None:
         again = org.run()
         assert not again.details.get("held") and not again.details.get("deleted"), again.details
     finally:
+        org.close()
+
+
+def test_a_deactivated_contact_leaves_the_synced_lists_and_stays_a_subscriber(sandbox, tmp_path) -> None:
+    org = Org(sandbox, tmp_path, crm_deleted="remove_from_lists", synced_lists="cesp-news, cesp-offers")
+    adapters = AdapterPool(org.config)
+    try:
+        esp = adapters.get("esp")  # the lists and members made over SOAP, as a marketer's import would
+        for key in ("cesp-news", "cesp-offers", "cesp-other"):
+            esp.upsert_subscribers([Subscriber(rid, f"p{n}@example.com", {}) for n, rid in enumerate(org.ids)],
+                                   esp.ensure_list(key, key))
+        assert org.run(full=True).ok
+        org.crm.patch("contacts", org.ids[1], {"statecode": 1, "statuscode": 2})
+        outcome = org.run()
+        assert outcome.ok and outcome.details["deleted"] == 1, outcome.details
+        members = {key: set(org.esp.list_by_key(key).members) for key in ("cesp-news", "cesp-offers", "cesp-other")}
+        assert org.ids[1] not in members["cesp-news"] and org.ids[1] not in members["cesp-offers"]
+        assert members["cesp-other"] == set(org.ids) and {org.ids[0], org.ids[2]} <= members["cesp-news"]
+        assert org.subscriber(1) is not None and org.subscriber(1).status == "Active"  # still a subscriber
+        logged = [c for c in org.state.iter_changes_logged() if c.record_id == org.ids[1] and c.field == "@record"]
+        assert [(c.direction, c.rule) for c in logged] == [("to_esp", "[sync] crm_deleted = remove_from_lists")]
+        assert "cesp-news, cesp-offers" in logged[0].source
+        assert org.state.shadows("contact", [org.ids[1]]) == {}
+        again = org.run()
+        assert again.ok and not again.details.get("deleted"), again.details
+    finally:
+        adapters.close_all()
         org.close()
 
 

@@ -194,3 +194,25 @@ def test_subscriber_modified_date_is_refused_and_list_subscriber_answers_it(mcsb
     assert texts(root, "//p:OverallStatus") == ["OK"]
     assert texts(root, "//p:Results/p:SubscriberKey") == ["m2"]
     assert texts(root, "//p:Results/p:ListID") == [str(ALL_SUBSCRIBERS_ID)]
+
+
+def _list_entry(key: str, list_id: int, action: str) -> str:
+    return (f'<Objects xsi:type="Subscriber"><SubscriberKey>{key}</SubscriberKey>'
+            f"<Lists><ID>{list_id}</ID><Action>{action}</Action></Lists></Objects>")
+
+
+def test_a_lists_entry_with_action_delete_takes_the_subscriber_off_that_list_only(mcsb_call):
+    list_id = create_list(mcsb_call)
+    _s, body = mcsb_call.soap("Create", f"<CreateRequest {P}>{UPSERT}{subscriber_with('d1', {}, list_id)}"
+                              "</CreateRequest>")
+    assert texts(xml(body), "//p:OverallStatus") == ["OK"]
+    store = mcsb_call.app.store
+    _s, body = mcsb_call.soap("Update", f"<UpdateRequest {P}>{_list_entry('d1', list_id, 'Delete')}"
+                              f"{_list_entry('d1', ALL_SUBSCRIBERS_ID, 'delete')}"
+                              f"{_list_entry('d1', list_id, 'remove')}</UpdateRequest>")
+    root = xml(body)
+    assert texts(root, "//p:Results/p:StatusCode") == ["OK", "Error", "Error"]
+    messages = texts(root, "//p:Results/p:StatusMessage")
+    assert "All Subscribers" in messages[1] and "'remove'" in messages[2]
+    assert "d1" not in store.lists[list_id].members
+    assert store.subscriber("d1") is not None and store.subscriber("d1").status == "Active"

@@ -51,6 +51,23 @@ def test_every_bad_line_is_reported_with_its_line(tmp_path: Path) -> None:
     assert "keyed by the CRM record id" in found[("sends", "subscriber_key", 15)]
 
 
+def test_remove_from_lists_needs_the_synced_lists(tmp_path: Path) -> None:
+    good = GOOD.replace("conflict = esp\n", "conflict = esp\ncrm_deleted = remove_from_lists\n"
+                        "synced_lists = news, offers, news\n")
+    assert load_config(write(tmp_path, good), env={}).sync.synced_list_keys == ["news", "offers"]
+    for lists, message in (("", "needs the lists"), ("All Subscribers - 1000", "only when it is deleted")):
+        text = GOOD.replace("conflict = esp\n", f"conflict = esp\ncrm_deleted = remove_from_lists\n"
+                            f"synced_lists = {lists}\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text), env={})
+        found = {(p.section, p.key): p.message for p in info.value.problems}
+        assert message in found[("sync", "synced_lists")], found
+    dext = good.replace("[transform", "data_extension = DE\ndata_extension_modified_field = Mod\n[transform")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, dext), env={})
+    assert any(p.key == "crm_deleted" and "no list to leave" in p.message for p in info.value.problems)
+
+
 def test_the_sync_step_is_scheduled_only_with_rules(tmp_path: Path) -> None:
     from connector.service import configured_steps, step_intervals, step_workers
 

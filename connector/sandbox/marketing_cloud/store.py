@@ -63,6 +63,9 @@ from connector.sandbox.marketing_cloud.values import (
 SUBSCRIBER_STATUSES = ("Active", "Bounced", "Held", "Unsubscribed", "Deleted")
 HELD_AFTER_BOUNCES = 3
 HELD_SPAN = timedelta(days=14)
+LIST_ACTIONS = ("create", "update", "delete", "upsert")
+"""``SubscriberList.Action`` values (Salesforce, "Manage Subscribers On Lists"; SSJS ``Upsert``)."""
+
 __all__ = ["ALL_SUBSCRIBERS_ID", "EspStore", "Result", "error", "ok", "valid_email"]
 
 
@@ -318,7 +321,12 @@ class EspStore(SendOps, ImportOps, DataExtensionOps):
             list_id = as_int(item.get("ID")) or as_int(nested(item, "List", "ID"))
             if list_id not in self.lists:
                 return f"List with ID '{item.get('ID')}' does not exist."
-            out.append((list_id, (item.text("Action") or "create").lower(), item.text("Status") or "Active"))
+            action = (item.text("Action") or "create").lower()
+            if action not in LIST_ACTIONS:
+                return f"Action '{item.text('Action')}' is not a valid SubscriberList action (create, update, delete, upsert)."
+            if action == "delete" and self.lists[list_id].all_subscribers:
+                return "A subscriber cannot be removed from All Subscribers; delete the subscriber instead."
+            out.append((list_id, action, item.text("Status") or "Active"))
         return out
 
     def _write_subscriber(self, obj: Obj, key: str, rec: SubscriberRec | None) -> SubscriberRec:
