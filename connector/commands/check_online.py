@@ -8,7 +8,8 @@ SFTP drop that is removed again:
   every ``[sync.*]`` column exists and, when the rule writes CRM, is writable
   (``connector.sync.checks``);
 - ESP: every ``[mapping.*]`` and ``[sync.*]`` target is a profile attribute of the account;
-  the ``[sends] default_email_key`` e-mail exists;
+  the ``[sends] default_email_key`` e-mail exists; with ``[sync] crm_deleted = remove_from_lists``,
+  every ``[sync] synced_lists`` key is a list of the account;
 - SFTP: the import folder takes a file (upload, then remove);
 - KPI (``[kpi] source_url`` set): the source answers the query with the columns it must return
   (the query runs, one row is read); in CRM the ``[kpi] match_column`` exists on the customer
@@ -76,7 +77,8 @@ def _run_checks(config: Config) -> list[PeerCheck]:
         crm_checks = (_crm_columns, _crm_roles, _sync_columns) + ((_kpi_crm,) if config.kpi.enabled else ())
         checks += _with_client("CRM", _crm_client, config, crm_checks)
     if config.esp.wsdl:
-        checks += _with_client("ESP", _esp_client, config, (_esp_attributes, _esp_email, _sync_attributes))
+        checks += _with_client("ESP", _esp_client, config, (_esp_attributes, _esp_email, _sync_attributes,
+                                                                    _synced_lists))
     if config.sftp.host:
         checks += _with_client("SFTP", _sftp_client, config, (_sftp_writable,))
     if config.kpi.enabled:
@@ -203,6 +205,21 @@ def _esp_email(config: Config, esp: EspClient, check: PeerCheck) -> None:
         check.problems.append(f"{_where(config)} [sends] default_email_key: the ESP account has no e-mail with the "
                               f"customer key {key!r} (hint: Marketing Cloud shows it as the e-mail's External Key)")
     check.detail = f"e-mail {key!r}"
+
+
+def _synced_lists(config: Config, esp: EspClient, check: PeerCheck) -> None:
+    """synced lists exist"""
+    keys = config.sync.synced_list_keys
+    if config.sync.crm_deleted != "remove_from_lists" or not keys:
+        check.detail = "no [sync] synced_lists in use (crm_deleted is not remove_from_lists)"
+        return
+    found = esp.find_lists(keys)
+    for key in keys:
+        if key not in found:
+            check.problems.append(f"{_where(config)} [sync] synced_lists: the ESP account has no list with the "
+                                  f"customer key {key!r} (hint: Marketing Cloud shows it as the list's External Key; "
+                                  "fix the key or create the list)")
+    check.detail = f"{len(keys)} list(s): " + ", ".join(keys)
 
 
 def _kpi_crm(config: Config, crm: CrmClient, check: PeerCheck) -> None:

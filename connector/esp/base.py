@@ -135,6 +135,12 @@ class EspClient(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not offer subscriber sync")
 
+    def find_lists(self, list_keys: Sequence[str]) -> dict[str, str]:
+        """The lists of the account with these customer keys: customer key -> list name (a key the
+        account lacks is absent). Read-only; ``connector check-config --online`` checks
+        ``[sync] synced_lists`` with it."""
+        raise NotImplementedError(f"{type(self).__name__} does not offer subscriber sync")
+
     def remove_from_lists(self, subscriber_keys: Sequence[str], list_keys: Sequence[str]) -> list[WriteResult]:
         """Take each subscriber off the lists named by customer key; one result per key, in order.
 

@@ -150,12 +150,22 @@ class SubscriberSyncOps:
             results.update((r.key, r) for r in write_results(chunk, result_rows(reply), reply))
         return [results[key] for key in subscriber_keys]
 
+    def find_lists(self, list_keys: Sequence[str]) -> dict[str, str]:
+        """Customer key -> ListName of the account's lists with these keys (see ``EspClient``)."""
+        return {key: row.get("ListName", "") for key, row in self._list_rows(list_keys).items()}
+
+    def _list_rows(self, list_keys: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Customer key -> the List's ID, CustomerKey and ListName, for the keys the account has."""
+        if not list_keys:
+            return {}
+        rows = self._api.rows("List", ("ID", "CustomerKey", "ListName"), self._api.in_("CustomerKey", list(list_keys)),
+                              f"{len(list_keys)} Lists")
+        return {row.get("CustomerKey", ""): row for row in rows}
+
     def _list_ids(self, list_keys: Sequence[str]) -> dict[str, str]:
         """List ID -> customer key; a key the account lacks, or All Subscribers, is a setup error."""
-        rows = list(self._api.rows("List", ("ID", "CustomerKey", "ListName"), self._api.in_("CustomerKey",
-                                                                                          list(list_keys)),
-                                   f"{len(list_keys)} Lists"))
-        found = {row.get("CustomerKey", ""): row for row in rows}
+        found = self._list_rows(list_keys)
+        rows = list(found.values())
         missing = [k for k in list_keys if k not in found]
         if missing:
             raise PeerSetupError(f"Marketing Cloud account {self._account!r} has no list with the customer key(s) "

@@ -114,6 +114,7 @@ class FakeEsp(EspClient):
         self.attributes = DEFAULT_ATTRIBUTES
         self.emails: dict[str, str] = {"welcome": "10001", "cesp-demo-email": "10002"}
         self.lists: dict[str, str] = {}  # customer key -> list id
+        self.list_names: dict[str, str] = {}  # customer key -> list name
         self.members: dict[str, dict[str, Subscriber]] = {}  # list id -> subscriber key -> subscriber
         self.subscribers: dict[str, Subscriber] = {}
         self.statuses: dict[str, SubscriberStatus] = {}
@@ -229,6 +230,7 @@ class FakeEsp(EspClient):
             if customer_key not in self.lists:
                 list_id = str(next(self._ids))
                 self.lists[customer_key] = list_id
+                self.list_names[customer_key] = name
                 self.members[list_id] = {}
             return self.lists[customer_key]
 
@@ -327,6 +329,10 @@ class FakeEsp(EspClient):
                                      status=None if update.status is None else SubscriberStatus(update.status).value)
                 out.append(WriteResult(key, True))
         return out
+
+    def find_lists(self, list_keys: Sequence[str]) -> dict[str, str]:
+        with self._lock:
+            return {key: self.list_names.get(key, key) for key in list_keys if key in self.lists}
 
     def remove_from_lists(self, subscriber_keys: Sequence[str], list_keys: Sequence[str]) -> list[WriteResult]:
         with self._lock:

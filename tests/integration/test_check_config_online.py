@@ -75,3 +75,22 @@ def test_sync_rules_that_do_not_fit_the_peers_are_named_with_their_line(sandbox,
     for fine in ("firstname:", "gendercode:", "emailaddress1:"):
         assert f"[sync.contact] {fine}" not in out
     assert "synced CRM columns exist and can be written: 3 problem(s)" in out
+
+
+def test_a_synced_list_the_esp_account_lacks_is_named(sandbox, tmp_path, capsys) -> None:
+    from connector.sandbox.marketing_cloud.records import ListRec
+
+    sandbox.esp.store.lists[9911] = ListRec(9911, "cesp-check-news", "News", "check-news-object-id")
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off",
+                                    sync__crm_deleted="remove_from_lists",
+                                    sync__synced_lists="cesp-check-news, cesp-check-offers")
+    assert main(["check-config", "-c", str(ini), "--online"]) == EXIT_CONFIG
+    out = capsys.readouterr().out
+    assert "ESP  synced lists exist: 1 problem(s)" in out
+    assert f"{ini} [sync] synced_lists: the ESP account has no list with the customer key 'cesp-check-offers'" in out
+    assert "customer key 'cesp-check-news'" not in out
+
+    ini = sandbox.write_service_ini(tmp_path / "service.ini", logging__console="off",
+                                    sync__crm_deleted="remove_from_lists", sync__synced_lists="cesp-check-news")
+    assert main(["check-config", "-c", str(ini), "--online"]) == 0, capsys.readouterr()
+    assert "synced lists exist: OK (1 list(s): cesp-check-news)" in capsys.readouterr().out

@@ -781,3 +781,10 @@ def test_remove_from_lists_takes_subscribers_off_the_lists_only(peer) -> None:
     assert all(r.ok for r in esp.remove_from_lists(keys, ["cesp-sync-rm-a"]))  # safe to repeat
     with pytest.raises(PeerSetupError, match="no-such-list"):
         esp.remove_from_lists(keys, ["no-such-list"])
+
+
+def test_find_lists_names_the_lists_the_account_has(peer) -> None:
+    esp = _offers(peer, "find_lists")
+    esp.ensure_list("cesp-find-news", "News")
+    assert esp.find_lists(["cesp-find-news", "no-such-list"]) == {"cesp-find-news": "News"}
+    assert esp.find_lists(["no-such-list"]) == {}
