@@ -14,7 +14,6 @@ run goes on; nothing is lost, nothing doubled).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -37,30 +36,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def kpi_command(args: argparse.Namespace) -> int:
-    from connector.commands.run import load_or_report
+    from connector.commands.foreground import load_quiet, run_in_foreground
+    from connector.logs import setup_logging
 
-    config = load_or_report(args.config)
+    config = load_quiet(args.config, verbose=args.verbose)
     if config is None:
         return EXIT_CONFIG
     if not config.kpi.enabled:
         print(f"connector kpi: {args.config} has no [kpi] source_url and query: nothing to load (docs/kpi.md)",
               file=sys.stderr)
         return EXIT_CONFIG
-    if not args.verbose:
-        config = config.model_copy(update={"logging": config.logging.model_copy(update={"console": "off"})})
-    from connector.logs import close_logging, setup_logging
-
     setup_logging(config)
-    stopping = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    try:
-        return load_once(config, stopping, dry_run=args.dry_run, full=args.full)
-    except ConnectorError as exc:
-        print(f"connector kpi: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        close_logging()
+    return run_in_foreground("kpi", lambda stopping: load_once(config, stopping, dry_run=args.dry_run,
+                                                              full=args.full), close_logs=True)
 
 
 def load_once(config: Any, stopping: threading.Event, *, dry_run: bool = False, full: bool = False) -> int:

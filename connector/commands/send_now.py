@@ -12,7 +12,6 @@ service (or another send-now) resumes the request later.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -99,29 +98,16 @@ def _phase(text: str) -> str:
 
 
 def send_now_command(args: argparse.Namespace) -> int:
-    from connector.commands.run import load_or_report
+    from connector.commands.foreground import load_quiet, run_in_foreground
+    from connector.logs import setup_logging
 
-    config = load_or_report(args.config)
+    config = load_quiet(args.config, verbose=args.verbose)
     if config is None:
         return EXIT_CONFIG
-    if not args.verbose:
-        config = config.model_copy(update={"logging": config.logging.model_copy(update={"console": "off"})})
-    try:
-        from connector.logs import setup_logging
-
-        setup_logging(config)
-    except ImportError:  # pragma: no cover
-        pass
+    setup_logging(config)
     poll = args.poll_seconds if args.poll_seconds is not None else min(config.imports.poll_seconds, 5.0)
-    stopping = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    try:
-        return run_one(config, args.request_id, stopping, ProgressBar(sys.stderr), poll)
-    except ConnectorError as exc:
-        print(f"connector send-now: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return run_in_foreground("send-now", lambda stopping: run_one(config, args.request_id, stopping,
+                                                                  ProgressBar(sys.stderr), poll))
 
 
 def run_one(config: Any, request_id: str, stopping: threading.Event, bar: ProgressBar, poll: float) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import sys
 import threading
@@ -20,7 +19,6 @@ import uuid
 from pathlib import Path
 
 from connector.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from connector.errors import ConnectorError
 
 TABLES = ("contact", "lead", "account")
 
@@ -41,28 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def sync_command(args: argparse.Namespace) -> int:
-    from connector.commands.run import load_or_report
+    from connector.commands.foreground import load_quiet, run_in_foreground
     from connector.logs import setup_logging
 
-    config = load_or_report(args.config)
+    config = load_quiet(args.config, verbose=args.verbose)
     if config is None:
         return EXIT_CONFIG
-    if not args.verbose:
-        config = config.model_copy(update={"logging": config.logging.model_copy(update={"console": "off"})})
     setup_logging(config)
     missing = [t for t in args.table or () if t not in config.sync_rules]
     if missing:
         print(f"connector sync: no [sync.{missing[0]}] section in {args.config}", file=sys.stderr)
         return EXIT_CONFIG
-    stopping = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    try:
-        return run_command(config, args, stopping)
-    except ConnectorError as exc:
-        print(f"connector sync: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return run_in_foreground("sync", lambda stopping: run_command(config, args, stopping))
 
 
 def run_command(config: object, args: argparse.Namespace, stopping: threading.Event) -> int:

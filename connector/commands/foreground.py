@@ -1,0 +1,51 @@
+"""What the foreground commands (``send-now``, ``kpi``, ``sync``) set up the same way.
+
+Each loads the configuration (or prints the check-config report), keeps its log lines off
+the console unless ``--verbose`` (the command prints its own progress there), and runs its
+work with Ctrl-C setting a ``stopping`` event the work checks at safe points (the previous
+SIGINT handler comes back afterwards), a ``ConnectorError`` ending as
+``connector <command>: <message>`` on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from connector.cli import EXIT_FAILURE
+from connector.errors import ConnectorError
+
+
+def load_quiet(path: str | Path, *, verbose: bool) -> Any | None:
+    """The config, its ``[logging] console`` off unless ``verbose``; None after the check-config report."""
+    from connector.commands.run import load_or_report
+
+    config = load_or_report(path)
+    if config is None or verbose:
+        return config
+    return config.model_copy(update={"logging": config.logging.model_copy(update={"console": "off"})})
+
+
+def run_in_foreground(command: str, work: Callable[[threading.Event], int], *, close_logs: bool = False) -> int:
+    """``work(stopping)``'s exit code; Ctrl-C sets ``stopping``; a ConnectorError is printed, exit 1.
+
+    ``close_logs``: close the log handlers ``setup_logging`` installed once the work is done."""
+    stopping = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    try:
+        return work(stopping)
+    except ConnectorError as exc:
+        print(f"connector {command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if close_logs:
+            from connector.logs import close_logging
+
+            close_logging()
+
+
+__all__ = ["load_quiet", "run_in_foreground"]
