@@ -24,17 +24,28 @@ from tests.fixtures.sandbox import crm_session_for
 KEY = "campaignresponse.cesp_trackingkey_key"
 
 
-@pytest.fixture
-def bare(tmp_path, sandbox_ca):
-    """An organization without the connector's customizations; key jobs take about two seconds (room for
-    crm-setup's other calls and a daemon start on a busy machine before the key is Active)."""
-    crm = start_crm_sandbox(tmp_path / "crm", sandbox_ca, customizations=False,
-                            key_activation=KeyActivation(pending_seconds=1.0, build_seconds=1.0))
+def _bare_org(tmp_path, sandbox_ca, activation: KeyActivation):  # noqa: ANN001, ANN202
+    crm = start_crm_sandbox(tmp_path / "crm", sandbox_ca, customizations=False, key_activation=activation)
     crm.ca_file = sandbox_ca.ca_file
     client = DataverseCrmClient.from_config(crm_config(crm, sandbox_ca.ca_file))
     yield crm, client
     client.close()
     crm.stop()
+
+
+@pytest.fixture
+def bare(tmp_path, sandbox_ca):
+    """An organization without the connector's customizations; key jobs take about two seconds (room for
+    crm-setup's other calls and a daemon start on a busy machine before the key is Active)."""
+    yield from _bare_org(tmp_path, sandbox_ca, KeyActivation(pending_seconds=1.0, build_seconds=1.0))
+
+
+@pytest.fixture
+def bare_watched(tmp_path, sandbox_ca):
+    """The same, with each phase of the key job long enough (4 s) that a test polling every 50 ms sees it
+    even on a machine loaded by parallel test workers (at 1 s the Pending phase was over once before the
+    first poll)."""
+    yield from _bare_org(tmp_path, sandbox_ca, KeyActivation(pending_seconds=4.0, build_seconds=4.0))
 
 
 def _until(predicate, what: str, timeout: float = 30.0):  # noqa: ANN001
@@ -55,8 +66,8 @@ def _upsert(crm, session, key: str) -> int:
         headers={"If-None-Match": "*"}).status_code
 
 
-def test_a_new_key_is_built_in_the_background_and_addresses_records_only_once_active(bare) -> None:
-    crm, client = bare
+def test_a_new_key_is_built_in_the_background_and_addresses_records_only_once_active(bare_watched) -> None:
+    crm, client = bare_watched
     report = CrmSetup(client.http).run(wait=False)
     assert report.keys[KEY] == "Pending"
     session = crm_session_for(crm)
