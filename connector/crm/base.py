@@ -45,6 +45,31 @@ class CrmClient(abc.ABC):
         Returns the claimed request, or None when another worker or instance took it first.
         """
 
+    def mark_importing(self, request: SendRequest) -> bool:
+        """Processing -> Importing (the ESP imports the batch files), etag-guarded as the claim is.
+
+        A refused write (412: the request changed since it was read, e.g. the connector wrote
+        counts) is read back: still Processing -> written again with the new etag; already
+        Importing -> done (a write of before a crash); anything else (cancelled, deleted) -> left
+        as it is, False. Cosmetic: the caller logs a failure and goes on.
+        """
+        for _ in range(3):
+            if request.status is SendStatus.IMPORTING:
+                return True
+            if request.status is not SendStatus.PROCESSING:
+                return False
+            if self.set_status_if_match(request, SendStatus.IMPORTING):
+                return True
+            current = self.get_send_request(request.id)
+            if current is None:
+                return False
+            request = current
+        return False
+
+    def set_status_if_match(self, request: SendRequest, status: SendStatus) -> bool:
+        """Write ``status`` guarded by the request's etag (If-Match); False on 412 / 404."""
+        raise NotImplementedError(f"{type(self).__name__} cannot write a status under an etag")
+
     @abc.abstractmethod
     def get_send_request(self, request_id: str) -> SendRequest | None:
         """The send request by id, or None if it was deleted from CRM."""

@@ -217,6 +217,19 @@ class DataverseCrmClient(CrmClient):
             resp.close()
         return self.get_send_request(request.id)
 
+    def set_status_if_match(self, request: SendRequest, status: SendStatus) -> bool:
+        """One PATCH of the status column with ``If-Match: <etag>`` (the claim's rule); 412 / 404 -> False."""
+        c = self.cols
+        call = Call("write send request status", c.table, request.id)  # not repeated blindly, as the claim
+        resp = self.http.request("PATCH", f"{c.entity_set}({request.id})", call,
+                                 json_body={c.status: c.code(status)},
+                                 headers={"If-Match": request.etag or "*"}, accept=(412, 404))
+        resp.close()
+        if resp.status_code in (412, 404):
+            log.info("send_status_write_refused", send_id=request.id, status=status.value, http=resp.status_code)
+            return False
+        return True
+
     def update_send_request(self, request_id: str, update: SendRequestUpdate) -> None:
         c = self.cols
         body = c.update_body(update)

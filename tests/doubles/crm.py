@@ -215,6 +215,14 @@ class FakeCrm(CrmClient):
             self.store.patch("cesp_sendrequests", request.id, {"cesp_status": STATUS_CODES[SendStatus.PROCESSING]})
             return self.get_send_request(request.id)
 
+    def set_status_if_match(self, request: SendRequest, status: SendStatus) -> bool:
+        with self.lock:
+            row = self._request_row(request.id, "write send request status")
+            if row is None or (request.etag and row.get("@odata.etag") != request.etag):
+                return False  # 404 / 412
+            self.store.patch("cesp_sendrequests", request.id, {"cesp_status": STATUS_CODES[status]})
+            return True
+
     def update_send_request(self, request_id: str, update: SendRequestUpdate) -> None:
         body = self.cols.update_body(update)
         if not body:

@@ -153,7 +153,7 @@ def expected(world: World) -> dict:
 
 FILE_POINTS = [
     "before_crm_claim", "after_claim", "after_chunk_committed", "after_batch_finished:2", "after_resolved",
-    "after_batch_uploaded:2", "after_send_recorded", "after_crm_updated",
+    "after_batch_uploaded:2", "after_importing_shown", "after_send_recorded", "after_crm_updated",
 ]
 SOAP_POINTS = ["after_resolved", "after_soap_chunk:3"]
 

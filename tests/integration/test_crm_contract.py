@@ -527,6 +527,23 @@ def test_a_claim_moves_the_etag_and_an_update_too(peer) -> None:
     assert client.claim_send_request(again).status is SendStatus.PROCESSING
 
 
+def test_importing_is_written_under_the_etag_and_never_over_a_cancel(peer) -> None:
+    client, seed = peer.client, peer.seed
+    request_id = seed.send_request([{"kind": "contact", "id": seed.contact()}])
+    claimed = client.claim_send_request(client.get_send_request(request_id))
+    client.update_send_request(request_id, SendRequestUpdate(resolved=1))  # moves the etag
+    assert client.set_status_if_match(claimed, SendStatus.IMPORTING) is False  # 412: the etag of before
+    assert client.get_send_request(request_id).status is SendStatus.PROCESSING
+    assert client.mark_importing(claimed) is True  # read back: still Processing, written with the new etag
+    now = client.get_send_request(request_id)
+    assert now.status is SendStatus.IMPORTING and client.mark_importing(now) is True  # again: harmless
+    other = seed.send_request([{"kind": "contact", "id": seed.contact()}])
+    taken = client.claim_send_request(client.get_send_request(other))
+    client.update_send_request(other, SendRequestUpdate(status=SendStatus.CANCELLED))  # a CRM user cancels
+    assert client.mark_importing(taken) is False
+    assert client.get_send_request(other).status is SendStatus.CANCELLED
+
+
 def test_inactive_and_opted_out_records_come_through_flagged(peer) -> None:
     client, seed = peer.client, peer.seed
     ids = [seed.contact(emailaddress1="on@example.com"), seed.contact(emailaddress1="off@example.com", statecode=1),

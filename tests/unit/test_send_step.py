@@ -101,6 +101,40 @@ def test_pending_import_waits(send_world: SendWorld) -> None:
     assert send_world.state.get_send_job(R3).status == "sent"
 
 
+def test_a_files_send_shows_importing_in_crm_while_its_imports_run_then_sent(send_world: SendWorld) -> None:
+    send_world.configure(threshold=0)
+    L1 = send_world.crm.add_list([contact(i) for i in range(4)])
+    rid = guid("importing-shown")
+    send_world.crm.add_request(rid, [L1])
+    send_world.esp.import_state = "processing"
+    run_sends(send_world.ctx())
+    run_imports(send_world.ctx())
+    assert send_world.state.get_send_job(rid).status == "importing"
+    assert send_world.crm.requests[rid].status is SendStatus.IMPORTING
+    send_world.esp.import_state = "completed"
+    run_imports(send_world.ctx())
+    assert send_world.state.get_send_job(rid).status == "sent"
+    assert send_world.crm.requests[rid].status is SendStatus.SENT
+
+
+def test_importing_not_written_goes_on_with_the_send(send_world: SendWorld, monkeypatch) -> None:
+    from connector.errors import TransientPeerError
+
+    def refuse(request, status):
+        raise TransientPeerError("Dataverse: 503 Service Unavailable", peer="crm", operation="update")
+
+    monkeypatch.setattr(send_world.crm, "set_status_if_match", refuse)
+    send_world.configure(threshold=0)
+    L1 = send_world.crm.add_list([contact(i) for i in range(4)])
+    rid = guid("importing-not-written")
+    send_world.crm.add_request(rid, [L1])
+    run_sends(send_world.ctx())
+    assert send_world.crm.requests[rid].status is SendStatus.PROCESSING  # cosmetic: the send went on
+    run_imports(send_world.ctx())
+    assert send_world.state.get_send_job(rid).status == "sent"
+    assert send_world.crm.requests[rid].status is SendStatus.SENT
+
+
 def test_failed_import_fails_the_send_with_the_file_name(send_world: SendWorld) -> None:
     send_world.configure(threshold=0)
     L1 = send_world.crm.add_list([contact(i) for i in range(4)])

@@ -20,7 +20,8 @@ import structlog
 
 from connector.batchfiles import read_batch
 from connector.crashpoints import crashpoint
-from connector.models import SkipReason
+from connector.errors import PeerError
+from connector.models import SendRequest, SkipReason
 from connector.state.lifecycle import BatchStatus, JobStatus
 from connector.state.store import QuarantineRow, SendJob
 from connector.steps.send.keys import import_key, list_key
@@ -65,10 +66,26 @@ def hand_over(attempt: SendAttempt) -> bool:
         job.move(JobStatus.STARTING)
     else:
         hand_over_files(ctx, job, work, attempt.keep_alive, attempt.reporter)
+        show_importing(ctx, attempt.request)  # before the commit: a crash in between writes it again
+        crashpoint("after_importing_shown")
         job.move(JobStatus.IMPORTING)
         job.phase_detail = "waiting for the ESP to import the batch files"
     ctx.state.save_send_job(job)
     return True
+
+
+def show_importing(ctx: StepContext, request: SendRequest | None) -> None:
+    """CRM shows Importing while the ESP imports the batch files (Processing -> Importing).
+
+    Cosmetic: a write that fails or is refused is logged and the send goes on; release
+    writes Sent (or Failed) over it as before."""
+    if request is None:
+        return
+    try:
+        if not ctx.crm().mark_importing(request):
+            log.info("send_importing_not_shown", send=request.id, crm_status=request.status.value)
+    except PeerError as exc:
+        log.warning("send_importing_not_shown", send=request.id, error=str(exc))
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:  # noqa: D103
