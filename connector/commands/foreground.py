@@ -1,5 +1,7 @@
 """What the foreground commands (``send-now``, ``kpi``, ``sync``) set up the same way.
 
+The state store of ``send-now`` and ``kpi`` is registered as its own process (``register_foreground``).
+
 Each loads the configuration (or prints the check-config report), keeps its log lines off
 the console unless ``--verbose`` (the command prints its own progress there), and runs its
 work with Ctrl-C setting a ``stopping`` event the work checks at safe points (the previous
@@ -49,3 +51,26 @@ def run_in_foreground(command: str, work: Callable[[threading.Event], int], *, c
 
 
 __all__ = ["load_quiet", "run_in_foreground"]
+
+
+def register_foreground(config: Any, role: str) -> Any:
+    """The state store of a foreground command, registered in ``instances`` as ``connector run`` registers.
+
+    Its holder is the process identity (``connector.state.instances``) under the label
+    ``<instance_id>/<role>`` (``send-now``, ``kpi``): never the service's leases, and an earlier
+    run of the same command of this instance that died on this host gives its leases up to
+    this one at once.
+    """
+    from connector import __version__
+    from connector.state.store import StateStore
+
+    label = f"{config.service.instance_id}/{role}" if config.service.instance_id else role
+    store = StateStore(config.state_url(), label=label, timeout_seconds=config.timeouts.sql_seconds)
+    try:
+        store.migrate()
+        store.register_instance(__version__)
+        store.take_over_dead_predecessors()
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -52,14 +52,13 @@ def kpi_command(args: argparse.Namespace) -> int:
 
 
 def load_once(config: Any, stopping: threading.Event, *, dry_run: bool = False, full: bool = False) -> int:
-    from connector.commands.send_now import register_foreground
+    from connector.commands.foreground import register_foreground
     from connector.runtime import AdapterPool
-    from connector.state.store import StateStore
     from connector.steps.kpi import run_kpi
 
     # registered under <instance_id>/kpi: it takes over what a dead earlier `connector kpi` on this
     # host held (its lease), and a service with the same instance_id never counts it as a twin
-    store = register_foreground(StateStore, config, "kpi")
+    store = register_foreground(config, "kpi")
     adapters = AdapterPool(config)
     try:
         ctx = adapters.step_context(store, stopping=stopping)

@@ -113,9 +113,9 @@ def send_now_command(args: argparse.Namespace) -> int:
 def run_one(config: Any, request_id: str, stopping: threading.Event, bar: ProgressBar, poll: float) -> int:
     from connector.models import SendStatus
     from connector.runtime import AdapterPool
-    from connector.state.store import StateStore
+    from connector.commands.foreground import register_foreground
 
-    store = register_foreground(StateStore, config)
+    store = register_foreground(config, ROLE)
     adapters = AdapterPool(config)
     try:
         ctx = adapters.step_context(store, stopping=stopping)
@@ -141,28 +141,6 @@ def run_one(config: Any, request_id: str, stopping: threading.Event, bar: Progre
         except ConnectorError as exc:  # the outcome is told already; a stale row is pruned later
             print(f"connector send-now: {exc}", file=sys.stderr)
         store.close()
-
-
-def register_foreground(store_class: Any, config: Any, role: str = ROLE) -> Any:
-    """The state store of a foreground command, registered in ``instances`` as ``connector run`` registers.
-
-    Its holder is the process identity (``connector.state.instances``) under the label
-    ``<instance_id>/<role>`` (``send-now``, ``kpi``): never the service's leases, and an earlier
-    run of the same command of this instance that died on this host gives its leases up to
-    this one at once.
-    """
-    from connector import __version__
-
-    label = f"{config.service.instance_id}/{role}" if config.service.instance_id else role
-    store = store_class(config.state_url(), label=label, timeout_seconds=config.timeouts.sql_seconds)
-    try:
-        store.migrate()
-        store.register_instance(__version__)
-        store.take_over_dead_predecessors()
-    except BaseException:
-        store.close()
-        raise
-    return store
 
 
 def _follow(ctx: Any, store: Any, request_id: str, pending: Any, stopping: threading.Event, bar: ProgressBar,
